@@ -1,0 +1,320 @@
+//! Checks `X-Session-ID` against the shared session store (with a short-lived
+//! in-memory copy so a hot route costs no database round trip), and issues
+//! sessions: by login, for anonymous callers, and from the CLI.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use simcache_store::clock::now_ms;
+use simcache_store::sessions::{SessionRecord, SessionStore, UserRecord};
+use simcache_web::ApiError;
+
+use crate::limiter::LoginLimiter;
+use crate::privileges::{Privilege, PrivilegeSet, Role};
+use crate::{password, token};
+
+pub const SESSION_HEADER: &str = "x-session-id";
+
+/// Longest session a caller may ask for (one year).
+pub const MAX_SESSION_TTL_HOURS: f64 = 24.0 * 366.0;
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Disables every check. Only ever set from an explicit `--no-auth`.
+    pub no_auth: bool,
+    /// How long a validated session is trusted without asking the store again;
+    /// bounds how late another process's logout is noticed.
+    pub session_cache_ttl: Duration,
+    pub default_session_ttl_hours: f64,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub login_max_attempts: usize,
+    pub login_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            no_auth: false,
+            session_cache_ttl: Duration::from_secs(5),
+            default_session_ttl_hours: 24.0,
+            trusted_proxies: Vec::new(),
+            login_max_attempts: 5,
+            login_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A validated session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub token_hash: String,
+    pub username: String,
+    pub user_id: Option<i64>,
+    pub role: Option<String>,
+    pub privileges: PrivilegeSet,
+    pub expires_at_ms: i64,
+}
+
+impl Session {
+    pub fn allows(&self, p: Privilege) -> bool {
+        self.privileges.allows(p)
+    }
+}
+
+/// A freshly issued session: the token is shown once, to its owner.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub token: String,
+    pub session: Session,
+}
+
+pub struct Authenticator {
+    store: Arc<dyn SessionStore>,
+    cfg: AuthConfig,
+    cache: moka::sync::Cache<String, Arc<Session>>,
+    limiter: LoginLimiter,
+    no_auth_session: Arc<Session>,
+}
+
+fn session_from_record(r: SessionRecord) -> Session {
+    Session {
+        // Stored names were validated when issued; an unknown one grants nothing.
+        privileges: PrivilegeSet::parse(&r.privileges).unwrap_or_default(),
+        token_hash: r.token_hash,
+        username: r.username,
+        user_id: r.user_id,
+        role: r.role,
+        expires_at_ms: r.expires_at_ms,
+    }
+}
+
+fn ttl_ms(hours: f64) -> Result<i64, ApiError> {
+    if !hours.is_finite() || hours <= 0.0 || hours > MAX_SESSION_TTL_HOURS {
+        return Err(ApiError::bad_request(format!(
+            "ttl_hours must be a number greater than 0 and at most {MAX_SESSION_TTL_HOURS}"
+        )));
+    }
+    Ok((hours * 3_600_000.0) as i64)
+}
+
+/// A hash to verify against when the user does not exist, so that an unknown
+/// name costs the same time as a wrong password.
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| password::hash("simcache-timing-equaliser").unwrap_or_default())
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn SessionStore>, cfg: AuthConfig) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(cfg.session_cache_ttl)
+            .build();
+        let limiter = LoginLimiter::new(cfg.login_max_attempts, cfg.login_window);
+        let no_auth_session = Arc::new(Session {
+            token_hash: String::new(),
+            username: "no-auth".into(),
+            user_id: None,
+            role: Some("admin".into()),
+            privileges: Role::Admin.privileges(),
+            expires_at_ms: i64::MAX,
+        });
+        Authenticator { store, cfg, cache, limiter, no_auth_session }
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.cfg
+    }
+
+    /// The session behind the request's `X-Session-ID`, if it may use `p`:
+    /// 401 without a live session, 403 without the privilege.
+    pub async fn authorize(&self, headers: &HeaderMap, p: Privilege) -> Result<Arc<Session>, ApiError> {
+        let session = self.authenticate(headers).await?;
+        if !session.allows(p) {
+            return Err(ApiError::forbidden(format!("this session lacks the '{p}' privilege")));
+        }
+        Ok(session)
+    }
+
+    /// The live session behind the request, whatever it may do.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Session>, ApiError> {
+        if self.cfg.no_auth {
+            return Ok(self.no_auth_session.clone());
+        }
+        let token = headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("missing X-Session-ID header"))?;
+        self.session_for_token(token).await
+    }
+
+    pub async fn session_for_token(&self, token: &str) -> Result<Arc<Session>, ApiError> {
+        let invalid = || ApiError::unauthorized("invalid or expired session");
+        if !token::looks_valid(token) {
+            return Err(invalid());
+        }
+        let h = token::hash(token);
+        let now = now_ms();
+        if let Some(s) = self.cache.get(&h) {
+            if s.expires_at_ms > now {
+                return Ok(s);
+            }
+            self.cache.invalidate(&h);
+            return Err(invalid());
+        }
+        let rec = self.store.find_session(&h).await?.ok_or_else(invalid)?;
+        if rec.expires_at_ms <= now {
+            return Err(invalid());
+        }
+        let s = Arc::new(session_from_record(rec));
+        self.cache.insert(h, s.clone());
+        Ok(s)
+    }
+
+    /// Username/password login, rate-limited per client and name.
+    pub async fn login(
+        &self,
+        client: IpAddr,
+        username: &str,
+        password_text: &str,
+        ttl_hours: Option<f64>,
+    ) -> Result<IssuedSession, ApiError> {
+        let ttl = ttl_ms(ttl_hours.unwrap_or(self.cfg.default_session_ttl_hours))?;
+        if !self.limiter.attempt(client, username) {
+            return Err(ApiError::too_many_requests(
+                "too many login attempts; wait a minute and try again",
+            ));
+        }
+        let user = self.store.find_user(username).await?;
+        let (phc, user) = match user {
+            Some(u) if u.is_active => (u.password_hash.clone(), Some(u)),
+            _ => (dummy_hash().to_string(), None),
+        };
+        // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+        let pw = password_text.to_string();
+        let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &phc))
+            .await
+            .unwrap_or(false);
+        let user = match (ok, user) {
+            (true, Some(u)) => u,
+            _ => return Err(ApiError::unauthorized("invalid username or password")),
+        };
+        self.limiter.reset(client, username);
+        let role = Role::parse(&user.role).unwrap_or(Role::User);
+        self.issue(Some(&user), &user.username, Some(role.name()), role.privileges(), ttl).await
+    }
+
+    /// A session that belongs to no user, with the given privileges.
+    pub async fn create_anonymous(
+        &self,
+        privileges: PrivilegeSet,
+        ttl_hours: Option<f64>,
+    ) -> Result<IssuedSession, ApiError> {
+        let ttl = ttl_ms(ttl_hours.unwrap_or(self.cfg.default_session_ttl_hours))?;
+        self.issue(None, "anonymous", None, privileges, ttl).await
+    }
+
+    async fn issue(
+        &self,
+        user: Option<&UserRecord>,
+        username: &str,
+        role: Option<&str>,
+        privileges: PrivilegeSet,
+        ttl: i64,
+    ) -> Result<IssuedSession, ApiError> {
+        let token = token::generate()
+            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("no randomness: {e}")))?;
+        let now = now_ms();
+        let rec = SessionRecord {
+            token_hash: token::hash(&token),
+            user_id: user.map(|u| u.id),
+            username: username.to_string(),
+            role: role.map(str::to_string),
+            privileges: privileges.names(),
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl),
+            metadata: user.is_none().then(|| serde_json::json!({ "anonymous": true })),
+        };
+        self.store.insert_session(&rec).await?;
+        Ok(IssuedSession { token, session: session_from_record(rec) })
+    }
+
+    /// Moves a live session's expiry to now + ttl.
+    pub async fn refresh(&self, session: &Session, ttl_hours: Option<f64>) -> Result<i64, ApiError> {
+        let ttl = ttl_ms(ttl_hours.unwrap_or(self.cfg.default_session_ttl_hours))?;
+        let now = now_ms();
+        let expires = now.saturating_add(ttl);
+        if !self.store.extend_session(&session.token_hash, expires, now).await? {
+            return Err(ApiError::unauthorized("invalid or expired session"));
+        }
+        self.cache.invalidate(&session.token_hash);
+        Ok(expires)
+    }
+
+    pub async fn logout(&self, session: &Session) -> Result<bool, ApiError> {
+        self.cache.invalidate(&session.token_hash);
+        Ok(self.store.delete_session(&session.token_hash).await?)
+    }
+
+    /// Creates a user with an argon2-hashed password.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_text: &str,
+        role: Role,
+        email: Option<&str>,
+    ) -> Result<i64, ApiError> {
+        validate_username(username)?;
+        if password_text.len() < 8 {
+            return Err(ApiError::bad_request("password must be at least 8 characters"));
+        }
+        let pw = password_text.to_string();
+        let phc = tokio::task::spawn_blocking(move || password::hash(&pw))
+            .await
+            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        self.store
+            .create_user(username, &phc, role.name(), email)
+            .await
+            .map_err(|e| match e {
+                simcache_store::StoreError::Conflict(_) => {
+                    ApiError::new(axum::http::StatusCode::CONFLICT, format!("user {username:?} already exists"))
+                }
+                other => other.into(),
+            })
+    }
+
+    /// Creates user `admin` with `password` unless an admin exists already.
+    /// Returns true when it created one.
+    pub async fn bootstrap_admin(&self, password_text: &str) -> Result<bool, ApiError> {
+        if self.store.count_users(Some("admin")).await? > 0 {
+            return Ok(false);
+        }
+        match self.create_user("admin", password_text, Role::Admin, None).await {
+            Ok(_) => Ok(true),
+            // Another replica won the race: that is fine.
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn purge_expired(&self) -> Result<u64, ApiError> {
+        Ok(self.store.purge_expired_sessions(now_ms()).await?)
+    }
+}
+
+pub fn validate_username(u: &str) -> Result<(), ApiError> {
+    let ok = !u.is_empty()
+        && u.len() <= 128
+        && u.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "username must be 1-128 characters of letters, digits, '.', '_', '@' or '-'",
+        ))
+    }
+}

@@ -1,0 +1,12 @@
+//! Who may do what: roles and privileges, sessions, passwords and the login
+//! rate limiter, plus the HTTP pieces every simcache server uses to check them.
+
+pub mod authenticator;
+pub mod limiter;
+pub mod password;
+pub mod privileges;
+pub mod routes;
+pub mod token;
+
+pub use authenticator::{AuthConfig, Authenticator, IssuedSession, Session};
+pub use privileges::{Privilege, PrivilegeSet, Role};

@@ -1,0 +1,35 @@
+//! Password hashing with argon2id (PHC string format).
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+pub fn hash(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("password hashing failed: {e}"))
+}
+
+/// True when `password` matches `phc`. A malformed stored hash never matches.
+pub fn verify(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hashes_verify_and_are_salted() {
+        let h1 = super::hash("s3cret").unwrap();
+        let h2 = super::hash("s3cret").unwrap();
+        assert!(h1.starts_with("$argon2id$"));
+        assert_ne!(h1, h2);
+        assert!(super::verify("s3cret", &h1));
+        assert!(!super::verify("S3cret", &h1));
+        assert!(!super::verify("s3cret", "not-a-hash"));
+    }
+}

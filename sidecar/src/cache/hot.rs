@@ -1,0 +1,234 @@
+//! The memory tier: a byte-bounded LRU of live entries in front of the store.
+//!
+//! It must never serve what was invalidated or expired. Expiry is checked on
+//! every read. Invalidations bump an epoch; a reader that loaded an entry from
+//! the store only puts it here if no invalidation happened since it started
+//! reading, so a stale row read just before an invalidation cannot slip in
+//! after it. When changes from other processes may be missed (the PostgreSQL
+//! event channel is down) the tier is emptied and bypassed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use moka::notification::RemovalCause;
+use simcache_store::cache::{CacheEntry, InvalidationFilter, KeyPattern};
+
+/// A cached entry and the hits it has served since it was loaded.
+#[derive(Debug)]
+pub struct HotEntry {
+    pub entry: CacheEntry,
+    pub hit_count: AtomicI64,
+}
+
+/// Rough per-entry bookkeeping cost beyond the entry's own bytes.
+const OVERHEAD_BYTES: u32 = 256;
+
+pub struct HotTier {
+    cache: moka::sync::Cache<String, Arc<HotEntry>>,
+    epoch: AtomicU64,
+    coherent: AtomicBool,
+    evictions: Arc<AtomicU64>,
+}
+
+impl HotTier {
+    /// `coherent` says whether the tier may serve from the start (true when
+    /// nothing else can write the store).
+    pub fn new(max_bytes: u64, coherent: bool) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let ev = evictions.clone();
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Arc<HotEntry>| {
+                (k.len() as u32)
+                    .saturating_add(v.entry.size_bytes.clamp(0, u32::MAX as i64) as u32)
+                    .saturating_add(OVERHEAD_BYTES)
+            })
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    ev.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        HotTier { cache, epoch: AtomicU64::new(0), coherent: AtomicBool::new(coherent), evictions }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.coherent.load(Ordering::Acquire)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, key: &str, now_ms: i64) -> Option<Arc<HotEntry>> {
+        if !self.enabled() {
+            return None;
+        }
+        let e = self.cache.get(key)?;
+        if e.entry.is_live(now_ms) {
+            Some(e)
+        } else {
+            self.cache.invalidate(key);
+            None
+        }
+    }
+
+    /// Caches an entry read from the store, unless something was invalidated
+    /// since `epoch_before` was taken (the read may be stale).
+    pub fn insert_loaded(&self, entry: Arc<HotEntry>, epoch_before: u64) {
+        if self.enabled() && self.epoch() == epoch_before {
+            self.cache.insert(entry.entry.cache_key.clone(), entry);
+        }
+    }
+
+    /// Caches an entry this process just wrote (the write is the newest truth).
+    pub fn insert_written(&self, entry: Arc<HotEntry>) {
+        self.bump();
+        if self.enabled() {
+            self.cache.insert(entry.entry.cache_key.clone(), entry);
+        }
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.bump();
+        self.cache.invalidate(key);
+    }
+
+    pub fn clear(&self) {
+        self.bump();
+        self.cache.invalidate_all();
+    }
+
+    pub fn invalidate(&self, filter: &InvalidationFilter) {
+        self.bump();
+        if filter.is_everything() {
+            self.cache.invalidate_all();
+            return;
+        }
+        // A pattern that no longer parses here cannot be matched: drop everything.
+        let pattern = match filter.pattern.as_deref().map(KeyPattern::parse).transpose() {
+            Ok(p) => p,
+            Err(_) => {
+                self.cache.invalidate_all();
+                return;
+            }
+        };
+        for (k, v) in self.cache.iter() {
+            if filter.matches(pattern.as_ref(), &v.entry) {
+                self.cache.invalidate(k.as_str());
+            }
+        }
+    }
+
+    /// The event channel is up (true) or lost (false). Either way what we hold
+    /// may have missed changes, so it is dropped.
+    pub fn set_coherent(&self, coherent: bool) {
+        self.coherent.store(coherent, Ordering::Release);
+        self.clear();
+    }
+
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    pub fn weighted_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
+    pub fn size_evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simcache_store::cache::EntryStatus;
+
+    fn entry(key: &str, sim: i64, expires: Option<i64>) -> Arc<HotEntry> {
+        Arc::new(HotEntry {
+            entry: CacheEntry {
+                cache_key: key.into(),
+                simulation_id: sim,
+                simulation_name: "s".into(),
+                simulation_version: "1".into(),
+                execution_id: "e".into(),
+                squid_id: "q".into(),
+                input_hash: "h".into(),
+                run_db_path: None,
+                metadata: None,
+                user_id: None,
+                created_at_ms: 0,
+                expires_at_ms: expires,
+                last_accessed_ms: 0,
+                access_count: 0,
+                hit_count: 0,
+                size_bytes: 100,
+                status: EntryStatus::Valid,
+            },
+            hit_count: AtomicI64::new(0),
+        })
+    }
+
+    #[test]
+    fn never_serves_expired() {
+        let t = HotTier::new(1 << 20, true);
+        t.insert_written(entry("a", 1, Some(1000)));
+        assert!(t.get("a", 999).is_some());
+        assert!(t.get("a", 1000).is_none());
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_cached() {
+        let t = HotTier::new(1 << 20, true);
+        let before = t.epoch();
+        t.invalidate(&InvalidationFilter { simulation_id: Some(1), ..Default::default() });
+        t.insert_loaded(entry("a", 1, None), before);
+        assert!(t.get("a", 0).is_none());
+        let now = t.epoch();
+        t.insert_loaded(entry("a", 1, None), now);
+        assert!(t.get("a", 0).is_some());
+    }
+
+    #[test]
+    fn invalidation_by_filter_and_pattern() {
+        let t = HotTier::new(1 << 20, true);
+        t.insert_written(entry("x/1", 1, None));
+        t.insert_written(entry("x/2", 2, None));
+        t.insert_written(entry("y/1", 1, None));
+        t.invalidate(&InvalidationFilter { simulation_id: Some(1), pattern: Some("x/*".into()), ..Default::default() });
+        assert!(t.get("x/1", 0).is_none());
+        assert!(t.get("x/2", 0).is_some());
+        assert!(t.get("y/1", 0).is_some());
+    }
+
+    #[test]
+    fn bypassed_while_incoherent() {
+        let t = HotTier::new(1 << 20, true);
+        t.insert_written(entry("a", 1, None));
+        t.set_coherent(false);
+        assert!(t.get("a", 0).is_none());
+        t.insert_written(entry("a", 1, None));
+        assert!(t.get("a", 0).is_none());
+        t.set_coherent(true);
+        assert!(t.get("a", 0).is_none(), "reconnecting starts empty");
+    }
+
+    #[test]
+    fn bounded_by_bytes_with_lru_eviction() {
+        let t = HotTier::new(10 * 400, true);
+        for i in 0..100 {
+            t.insert_written(entry(&format!("k{i}"), 1, None));
+        }
+        assert!(t.weighted_bytes() <= 10 * 400);
+        assert!(t.entry_count() <= 11);
+        assert!(t.size_evictions() > 0);
+    }
+}

@@ -1,0 +1,61 @@
+//! The sidecar's HTTP surface: cache routes, session routes, health, metrics.
+
+mod cache_routes;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus::Registry;
+use serde_json::json;
+use simcache_auth::Authenticator;
+use simcache_web::error::{method_not_allowed_fallback, not_found_fallback};
+use simcache_web::metrics::HttpMetrics;
+
+use crate::cache::CacheService;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub cache: Arc<CacheService>,
+    pub auth: Arc<Authenticator>,
+    pub registry: Registry,
+}
+
+pub fn router(state: AppState, http_metrics: HttpMetrics, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(cache_routes::routes())
+        .with_state(state.clone())
+        .merge(simcache_auth::routes::router(state.auth.clone()))
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(http_metrics, simcache_web::metrics::track))
+}
+
+async fn health(State(s): State<AppState>) -> impl IntoResponse {
+    let backend = s.cache.backend();
+    match s.cache.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "healthy", "service": "cache", "backend": backend}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unhealthy", "service": "cache", "backend": backend,
+                            "error": "store unavailable"})),
+            )
+        }
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    s.cache.refresh_gauges();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        simcache_web::metrics::render(&s.registry),
+    )
+}

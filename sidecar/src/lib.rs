@@ -1,0 +1,7 @@
+//! simcache's sidecar: the cache-aside HTTP API (wire-compatible with sim2l's
+//! cache service), over SQLite or a PostgreSQL shared by every pod.
+
+pub mod cache;
+pub mod config;
+pub mod http;
+pub mod server;

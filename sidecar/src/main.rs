@@ -1,0 +1,127 @@
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use simcache_auth::{AuthConfig, PrivilegeSet, Role};
+use simcache_sidecar::config::{BackendKind, Cli, Command, LogFormat, SessionCommand, StoreArgs, UserCommand};
+use simcache_sidecar::server::{self, ServerConfig};
+use simcache_store::Backend;
+use simcache_store::postgres::PgOptions;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse_with_aliases();
+    init_logging(cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn backend(args: &StoreArgs) -> anyhow::Result<Backend> {
+    Ok(match args.backend {
+        BackendKind::Sqlite => {
+            let path = match &args.db_path {
+                Some(p) => p.clone(),
+                None => {
+                    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                    home.join(".simcache").join("cache.db")
+                }
+            };
+            Backend::Sqlite { path }
+        }
+        BackendKind::Postgresql => {
+            let Some(url) = &args.db_url else {
+                bail!("--backend postgresql needs --db-url (or SIMCACHE_CACHE_DB_URL)");
+            };
+            let mut o = PgOptions::new(url.clone());
+            o.pool_size = args.db_pool_size;
+            Backend::Postgres(o)
+        }
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let backend = backend(&cli.store)?;
+    match cli.command {
+        Command::Serve(a) => {
+            let mut cfg = ServerConfig::new(backend);
+            cfg.addr = SocketAddr::new(a.host, a.port);
+            cfg.max_body_bytes = a.max_body_bytes;
+            cfg.memory_tier_bytes = a.memory_tier_bytes;
+            cfg.hit_flush_interval = Duration::from_millis(a.hit_flush_interval_ms.max(10));
+            cfg.sweep_interval = Duration::from_secs(a.sweep_interval_secs.max(1));
+            cfg.auth = AuthConfig {
+                no_auth: a.no_auth,
+                session_cache_ttl: Duration::from_secs(a.session_cache_ttl_secs),
+                trusted_proxies: a.trusted_proxies,
+                ..AuthConfig::default()
+            };
+            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+            let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
+            // The first stdout line is the URL: scripts and tests read it.
+            println!("simcache-sidecar serving cache API on {}", srv.url());
+            if !a.no_auth {
+                eprintln!(
+                    "auth is on: send X-Session-ID. Create one with:\n  simcache-sidecar session create --role developer{}",
+                    db_hint(&cli.store)
+                );
+            }
+            srv.wait().await
+        }
+        Command::User(UserCommand::Create { username, role, email }) => {
+            let (_, _, auth) = services(backend).await?;
+            let password = match std::env::var("SIMCACHE_USER_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s).context("reading the password from stdin")?;
+                    s.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let role = Role::parse(&role).context("unknown role")?;
+            let id = auth
+                .create_user(&username, &password, role, email.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            eprintln!("created user {username:?} (id {id}, role {})", role.name());
+            Ok(())
+        }
+        Command::Session(SessionCommand::Create { role, privileges, ttl_hours }) => {
+            let (_, _, auth) = services(backend).await?;
+            let set = if privileges.is_empty() {
+                Role::parse(&role).context("unknown role")?.privileges()
+            } else {
+                PrivilegeSet::parse(&privileges)?
+            };
+            let issued = auth.create_anonymous(set, Some(ttl_hours)).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            eprintln!("session privileges: {}", set.names().join(", "));
+            println!("{}", issued.token);
+            Ok(())
+        }
+    }
+}
+
+fn db_hint(s: &StoreArgs) -> String {
+    match (&s.backend, &s.db_path) {
+        (BackendKind::Sqlite, Some(p)) => format!(" --db-path {}", p.display()),
+        (BackendKind::Postgresql, _) => " --backend postgresql --db-url ...".into(),
+        _ => String::new(),
+    }
+}
+
+async fn services(
+    backend: Backend,
+) -> anyhow::Result<(simcache_store::Stores, std::sync::Arc<simcache_sidecar::cache::CacheService>, std::sync::Arc<simcache_auth::Authenticator>)> {
+    let cfg = ServerConfig::new(backend);
+    server::open_services(&cfg, &prometheus::Registry::new()).await
+}

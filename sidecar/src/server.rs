@@ -1,0 +1,180 @@
+//! Wiring: open the store, build the services, serve HTTP, run the background
+//! loops (hit flushing, expiry sweeping, cross-process coherence), and shut
+//! down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::Registry;
+use simcache_auth::{AuthConfig, Authenticator};
+use simcache_store::{Backend, Stores};
+use simcache_web::metrics::HttpMetrics;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cache::{CacheService, coherence, metrics::CacheMetrics};
+use crate::http::{AppState, router};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub max_body_bytes: usize,
+    pub memory_tier_bytes: u64,
+    pub hit_flush_interval: Duration,
+    pub sweep_interval: Duration,
+    pub auth: AuthConfig,
+    /// Creates user `admin` with this password when no admin exists.
+    pub admin_password: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn new(backend: Backend) -> Self {
+        ServerConfig {
+            backend,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_body_bytes: 1024 * 1024,
+            memory_tier_bytes: 64 * 1024 * 1024,
+            hit_flush_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(60),
+            auth: AuthConfig::default(),
+            admin_password: None,
+        }
+    }
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub cache: Arc<CacheService>,
+    pub auth: Arc<Authenticator>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, flushes counts.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Runs until the server stops by itself (its shutdown future resolved).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let _keep = self.stop;
+        self.task.await.context("server task panicked")?
+    }
+}
+
+fn process_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+/// Opens the store and the services over it (no HTTP).
+pub async fn open_services(cfg: &ServerConfig, registry: &Registry) -> anyhow::Result<(Stores, Arc<CacheService>, Arc<Authenticator>)> {
+    let origin = process_id();
+    let stores = Stores::open(&cfg.backend, &origin).await.context("opening the store")?;
+    let metrics = CacheMetrics::register(registry)?;
+    let cache = Arc::new(CacheService::new(
+        stores.cache.clone(),
+        cfg.memory_tier_bytes,
+        stores.pg.is_some(),
+        metrics,
+        origin,
+    ));
+    let auth = Arc::new(Authenticator::new(stores.sessions.clone(), cfg.auth.clone()));
+    Ok((stores, cache, auth))
+}
+
+/// Starts serving; the server stops when `shutdown` resolves or on `RunningServer::shutdown`.
+pub async fn start(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningServer> {
+    let registry = Registry::new();
+    let (stores, cache, auth) = open_services(&cfg, &registry).await?;
+    if let Some(pw) = &cfg.admin_password {
+        if auth.bootstrap_admin(pw).await.map_err(|e| anyhow::anyhow!(e.message))? {
+            tracing::info!("created user 'admin' from SIMCACHE_ADMIN_PASSWORD");
+        }
+    }
+    if cfg.auth.no_auth {
+        tracing::warn!("authentication is DISABLED (--no-auth): every caller is an admin");
+    }
+    let http_metrics = HttpMetrics::register(&registry)?;
+    let state = AppState { cache: cache.clone(), auth: auth.clone(), registry };
+    let app = router(state, http_metrics, cfg.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.addr))?;
+    let addr = listener.local_addr()?;
+
+    let mut background = vec![
+        spawn_flusher(cache.clone(), cfg.hit_flush_interval),
+        spawn_sweeper(cache.clone(), auth.clone(), cfg.sweep_interval),
+    ];
+    if let Some(pg) = &stores.pg {
+        background.push(coherence::spawn(cache.clone(), pg.config().clone()));
+    }
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let flush_cache = cache.clone();
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop_rx => {}
+            }
+        };
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped)
+            .await;
+        for b in &background {
+            b.abort();
+        }
+        // In-flight requests are done: write what they counted.
+        if let Err(e) = flush_cache.flush().await {
+            tracing::error!(error = %e, "could not flush hit counts at shutdown");
+        }
+        served.context("HTTP server failed")
+    });
+    Ok(RunningServer { addr, cache, auth, stop: Some(stop_tx), task })
+}
+
+fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = cache.flush().await {
+                tracing::warn!(error = %e, "hit count flush failed; will retry");
+            }
+        }
+    })
+}
+
+fn spawn_sweeper(cache: Arc<CacheService>, auth: Arc<Authenticator>, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match cache.sweep().await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "swept expired cache entries"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+            }
+            if let Err(e) = auth.purge_expired().await {
+                tracing::warn!(error = %e.message, "session purge failed");
+            }
+        }
+    })
+}

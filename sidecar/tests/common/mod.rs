@@ -1,0 +1,160 @@
+//! Shared set-up: an in-process sidecar on an ephemeral port over a real SQLite
+//! file or a real PostgreSQL database, a real HTTP client, and sessions for
+//! each role.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use simcache_auth::Role;
+use simcache_sidecar::server::{self, RunningServer, ServerConfig};
+use simcache_store::Backend;
+use simcache_store::postgres::PgOptions;
+
+pub struct Ctx {
+    pub srv: RunningServer,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub backend: Backend,
+    pub user: String,
+    pub dev: String,
+    pub admin: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite_backend() -> (Backend, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Backend::Sqlite { path: dir.path().join("cache.db") }, dir)
+}
+
+pub async fn pg_backend(hint: &str) -> Backend {
+    Backend::Postgres(PgOptions::new(simcache_testkit::fresh_database(hint).await))
+}
+
+pub async fn sqlite() -> Ctx {
+    sqlite_with(|_| {}).await
+}
+
+pub async fn sqlite_with(tweak: impl FnOnce(&mut ServerConfig)) -> Ctx {
+    let (b, dir) = sqlite_backend().await;
+    start(b, Some(dir), tweak).await
+}
+
+pub async fn postgres(hint: &str) -> Ctx {
+    postgres_with(hint, |_| {}).await
+}
+
+pub async fn postgres_with(hint: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Ctx {
+    start(pg_backend(hint).await, None, tweak).await
+}
+
+pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>, tweak: impl FnOnce(&mut ServerConfig)) -> Ctx {
+    let mut cfg = ServerConfig::new(backend.clone());
+    cfg.hit_flush_interval = Duration::from_millis(100);
+    cfg.sweep_interval = Duration::from_secs(3600);
+    tweak(&mut cfg);
+    let srv = server::start(cfg, std::future::pending()).await.expect("server starts");
+    let tok = |r: Role| {
+        let a = srv.auth.clone();
+        async move { a.create_anonymous(r.privileges(), None).await.unwrap().token }
+    };
+    let (user, dev, admin) = (tok(Role::User).await, tok(Role::Developer).await, tok(Role::Admin).await);
+    let ctx = Ctx { url: srv.url(), srv, http: reqwest::Client::new(), backend, user, dev, admin, _dir: dir };
+    ctx.wait_coherent().await;
+    ctx
+}
+
+impl Ctx {
+    /// Stops this server and starts another on the same database.
+    pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> Ctx {
+        let Ctx { srv, backend, _dir, .. } = self;
+        srv.shutdown().await.expect("clean shutdown");
+        start(backend, _dir, tweak).await
+    }
+
+    /// On PostgreSQL the memory tier starts once the event channel is up.
+    pub async fn wait_coherent(&self) {
+        for _ in 0..200 {
+            if self.srv.cache.hot().enabled() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("memory tier never became coherent");
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+        let rb = match token {
+            Some(t) => rb.header("X-Session-ID", t),
+            None => rb,
+        };
+        let resp = rb.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)), token).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body), token).await
+    }
+
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, ct: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).header("content-type", ct).body(body), token).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.url)), token).await
+    }
+
+    pub async fn put_entry(&self, key: &str, sim: i64, extra: Value) -> Value {
+        let (s, b) = self.post("/cache", Some(&self.dev), entry_body(key, sim, extra)).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+pub fn entry_body(key: &str, sim: i64, extra: Value) -> Value {
+    let mut b = json!({
+        "cache_key": key,
+        "simulation_id": sim,
+        "simulation_name": "thermal_sim",
+        "simulation_version": "1.0.0",
+        "execution_id": "exec-001",
+        "squid_id": "thermal_sim/1.0.0/xyz",
+        "input_hash": "hash123",
+        "run_db_path": "/path/to/run.db",
+        "ttl_hours": 24,
+        "metadata": {"node": "n1"}
+    });
+    for (k, v) in extra.as_object().expect("object").iter() {
+        b[k] = v.clone();
+    }
+    b
+}
+
+/// Runs one async test body against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::common::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::common::postgres(stringify!($name)).await).await
+            }
+        }
+    )*};
+}

@@ -1,0 +1,314 @@
+//! Cache entries in PostgreSQL. Every write also publishes a [`CacheEvent`] in
+//! the same transaction so other processes' memory tiers stay coherent.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::*;
+use crate::events::{CHANNEL, CacheEvent, Envelope};
+use crate::postgres::PgDb;
+
+pub struct PgCacheStore {
+    db: PgDb,
+    origin: String,
+}
+
+impl PgCacheStore {
+    /// `origin` names this process in the events it publishes.
+    pub fn new(db: PgDb, origin: impl Into<String>) -> Self {
+        PgCacheStore { db, origin: origin.into() }
+    }
+
+    fn envelope(&self, event: CacheEvent) -> String {
+        serde_json::to_string(&Envelope { origin: self.origin.clone(), event }).unwrap_or_default()
+    }
+}
+
+const COLUMNS: &str = "cache_key, simulation_id, simulation_name, simulation_version, execution_id, \
+    squid_id, input_hash, run_db_path, metadata, user_id, created_at_ms, expires_at_ms, \
+    last_accessed_ms, access_count, hit_count, size_bytes, status";
+
+fn entry_from_row(r: &Row) -> CacheEntry {
+    let status: String = r.get(16);
+    CacheEntry {
+        cache_key: r.get(0),
+        simulation_id: r.get(1),
+        simulation_name: r.get(2),
+        simulation_version: r.get(3),
+        execution_id: r.get(4),
+        squid_id: r.get(5),
+        input_hash: r.get(6),
+        run_db_path: r.get(7),
+        metadata: r.get(8),
+        user_id: r.get(9),
+        created_at_ms: r.get(10),
+        expires_at_ms: r.get(11),
+        last_accessed_ms: r.get(12),
+        access_count: r.get(13),
+        hit_count: r.get(14),
+        size_bytes: r.get(15),
+        status: EntryStatus::parse(&status).unwrap_or(EntryStatus::Invalidated),
+    }
+}
+
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+#[async_trait]
+impl CacheStore for PgCacheStore {
+    fn backend(&self) -> &'static str {
+        "postgresql"
+    }
+
+    async fn get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>> {
+        let c = self.db.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM cache_entries WHERE cache_key = $1 AND status = 'valid'
+                   AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+            ))
+            .await?;
+        Ok(c.query_opt(&stmt, &[&key, &now_ms]).await?.as_ref().map(entry_from_row))
+    }
+
+    async fn put(&self, e: CacheEntry) -> Result<()> {
+        let mut c = self.db.client().await?;
+        let tx = c.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO cache_entries (cache_key, simulation_id, simulation_name,
+                    simulation_version, execution_id, squid_id, input_hash, run_db_path,
+                    metadata, user_id, created_at_ms, expires_at_ms, last_accessed_ms,
+                    access_count, hit_count, size_bytes, status, invalidation_reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, 0, $14, 'valid', NULL)
+                 ON CONFLICT (cache_key) DO UPDATE SET
+                    simulation_id = EXCLUDED.simulation_id,
+                    simulation_name = EXCLUDED.simulation_name,
+                    simulation_version = EXCLUDED.simulation_version,
+                    execution_id = EXCLUDED.execution_id, squid_id = EXCLUDED.squid_id,
+                    input_hash = EXCLUDED.input_hash, run_db_path = EXCLUDED.run_db_path,
+                    metadata = EXCLUDED.metadata, user_id = EXCLUDED.user_id,
+                    created_at_ms = EXCLUDED.created_at_ms, expires_at_ms = EXCLUDED.expires_at_ms,
+                    last_accessed_ms = EXCLUDED.last_accessed_ms,
+                    access_count = 0, hit_count = 0, size_bytes = EXCLUDED.size_bytes,
+                    status = 'valid', invalidation_reason = NULL",
+            )
+            .await?;
+        let params: [&(dyn ToSql + Sync); 14] = [
+            &e.cache_key,
+            &e.simulation_id,
+            &e.simulation_name,
+            &e.simulation_version,
+            &e.execution_id,
+            &e.squid_id,
+            &e.input_hash,
+            &e.run_db_path,
+            &e.metadata,
+            &e.user_id,
+            &e.created_at_ms,
+            &e.expires_at_ms,
+            &e.last_accessed_ms,
+            &e.size_bytes,
+        ];
+        tx.execute(&stmt, &params).await?;
+        let payload = self.envelope(CacheEvent::Put { key: e.cache_key.clone() });
+        tx.execute(NOTIFY, &[&CHANNEL, &payload]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let mut c = self.db.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx.execute("DELETE FROM cache_entries WHERE cache_key = $1", &[&key]).await?;
+        if n > 0 {
+            let payload = self.envelope(CacheEvent::Delete { key: key.to_string() });
+            tx.execute(NOTIFY, &[&CHANNEL, &payload]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_all(&self) -> Result<u64> {
+        let mut c = self.db.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx.execute("DELETE FROM cache_entries", &[]).await?;
+        tx.execute(NOTIFY, &[&CHANNEL, &self.envelope(CacheEvent::Clear)]).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn invalidate(
+        &self,
+        f: &InvalidationFilter,
+        pattern: Option<&KeyPattern>,
+        record: &InvalidationRecord,
+    ) -> Result<u64> {
+        let mut c = self.db.client().await?;
+        let tx = c.transaction().await?;
+        let prefix = pattern.map(|p| p.literal_prefix()).unwrap_or("");
+        // starts_with is collation-independent, unlike a >= / < range on text.
+        let rows = tx
+            .query(
+                "SELECT cache_key FROM cache_entries WHERE status = 'valid'
+                   AND ($1::BIGINT IS NULL OR simulation_id = $1)
+                   AND ($2::TEXT IS NULL OR simulation_name = $2)
+                   AND ($3::TEXT IS NULL OR simulation_version = $3)
+                   AND starts_with(cache_key, $4)
+                 FOR UPDATE",
+                &[&f.simulation_id, &f.simulation_name, &f.simulation_version, &prefix],
+            )
+            .await?;
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|k| pattern.is_none_or(|p| p.matches(k)))
+            .collect();
+        let reason = record.reason.clone().unwrap_or_else(|| "manual invalidation".into());
+        tx.execute(
+            "UPDATE cache_entries SET status = 'invalidated', invalidation_reason = $2
+             WHERE cache_key = ANY($1)",
+            &[&keys, &reason],
+        )
+        .await?;
+        let count = keys.len() as i64;
+        tx.execute(
+            "INSERT INTO cache_invalidations (simulation_id, simulation_name, simulation_version,
+                invalidation_type, invalidation_pattern, invalidated_count, requested_by,
+                requested_at_ms, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &f.simulation_id,
+                &f.simulation_name,
+                &f.simulation_version,
+                &f.kind(),
+                &f.pattern,
+                &count,
+                &record.requested_by,
+                &crate::clock::now_ms(),
+                &record.reason,
+            ],
+        )
+        .await?;
+        if count > 0 {
+            let payload = self.envelope(CacheEvent::Invalidate { filter: f.clone() });
+            tx.execute(NOTIFY, &[&CHANNEL, &payload]).await?;
+        }
+        tx.commit().await?;
+        Ok(count as u64)
+    }
+
+    async fn stats(&self, simulation_id: Option<i64>, now_ms: i64) -> Result<StoreStats> {
+        let c = self.db.client().await?;
+        let r = c
+            .query_one(
+                "SELECT COUNT(*)::BIGINT, COALESCE(SUM(hit_count), 0)::BIGINT,
+                        COALESCE(SUM(access_count), 0)::BIGINT, COALESCE(SUM(size_bytes), 0)::BIGINT
+                 FROM cache_entries WHERE status = 'valid'
+                   AND (expires_at_ms IS NULL OR expires_at_ms > $1)
+                   AND ($2::BIGINT IS NULL OR simulation_id = $2)",
+                &[&now_ms, &simulation_id],
+            )
+            .await?;
+        let mut s = StoreStats {
+            total_entries: r.get(0),
+            total_hits: r.get(1),
+            total_accesses: r.get(2),
+            total_size_bytes: r.get(3),
+            ..StoreStats::default()
+        };
+        s.invalidation_count = c
+            .query_one(
+                "SELECT COUNT(*)::BIGINT FROM cache_invalidations
+                 WHERE ($1::BIGINT IS NULL OR simulation_id = $1)",
+                &[&simulation_id],
+            )
+            .await?
+            .get(0);
+        if simulation_id.is_none() {
+            for row in c.query("SELECT name, value FROM cache_counters", &[]).await? {
+                match row.get::<_, &str>(0) {
+                    "misses" => s.total_misses = row.get(1),
+                    "evictions" => s.evictions = row.get(1),
+                    _ => {}
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<(Vec<CacheEntry>, i64)> {
+        let c = self.db.client().await?;
+        let status = q.status.map(EntryStatus::as_str);
+        let filter = "($1::BIGINT IS NULL OR simulation_id = $1) AND ($2::TEXT IS NULL OR simulation_name = $2)
+                      AND ($3::TEXT IS NULL OR status = $3)";
+        let total: i64 = c
+            .query_one(
+                &format!("SELECT COUNT(*)::BIGINT FROM cache_entries WHERE {filter}"),
+                &[&q.simulation_id, &q.simulation_name, &status],
+            )
+            .await?
+            .get(0);
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM cache_entries WHERE {filter}
+                     ORDER BY created_at_ms DESC, cache_key LIMIT $4 OFFSET $5"
+                ),
+                &[&q.simulation_id, &q.simulation_name, &status, &q.limit, &q.offset],
+            )
+            .await?;
+        Ok((rows.iter().map(entry_from_row).collect(), total))
+    }
+
+    async fn record_accesses(&self, hits: &[HitDelta], misses: i64) -> Result<()> {
+        let c = self.db.client().await?;
+        if !hits.is_empty() {
+            let keys: Vec<&str> = hits.iter().map(|h| h.cache_key.as_str()).collect();
+            let counts: Vec<i64> = hits.iter().map(|h| h.hits).collect();
+            let times: Vec<i64> = hits.iter().map(|h| h.last_accessed_ms).collect();
+            c.execute(
+                "UPDATE cache_entries AS c SET hit_count = c.hit_count + d.hits,
+                    access_count = c.access_count + d.hits,
+                    last_accessed_ms = GREATEST(c.last_accessed_ms, d.ts)
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS d(key, hits, ts)
+                 WHERE c.cache_key = d.key",
+                &[&keys, &counts, &times],
+            )
+            .await?;
+        }
+        if misses > 0 {
+            c.execute("UPDATE cache_counters SET value = value + $1 WHERE name = 'misses'", &[&misses])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep_expired(&self, now_ms: i64) -> Result<u64> {
+        let mut c = self.db.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "DELETE FROM cache_entries WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1",
+                &[&now_ms],
+            )
+            .await?;
+        if n > 0 {
+            tx.execute(
+                "UPDATE cache_counters SET value = value + $1 WHERE name = 'evictions'",
+                &[&(n as i64)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        // Expired entries are already misses everywhere (each tier checks expiry
+        // on read), so no event is needed.
+        Ok(n)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let c = self.db.client().await?;
+        c.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}

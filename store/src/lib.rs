@@ -1,0 +1,65 @@
+//! simcache's persistence: one interface per concept (cache entries, sessions),
+//! each with a SQLite and a PostgreSQL backend, behind versioned migrations.
+
+pub mod cache;
+pub mod clock;
+pub mod error;
+pub mod events;
+pub mod migrate;
+pub mod postgres;
+pub mod sessions;
+pub mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::{Result, StoreError};
+
+use cache::CacheStore;
+use sessions::SessionStore;
+
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite { path: PathBuf },
+    Postgres(postgres::PgOptions),
+}
+
+/// The opened store: every interface over one database.
+#[derive(Clone)]
+pub struct Stores {
+    pub cache: Arc<dyn CacheStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Set for PostgreSQL: what a LISTEN connection needs.
+    pub pg: Option<postgres::PgDb>,
+}
+
+impl Stores {
+    /// Opens the database, applying migrations. `origin` names this process in
+    /// the change events it publishes (PostgreSQL only).
+    pub async fn open(backend: &Backend, origin: &str) -> Result<Stores> {
+        match backend {
+            Backend::Sqlite { path } => {
+                let path = path.clone();
+                let db = tokio::task::spawn_blocking(move || {
+                    sqlite::SqliteDb::open(&path, migrate::SQLITE, 4)
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
+                Ok(Stores {
+                    cache: Arc::new(cache::sqlite::SqliteCacheStore::new(db.clone())),
+                    sessions: Arc::new(sessions::sqlite::SqliteSessionStore::new(db)),
+                    pg: None,
+                })
+            }
+            Backend::Postgres(opts) => {
+                let db = postgres::PgDb::connect(opts, migrate::POSTGRES).await?;
+                Ok(Stores {
+                    cache: Arc::new(cache::postgres::PgCacheStore::new(db.clone(), origin)),
+                    sessions: Arc::new(sessions::postgres::PgSessionStore::new(db.clone())),
+                    pg: Some(db),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Test harness for simcache: real PostgreSQL, real processes, real HTTP.
+
+pub mod pg;
+pub mod process;
+
+pub use pg::{PgServer, fresh_database};
+pub use process::ServerProcess;

@@ -1,0 +1,9 @@
+//! HTTP building blocks shared by simcache's servers.
+
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod shutdown;
+
+pub use error::ApiError;
+pub use json::JsonBody;
