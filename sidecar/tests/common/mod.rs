@@ -108,6 +108,10 @@ impl Ctx {
         self.send(self.http.post(format!("{}{path}", self.url)).header("content-type", ct).body(body), token).await
     }
 
+    pub async fn send_put(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(&json!({})), None).await
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.send(self.http.delete(format!("{}{path}", self.url)), token).await
     }
