@@ -42,20 +42,14 @@ impl HttpMetrics {
 /// Middleware: `axum::middleware::from_fn_with_state(metrics, track)`.
 pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    // MatchedPath and Method clone without allocating (shared / inline).
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = resp.status();
-    m.requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
-        .inc();
-    m.latency
-        .with_label_values(&[route.as_str(), method.as_str()])
-        .observe(start.elapsed().as_secs_f64());
+    m.requests.with_label_values(&[route, method.as_str(), status.as_str()]).inc();
+    m.latency.with_label_values(&[route, method.as_str()]).observe(start.elapsed().as_secs_f64());
     resp
 }
 

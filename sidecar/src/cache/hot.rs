@@ -13,11 +13,25 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use moka::notification::RemovalCause;
 use simcache_store::cache::{CacheEntry, InvalidationFilter, KeyPattern};
 
-/// A cached entry and the hits it has served since it was loaded.
+/// A cached entry, its running hit count, and the timestamps it is served
+/// with (formatted once, not on every hit).
 #[derive(Debug)]
 pub struct HotEntry {
     pub entry: CacheEntry,
     pub hit_count: AtomicI64,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+impl HotEntry {
+    pub fn new(entry: CacheEntry, hit_count: i64) -> Self {
+        HotEntry {
+            created_at: simcache_store::clock::format_ms(entry.created_at_ms),
+            expires_at: entry.expires_at_ms.map(simcache_store::clock::format_ms),
+            hit_count: AtomicI64::new(hit_count),
+            entry,
+        }
+    }
 }
 
 /// Rough per-entry bookkeeping cost beyond the entry's own bytes.
@@ -153,8 +167,8 @@ mod tests {
     use simcache_store::cache::EntryStatus;
 
     fn entry(key: &str, sim: i64, expires: Option<i64>) -> Arc<HotEntry> {
-        Arc::new(HotEntry {
-            entry: CacheEntry {
+        Arc::new(HotEntry::new(
+            CacheEntry {
                 cache_key: key.into(),
                 simulation_id: sim,
                 simulation_name: "s".into(),
@@ -173,8 +187,8 @@ mod tests {
                 size_bytes: 100,
                 status: EntryStatus::Valid,
             },
-            hit_count: AtomicI64::new(0),
-        })
+            0,
+        ))
     }
 
     #[test]

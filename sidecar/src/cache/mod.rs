@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod request;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
 use simcache_store::StoreError;
 use simcache_store::cache::{
@@ -74,7 +74,7 @@ impl CacheService {
             Some(entry) => {
                 // Counts not yet flushed are this process's; the row has the rest.
                 let hit_count = entry.hit_count + 1;
-                let e = Arc::new(HotEntry { entry, hit_count: AtomicI64::new(hit_count) });
+                let e = Arc::new(HotEntry::new(entry, hit_count));
                 self.hot.insert_loaded(e.clone(), epoch);
                 self.hits.record_hit(key, now);
                 self.metrics.hits.with_label_values(&["store"]).inc();
@@ -91,7 +91,7 @@ impl CacheService {
     pub async fn put(&self, entry: CacheEntry) -> Result<(), StoreError> {
         self.store.put(entry.clone()).await?;
         self.metrics.writes.inc();
-        self.hot.insert_written(Arc::new(HotEntry { entry, hit_count: AtomicI64::new(0) }));
+        self.hot.insert_written(Arc::new(HotEntry::new(entry, 0)));
         Ok(())
     }
 

@@ -31,7 +31,50 @@ pub fn routes() -> Router<AppState> {
         .route("/cache/{*key}", get(get_entry).delete(delete_entry))
 }
 
-/// The seed's full entry.
+/// The seed's full entry, serialized straight from the cached entry (the hot
+/// path: no intermediate JSON map, no timestamp formatting).
+#[derive(serde::Serialize)]
+struct EntryView<'a> {
+    cache_key: &'a str,
+    simulation_id: i64,
+    simulation_name: &'a str,
+    simulation_version: &'a str,
+    execution_id: &'a str,
+    squid_id: &'a str,
+    input_hash: &'a str,
+    run_db_path: Option<&'a str>,
+    created_at: &'a str,
+    expires_at: Option<&'a str>,
+    ttl_hours: Option<f64>,
+    hit_count: i64,
+    metadata: Option<&'a Value>,
+}
+
+fn hit_response(h: &crate::cache::hot::HotEntry, hit_count: i64) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let e = &h.entry;
+    let view = EntryView {
+        cache_key: &e.cache_key,
+        simulation_id: e.simulation_id,
+        simulation_name: &e.simulation_name,
+        simulation_version: &e.simulation_version,
+        execution_id: &e.execution_id,
+        squid_id: &e.squid_id,
+        input_hash: &e.input_hash,
+        run_db_path: e.run_db_path.as_deref(),
+        created_at: &h.created_at,
+        expires_at: h.expires_at.as_deref(),
+        ttl_hours: e.expires_at_ms.map(|x| (x - e.created_at_ms) as f64 / 3_600_000.0),
+        hit_count,
+        metadata: e.metadata.as_ref(),
+    };
+    match serde_json::to_vec(&view) {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(err) => ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// The seed's full entry, as a JSON value (listings).
 fn entry_json(e: &CacheEntry, hit_count: i64) -> Value {
     json!({
         "cache_key": e.cache_key,
@@ -60,11 +103,11 @@ async fn get_entry(
     State(s): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCache).await?;
     let key = key_from_path(path)?;
     match s.cache.get(&key).await? {
-        Some(hit) => Ok(Json(entry_json(&hit.entry.entry, hit.hit_count))),
+        Some(hit) => Ok(hit_response(&hit.entry, hit.hit_count)),
         None => Err(ApiError::not_found("Not found")),
     }
 }

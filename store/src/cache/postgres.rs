@@ -7,17 +7,92 @@ use tokio_postgres::types::ToSql;
 
 use super::*;
 use crate::events::{CHANNEL, CacheEvent, Envelope};
+use crate::error::StoreError;
 use crate::postgres::PgDb;
 
 pub struct PgCacheStore {
     db: PgDb,
     origin: String,
+    reads: tokio::sync::mpsc::Sender<ReadRequest>,
+}
+
+type ReadReply = tokio::sync::oneshot::Sender<Result<Option<CacheEntry>>>;
+
+struct ReadRequest {
+    key: String,
+    now_ms: i64,
+    reply: ReadReply,
+}
+
+/// Point reads in flight at once are answered by one `= ANY($1)` query: under
+/// load PostgreSQL parses, plans and round-trips once per batch instead of
+/// once per GET. Several batchers keep connections busy in parallel.
+const READ_BATCHERS: usize = 4;
+const MAX_READ_BATCH: usize = 256;
+
+async fn read_batcher(db: PgDb, rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<ReadRequest>>>) {
+    let mut batch: Vec<ReadRequest> = Vec::with_capacity(MAX_READ_BATCH);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(r) => batch.push(r),
+                None => return,
+            }
+            while batch.len() < MAX_READ_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        let keys: Vec<&str> = batch.iter().map(|r| r.key.as_str()).collect();
+        let now = batch.iter().map(|r| r.now_ms).min().unwrap_or(0);
+        let result: Result<Vec<CacheEntry>> = async {
+            let c = db.client().await?;
+            let stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM cache_entries WHERE cache_key = ANY($1) AND status = 'valid'
+                       AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
+                ))
+                .await?;
+            Ok(c.query(&stmt, &[&keys, &now]).await?.iter().map(entry_from_row).collect())
+        }
+        .await;
+        match result {
+            Ok(rows) => {
+                let mut by_key: std::collections::HashMap<String, CacheEntry> =
+                    rows.into_iter().map(|e| (e.cache_key.clone(), e)).collect();
+                for r in batch.drain(..) {
+                    // Each caller's own clock decides expiry at the edge.
+                    let e = by_key.get(&r.key).filter(|e| e.is_live(r.now_ms)).cloned();
+                    let _ = r.reply.send(Ok(e));
+                }
+                by_key.clear();
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Err(match &e {
+                        StoreError::Unavailable(_) => StoreError::Unavailable(msg.clone()),
+                        _ => StoreError::Database(msg.clone()),
+                    }));
+                }
+            }
+        }
+    }
 }
 
 impl PgCacheStore {
-    /// `origin` names this process in the events it publishes.
+    /// `origin` names this process in the events it publishes. Starts the read
+    /// batchers, so it must be called inside a Tokio runtime.
     pub fn new(db: PgDb, origin: impl Into<String>) -> Self {
-        PgCacheStore { db, origin: origin.into() }
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..READ_BATCHERS {
+            tokio::spawn(read_batcher(db.clone(), rx.clone()));
+        }
+        PgCacheStore { db, origin: origin.into(), reads: tx }
     }
 
     fn envelope(&self, event: CacheEvent) -> String {
@@ -61,14 +136,10 @@ impl CacheStore for PgCacheStore {
     }
 
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>> {
-        let c = self.db.client().await?;
-        let stmt = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM cache_entries WHERE cache_key = $1 AND status = 'valid'
-                   AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
-            ))
-            .await?;
-        Ok(c.query_opt(&stmt, &[&key, &now_ms]).await?.as_ref().map(entry_from_row))
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let closed = || StoreError::Unavailable("read batcher stopped".into());
+        self.reads.send(ReadRequest { key: key.to_string(), now_ms, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     async fn put(&self, e: CacheEntry) -> Result<()> {
