@@ -121,7 +121,13 @@ impl Authenticator {
             privileges: Role::Admin.privileges(),
             expires_at_ms: i64::MAX,
         });
-        Authenticator { store, cfg, cache, limiter, no_auth_session }
+        Authenticator {
+            store,
+            cfg,
+            cache,
+            limiter,
+            no_auth_session,
+        }
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -130,10 +136,16 @@ impl Authenticator {
 
     /// The session behind the request's `X-Session-ID`, if it may use `p`:
     /// 401 without a live session, 403 without the privilege.
-    pub async fn authorize(&self, headers: &HeaderMap, p: Privilege) -> Result<Arc<Session>, ApiError> {
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        p: Privilege,
+    ) -> Result<Arc<Session>, ApiError> {
         let session = self.authenticate(headers).await?;
         if !session.allows(p) {
-            return Err(ApiError::forbidden(format!("this session lacks the '{p}' privilege")));
+            return Err(ApiError::forbidden(format!(
+                "this session lacks the '{p}' privilege"
+            )));
         }
         Ok(session)
     }
@@ -204,7 +216,14 @@ impl Authenticator {
         };
         self.limiter.reset(client, username);
         let role = Role::parse(&user.role).unwrap_or(Role::User);
-        self.issue(Some(&user), &user.username, Some(role.name()), role.privileges(), ttl).await
+        self.issue(
+            Some(&user),
+            &user.username,
+            Some(role.name()),
+            role.privileges(),
+            ttl,
+        )
+        .await
     }
 
     /// A session that belongs to no user, with the given privileges.
@@ -225,8 +244,12 @@ impl Authenticator {
         privileges: PrivilegeSet,
         ttl: i64,
     ) -> Result<IssuedSession, ApiError> {
-        let token = token::generate()
-            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("no randomness: {e}")))?;
+        let token = token::generate().map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("no randomness: {e}"),
+            )
+        })?;
         let now = now_ms();
         let rec = SessionRecord {
             token_hash: token::hash(&token),
@@ -236,18 +259,31 @@ impl Authenticator {
             privileges: privileges.names(),
             created_at_ms: now,
             expires_at_ms: now.saturating_add(ttl),
-            metadata: user.is_none().then(|| serde_json::json!({ "anonymous": true })),
+            metadata: user
+                .is_none()
+                .then(|| serde_json::json!({ "anonymous": true })),
         };
         self.store.insert_session(&rec).await?;
-        Ok(IssuedSession { token, session: session_from_record(rec) })
+        Ok(IssuedSession {
+            token,
+            session: session_from_record(rec),
+        })
     }
 
     /// Moves a live session's expiry to now + ttl.
-    pub async fn refresh(&self, session: &Session, ttl_hours: Option<f64>) -> Result<i64, ApiError> {
+    pub async fn refresh(
+        &self,
+        session: &Session,
+        ttl_hours: Option<f64>,
+    ) -> Result<i64, ApiError> {
         let ttl = ttl_ms(ttl_hours.unwrap_or(self.cfg.default_session_ttl_hours))?;
         let now = now_ms();
         let expires = now.saturating_add(ttl);
-        if !self.store.extend_session(&session.token_hash, expires, now).await? {
+        if !self
+            .store
+            .extend_session(&session.token_hash, expires, now)
+            .await?
+        {
             return Err(ApiError::unauthorized("invalid or expired session"));
         }
         self.cache.invalidate(&session.token_hash);
@@ -269,20 +305,25 @@ impl Authenticator {
     ) -> Result<i64, ApiError> {
         validate_username(username)?;
         if password_text.len() < 8 {
-            return Err(ApiError::bad_request("password must be at least 8 characters"));
+            return Err(ApiError::bad_request(
+                "password must be at least 8 characters",
+            ));
         }
         let pw = password_text.to_string();
         let phc = tokio::task::spawn_blocking(move || password::hash(&pw))
             .await
-            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            })?
             .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
         self.store
             .create_user(username, &phc, role.name(), email)
             .await
             .map_err(|e| match e {
-                simcache_store::StoreError::Conflict(_) => {
-                    ApiError::new(axum::http::StatusCode::CONFLICT, format!("user {username:?} already exists"))
-                }
+                simcache_store::StoreError::Conflict(_) => ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    format!("user {username:?} already exists"),
+                ),
                 other => other.into(),
             })
     }
@@ -293,7 +334,10 @@ impl Authenticator {
         if self.store.count_users(Some("admin")).await? > 0 {
             return Ok(false);
         }
-        match self.create_user("admin", password_text, Role::Admin, None).await {
+        match self
+            .create_user("admin", password_text, Role::Admin, None)
+            .await
+        {
             Ok(_) => Ok(true),
             // Another replica won the race: that is fine.
             Err(e) if e.status == axum::http::StatusCode::CONFLICT => Ok(false),
@@ -309,7 +353,8 @@ impl Authenticator {
 pub fn validate_username(u: &str) -> Result<(), ApiError> {
     let ok = !u.is_empty()
         && u.len() <= 128
-        && u.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
     if ok {
         Ok(())
     } else {

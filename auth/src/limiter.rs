@@ -34,9 +34,14 @@ impl LoginLimiter {
     }
 
     fn attempt_at(&self, ip: IpAddr, username: &str, now: Instant) -> bool {
-        let bucket = self.buckets.get_with((ip, username.to_lowercase()), Default::default);
+        let bucket = self
+            .buckets
+            .get_with((ip, username.to_lowercase()), Default::default);
         let mut q = bucket.lock();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             q.pop_front();
         }
         if q.len() >= self.max_attempts {
@@ -57,7 +62,9 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) 
     if !trusted.contains(&peer) {
         return peer;
     }
-    let Some(xff) = forwarded_for else { return peer };
+    let Some(xff) = forwarded_for else {
+        return peer;
+    };
     xff.rsplit(',')
         .filter_map(|h| h.trim().parse::<IpAddr>().ok())
         .find(|ip| !trusted.contains(ip))
@@ -76,9 +83,18 @@ mod tests {
         for _ in 0..5 {
             assert!(l.attempt_at(ip, "Alice", t0));
         }
-        assert!(!l.attempt_at(ip, "alice", t0), "usernames are case-insensitive");
-        assert!(l.attempt_at(ip, "bob", t0), "another name has its own bucket");
-        assert!(l.attempt_at(ip, "alice", t0 + Duration::from_secs(61)), "window slides");
+        assert!(
+            !l.attempt_at(ip, "alice", t0),
+            "usernames are case-insensitive"
+        );
+        assert!(
+            l.attempt_at(ip, "bob", t0),
+            "another name has its own bucket"
+        );
+        assert!(
+            l.attempt_at(ip, "alice", t0 + Duration::from_secs(61)),
+            "window slides"
+        );
         l.reset(ip, "alice");
         for _ in 0..5 {
             assert!(l.attempt_at(ip, "alice", t0 + Duration::from_secs(62)));
@@ -90,6 +106,9 @@ mod tests {
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         let xff = Some("1.2.3.4, 198.51.100.7, 10.1.1.1");
         assert_eq!(client_ip(peer, xff, &[]), peer);
-        assert_eq!(client_ip(peer, xff, &[peer]), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, xff, &[peer]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
     }
 }

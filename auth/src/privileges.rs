@@ -104,7 +104,11 @@ pub struct PrivilegeSet(u16);
 pub struct UnknownPrivilege(pub String);
 
 fn privilege_list() -> String {
-    Privilege::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+    Privilege::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PrivilegeSet {
@@ -175,9 +179,13 @@ mod tests {
     fn roles_nest_as_the_seed_says() {
         let u = Role::User.privileges();
         assert!(u.allows(ReadCache) && u.allows(WriteCache) && u.allows(ExecuteSimulation));
-        assert!(!u.allows(InvalidateCache) && !u.allows(RegisterSimulation) && !u.allows(ManageUsers));
+        assert!(
+            !u.allows(InvalidateCache) && !u.allows(RegisterSimulation) && !u.allows(ManageUsers)
+        );
         let d = Role::Developer.privileges();
-        assert!(d.allows(InvalidateCache) && d.allows(RegisterSimulation) && d.allows(UpdateCatalog));
+        assert!(
+            d.allows(InvalidateCache) && d.allows(RegisterSimulation) && d.allows(UpdateCatalog)
+        );
         assert!(!d.allows(ManageUsers) && !d.allows(Admin));
         let a = Role::Admin.privileges();
         assert!(Privilege::ALL.iter().all(|p| a.allows(*p)));
@@ -192,7 +200,10 @@ mod tests {
 
     #[test]
     fn role_names_and_sim2l_names_expand() {
-        assert_eq!(PrivilegeSet::parse(&["developer"]).unwrap(), Role::Developer.privileges());
+        assert_eq!(
+            PrivilegeSet::parse(&["developer"]).unwrap(),
+            Role::Developer.privileges()
+        );
         let s = PrivilegeSet::parse(&["read", "write"]).unwrap();
         assert!(s.allows(ReadCache) && s.allows(WriteCache) && !s.allows(InvalidateCache));
         let e = PrivilegeSet::parse(&["bogus"]).unwrap_err();

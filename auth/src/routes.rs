@@ -75,9 +75,15 @@ async fn refresh(
         simcache_web::json::parse::<TtlBody>(&body)?.ttl_hours
     };
     let session = auth.authenticate(&headers).await?;
-    let token = headers.get("x-session-id").and_then(|v| v.to_str().ok()).unwrap_or("").trim();
+    let token = headers
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
     let expires = auth.refresh(&session, ttl).await?;
-    Ok(Json(json!({ "token": token, "session_id": token, "expires_at": format_ms(expires) })))
+    Ok(Json(
+        json!({ "token": token, "session_id": token, "expires_at": format_ms(expires) }),
+    ))
 }
 
 async fn logout(
@@ -120,7 +126,9 @@ async fn anonymous(
     let names = body.privileges.unwrap_or_else(|| vec!["user".into()]);
     let wanted = PrivilegeSet::parse(&names).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if !caller.privileges.covers(wanted) {
-        return Err(ApiError::forbidden("cannot grant privileges this session does not hold"));
+        return Err(ApiError::forbidden(
+            "cannot grant privileges this session does not hold",
+        ));
     }
     let issued = auth.create_anonymous(wanted, body.ttl_hours).await?;
     Ok(Json(issued_json(&issued)))

@@ -8,7 +8,11 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "simcache-sidecar", version, about = "simcache's per-pod sidecar: the cache-aside HTTP API")]
+#[command(
+    name = "simcache-sidecar",
+    version,
+    about = "simcache's per-pod sidecar: the cache-aside HTTP API"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -41,10 +45,20 @@ pub struct StoreArgs {
     #[arg(long, global = true, env = "SIMCACHE_CACHE_DB_PATH")]
     pub db_path: Option<PathBuf>,
     /// PostgreSQL URL, e.g. postgresql://user:pass@host/simcache (required with --backend postgresql).
-    #[arg(long, global = true, env = "SIMCACHE_CACHE_DB_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SIMCACHE_CACHE_DB_URL",
+        hide_env_values = true
+    )]
     pub db_url: Option<String>,
     /// Largest number of PostgreSQL connections.
-    #[arg(long, global = true, env = "SIMCACHE_DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(
+        long,
+        global = true,
+        env = "SIMCACHE_DB_POOL_SIZE",
+        default_value_t = 16
+    )]
     pub db_pool_size: usize,
 }
 
@@ -175,10 +189,14 @@ mod tests {
         };
         let cli = Cli::parse_from_with_env(["simcache-sidecar", "serve"], env);
         assert_eq!(cli.store.backend, BackendKind::Postgresql);
-        let Command::Serve(s) = cli.command else { panic!("serve expected") };
+        let Command::Serve(s) = cli.command else {
+            panic!("serve expected")
+        };
         assert_eq!(s.port, 9100);
         let cli = Cli::parse_from_with_env(["simcache-sidecar", "serve", "--port", "7000"], env);
-        let Command::Serve(s) = cli.command else { panic!("serve expected") };
+        let Command::Serve(s) = cli.command else {
+            panic!("serve expected")
+        };
         assert_eq!(s.port, 7000, "an explicit flag beats the alias");
         assert!(!s.no_auth, "auth is on unless --no-auth is given");
     }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use simcache_auth::{AuthConfig, PrivilegeSet, Role};
-use simcache_sidecar::config::{BackendKind, Cli, Command, LogFormat, SessionCommand, StoreArgs, UserCommand};
+use simcache_sidecar::config::{
+    BackendKind, Cli, Command, LogFormat, SessionCommand, StoreArgs, UserCommand,
+};
 use simcache_sidecar::server::{self, ServerConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
@@ -13,14 +15,18 @@ use simcache_store::postgres::PgOptions;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_with_aliases();
     init_logging(cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli))
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -33,7 +39,9 @@ fn backend(args: &StoreArgs) -> anyhow::Result<Backend> {
             let path = match &args.db_path {
                 Some(p) => p.clone(),
                 None => {
-                    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                    let home = std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| PathBuf::from("."));
                     home.join(".simcache").join("cache.db")
                 }
             };
@@ -66,7 +74,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies,
                 ..AuthConfig::default()
             };
-            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty());
             let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
             // The first stdout line is the URL: scripts and tests read it.
             println!("simcache-sidecar serving cache API on {}", srv.url());
@@ -78,13 +88,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             srv.wait().await
         }
-        Command::User(UserCommand::Create { username, role, email }) => {
+        Command::User(UserCommand::Create {
+            username,
+            role,
+            email,
+        }) => {
             let (_, _, auth) = services(backend).await?;
             let password = match std::env::var("SIMCACHE_USER_PASSWORD") {
                 Ok(p) if !p.is_empty() => p,
                 _ => {
                     let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s).context("reading the password from stdin")?;
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the password from stdin")?;
                     s.trim_end_matches(['\r', '\n']).to_string()
                 }
             };
@@ -96,14 +112,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("created user {username:?} (id {id}, role {})", role.name());
             Ok(())
         }
-        Command::Session(SessionCommand::Create { role, privileges, ttl_hours }) => {
+        Command::Session(SessionCommand::Create {
+            role,
+            privileges,
+            ttl_hours,
+        }) => {
             let (_, _, auth) = services(backend).await?;
             let set = if privileges.is_empty() {
                 Role::parse(&role).context("unknown role")?.privileges()
             } else {
                 PrivilegeSet::parse(&privileges)?
             };
-            let issued = auth.create_anonymous(set, Some(ttl_hours)).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            let issued = auth
+                .create_anonymous(set, Some(ttl_hours))
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
             eprintln!("session privileges: {}", set.names().join(", "));
             println!("{}", issued.token);
             Ok(())
@@ -121,7 +144,11 @@ fn db_hint(s: &StoreArgs) -> String {
 
 async fn services(
     backend: Backend,
-) -> anyhow::Result<(simcache_store::Stores, std::sync::Arc<simcache_sidecar::cache::CacheService>, std::sync::Arc<simcache_auth::Authenticator>)> {
+) -> anyhow::Result<(
+    simcache_store::Stores,
+    std::sync::Arc<simcache_sidecar::cache::CacheService>,
+    std::sync::Arc<simcache_auth::Authenticator>,
+)> {
     let cfg = ServerConfig::new(backend);
     server::open_services(&cfg, &prometheus::Registry::new()).await
 }

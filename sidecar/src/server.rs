@@ -81,9 +81,14 @@ fn process_id() -> String {
 }
 
 /// Opens the store and the services over it (no HTTP).
-pub async fn open_services(cfg: &ServerConfig, registry: &Registry) -> anyhow::Result<(Stores, Arc<CacheService>, Arc<Authenticator>)> {
+pub async fn open_services(
+    cfg: &ServerConfig,
+    registry: &Registry,
+) -> anyhow::Result<(Stores, Arc<CacheService>, Arc<Authenticator>)> {
     let origin = process_id();
-    let stores = Stores::open(&cfg.backend, &origin).await.context("opening the store")?;
+    let stores = Stores::open(&cfg.backend, &origin)
+        .await
+        .context("opening the store")?;
     let metrics = CacheMetrics::register(registry)?;
     let cache = Arc::new(CacheService::new(
         stores.cache.clone(),
@@ -92,24 +97,39 @@ pub async fn open_services(cfg: &ServerConfig, registry: &Registry) -> anyhow::R
         metrics,
         origin,
     ));
-    let auth = Arc::new(Authenticator::new(stores.sessions.clone(), cfg.auth.clone()));
+    let auth = Arc::new(Authenticator::new(
+        stores.sessions.clone(),
+        cfg.auth.clone(),
+    ));
     Ok((stores, cache, auth))
 }
 
 /// Starts serving; the server stops when `shutdown` resolves or on `RunningServer::shutdown`.
-pub async fn start(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningServer> {
+pub async fn start(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningServer> {
     let registry = Registry::new();
     let (stores, cache, auth) = open_services(&cfg, &registry).await?;
-    if let Some(pw) = &cfg.admin_password {
-        if auth.bootstrap_admin(pw).await.map_err(|e| anyhow::anyhow!(e.message))? {
-            tracing::info!("created user 'admin' from SIMCACHE_ADMIN_PASSWORD");
-        }
+    let created_admin = match &cfg.admin_password {
+        Some(pw) => auth
+            .bootstrap_admin(pw)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?,
+        None => false,
+    };
+    if created_admin {
+        tracing::info!("created user 'admin' from SIMCACHE_ADMIN_PASSWORD");
     }
     if cfg.auth.no_auth {
         tracing::warn!("authentication is DISABLED (--no-auth): every caller is an admin");
     }
     let http_metrics = HttpMetrics::register(&registry)?;
-    let state = AppState { cache: cache.clone(), auth: auth.clone(), registry };
+    let state = AppState {
+        cache: cache.clone(),
+        auth: auth.clone(),
+        registry,
+    };
     let app = router(state, http_metrics, cfg.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
@@ -133,9 +153,12 @@ pub async fn start(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send 
                 _ = stop_rx => {}
             }
         };
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped)
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped)
+        .await;
         for b in &background {
             b.abort();
         }
@@ -145,7 +168,13 @@ pub async fn start(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send 
         }
         served.context("HTTP server failed")
     });
-    Ok(RunningServer { addr, cache, auth, stop: Some(stop_tx), task })
+    Ok(RunningServer {
+        addr,
+        cache,
+        auth,
+        stop: Some(stop_tx),
+        task,
+    })
 }
 
 fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {
@@ -161,7 +190,11 @@ fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {
     })
 }
 
-fn spawn_sweeper(cache: Arc<CacheService>, auth: Arc<Authenticator>, every: Duration) -> JoinHandle<()> {
+fn spawn_sweeper(
+    cache: Arc<CacheService>,
+    auth: Arc<Authenticator>,
+    every: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

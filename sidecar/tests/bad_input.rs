@@ -10,8 +10,13 @@ on_both_backends!(every_bad_input_is_refused_and_nothing_changes);
 
 fn assert_names(status: StatusCode, body: &Value, want: StatusCode, needle: &str) {
     assert_eq!(status, want, "{body}");
-    let msg = body["error"].as_str().unwrap_or_else(|| panic!("JSON error body expected, got {body}"));
-    assert!(msg.to_lowercase().contains(&needle.to_lowercase()), "{msg:?} should mention {needle:?}");
+    let msg = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("JSON error body expected, got {body}"));
+    assert!(
+        msg.to_lowercase().contains(&needle.to_lowercase()),
+        "{msg:?} should mention {needle:?}"
+    );
 }
 
 async fn every_bad_input_is_refused_and_nothing_changes(c: Ctx) {
@@ -20,23 +25,54 @@ async fn every_bad_input_is_refused_and_nothing_changes(c: Ctx) {
     let dev = Some(c.dev.as_str());
 
     // Malformed JSON and wrong shapes.
-    let (s, b) = c.post_raw("/cache", dev, "application/json", b"{\"cache_key\": ".to_vec()).await;
+    let (s, b) = c
+        .post_raw(
+            "/cache",
+            dev,
+            "application/json",
+            b"{\"cache_key\": ".to_vec(),
+        )
+        .await;
     assert_names(s, &b, StatusCode::BAD_REQUEST, "malformed JSON");
-    let (s, b) = c.post_raw("/cache", dev, "application/json", b"".to_vec()).await;
+    let (s, b) = c
+        .post_raw("/cache", dev, "application/json", b"".to_vec())
+        .await;
     assert_names(s, &b, StatusCode::BAD_REQUEST, "empty");
-    let (s, b) = c.post("/cache", dev, entry_body("keep/me", 9, json!({"simulation_id": "abc"}))).await;
+    let (s, b) = c
+        .post(
+            "/cache",
+            dev,
+            entry_body("keep/me", 9, json!({"simulation_id": "abc"})),
+        )
+        .await;
     assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid type");
     let mut missing = entry_body("keep/me", 9, json!({}));
     missing.as_object_mut().unwrap().remove("execution_id");
     let (s, b) = c.post("/cache", dev, missing).await;
-    assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "missing field `execution_id`");
+    assert_names(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "missing field `execution_id`",
+    );
     let (s, b) = c.post("/cache", dev, json!([1, 2])).await;
     assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
-    let (s, b) = c.post_raw("/cache", dev, "text/plain", b"{}".to_vec()).await;
-    assert_names(s, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    let (s, b) = c
+        .post_raw("/cache", dev, "text/plain", b"{}".to_vec())
+        .await;
+    assert_names(
+        s,
+        &b,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "application/json",
+    );
 
     // Body over the 1 MiB default limit.
-    let big = entry_body("keep/me", 9, json!({"metadata": {"blob": "x".repeat(1_100_000)}}));
+    let big = entry_body(
+        "keep/me",
+        9,
+        json!({"metadata": {"blob": "x".repeat(1_100_000)}}),
+    );
     let (s, b) = c.post("/cache", dev, big).await;
     assert_names(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "larger than");
 
@@ -66,18 +102,31 @@ async fn every_bad_input_is_refused_and_nothing_changes(c: Ctx) {
         (json!({"simulation_name": ""}), "simulation_name"),
         (json!({"simulation_id": -1}), "simulation_id"),
     ] {
-        let (s, b) = c.post("/cache", dev, entry_body("keep/me", 9, extra.clone())).await;
+        let (s, b) = c
+            .post("/cache", dev, entry_body("keep/me", 9, extra.clone()))
+            .await;
         assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, needle);
     }
 
     // Invalidation: invalid globs and unknown fields.
     for (pattern, needle) in [("run[0-9", "pattern"), ("", "empty"), ("ab\\", "backslash")] {
-        let (s, b) = c.post("/cache/invalidate", dev, json!({"pattern": pattern})).await;
+        let (s, b) = c
+            .post("/cache/invalidate", dev, json!({"pattern": pattern}))
+            .await;
         assert_names(s, &b, StatusCode::BAD_REQUEST, needle);
     }
-    let (s, b) = c.post("/cache/invalidate", dev, json!({"simulation": 9})).await;
-    assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "unknown field `simulation`");
-    let (s, b) = c.post("/cache/invalidate", dev, json!({"simulation_id": "nine"})).await;
+    let (s, b) = c
+        .post("/cache/invalidate", dev, json!({"simulation": 9}))
+        .await;
+    assert_names(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown field `simulation`",
+    );
+    let (s, b) = c
+        .post("/cache/invalidate", dev, json!({"simulation_id": "nine"}))
+        .await;
     assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid type");
 
     // Query parameters.
@@ -103,5 +152,11 @@ async fn every_bad_input_is_refused_and_nothing_changes(c: Ctx) {
     let (_, after) = c.get("/cache/entries?limit=10", Some(&c.user)).await;
     assert_eq!(before, after);
     let (_, st) = c.get("/cache/stats", Some(&c.user)).await;
-    assert_eq!((st["total_entries"].clone(), st["invalidation_count"].clone()), (json!(1), json!(0)));
+    assert_eq!(
+        (
+            st["total_entries"].clone(),
+            st["invalidation_count"].clone()
+        ),
+        (json!(1), json!(0))
+    );
 }

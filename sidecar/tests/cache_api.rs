@@ -26,7 +26,10 @@ on_both_backends!(
 
 async fn put_then_get_returns_the_seed_entry(c: Ctx) {
     let b = c.put_entry("thermal_sim/350K/result", 42, json!({})).await;
-    assert_eq!(b, json!({"success": true, "cache_key": "thermal_sim/350K/result"}));
+    assert_eq!(
+        b,
+        json!({"success": true, "cache_key": "thermal_sim/350K/result"})
+    );
     let (s, e) = c.get("/cache/thermal_sim/350K/result", Some(&c.user)).await;
     assert_eq!(s, StatusCode::OK, "{e}");
     for (k, v) in [
@@ -45,7 +48,11 @@ async fn put_then_get_returns_the_seed_entry(c: Ctx) {
         assert_eq!(e[k], v, "field {k} in {e}");
     }
     let created = e["created_at"].as_str().unwrap();
-    assert_eq!(created.len(), 19, "naive ISO seconds like the seed: {created}");
+    assert_eq!(
+        created.len(),
+        19,
+        "naive ISO seconds like the seed: {created}"
+    );
     assert_eq!(&created[10..11], "T");
     assert!(e["expires_at"].as_str().unwrap() > created);
     let (_, e2) = c.get("/cache/thermal_sim/350K/result", Some(&c.user)).await;
@@ -59,7 +66,10 @@ async fn misses_hits_and_stats_add_up(c: Ctx) {
         assert_eq!(c.get("/cache/a/1", Some(&c.user)).await.0, StatusCode::OK);
     }
     let (s, b) = c.get("/cache/missing/key", Some(&c.user)).await;
-    assert_eq!((s, b), (StatusCode::NOT_FOUND, json!({"error": "Not found"})));
+    assert_eq!(
+        (s, b),
+        (StatusCode::NOT_FOUND, json!({"error": "Not found"}))
+    );
     let (s, st) = c.get("/cache/stats", Some(&c.user)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(st["total_entries"], 2);
@@ -71,106 +81,242 @@ async fn misses_hits_and_stats_add_up(c: Ctx) {
     assert!(st["total_size_bytes"].as_i64().unwrap() > 50);
     assert_eq!(st["invalidation_count"], 0);
     let (_, one) = c.get("/cache/stats?simulation_id=7", Some(&c.user)).await;
-    assert_eq!((one["total_entries"].clone(), one["total_hits"].clone()), (json!(1), json!(2)));
+    assert_eq!(
+        (one["total_entries"].clone(), one["total_hits"].clone()),
+        (json!(1), json!(2))
+    );
 }
 
 async fn ttl_zero_and_short_ttls_expire(c: Ctx) {
-    c.put_entry("ttl/zero", 1, json!({"ttl_seconds": 0, "ttl_hours": null})).await;
-    assert_eq!(c.get("/cache/ttl/zero", Some(&c.user)).await.0, StatusCode::NOT_FOUND);
-    c.put_entry("ttl/short", 1, json!({"ttl_seconds": "1", "ttl_hours": null})).await;
+    c.put_entry("ttl/zero", 1, json!({"ttl_seconds": 0, "ttl_hours": null}))
+        .await;
+    assert_eq!(
+        c.get("/cache/ttl/zero", Some(&c.user)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    c.put_entry(
+        "ttl/short",
+        1,
+        json!({"ttl_seconds": "1", "ttl_hours": null}),
+    )
+    .await;
     c.put_entry("ttl/none", 1, json!({"ttl_hours": null})).await;
-    assert_eq!(c.get("/cache/ttl/short", Some(&c.user)).await.0, StatusCode::OK);
+    assert_eq!(
+        c.get("/cache/ttl/short", Some(&c.user)).await.0,
+        StatusCode::OK
+    );
     let (_, e) = c.get("/cache/ttl/none", Some(&c.user)).await;
-    assert_eq!((e["expires_at"].clone(), e["ttl_hours"].clone()), (json!(null), json!(null)));
+    assert_eq!(
+        (e["expires_at"].clone(), e["ttl_hours"].clone()),
+        (json!(null), json!(null))
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(c.get("/cache/ttl/short", Some(&c.user)).await.0, StatusCode::NOT_FOUND, "memory tier must not outlive the TTL");
+    assert_eq!(
+        c.get("/cache/ttl/short", Some(&c.user)).await.0,
+        StatusCode::NOT_FOUND,
+        "memory tier must not outlive the TTL"
+    );
     let (_, st) = c.get("/cache/stats", Some(&c.user)).await;
-    assert_eq!(st["total_entries"], 1, "expired entries are not counted: {st}");
+    assert_eq!(
+        st["total_entries"], 1,
+        "expired entries are not counted: {st}"
+    );
     // The sweep deletes expired rows; the unexpired one stays.
     assert_eq!(c.srv.cache.sweep().await.unwrap(), 2);
     let (_, l) = c.get("/cache/entries", Some(&c.user)).await;
     assert_eq!(l["total"], 1);
-    assert!(c.metrics().await.contains("simcache_cache_evictions_total{reason=\"expired\",tier=\"store\"} 2"));
+    assert!(
+        c.metrics()
+            .await
+            .contains("simcache_cache_evictions_total{reason=\"expired\",tier=\"store\"} 2")
+    );
 }
 
 async fn invalidation_by_id_pattern_and_both(c: Ctx) {
-    for (k, sim) in [("thermal_sim/350K", 42), ("thermal_sim/400K", 42), ("thermal_sim/x/deep", 43), ("other/1", 42), ("thermal_sim_2/1", 42)] {
+    for (k, sim) in [
+        ("thermal_sim/350K", 42),
+        ("thermal_sim/400K", 42),
+        ("thermal_sim/x/deep", 43),
+        ("other/1", 42),
+        ("thermal_sim_2/1", 42),
+    ] {
         c.put_entry(k, sim, json!({})).await;
     }
     // Both filters: only sim 42 under thermal_sim/.
     let (s, b) = c
         .post("/cache/invalidate", Some(&c.dev), json!({"simulation_id": 42, "pattern": "thermal_sim/*", "reason": "new version released"}))
         .await;
-    assert_eq!((s, b), (StatusCode::OK, json!({"success": true, "invalidated_count": 2})));
-    assert_eq!(c.get("/cache/thermal_sim/350K", Some(&c.user)).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(c.get("/cache/thermal_sim/x/deep", Some(&c.user)).await.0, StatusCode::OK);
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::OK,
+            json!({"success": true, "invalidated_count": 2})
+        )
+    );
+    assert_eq!(
+        c.get("/cache/thermal_sim/350K", Some(&c.user)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get("/cache/thermal_sim/x/deep", Some(&c.user)).await.0,
+        StatusCode::OK
+    );
     // sim2l's SQL-style %, with _ literal: thermal_sim_2 matches, thermalXsim would not.
-    let (_, b) = c.post("/cache/invalidate", Some(&c.dev), json!({"pattern": "thermal_sim_%"})).await;
+    let (_, b) = c
+        .post(
+            "/cache/invalidate",
+            Some(&c.dev),
+            json!({"pattern": "thermal_sim_%"}),
+        )
+        .await;
     assert_eq!(b["invalidated_count"], 1);
-    let (_, b) = c.post("/cache/invalidate", Some(&c.dev), json!({"simulation_id": 43})).await;
+    let (_, b) = c
+        .post(
+            "/cache/invalidate",
+            Some(&c.dev),
+            json!({"simulation_id": 43}),
+        )
+        .await;
     assert_eq!(b["invalidated_count"], 1);
-    let (_, b) = c.post("/cache/invalidate", Some(&c.dev), json!({"pattern": "nothing/*"})).await;
+    let (_, b) = c
+        .post(
+            "/cache/invalidate",
+            Some(&c.dev),
+            json!({"pattern": "nothing/*"}),
+        )
+        .await;
     assert_eq!(b["invalidated_count"], 0);
-    assert_eq!(c.get("/cache/other/1", Some(&c.user)).await.0, StatusCode::OK);
+    assert_eq!(
+        c.get("/cache/other/1", Some(&c.user)).await.0,
+        StatusCode::OK
+    );
     let (_, st) = c.get("/cache/stats", Some(&c.user)).await;
-    assert_eq!((st["total_entries"].clone(), st["invalidation_count"].clone()), (json!(1), json!(4)));
+    assert_eq!(
+        (
+            st["total_entries"].clone(),
+            st["invalidation_count"].clone()
+        ),
+        (json!(1), json!(4))
+    );
     // Invalidated rows are kept, with their status, and listed on request.
-    let (_, l) = c.get("/cache/entries?status=invalidated", Some(&c.user)).await;
+    let (_, l) = c
+        .get("/cache/entries?status=invalidated", Some(&c.user))
+        .await;
     assert_eq!(l["total"], 4);
-    assert!(l["entries"].as_array().unwrap().iter().all(|e| e["status"] == "invalidated"));
+    assert!(
+        l["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "invalidated")
+    );
 }
 
 async fn invalidated_entries_are_not_served_from_memory(c: Ctx) {
     c.put_entry("hot/key", 5, json!({})).await;
     for _ in 0..3 {
-        assert_eq!(c.get("/cache/hot/key", Some(&c.user)).await.0, StatusCode::OK);
+        assert_eq!(
+            c.get("/cache/hot/key", Some(&c.user)).await.0,
+            StatusCode::OK
+        );
     }
-    assert!(c.metrics().await.contains("simcache_cache_hits_total{tier=\"memory\"}"));
-    c.post("/cache/invalidate", Some(&c.dev), json!({"simulation_name": "thermal_sim", "simulation_version": "1.0.0"})).await;
-    assert_eq!(c.get("/cache/hot/key", Some(&c.user)).await.0, StatusCode::NOT_FOUND);
+    assert!(
+        c.metrics()
+            .await
+            .contains("simcache_cache_hits_total{tier=\"memory\"}")
+    );
+    c.post(
+        "/cache/invalidate",
+        Some(&c.dev),
+        json!({"simulation_name": "thermal_sim", "simulation_version": "1.0.0"}),
+    )
+    .await;
+    assert_eq!(
+        c.get("/cache/hot/key", Some(&c.user)).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn delete_one_and_delete_all(c: Ctx) {
     c.put_entry("d/1", 1, json!({})).await;
     c.put_entry("d/2", 1, json!({})).await;
     let (s, b) = c.delete("/cache/d/1", Some(&c.dev)).await;
-    assert_eq!((s, b), (StatusCode::OK, json!({"deleted_count": 1, "cache_key": "d/1"})));
-    assert_eq!(c.get("/cache/d/1", Some(&c.user)).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(c.delete("/cache/d/1", Some(&c.dev)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::OK,
+            json!({"deleted_count": 1, "cache_key": "d/1"})
+        )
+    );
+    assert_eq!(
+        c.get("/cache/d/1", Some(&c.user)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.delete("/cache/d/1", Some(&c.dev)).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (s, _) = c.delete("/cache", Some(&c.dev)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "clearing the cache is for admins");
-    assert_eq!(c.get("/cache/d/2", Some(&c.user)).await.0, StatusCode::OK, "a refused clear changes nothing");
+    assert_eq!(
+        c.get("/cache/d/2", Some(&c.user)).await.0,
+        StatusCode::OK,
+        "a refused clear changes nothing"
+    );
     let (s, b) = c.delete("/cache", Some(&c.admin)).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"deleted": 1})));
-    assert_eq!(c.get("/cache/d/2", Some(&c.user)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get("/cache/d/2", Some(&c.user)).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn entries_are_paginated_and_filtered(c: Ctx) {
     for i in 0..30 {
         let name = if i % 3 == 0 { "alpha" } else { "beta" };
-        c.put_entry(&format!("p/{i:02}"), i, json!({"simulation_name": name})).await;
+        c.put_entry(&format!("p/{i:02}"), i, json!({"simulation_name": name}))
+            .await;
     }
-    let (s, l) = c.get("/cache/entries?limit=10&offset=25", Some(&c.user)).await;
+    let (s, l) = c
+        .get("/cache/entries?limit=10&offset=25", Some(&c.user))
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((l["total"].clone(), l["limit"].clone(), l["offset"].clone()), (json!(30), json!(10), json!(25)));
+    assert_eq!(
+        (l["total"].clone(), l["limit"].clone(), l["offset"].clone()),
+        (json!(30), json!(10), json!(25))
+    );
     assert_eq!(l["entries"].as_array().unwrap().len(), 5);
-    let (_, l) = c.get("/cache/entries?simulation_name=alpha&limit=100", Some(&c.user)).await;
+    let (_, l) = c
+        .get(
+            "/cache/entries?simulation_name=alpha&limit=100",
+            Some(&c.user),
+        )
+        .await;
     assert_eq!(l["total"], 10);
     let (_, l) = c.get("/cache/entries?simulation_id=4", Some(&c.user)).await;
     assert_eq!(l["entries"][0]["cache_key"], "p/04");
     assert_eq!(l["entries"][0]["status"], "valid");
     let (_, l) = c.get("/cache/entries", Some(&c.user)).await;
-    assert_eq!(l["entries"].as_array().unwrap().len(), 25, "default page size");
+    assert_eq!(
+        l["entries"].as_array().unwrap().len(),
+        25,
+        "default page size"
+    );
 }
 
 async fn overwrite_resets_counters_and_status(c: Ctx) {
     c.put_entry("o/1", 1, json!({})).await;
     c.get("/cache/o/1", Some(&c.user)).await;
-    c.post("/cache/invalidate", Some(&c.dev), json!({"pattern": "o/*"})).await;
-    c.put_entry("o/1", 1, json!({"execution_id": "exec-002"})).await;
+    c.post("/cache/invalidate", Some(&c.dev), json!({"pattern": "o/*"}))
+        .await;
+    c.put_entry("o/1", 1, json!({"execution_id": "exec-002"}))
+        .await;
     let (s, e) = c.get("/cache/o/1", Some(&c.user)).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((e["execution_id"].clone(), e["hit_count"].clone()), (json!("exec-002"), json!(1)));
+    assert_eq!(
+        (e["execution_id"].clone(), e["hit_count"].clone()),
+        (json!("exec-002"), json!(1))
+    );
 }
 
 async fn keys_with_slashes_and_escapes_round_trip(c: Ctx) {
@@ -178,7 +324,17 @@ async fn keys_with_slashes_and_escapes_round_trip(c: Ctx) {
     c.put_entry(key, 1, json!({})).await;
     let enc: String = key
         .split('/')
-        .map(|seg| seg.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'.' { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>())
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b == b'.' {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
         .collect::<Vec<_>>()
         .join("/");
     let (s, e) = c.get(&format!("/cache/{enc}"), Some(&c.user)).await;
@@ -198,7 +354,8 @@ async fn metrics_are_exported(c: Ctx) {
     c.put_entry("m/1", 1, json!({})).await;
     c.get("/cache/m/1", Some(&c.user)).await;
     c.get("/cache/m/2", Some(&c.user)).await;
-    c.post("/cache/invalidate", Some(&c.dev), json!({"pattern": "m/*"})).await;
+    c.post("/cache/invalidate", Some(&c.dev), json!({"pattern": "m/*"}))
+        .await;
     c.srv.cache.sweep().await.unwrap();
     let m = c.metrics().await;
     for needle in [
@@ -221,14 +378,39 @@ async fn metrics_are_exported(c: Ctx) {
 
 async fn hit_counts_are_batched_not_written_per_get(c: Ctx) {
     // Only an explicit flush may write within this test.
-    let c = c.restart(|cfg| cfg.hit_flush_interval = Duration::from_secs(3600)).await;
+    let c = c
+        .restart(|cfg| cfg.hit_flush_interval = Duration::from_secs(3600))
+        .await;
     c.put_entry("batch/1", 1, json!({})).await;
     for _ in 0..5 {
-        assert_eq!(c.get("/cache/batch/1", Some(&c.user)).await.0, StatusCode::OK);
+        assert_eq!(
+            c.get("/cache/batch/1", Some(&c.user)).await.0,
+            StatusCode::OK
+        );
     }
     let other = Stores::open(&c.backend, "observer").await.unwrap();
     let now = simcache_store::clock::now_ms();
-    assert_eq!(other.cache.get("batch/1", now).await.unwrap().unwrap().hit_count, 0, "no write per GET");
+    assert_eq!(
+        other
+            .cache
+            .get("batch/1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .hit_count,
+        0,
+        "no write per GET"
+    );
     c.srv.cache.flush().await.unwrap();
-    assert_eq!(other.cache.get("batch/1", now).await.unwrap().unwrap().hit_count, 5, "one batched write");
+    assert_eq!(
+        other
+            .cache
+            .get("batch/1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .hit_count,
+        5,
+        "one batched write"
+    );
 }

@@ -19,18 +19,33 @@ async fn cli(args: &[&str], envs: &[(&str, &str)]) -> String {
         cmd.env(k, v);
     }
     let out = cmd.output().await.unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 async fn get(http: &reqwest::Client, url: &str, tok: &str) -> (StatusCode, Value) {
-    let r = http.get(url).header("X-Session-ID", tok).send().await.unwrap();
+    let r = http
+        .get(url)
+        .header("X-Session-ID", tok)
+        .send()
+        .await
+        .unwrap();
     let s = r.status();
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn post(http: &reqwest::Client, url: &str, tok: &str, body: Value) -> StatusCode {
-    http.post(url).header("X-Session-ID", tok).json(&body).send().await.unwrap().status()
+    http.post(url)
+        .header("X-Session-ID", tok)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 fn entry(key: &str, exec: &str) -> Value {
@@ -52,16 +67,40 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
 
 async fn memory_entries(http: &reqwest::Client, base: &str, tok: &str) -> (bool, i64) {
     let (_, st) = get(http, &format!("{base}/cache/stats"), tok).await;
-    (st["memory_tier"]["enabled"].as_bool().unwrap_or(false), st["memory_tier"]["entries"].as_i64().unwrap_or(-1))
+    (
+        st["memory_tier"]["enabled"].as_bool().unwrap_or(false),
+        st["memory_tier"]["entries"].as_i64().unwrap_or(-1),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_on_one_postgres_stay_coherent() {
     let db = simcache_testkit::fresh_database("coherence").await;
-    let args = ["serve", "--backend", "postgresql", "--db-url", &db, "--port", "0"];
+    let args = [
+        "serve",
+        "--backend",
+        "postgresql",
+        "--db-url",
+        &db,
+        "--port",
+        "0",
+    ];
     let a = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
     let b = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
-    let tok = cli(&["session", "create", "--role", "developer", "--backend", "postgresql", "--db-url", &db], &[]).await;
+    let tok = cli(
+        &[
+            "session",
+            "create",
+            "--role",
+            "developer",
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &db,
+        ],
+        &[],
+    )
+    .await;
     let http = reqwest::Client::new();
     eventually("both memory tiers enabled", async || {
         memory_entries(&http, &a.url, &tok).await.0 && memory_entries(&http, &b.url, &tok).await.0
@@ -69,40 +108,101 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
     .await;
 
     // Written on A, read twice on B: the second read is served from B's memory.
-    assert_eq!(post(&http, &format!("{}/cache", a.url), &tok, entry("k/1", "exec-1")).await, StatusCode::OK);
+    assert_eq!(
+        post(
+            &http,
+            &format!("{}/cache", a.url),
+            &tok,
+            entry("k/1", "exec-1")
+        )
+        .await,
+        StatusCode::OK
+    );
     let key_on_b = format!("{}/cache/k/1", b.url);
-    assert_eq!(get(&http, &key_on_b, &tok).await.1["execution_id"], "exec-1");
+    assert_eq!(
+        get(&http, &key_on_b, &tok).await.1["execution_id"],
+        "exec-1"
+    );
     assert_eq!(memory_entries(&http, &b.url, &tok).await.1, 1);
 
     // Overwritten on A: B stops serving the old value.
-    assert_eq!(post(&http, &format!("{}/cache", a.url), &tok, entry("k/1", "exec-2")).await, StatusCode::OK);
-    let t = eventually("B sees the overwrite", async || get(&http, &key_on_b, &tok).await.1["execution_id"] == "exec-2").await;
+    assert_eq!(
+        post(
+            &http,
+            &format!("{}/cache", a.url),
+            &tok,
+            entry("k/1", "exec-2")
+        )
+        .await,
+        StatusCode::OK
+    );
+    let t = eventually("B sees the overwrite", async || {
+        get(&http, &key_on_b, &tok).await.1["execution_id"] == "exec-2"
+    })
+    .await;
     eprintln!("overwrite visible on B after {t:?}");
 
     // Invalidated on A: B answers 404.
     let inv = json!({"pattern": "k/*", "reason": "test"});
-    assert_eq!(post(&http, &format!("{}/cache/invalidate", a.url), &tok, inv).await, StatusCode::OK);
-    let t = eventually("B drops the invalidated entry", async || get(&http, &key_on_b, &tok).await.0 == StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        post(&http, &format!("{}/cache/invalidate", a.url), &tok, inv).await,
+        StatusCode::OK
+    );
+    let t = eventually("B drops the invalidated entry", async || {
+        get(&http, &key_on_b, &tok).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
     eprintln!("invalidation visible on B after {t:?}");
 
     // Deleted on A: B answers 404.
-    assert_eq!(post(&http, &format!("{}/cache", a.url), &tok, entry("k/2", "exec-3")).await, StatusCode::OK);
+    assert_eq!(
+        post(
+            &http,
+            &format!("{}/cache", a.url),
+            &tok,
+            entry("k/2", "exec-3")
+        )
+        .await,
+        StatusCode::OK
+    );
     let key2_on_b = format!("{}/cache/k/2", b.url);
     assert_eq!(get(&http, &key2_on_b, &tok).await.0, StatusCode::OK);
-    let del = http.delete(format!("{}/cache/k/2", a.url)).header("X-Session-ID", &tok).send().await.unwrap();
+    let del = http
+        .delete(format!("{}/cache/k/2", a.url))
+        .header("X-Session-ID", &tok)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), StatusCode::OK);
-    eventually("B drops the deleted entry", async || get(&http, &key2_on_b, &tok).await.0 == StatusCode::NOT_FOUND).await;
+    eventually("B drops the deleted entry", async || {
+        get(&http, &key2_on_b, &tok).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
 
     // The event channel dies: B empties its memory tier and bypasses it, then
     // reconnects and starts again from empty.
-    assert_eq!(post(&http, &format!("{}/cache", a.url), &tok, entry("k/3", "exec-4")).await, StatusCode::OK);
+    assert_eq!(
+        post(
+            &http,
+            &format!("{}/cache", a.url),
+            &tok,
+            entry("k/3", "exec-4")
+        )
+        .await,
+        StatusCode::OK
+    );
     let key3_on_b = format!("{}/cache/k/3", b.url);
     get(&http, &key3_on_b, &tok).await;
     assert!(memory_entries(&http, &b.url, &tok).await.1 >= 1);
-    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let killed = client
-        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'", &[])
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(killed.len(), 2, "one LISTEN connection per sidecar");
@@ -111,7 +211,14 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
         enabled && n == 0
     })
     .await;
-    let metrics = http.get(format!("{}/metrics", b.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("simcache_cache_coherence_connected 1"));
 
     assert_eq!(a.terminate().await, Some(0));
@@ -123,17 +230,47 @@ async fn sigterm_flushes_pending_hit_counts() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let db = db.to_str().unwrap();
-    let tok = cli(&["session", "create", "--role", "user", "--db-path", db], &[]).await;
+    let tok = cli(
+        &["session", "create", "--role", "user", "--db-path", db],
+        &[],
+    )
+    .await;
     // Flushes happen only at shutdown in this test.
-    let p = ServerProcess::spawn(Path::new(BIN), &["serve", "--db-path", db, "--port", "0", "--hit-flush-interval-ms", "3600000"], &[]).await;
+    let p = ServerProcess::spawn(
+        Path::new(BIN),
+        &[
+            "serve",
+            "--db-path",
+            db,
+            "--port",
+            "0",
+            "--hit-flush-interval-ms",
+            "3600000",
+        ],
+        &[],
+    )
+    .await;
     let http = reqwest::Client::new();
-    assert_eq!(post(&http, &format!("{}/cache", p.url), &tok, entry("t/1", "e")).await, StatusCode::OK);
+    assert_eq!(
+        post(&http, &format!("{}/cache", p.url), &tok, entry("t/1", "e")).await,
+        StatusCode::OK
+    );
     for _ in 0..3 {
-        assert_eq!(get(&http, &format!("{}/cache/t/1", p.url), &tok).await.0, StatusCode::OK);
+        assert_eq!(
+            get(&http, &format!("{}/cache/t/1", p.url), &tok).await.0,
+            StatusCode::OK
+        );
     }
     assert_eq!(p.terminate().await, Some(0), "SIGTERM is a clean exit");
-    let store = Stores::open(&Backend::Sqlite { path: db.into() }, "observer").await.unwrap();
-    let e = store.cache.get("t/1", simcache_store::clock::now_ms()).await.unwrap().unwrap();
+    let store = Stores::open(&Backend::Sqlite { path: db.into() }, "observer")
+        .await
+        .unwrap();
+    let e = store
+        .cache
+        .get("t/1", simcache_store::clock::now_ms())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.hit_count, 3);
 }
 
@@ -142,19 +279,40 @@ async fn cli_users_log_in_and_sim2l_env_names_work() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let db = db.to_str().unwrap();
-    cli(&["user", "create", "--username", "dana", "--role", "developer", "--db-path", db], &[("SIMCACHE_USER_PASSWORD", "a long secret")]).await;
+    cli(
+        &[
+            "user",
+            "create",
+            "--username",
+            "dana",
+            "--role",
+            "developer",
+            "--db-path",
+            db,
+        ],
+        &[("SIMCACHE_USER_PASSWORD", "a long secret")],
+    )
+    .await;
     // Settings from sim2l's variable names; the admin from a Secret-style env var.
     let p = ServerProcess::spawn(
         Path::new(BIN),
         &["serve", "--port", "0"],
-        &[("SIM2L_CACHE_DB_PATH", db), ("SIMCACHE_ADMIN_PASSWORD", "bootstrap-admin-pw")],
+        &[
+            ("SIM2L_CACHE_DB_PATH", db),
+            ("SIMCACHE_ADMIN_PASSWORD", "bootstrap-admin-pw"),
+        ],
     )
     .await;
     let http = reqwest::Client::new();
     let login = |u: &'static str, pw: &'static str| {
         let (http, url) = (http.clone(), p.url.clone());
         async move {
-            let r = http.post(format!("{url}/session/login")).json(&json!({"username": u, "password": pw})).send().await.unwrap();
+            let r = http
+                .post(format!("{url}/session/login"))
+                .json(&json!({"username": u, "password": pw}))
+                .send()
+                .await
+                .unwrap();
             (r.status(), r.json::<Value>().await.unwrap())
         }
     };
@@ -171,7 +329,16 @@ async fn cli_users_log_in_and_sim2l_env_names_work() {
 
 #[tokio::test]
 async fn postgres_without_url_is_a_clear_error() {
-    let out = tokio::process::Command::new(BIN).args(["serve", "--backend", "postgresql"]).env_remove("SIMCACHE_CACHE_DB_URL").output().await.unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["serve", "--backend", "postgresql"])
+        .env_remove("SIMCACHE_CACHE_DB_URL")
+        .output()
+        .await
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--db-url"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--db-url"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

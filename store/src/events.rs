@@ -46,7 +46,10 @@ pub enum Signal {
 
 /// Keeps a LISTEN connection open for the life of the returned task, reconnecting
 /// with backoff, and forwards what it hears to `tx`. Ends when `tx` is closed.
-pub fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<Signal>) -> tokio::task::JoinHandle<()> {
+pub fn listen(
+    config: tokio_postgres::Config,
+    tx: mpsc::Sender<Signal>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -84,7 +87,9 @@ async fn listen_once(config: &tokio_postgres::Config, tx: &mpsc::Sender<Signal>)
                 }
             }
         }
-        let _ = msg_tx.send(Err(StoreError::Unavailable("listen connection closed".into())));
+        let _ = msg_tx.send(Err(StoreError::Unavailable(
+            "listen connection closed".into(),
+        )));
     });
     let result = async {
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;

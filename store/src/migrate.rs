@@ -43,10 +43,16 @@ fn latest(migrations: &[Migration]) -> i64 {
 pub fn apply_sqlite(conn: &mut Connection, migrations: &[Migration]) -> Result<usize> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(LEDGER)?;
-    let current: i64 =
-        tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     if current > latest(migrations) {
-        return Err(StoreError::SchemaTooNew { found: current, supported: latest(migrations) });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: latest(migrations),
+        });
     }
     let mut ran = 0;
     for m in migrations.iter().filter(|m| m.version > current) {
@@ -69,14 +75,21 @@ pub async fn apply_postgres(
     migrations: &[Migration],
 ) -> Result<usize> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK_KEY]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK_KEY])
+        .await?;
     tx.batch_execute(LEDGER).await?;
     let current: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+            &[],
+        )
         .await?
         .get(0);
     if current > latest(migrations) {
-        return Err(StoreError::SchemaTooNew { found: current, supported: latest(migrations) });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: latest(migrations),
+        });
     }
     let mut ran = 0;
     for m in migrations.iter().filter(|m| m.version > current) {
@@ -104,9 +117,11 @@ mod tests {
         assert_eq!(apply_sqlite(&mut c, SQLITE).unwrap(), SQLITE.len());
         assert_eq!(apply_sqlite(&mut c, SQLITE).unwrap(), 0);
         let n: i64 = c
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'cache_entries'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'cache_entries'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(n, 1);
     }
@@ -115,8 +130,15 @@ mod tests {
     fn refuses_a_newer_schema() {
         let mut c = Connection::open_in_memory().unwrap();
         apply_sqlite(&mut c, SQLITE).unwrap();
-        c.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)", []).unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations VALUES (999, 'future', 0)",
+            [],
+        )
+        .unwrap();
         let err = apply_sqlite(&mut c, SQLITE).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 999, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+            "{err}"
+        );
     }
 }

@@ -46,7 +46,9 @@ impl PgDb {
         let mgr = Manager::from_config(
             config.clone(),
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(mgr)
             .max_size(opts.pool_size.max(1))

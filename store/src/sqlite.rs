@@ -89,16 +89,13 @@ impl SqliteDb {
     /// and starts the writer and `readers` reader threads. Blocking: call it
     /// from start-up code or `spawn_blocking`.
     pub fn open(path: &Path, migrations: &[Migration], readers: usize) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
-        let mut wconn = Connection::open(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
-        })?;
+        let mut wconn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         configure(&wconn)?;
         migrate::apply_sqlite(&mut wconn, migrations)?;
 
@@ -146,7 +143,11 @@ impl SqliteDb {
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job = Box::new(Job { f: Some(f), result: None, reply: tx });
+        let job = Box::new(Job {
+            f: Some(f),
+            result: None,
+            reply: tx,
+        });
         self.inner
             .writer
             .send(job)
@@ -194,7 +195,11 @@ fn writer_loop(conn: Connection, rx: Receiver<Box<dyn WriteJob>>) {
         for job in batch.iter_mut() {
             let sp = conn.execute_batch("SAVEPOINT job");
             let ok = sp.is_ok() && job.run(&conn);
-            let undo = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            let undo = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
             if let Err(e) = conn.execute_batch(undo) {
                 tracing::error!(error = %e, "sqlite savepoint handling failed");
             }
@@ -239,7 +244,11 @@ mod tests {
             handles.push(tokio::spawn(async move {
                 db.write(move |c| {
                     // Every 10th job violates the primary key and must fail alone.
-                    let k = if i % 10 == 0 { "dup".to_string() } else { format!("k{i}") };
+                    let k = if i % 10 == 0 {
+                        "dup".to_string()
+                    } else {
+                        format!("k{i}")
+                    };
                     c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (k, i))?;
                     Ok(())
                 })

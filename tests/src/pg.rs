@@ -27,7 +27,11 @@ static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
 /// The shared server for this test binary; panics with instructions when none can be had.
 pub fn server() -> &'static PgServer {
     match SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Ok(PgServer { admin_url: url, port: 0, data_dir: None }),
+        Ok(url) if !url.is_empty() => Ok(PgServer {
+            admin_url: url,
+            port: 0,
+            data_dir: None,
+        }),
         _ => PgServer::start(false),
     }) {
         Ok(s) => s,
@@ -38,13 +42,26 @@ pub fn server() -> &'static PgServer {
 /// Creates an empty database for one test and returns its URL.
 pub async fn fresh_database(hint: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let srv = tokio::task::spawn_blocking(server).await.expect("harness thread");
+    let srv = tokio::task::spawn_blocking(server)
+        .await
+        .expect("harness thread");
     let clean: String = hint
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(30)
         .collect();
-    let name = format!("t_{}_{}_{}", clean, std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "t_{}_{}_{}",
+        clean,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
     let (client, conn) = tokio_postgres::connect(&srv.admin_url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}\n{INSTALL_HINT}", srv.admin_url));
@@ -76,14 +93,15 @@ pub fn with_database(url: &str, db: &str) -> String {
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
-    if let Ok(out) = Command::new("sh").args(["-c", "command -v pg_ctl"]).output() {
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v pg_ctl"])
+        .output()
+    {
         let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !p.is_empty() {
             let real = std::fs::canonicalize(&p).unwrap_or_else(|_| PathBuf::from(&p));
-            if let Some(dir) = real.parent() {
-                if dir.join("initdb").exists() {
-                    return Some(dir.to_path_buf());
-                }
+            if let Some(dir) = real.parent().filter(|d| d.join("initdb").exists()) {
+                return Some(dir.to_path_buf());
             }
         }
     }
@@ -144,7 +162,10 @@ impl PgServer {
     /// Starts a private cluster. `durable` keeps fsync on (for benchmarks that
     /// should measure what production would see); tests turn it off for speed.
     pub fn start(durable: bool) -> Result<PgServer, String> {
-        let bin = find_bin_dir().ok_or_else(|| "PostgreSQL server binaries not found on PATH or under /usr/lib/postgresql/*/bin".to_string())?;
+        let bin = find_bin_dir().ok_or_else(|| {
+            "PostgreSQL server binaries not found on PATH or under /usr/lib/postgresql/*/bin"
+                .to_string()
+        })?;
         let ids = unprivileged_ids();
         let dir = tempfile::Builder::new()
             .prefix("simcache-pg-")
@@ -152,11 +173,24 @@ impl PgServer {
             .map_err(|e| e.to_string())?
             .keep();
         if let Some((u, g)) = ids {
-            std::os::unix::fs::chown(&dir, Some(u), Some(g)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            std::os::unix::fs::chown(&dir, Some(u), Some(g))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
         let data = dir.join("data");
         run(
-            Command::new(bin.join("initdb")).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"]).arg(&data),
+            Command::new(bin.join("initdb"))
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(&data),
             ids,
             "initdb",
         )?;
@@ -187,7 +221,12 @@ impl PgServer {
                         data_dir: Some(dir),
                     });
                 }
-                Err(e) => last_err = format!("{e}\n{}", std::fs::read_to_string(dir.join("log")).unwrap_or_default()),
+                Err(e) => {
+                    last_err = format!(
+                        "{e}\n{}",
+                        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+                    )
+                }
             }
         }
         Err(last_err)
@@ -205,18 +244,30 @@ fn spawn_reaper(bin: &Path, dir: &Path, ids: Option<(u32, u32)>) -> Result<(), S
         dir = dir.display()
     );
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    cmd.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
     if let Some((u, g)) = ids {
         cmd.uid(u).gid(g);
     }
-    cmd.spawn().map(|_| ()).map_err(|e| format!("cannot start the cleanup watcher: {e}"))
+    cmd.spawn()
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the cleanup watcher: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn swaps_the_database_name() {
-        assert_eq!(super::with_database("postgresql://u@h:1/postgres", "x"), "postgresql://u@h:1/x");
-        assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            super::with_database("postgresql://u@h:1/postgres", "x"),
+            "postgresql://u@h:1/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

@@ -17,11 +17,17 @@ impl ServerProcess {
     /// Starts `bin args...` with `envs` and waits (up to 30 s) for its URL line.
     pub async fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
         let mut cmd = Command::new(bin);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).kill_on_drop(true);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -29,7 +35,11 @@ impl ServerProcess {
             .unwrap_or_else(|_| panic!("{} printed no URL within 30 s", bin.display()))
             .expect("reading stdout")
             .unwrap_or_else(|| panic!("{} exited before printing its URL", bin.display()));
-        let url = line.split_whitespace().last().unwrap_or_default().to_string();
+        let url = line
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         assert!(url.starts_with("http://"), "unexpected first line: {line}");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

@@ -14,7 +14,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, m)
@@ -38,7 +41,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -47,7 +54,10 @@ impl From<StoreError> for ApiError {
         match &e {
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "store unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store unavailable, retry later",
+                )
             }
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m.clone()),
             _ => {
@@ -65,5 +75,8 @@ pub async fn not_found_fallback() -> ApiError {
 
 /// JSON 405 for a known path with the wrong method.
 pub async fn method_not_allowed_fallback() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }

@@ -22,7 +22,12 @@ where
         // A missing content type is accepted (curl users forget it); a wrong one is not.
         if let Some(ct) = req.headers().get(CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(ApiError::new(
                     axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -35,7 +40,10 @@ where
             if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(status, "request body is larger than the configured limit")
             } else {
-                ApiError::new(status, format!("cannot read request body: {}", rej.body_text()))
+                ApiError::new(
+                    status,
+                    format!("cannot read request body: {}", rej.body_text()),
+                )
             }
         })?;
         parse(&bytes).map(JsonBody)
@@ -45,10 +53,14 @@ where
 /// Parses a JSON document, classifying errors into 400 (syntax) and 422 (shape).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("request body is empty; expected a JSON object"));
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid request: {e}")),
+        serde_json::error::Category::Data => {
+            ApiError::unprocessable(format!("invalid request: {e}"))
+        }
         _ => ApiError::bad_request(format!("malformed JSON: {e}")),
     })
 }

@@ -20,7 +20,10 @@ impl HttpMetrics {
     /// `simcache_http_request_duration_seconds` in `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
-            Opts::new("simcache_http_requests_total", "HTTP requests served, by route, method and status."),
+            Opts::new(
+                "simcache_http_requests_total",
+                "HTTP requests served, by route, method and status.",
+            ),
             &["route", "method", "status"],
         )?;
         let latency = HistogramVec::new(
@@ -29,7 +32,8 @@ impl HttpMetrics {
                 "HTTP request latency, by route and method.",
             )
             .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
             ]),
             &["route", "method"],
         )?;
@@ -48,8 +52,12 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
     let resp = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = resp.status();
-    m.requests.with_label_values(&[route, method.as_str(), status.as_str()]).inc();
-    m.latency.with_label_values(&[route, method.as_str()]).observe(start.elapsed().as_secs_f64());
+    m.requests
+        .with_label_values(&[route, method.as_str(), status.as_str()])
+        .inc();
+    m.latency
+        .with_label_values(&[route, method.as_str()])
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 

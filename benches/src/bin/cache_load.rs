@@ -22,7 +22,13 @@ struct Figure {
 
 fn wrk(url: &str, script: &Path, secs: u64, conns: u32) -> anyhow::Result<(f64, f64, u64)> {
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(script)
         .arg(url)
         .output()
@@ -50,7 +56,11 @@ fn wrk(url: &str, script: &Path, secs: u64, conns: u32) -> anyhow::Result<(f64, 
     let sock: u64 = text
         .lines()
         .find(|l| l.contains("Socket errors"))
-        .map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum())
+        .map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        })
         .unwrap_or(0);
     Ok((rps, p99, non2xx + sock))
 }
@@ -102,9 +112,15 @@ end
 async fn session(sidecar: &Path, store_args: &[&str]) -> anyhow::Result<String> {
     let mut args = vec!["session", "create", "--role", "developer"];
     args.extend_from_slice(store_args);
-    let out = tokio::process::Command::new(sidecar).args(&args).output().await?;
+    let out = tokio::process::Command::new(sidecar)
+        .args(&args)
+        .output()
+        .await?;
     if !out.status.success() {
-        bail!("session create failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "session create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
@@ -115,12 +131,19 @@ async fn seed_entry(url: &str, token: &str) -> anyhow::Result<usize> {
         "execution_id": "exec-001", "squid_id": "thermal_sim/1.0.0/2824bf41", "input_hash": "hash123",
         "run_db_path": "/runs/exec-001.db", "ttl_hours": 24, "metadata": {"node": "n1"}});
     let http = reqwest::Client::new();
-    let r = http.post(format!("{url}/cache")).header("X-Session-ID", token).json(&body).send().await?;
+    let r = http
+        .post(format!("{url}/cache"))
+        .header("X-Session-ID", token)
+        .json(&body)
+        .send()
+        .await?;
     if !r.status().is_success() {
         bail!("seeding failed: {}", r.text().await?);
     }
     let hit = http
-        .get(format!("{url}/cache/thermal_sim/1.0.0/2824bf41204e2855641c52bbe079cd4ffe59e14a"))
+        .get(format!(
+            "{url}/cache/thermal_sim/1.0.0/2824bf41204e2855641c52bbe079cd4ffe59e14a"
+        ))
         .header("X-Session-ID", token)
         .send()
         .await?
@@ -149,10 +172,20 @@ async fn run_backend(
         let p = ServerProcess::spawn(sidecar, &args, &[("RUST_LOG", "warn")]).await;
         seed_entry(&p.url, &token).await?;
         let (rps, p99, errors) = wrk(&format!("{}{KEY_PATH}", p.url), &gs, secs, conns)?;
-        out.push(Figure { name: format!("{label} GET hit ({tier})"), rps, p99_ms: p99, errors });
+        out.push(Figure {
+            name: format!("{label} GET hit ({tier})"),
+            rps,
+            p99_ms: p99,
+            errors,
+        });
         if mem == "0" {
             let (rps, p99, errors) = wrk(&p.url, &ps, secs, conns)?;
-            out.push(Figure { name: format!("{label} POST (new key each)"), rps, p99_ms: p99, errors });
+            out.push(Figure {
+                name: format!("{label} POST (new key each)"),
+                rps,
+                p99_ms: p99,
+                errors,
+            });
         }
         p.terminate().await;
     }
@@ -161,14 +194,26 @@ async fn run_backend(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let conns: u32 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
-    let exe_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("exe dir")?;
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let conns: u32 = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("exe dir")?;
     let sidecar = exe_dir.join("simcache-sidecar");
     let ceiling = exe_dir.join("ceiling");
     for b in [&sidecar, &ceiling] {
         if !b.exists() {
-            bail!("{} missing: build with cargo build --release -p simcache-sidecar -p simcache-benches", b.display());
+            bail!(
+                "{} missing: build with cargo build --release -p simcache-sidecar -p simcache-benches",
+                b.display()
+            );
         }
     }
     let tmp = tempfile::tempdir()?;
@@ -187,23 +232,68 @@ async fn main() -> anyhow::Result<()> {
     let c = ServerProcess::spawn(&ceiling, &[&hit_len.to_string()], &[]).await;
     let gs = script(tmp.path(), "ceiling.lua", "wrk.method = \"GET\"\n")?;
     let (rps, p99, errors) = wrk(&format!("{}/", c.url), &gs, secs, conns)?;
-    figures.push(Figure { name: format!("ceiling: bare hyper, {hit_len}-byte body"), rps, p99_ms: p99, errors });
+    figures.push(Figure {
+        name: format!("ceiling: bare hyper, {hit_len}-byte body"),
+        rps,
+        p99_ms: p99,
+        errors,
+    });
     c.kill().await;
 
     let sqlite_db = tmp.path().join("bench.db");
     let sqlite_args = ["--db-path", sqlite_db.to_str().unwrap_or_default()];
-    run_backend("SQLite", &sidecar, &sqlite_args, tmp.path(), secs, conns, &mut figures).await?;
+    run_backend(
+        "SQLite",
+        &sidecar,
+        &sqlite_args,
+        tmp.path(),
+        secs,
+        conns,
+        &mut figures,
+    )
+    .await?;
 
     let pg = simcache_testkit::PgServer::start(true).map_err(anyhow::Error::msg)?;
     let url = simcache_testkit::pg::with_database(&pg.admin_url, "postgres");
-    let pg_args = ["--backend", "postgresql", "--db-url", url.as_str(), "--db-pool-size", "32"];
-    run_backend("PostgreSQL", &sidecar, &pg_args, tmp.path(), secs, conns, &mut figures).await?;
+    let pg_args = [
+        "--backend",
+        "postgresql",
+        "--db-url",
+        url.as_str(),
+        "--db-pool-size",
+        "32",
+    ];
+    run_backend(
+        "PostgreSQL",
+        &sidecar,
+        &pg_args,
+        tmp.path(),
+        secs,
+        conns,
+        &mut figures,
+    )
+    .await?;
 
     let ceiling_rps = figures[0].rps;
-    println!("\nsimcache cache API load ({conns} connections, {secs} s each, wrk -t2, {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:<48} {:>12} {:>10} {:>9} {:>7}", "scenario", "req/s", "p99 ms", "x ceiling", "errors");
+    println!(
+        "\nsimcache cache API load ({conns} connections, {secs} s each, wrk -t2, {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
+        "{:<48} {:>12} {:>10} {:>9} {:>7}",
+        "scenario", "req/s", "p99 ms", "x ceiling", "errors"
+    );
     for f in &figures {
-        println!("{:<48} {:>12.0} {:>10.2} {:>9.2} {:>7}", f.name, f.rps, f.p99_ms, f.rps / ceiling_rps, f.errors);
+        println!(
+            "{:<48} {:>12.0} {:>10.2} {:>9.2} {:>7}",
+            f.name,
+            f.rps,
+            f.p99_ms,
+            f.rps / ceiling_rps,
+            f.errors
+        );
     }
     Ok(())
 }

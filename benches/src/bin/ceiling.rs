@@ -14,9 +14,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 fn main() -> anyhow::Result<()> {
-    let size: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(420);
+    let size: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(420);
     let body = Bytes::from(vec![b'x'; size]);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("ceiling serving on http://{}", listener.local_addr()?);
@@ -35,7 +41,9 @@ fn main() -> anyhow::Result<()> {
                         )
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     })

@@ -8,7 +8,10 @@ use tokio::sync::mpsc;
 
 use super::CacheService;
 
-pub fn spawn(service: Arc<CacheService>, config: simcache_store::postgres::PgConfig) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    service: Arc<CacheService>,
+    config: simcache_store::postgres::PgConfig,
+) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel(1024);
     let listener = events::listen(config, tx);
     tokio::spawn(async move {
@@ -39,4 +42,3 @@ pub fn apply(service: &CacheService, sig: Signal) {
         },
     }
 }
-

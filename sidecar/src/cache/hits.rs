@@ -34,7 +34,11 @@ impl HitBuffer {
         let misses = self.misses.swap(0, Ordering::Relaxed);
         let deltas = hits
             .into_iter()
-            .map(|(cache_key, (hits, last_accessed_ms))| HitDelta { cache_key, hits, last_accessed_ms })
+            .map(|(cache_key, (hits, last_accessed_ms))| HitDelta {
+                cache_key,
+                hits,
+                last_accessed_ms,
+            })
             .collect();
         (deltas, misses)
     }
@@ -64,7 +68,14 @@ mod tests {
         b.record_miss();
         let (mut d, m) = b.take();
         d.sort_by(|x, y| x.cache_key.cmp(&y.cache_key));
-        assert_eq!(d[0], HitDelta { cache_key: "a".into(), hits: 2, last_accessed_ms: 9 });
+        assert_eq!(
+            d[0],
+            HitDelta {
+                cache_key: "a".into(),
+                hits: 2,
+                last_accessed_ms: 9
+            }
+        );
         assert_eq!(m, 1);
         assert_eq!(b.take(), (vec![], 0));
         b.restore(d, m);

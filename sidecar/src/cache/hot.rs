@@ -64,7 +64,12 @@ impl HotTier {
                 }
             })
             .build();
-        HotTier { cache, epoch: AtomicU64::new(0), coherent: AtomicBool::new(coherent), evictions }
+        HotTier {
+            cache,
+            epoch: AtomicU64::new(0),
+            coherent: AtomicBool::new(coherent),
+            evictions,
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -203,7 +208,10 @@ mod tests {
     fn a_read_that_raced_an_invalidation_is_not_cached() {
         let t = HotTier::new(1 << 20, true);
         let before = t.epoch();
-        t.invalidate(&InvalidationFilter { simulation_id: Some(1), ..Default::default() });
+        t.invalidate(&InvalidationFilter {
+            simulation_id: Some(1),
+            ..Default::default()
+        });
         t.insert_loaded(entry("a", 1, None), before);
         assert!(t.get("a", 0).is_none());
         let now = t.epoch();
@@ -217,7 +225,11 @@ mod tests {
         t.insert_written(entry("x/1", 1, None));
         t.insert_written(entry("x/2", 2, None));
         t.insert_written(entry("y/1", 1, None));
-        t.invalidate(&InvalidationFilter { simulation_id: Some(1), pattern: Some("x/*".into()), ..Default::default() });
+        t.invalidate(&InvalidationFilter {
+            simulation_id: Some(1),
+            pattern: Some("x/*".into()),
+            ..Default::default()
+        });
         assert!(t.get("x/1", 0).is_none());
         assert!(t.get("x/2", 0).is_some());
         assert!(t.get("y/1", 0).is_some());

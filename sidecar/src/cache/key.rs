@@ -48,7 +48,12 @@ mod tests {
 
     #[test]
     fn accepts_seed_keys() {
-        for k in ["thermal_sim/350K", "thermal_sim/350K/result", "thermal/1.0.0/2824bf41", "a.b-c_d"] {
+        for k in [
+            "thermal_sim/350K",
+            "thermal_sim/350K/result",
+            "thermal/1.0.0/2824bf41",
+            "a.b-c_d",
+        ] {
             assert_eq!(validate(k), Ok(()), "{k}");
         }
     }
@@ -56,7 +61,10 @@ mod tests {
     #[test]
     fn refuses_bad_keys_by_name() {
         assert_eq!(validate(""), Err(KeyError::Empty));
-        assert_eq!(validate(&"k".repeat(MAX_KEY_LEN + 1)), Err(KeyError::TooLong));
+        assert_eq!(
+            validate(&"k".repeat(MAX_KEY_LEN + 1)),
+            Err(KeyError::TooLong)
+        );
         assert_eq!(validate("a\u{0}b"), Err(KeyError::ControlCharacter));
         assert_eq!(validate("a\\b"), Err(KeyError::Backslash));
         assert_eq!(validate("/abs"), Err(KeyError::EmptySegment));

@@ -19,37 +19,91 @@ pub struct CacheMetrics {
 
 impl CacheMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> prometheus::Result<M> {
+        fn reg<M: prometheus::core::Collector + Clone + 'static>(
+            r: &Registry,
+            m: M,
+        ) -> prometheus::Result<M> {
             r.register(Box::new(m.clone()))?;
             Ok(m)
         }
         Ok(CacheMetrics {
-            hits: reg(r, IntCounterVec::new(
-                Opts::new("simcache_cache_hits_total", "Cache lookups answered, by tier (memory, store)."),
-                &["tier"],
-            )?)?,
-            misses: reg(r, IntCounter::new("simcache_cache_misses_total", "Cache lookups that found no live entry.")?)?,
-            writes: reg(r, IntCounter::new("simcache_cache_writes_total", "Cache entries written.")?)?,
-            invalidations: reg(r, IntCounter::new(
-                "simcache_cache_invalidations_total",
-                "Cache entries invalidated by invalidation requests.",
-            )?)?,
-            evictions: reg(r, IntCounterVec::new(
-                Opts::new("simcache_cache_evictions_total", "Entries evicted, by tier and reason (size, expired)."),
-                &["tier", "reason"],
-            )?)?,
-            entries: reg(r, IntGauge::new("simcache_cache_entries", "Live entries in the store.")?)?,
-            bytes: reg(r, IntGauge::new("simcache_cache_bytes", "Bytes of live entries in the store.")?)?,
-            memory_entries: reg(r, IntGauge::new("simcache_cache_memory_entries", "Entries held by the memory tier.")?)?,
-            memory_bytes: reg(r, IntGauge::new("simcache_cache_memory_bytes", "Bytes held by the memory tier.")?)?,
-            coherence_connected: reg(r, IntGauge::new(
-                "simcache_cache_coherence_connected",
-                "1 while the memory tier hears other processes' changes (always 1 on SQLite).",
-            )?)?,
-            flush_failures: reg(r, IntCounter::new(
-                "simcache_cache_hit_flush_failures_total",
-                "Failed writes of batched hit counts (kept and retried).",
-            )?)?,
+            hits: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "simcache_cache_hits_total",
+                        "Cache lookups answered, by tier (memory, store).",
+                    ),
+                    &["tier"],
+                )?,
+            )?,
+            misses: reg(
+                r,
+                IntCounter::new(
+                    "simcache_cache_misses_total",
+                    "Cache lookups that found no live entry.",
+                )?,
+            )?,
+            writes: reg(
+                r,
+                IntCounter::new("simcache_cache_writes_total", "Cache entries written.")?,
+            )?,
+            invalidations: reg(
+                r,
+                IntCounter::new(
+                    "simcache_cache_invalidations_total",
+                    "Cache entries invalidated by invalidation requests.",
+                )?,
+            )?,
+            evictions: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "simcache_cache_evictions_total",
+                        "Entries evicted, by tier and reason (size, expired).",
+                    ),
+                    &["tier", "reason"],
+                )?,
+            )?,
+            entries: reg(
+                r,
+                IntGauge::new("simcache_cache_entries", "Live entries in the store.")?,
+            )?,
+            bytes: reg(
+                r,
+                IntGauge::new(
+                    "simcache_cache_bytes",
+                    "Bytes of live entries in the store.",
+                )?,
+            )?,
+            memory_entries: reg(
+                r,
+                IntGauge::new(
+                    "simcache_cache_memory_entries",
+                    "Entries held by the memory tier.",
+                )?,
+            )?,
+            memory_bytes: reg(
+                r,
+                IntGauge::new(
+                    "simcache_cache_memory_bytes",
+                    "Bytes held by the memory tier.",
+                )?,
+            )?,
+            coherence_connected: reg(
+                r,
+                IntGauge::new(
+                    "simcache_cache_coherence_connected",
+                    "1 while the memory tier hears other processes' changes (always 1 on SQLite).",
+                )?,
+            )?,
+            flush_failures: reg(
+                r,
+                IntCounter::new(
+                    "simcache_cache_hit_flush_failures_total",
+                    "Failed writes of batched hit counts (kept and retried).",
+                )?,
+            )?,
         })
     }
 }

@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 
 use simcache_store::StoreError;
 use simcache_store::cache::{
-    CacheEntry, CacheStore, InvalidationFilter, InvalidationRecord, KeyPattern, ListQuery, StoreStats,
+    CacheEntry, CacheStore, InvalidationFilter, InvalidationRecord, KeyPattern, ListQuery,
+    StoreStats,
 };
 use simcache_store::clock::now_ms;
 
@@ -45,7 +46,13 @@ impl CacheService {
         origin: String,
     ) -> Self {
         metrics.coherence_connected.set(if shared { 0 } else { 1 });
-        CacheService { store, hot: HotTier::new(memory_bytes, !shared), hits: HitBuffer::default(), metrics, origin }
+        CacheService {
+            store,
+            hot: HotTier::new(memory_bytes, !shared),
+            hits: HitBuffer::default(),
+            metrics,
+            origin,
+        }
     }
 
     pub fn hot(&self) -> &HotTier {
@@ -67,7 +74,10 @@ impl CacheService {
             let hit_count = e.hit_count.fetch_add(1, Ordering::Relaxed) + 1;
             self.hits.record_hit(key, now);
             self.metrics.hits.with_label_values(&["memory"]).inc();
-            return Ok(Some(Hit { entry: e, hit_count }));
+            return Ok(Some(Hit {
+                entry: e,
+                hit_count,
+            }));
         }
         let epoch = self.hot.epoch();
         match self.store.get(key, now).await? {
@@ -78,7 +88,10 @@ impl CacheService {
                 self.hot.insert_loaded(e.clone(), epoch);
                 self.hits.record_hit(key, now);
                 self.metrics.hits.with_label_values(&["store"]).inc();
-                Ok(Some(Hit { entry: e, hit_count }))
+                Ok(Some(Hit {
+                    entry: e,
+                    hit_count,
+                }))
             }
             None => {
                 self.hits.record_miss();
@@ -147,7 +160,10 @@ impl CacheService {
     /// Deletes expired entries and refreshes the size gauges.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         let n = self.store.sweep_expired(now_ms()).await?;
-        self.metrics.evictions.with_label_values(&["store", "expired"]).inc_by(n);
+        self.metrics
+            .evictions
+            .with_label_values(&["store", "expired"])
+            .inc_by(n);
         let s = self.store.stats(None, now_ms()).await?;
         self.metrics.entries.set(s.total_entries);
         self.metrics.bytes.set(s.total_size_bytes);
@@ -156,9 +172,16 @@ impl CacheService {
 
     /// Brings gauges that are cheap to read up to date (called on scrape).
     pub fn refresh_gauges(&self) {
-        self.metrics.memory_entries.set(self.hot.entry_count() as i64);
-        self.metrics.memory_bytes.set(self.hot.weighted_bytes() as i64);
-        let size = self.metrics.evictions.with_label_values(&["memory", "size"]);
+        self.metrics
+            .memory_entries
+            .set(self.hot.entry_count() as i64);
+        self.metrics
+            .memory_bytes
+            .set(self.hot.weighted_bytes() as i64);
+        let size = self
+            .metrics
+            .evictions
+            .with_label_values(&["memory", "size"]);
         let seen = self.hot.size_evictions();
         if seen > size.get() {
             size.inc_by(seen - size.get());

@@ -60,9 +60,9 @@ fn ttl_seconds(req: &PutRequest) -> Result<Option<i64>, InvalidRequest> {
     match secs {
         None => Ok(None),
         Some(s) if !s.is_finite() || s < 0.0 => Err(bad("TTL must not be negative")),
-        Some(s) if s > MAX_TTL_SECONDS as f64 => {
-            Err(bad(format!("TTL is longer than the maximum of {MAX_TTL_SECONDS} seconds")))
-        }
+        Some(s) if s > MAX_TTL_SECONDS as f64 => Err(bad(format!(
+            "TTL is longer than the maximum of {MAX_TTL_SECONDS} seconds"
+        ))),
         Some(s) => Ok(Some(s.round() as i64)),
     }
 }
@@ -82,7 +82,11 @@ fn check_text(name: &str, v: &str, max: usize) -> Result<(), InvalidRequest> {
 
 impl PutRequest {
     /// Validates the request and builds the entry to store at `now_ms`.
-    pub fn into_entry(self, now_ms: i64, user_id: Option<i64>) -> Result<CacheEntry, InvalidRequest> {
+    pub fn into_entry(
+        self,
+        now_ms: i64,
+        user_id: Option<i64>,
+    ) -> Result<CacheEntry, InvalidRequest> {
         key::validate(&self.cache_key).map_err(|e| bad(e.to_string()))?;
         if self.simulation_id < 0 {
             return Err(bad("simulation_id must not be negative"));
@@ -153,13 +157,21 @@ mod tests {
 
     #[test]
     fn ttl_hours_and_ttl_seconds_both_work() {
-        let e = req(serde_json::json!({"ttl_hours": 24})).into_entry(1000, None).unwrap();
+        let e = req(serde_json::json!({"ttl_hours": 24}))
+            .into_entry(1000, None)
+            .unwrap();
         assert_eq!(e.expires_at_ms, Some(1000 + 24 * 3600 * 1000));
-        let e = req(serde_json::json!({"ttl_seconds": "60"})).into_entry(1000, None).unwrap();
+        let e = req(serde_json::json!({"ttl_seconds": "60"}))
+            .into_entry(1000, None)
+            .unwrap();
         assert_eq!(e.expires_at_ms, Some(61_000));
-        let e = req(serde_json::json!({"ttl_seconds": null, "ttl_hours": null})).into_entry(0, None).unwrap();
+        let e = req(serde_json::json!({"ttl_seconds": null, "ttl_hours": null}))
+            .into_entry(0, None)
+            .unwrap();
         assert_eq!(e.expires_at_ms, None);
-        let e = req(serde_json::json!({"ttl_seconds": ""})).into_entry(0, None).unwrap();
+        let e = req(serde_json::json!({"ttl_seconds": ""}))
+            .into_entry(0, None)
+            .unwrap();
         assert_eq!(e.expires_at_ms, None);
     }
 

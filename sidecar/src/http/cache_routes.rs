@@ -11,7 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use simcache_auth::Privilege;
-use simcache_store::cache::{CacheEntry, EntryStatus, InvalidationFilter, InvalidationRecord, KeyPattern, ListQuery};
+use simcache_store::cache::{
+    CacheEntry, EntryStatus, InvalidationFilter, InvalidationRecord, KeyPattern, ListQuery,
+};
 use simcache_store::clock::{format_ms, now_ms};
 use simcache_web::{ApiError, JsonBody};
 
@@ -64,13 +66,23 @@ fn hit_response(h: &crate::cache::hot::HotEntry, hit_count: i64) -> axum::respon
         run_db_path: e.run_db_path.as_deref(),
         created_at: &h.created_at,
         expires_at: h.expires_at.as_deref(),
-        ttl_hours: e.expires_at_ms.map(|x| (x - e.created_at_ms) as f64 / 3_600_000.0),
+        ttl_hours: e
+            .expires_at_ms
+            .map(|x| (x - e.created_at_ms) as f64 / 3_600_000.0),
         hit_count,
         metadata: e.metadata.as_ref(),
     };
     match serde_json::to_vec(&view) {
-        Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(err) => ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(err) => ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            err.to_string(),
+        )
+        .into_response(),
     }
 }
 
@@ -94,7 +106,9 @@ fn entry_json(e: &CacheEntry, hit_count: i64) -> Value {
 }
 
 fn key_from_path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(k) = p.map_err(|e| ApiError::bad_request(format!("invalid cache key in path: {}", e.body_text())))?;
+    let Path(k) = p.map_err(|e| {
+        ApiError::bad_request(format!("invalid cache key in path: {}", e.body_text()))
+    })?;
     key::validate(&k).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(k)
 }
@@ -118,7 +132,9 @@ async fn put(
     JsonBody(req): JsonBody<PutRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let session = s.auth.authorize(&headers, Privilege::WriteCache).await?;
-    let entry = req.into_entry(now_ms(), session.user_id).map_err(|e| ApiError::unprocessable(e.0))?;
+    let entry = req
+        .into_entry(now_ms(), session.user_id)
+        .map_err(|e| ApiError::unprocessable(e.0))?;
     let key = entry.cache_key.clone();
     s.cache.put(entry).await?;
     Ok(Json(json!({ "success": true, "cache_key": key })))
@@ -129,7 +145,9 @@ async fn delete_entry(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    s.auth.authorize(&headers, Privilege::InvalidateCache).await?;
+    s.auth
+        .authorize(&headers, Privilege::InvalidateCache)
+        .await?;
     let key = key_from_path(path)?;
     if s.cache.delete(&key).await? {
         Ok(Json(json!({ "deleted_count": 1, "cache_key": key })))
@@ -138,7 +156,10 @@ async fn delete_entry(
     }
 }
 
-async fn delete_all(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn delete_all(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::Admin).await?;
     let n = s.cache.delete_all().await?;
     Ok(Json(json!({ "deleted": n })))
@@ -159,7 +180,10 @@ async fn invalidate(
     headers: HeaderMap,
     JsonBody(b): JsonBody<InvalidateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = s.auth.authorize(&headers, Privilege::InvalidateCache).await?;
+    let session = s
+        .auth
+        .authorize(&headers, Privilege::InvalidateCache)
+        .await?;
     let pattern = b
         .pattern
         .as_deref()
@@ -175,8 +199,14 @@ async fn invalidate(
         simulation_version: b.simulation_version,
         pattern: b.pattern,
     };
-    let record = InvalidationRecord { requested_by: Some(session.username.clone()), reason: b.reason };
-    let n = s.cache.invalidate(&filter, pattern.as_ref(), &record).await?;
+    let record = InvalidationRecord {
+        requested_by: Some(session.username.clone()),
+        reason: b.reason,
+    };
+    let n = s
+        .cache
+        .invalidate(&filter, pattern.as_ref(), &record)
+        .await?;
     Ok(Json(json!({ "success": true, "invalidated_count": n })))
 }
 
@@ -184,10 +214,11 @@ async fn invalidate(
 fn int_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     match q.get(name).map(|v| v.trim()) {
         None | Some("") => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("query parameter {name} must be an integer, got {v:?}"))),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "query parameter {name} must be an integer, got {v:?}"
+            ))
+        }),
     }
 }
 
@@ -200,7 +231,11 @@ async fn stats(
     let sim = int_param(&q, "simulation_id")?;
     let st = s.cache.stats(sim).await?;
     let lookups = st.total_hits + st.total_misses;
-    let rate = if lookups > 0 { st.total_hits as f64 / lookups as f64 } else { 0.0 };
+    let rate = if lookups > 0 {
+        st.total_hits as f64 / lookups as f64
+    } else {
+        0.0
+    };
     Ok(Json(json!({
         "total_entries": st.total_entries,
         "total_hits": st.total_hits,
@@ -229,7 +264,9 @@ async fn entries(
     let limit = int_param(&q, "limit")?.unwrap_or(DEFAULT_PAGE);
     let offset = int_param(&q, "offset")?.unwrap_or(0);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
     if offset < 0 {
         return Err(ApiError::bad_request("offset must not be negative"));
@@ -237,7 +274,9 @@ async fn entries(
     let status = match q.get("status").map(String::as_str) {
         None | Some("") => None,
         Some(v) => Some(EntryStatus::parse(v).ok_or_else(|| {
-            ApiError::bad_request(format!("status must be 'valid' or 'invalidated', got {v:?}"))
+            ApiError::bad_request(format!(
+                "status must be 'valid' or 'invalidated', got {v:?}"
+            ))
         })?),
     };
     let query = ListQuery {
@@ -264,5 +303,7 @@ async fn entries(
             v
         })
         .collect();
-    Ok(Json(json!({ "entries": entries, "total": total, "limit": limit, "offset": offset })))
+    Ok(Json(
+        json!({ "entries": entries, "total": total, "limit": limit, "offset": offset }),
+    ))
 }

@@ -34,19 +34,27 @@ pub fn router(state: AppState, http_metrics: HttpMetrics, max_body_bytes: usize)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(http_metrics, simcache_web::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            simcache_web::metrics::track,
+        ))
 }
 
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let backend = s.cache.backend();
     match s.cache.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "healthy", "service": "cache", "backend": backend}))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "healthy", "service": "cache", "backend": backend})),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unhealthy", "service": "cache", "backend": backend,
-                            "error": "store unavailable"})),
+                Json(
+                    json!({"status": "unhealthy", "service": "cache", "backend": backend,
+                            "error": "store unavailable"}),
+                ),
             )
         }
     }
@@ -55,7 +63,10 @@ async fn health(State(s): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     s.cache.refresh_gauges();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         simcache_web::metrics::render(&s.registry),
     )
 }

@@ -25,7 +25,12 @@ pub struct Ctx {
 
 pub async fn sqlite_backend() -> (Backend, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    (Backend::Sqlite { path: dir.path().join("cache.db") }, dir)
+    (
+        Backend::Sqlite {
+            path: dir.path().join("cache.db"),
+        },
+        dir,
+    )
 }
 
 pub async fn pg_backend(hint: &str) -> Backend {
@@ -49,18 +54,42 @@ pub async fn postgres_with(hint: &str, tweak: impl FnOnce(&mut ServerConfig)) ->
     start(pg_backend(hint).await, None, tweak).await
 }
 
-pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>, tweak: impl FnOnce(&mut ServerConfig)) -> Ctx {
+pub async fn start(
+    backend: Backend,
+    dir: Option<tempfile::TempDir>,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Ctx {
     let mut cfg = ServerConfig::new(backend.clone());
     cfg.hit_flush_interval = Duration::from_millis(100);
     cfg.sweep_interval = Duration::from_secs(3600);
     tweak(&mut cfg);
-    let srv = server::start(cfg, std::future::pending()).await.expect("server starts");
+    let srv = server::start(cfg, std::future::pending())
+        .await
+        .expect("server starts");
     let tok = |r: Role| {
         let a = srv.auth.clone();
-        async move { a.create_anonymous(r.privileges(), None).await.unwrap().token }
+        async move {
+            a.create_anonymous(r.privileges(), None)
+                .await
+                .unwrap()
+                .token
+        }
     };
-    let (user, dev, admin) = (tok(Role::User).await, tok(Role::Developer).await, tok(Role::Admin).await);
-    let ctx = Ctx { url: srv.url(), srv, http: reqwest::Client::new(), backend, user, dev, admin, _dir: dir };
+    let (user, dev, admin) = (
+        tok(Role::User).await,
+        tok(Role::Developer).await,
+        tok(Role::Admin).await,
+    );
+    let ctx = Ctx {
+        url: srv.url(),
+        srv,
+        http: reqwest::Client::new(),
+        backend,
+        user,
+        dev,
+        admin,
+        _dir: dir,
+    };
     ctx.wait_coherent().await;
     ctx
 }
@@ -68,7 +97,9 @@ pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>, tweak: impl
 impl Ctx {
     /// Stops this server and starts another on the same database.
     pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> Ctx {
-        let Ctx { srv, backend, _dir, .. } = self;
+        let Ctx {
+            srv, backend, _dir, ..
+        } = self;
         srv.shutdown().await.expect("clean shutdown");
         start(backend, _dir, tweak).await
     }
@@ -97,33 +128,67 @@ impl Ctx {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.get(format!("{}{path}", self.url)), token).await
+        self.send(self.http.get(format!("{}{path}", self.url)), token)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(&body), token).await
+        self.send(
+            self.http.post(format!("{}{path}", self.url)).json(&body),
+            token,
+        )
+        .await
     }
 
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, ct: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        self.send(self.http.post(format!("{}{path}", self.url)).header("content-type", ct).body(body), token).await
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        ct: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .header("content-type", ct)
+                .body(body),
+            token,
+        )
+        .await
     }
 
     pub async fn send_put(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.http.put(format!("{}{path}", self.url)).json(&json!({})), None).await
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.url))
+                .json(&json!({})),
+            None,
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.url)), token).await
+        self.send(self.http.delete(format!("{}{path}", self.url)), token)
+            .await
     }
 
     pub async fn put_entry(&self, key: &str, sim: i64, extra: Value) -> Value {
-        let (s, b) = self.post("/cache", Some(&self.dev), entry_body(key, sim, extra)).await;
+        let (s, b) = self
+            .post("/cache", Some(&self.dev), entry_body(key, sim, extra))
+            .await;
         assert_eq!(s, StatusCode::OK, "{b}");
         b
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 

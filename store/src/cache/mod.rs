@@ -97,8 +97,14 @@ impl InvalidationFilter {
     /// Pure check of one entry against the filter (the memory tier uses it).
     pub fn matches(&self, pattern: Option<&KeyPattern>, e: &CacheEntry) -> bool {
         self.simulation_id.is_none_or(|id| id == e.simulation_id)
-            && self.simulation_name.as_deref().is_none_or(|n| n == e.simulation_name)
-            && self.simulation_version.as_deref().is_none_or(|v| v == e.simulation_version)
+            && self
+                .simulation_name
+                .as_deref()
+                .is_none_or(|n| n == e.simulation_name)
+            && self
+                .simulation_version
+                .as_deref()
+                .is_none_or(|v| v == e.simulation_version)
             && pattern.is_none_or(|p| p.matches(&e.cache_key))
     }
 }

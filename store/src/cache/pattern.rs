@@ -59,7 +59,9 @@ impl KeyPattern {
             }
         }
         if escaped {
-            return Err(PatternError::Invalid("pattern ends with a lone backslash".into()));
+            return Err(PatternError::Invalid(
+                "pattern ends with a lone backslash".into(),
+            ));
         }
         let glob = globset::GlobBuilder::new(&translated)
             .literal_separator(false)
@@ -153,15 +155,30 @@ mod tests {
     #[test]
     fn invalid_patterns_are_named() {
         assert_eq!(KeyPattern::parse("").unwrap_err(), PatternError::Empty);
-        assert!(matches!(KeyPattern::parse("run[0-9").unwrap_err(), PatternError::Invalid(_)));
-        assert!(matches!(KeyPattern::parse("ab\\").unwrap_err(), PatternError::Invalid(_)));
-        assert_eq!(KeyPattern::parse("a\nb").unwrap_err(), PatternError::ControlCharacter);
-        assert_eq!(KeyPattern::parse(&"a".repeat(2000)).unwrap_err(), PatternError::TooLong);
+        assert!(matches!(
+            KeyPattern::parse("run[0-9").unwrap_err(),
+            PatternError::Invalid(_)
+        ));
+        assert!(matches!(
+            KeyPattern::parse("ab\\").unwrap_err(),
+            PatternError::Invalid(_)
+        ));
+        assert_eq!(
+            KeyPattern::parse("a\nb").unwrap_err(),
+            PatternError::ControlCharacter
+        );
+        assert_eq!(
+            KeyPattern::parse(&"a".repeat(2000)).unwrap_err(),
+            PatternError::TooLong
+        );
     }
 
     #[test]
     fn literal_prefix_stops_at_the_first_wildcard() {
-        assert_eq!(KeyPattern::parse("thermal/1.0/*").unwrap().literal_prefix(), "thermal/1.0/");
+        assert_eq!(
+            KeyPattern::parse("thermal/1.0/*").unwrap().literal_prefix(),
+            "thermal/1.0/"
+        );
         assert_eq!(KeyPattern::parse("*x").unwrap().literal_prefix(), "");
         assert_eq!(KeyPattern::parse(r"a\*b*").unwrap().literal_prefix(), "a*b");
         assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));

@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::*;
-use crate::events::{CHANNEL, CacheEvent, Envelope};
 use crate::error::StoreError;
+use crate::events::{CHANNEL, CacheEvent, Envelope};
 use crate::postgres::PgDb;
 
 pub struct PgCacheStore {
@@ -30,7 +30,10 @@ struct ReadRequest {
 const READ_BATCHERS: usize = 4;
 const MAX_READ_BATCH: usize = 256;
 
-async fn read_batcher(db: PgDb, rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<ReadRequest>>>) {
+async fn read_batcher(
+    db: PgDb,
+    rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<ReadRequest>>>,
+) {
     let mut batch: Vec<ReadRequest> = Vec::with_capacity(MAX_READ_BATCH);
     loop {
         {
@@ -92,11 +95,19 @@ impl PgCacheStore {
         for _ in 0..READ_BATCHERS {
             tokio::spawn(read_batcher(db.clone(), rx.clone()));
         }
-        PgCacheStore { db, origin: origin.into(), reads: tx }
+        PgCacheStore {
+            db,
+            origin: origin.into(),
+            reads: tx,
+        }
     }
 
     fn envelope(&self, event: CacheEvent) -> String {
-        serde_json::to_string(&Envelope { origin: self.origin.clone(), event }).unwrap_or_default()
+        serde_json::to_string(&Envelope {
+            origin: self.origin.clone(),
+            event,
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -138,7 +149,14 @@ impl CacheStore for PgCacheStore {
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<CacheEntry>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let closed = || StoreError::Unavailable("read batcher stopped".into());
-        self.reads.send(ReadRequest { key: key.to_string(), now_ms, reply }).await.map_err(|_| closed())?;
+        self.reads
+            .send(ReadRequest {
+                key: key.to_string(),
+                now_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -182,7 +200,9 @@ impl CacheStore for PgCacheStore {
             &e.size_bytes,
         ];
         tx.execute(&stmt, &params).await?;
-        let payload = self.envelope(CacheEvent::Put { key: e.cache_key.clone() });
+        let payload = self.envelope(CacheEvent::Put {
+            key: e.cache_key.clone(),
+        });
         tx.execute(NOTIFY, &[&CHANNEL, &payload]).await?;
         tx.commit().await?;
         Ok(())
@@ -191,9 +211,13 @@ impl CacheStore for PgCacheStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let mut c = self.db.client().await?;
         let tx = c.transaction().await?;
-        let n = tx.execute("DELETE FROM cache_entries WHERE cache_key = $1", &[&key]).await?;
+        let n = tx
+            .execute("DELETE FROM cache_entries WHERE cache_key = $1", &[&key])
+            .await?;
         if n > 0 {
-            let payload = self.envelope(CacheEvent::Delete { key: key.to_string() });
+            let payload = self.envelope(CacheEvent::Delete {
+                key: key.to_string(),
+            });
             tx.execute(NOTIFY, &[&CHANNEL, &payload]).await?;
         }
         tx.commit().await?;
@@ -204,7 +228,8 @@ impl CacheStore for PgCacheStore {
         let mut c = self.db.client().await?;
         let tx = c.transaction().await?;
         let n = tx.execute("DELETE FROM cache_entries", &[]).await?;
-        tx.execute(NOTIFY, &[&CHANNEL, &self.envelope(CacheEvent::Clear)]).await?;
+        tx.execute(NOTIFY, &[&CHANNEL, &self.envelope(CacheEvent::Clear)])
+            .await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -227,7 +252,12 @@ impl CacheStore for PgCacheStore {
                    AND ($3::TEXT IS NULL OR simulation_version = $3)
                    AND starts_with(cache_key, $4)
                  FOR UPDATE",
-                &[&f.simulation_id, &f.simulation_name, &f.simulation_version, &prefix],
+                &[
+                    &f.simulation_id,
+                    &f.simulation_name,
+                    &f.simulation_version,
+                    &prefix,
+                ],
             )
             .await?;
         let keys: Vec<String> = rows
@@ -235,7 +265,10 @@ impl CacheStore for PgCacheStore {
             .map(|r| r.get::<_, String>(0))
             .filter(|k| pattern.is_none_or(|p| p.matches(k)))
             .collect();
-        let reason = record.reason.clone().unwrap_or_else(|| "manual invalidation".into());
+        let reason = record
+            .reason
+            .clone()
+            .unwrap_or_else(|| "manual invalidation".into());
         tx.execute(
             "UPDATE cache_entries SET status = 'invalidated', invalidation_reason = $2
              WHERE cache_key = ANY($1)",
@@ -297,7 +330,10 @@ impl CacheStore for PgCacheStore {
             .await?
             .get(0);
         if simulation_id.is_none() {
-            for row in c.query("SELECT name, value FROM cache_counters", &[]).await? {
+            for row in c
+                .query("SELECT name, value FROM cache_counters", &[])
+                .await?
+            {
                 match row.get::<_, &str>(0) {
                     "misses" => s.total_misses = row.get(1),
                     "evictions" => s.evictions = row.get(1),
@@ -326,7 +362,13 @@ impl CacheStore for PgCacheStore {
                     "SELECT {COLUMNS} FROM cache_entries WHERE {filter}
                      ORDER BY created_at_ms DESC, cache_key LIMIT $4 OFFSET $5"
                 ),
-                &[&q.simulation_id, &q.simulation_name, &status, &q.limit, &q.offset],
+                &[
+                    &q.simulation_id,
+                    &q.simulation_name,
+                    &status,
+                    &q.limit,
+                    &q.offset,
+                ],
             )
             .await?;
         Ok((rows.iter().map(entry_from_row).collect(), total))
@@ -349,8 +391,11 @@ impl CacheStore for PgCacheStore {
             .await?;
         }
         if misses > 0 {
-            c.execute("UPDATE cache_counters SET value = value + $1 WHERE name = 'misses'", &[&misses])
-                .await?;
+            c.execute(
+                "UPDATE cache_counters SET value = value + $1 WHERE name = 'misses'",
+                &[&misses],
+            )
+            .await?;
         }
         Ok(())
     }

@@ -53,7 +53,9 @@ fn matching_keys(
     f: &InvalidationFilter,
     pattern: Option<&KeyPattern>,
 ) -> crate::error::Result<Vec<String>> {
-    let prefix = pattern.map(|p| p.literal_prefix().to_string()).unwrap_or_default();
+    let prefix = pattern
+        .map(|p| p.literal_prefix().to_string())
+        .unwrap_or_default();
     let upper = prefix_upper_bound(&prefix);
     let mut stmt = c.prepare_cached(
         "SELECT cache_key FROM cache_entries WHERE status = 'valid'
@@ -63,7 +65,13 @@ fn matching_keys(
            AND cache_key >= ?4 AND (?5 IS NULL OR cache_key < ?5)",
     )?;
     let rows = stmt.query_map(
-        params![f.simulation_id, f.simulation_name, f.simulation_version, prefix, upper],
+        params![
+            f.simulation_id,
+            f.simulation_name,
+            f.simulation_version,
+            prefix,
+            upper
+        ],
         |r| r.get::<_, String>(0),
     )?;
     let mut keys = Vec::new();
@@ -90,7 +98,9 @@ impl CacheStore for SqliteCacheStore {
                     "SELECT {COLUMNS} FROM cache_entries WHERE cache_key = ?1 AND status = 'valid'
                        AND (expires_at_ms IS NULL OR expires_at_ms > ?2)"
                 );
-                Ok(c.prepare_cached(&sql)?.query_row(params![key, now_ms], entry_from_row).optional()?)
+                Ok(c.prepare_cached(&sql)?
+                    .query_row(params![key, now_ms], entry_from_row)
+                    .optional()?)
             })
             .await
     }
@@ -143,15 +153,19 @@ impl CacheStore for SqliteCacheStore {
         let key = key.to_string();
         self.db
             .write(move |c| {
-                Ok(c.prepare_cached("DELETE FROM cache_entries WHERE cache_key = ?1")?
-                    .execute([key])?
-                    > 0)
+                Ok(
+                    c.prepare_cached("DELETE FROM cache_entries WHERE cache_key = ?1")?
+                        .execute([key])?
+                        > 0,
+                )
             })
             .await
     }
 
     async fn delete_all(&self) -> Result<u64> {
-        self.db.write(|c| Ok(c.execute("DELETE FROM cache_entries", [])? as u64)).await
+        self.db
+            .write(|c| Ok(c.execute("DELETE FROM cache_entries", [])? as u64))
+            .await
     }
 
     async fn invalidate(
@@ -164,7 +178,10 @@ impl CacheStore for SqliteCacheStore {
         self.db
             .write(move |c| {
                 let keys = matching_keys(c, &filter, pattern.as_ref())?;
-                let reason = record.reason.clone().unwrap_or_else(|| "manual invalidation".into());
+                let reason = record
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "manual invalidation".into());
                 let mut upd = c.prepare_cached(
                     "UPDATE cache_entries SET status = 'invalidated', invalidation_reason = ?2
                      WHERE cache_key = ?1",
@@ -241,17 +258,28 @@ impl CacheStore for SqliteCacheStore {
         self.db
             .read(move |c| {
                 let status = q.status.map(EntryStatus::as_str);
-                let filter = "(?1 IS NULL OR simulation_id = ?1) AND (?2 IS NULL OR simulation_name = ?2)
+                let filter =
+                    "(?1 IS NULL OR simulation_id = ?1) AND (?2 IS NULL OR simulation_name = ?2)
                               AND (?3 IS NULL OR status = ?3)";
                 let total: i64 = c
-                    .prepare_cached(&format!("SELECT COUNT(*) FROM cache_entries WHERE {filter}"))?
-                    .query_row(params![q.simulation_id, q.simulation_name, status], |r| r.get(0))?;
+                    .prepare_cached(&format!(
+                        "SELECT COUNT(*) FROM cache_entries WHERE {filter}"
+                    ))?
+                    .query_row(params![q.simulation_id, q.simulation_name, status], |r| {
+                        r.get(0)
+                    })?;
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM cache_entries WHERE {filter}
                      ORDER BY created_at_ms DESC, cache_key LIMIT ?4 OFFSET ?5"
                 ))?;
                 let rows = stmt.query_map(
-                    params![q.simulation_id, q.simulation_name, status, q.limit, q.offset],
+                    params![
+                        q.simulation_id,
+                        q.simulation_name,
+                        status,
+                        q.limit,
+                        q.offset
+                    ],
                     entry_from_row,
                 )?;
                 let entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -274,8 +302,10 @@ impl CacheStore for SqliteCacheStore {
                     upd.execute(params![h.cache_key, h.hits, h.last_accessed_ms])?;
                 }
                 if misses > 0 {
-                    c.prepare_cached("UPDATE cache_counters SET value = value + ?1 WHERE name = 'misses'")?
-                        .execute([misses])?;
+                    c.prepare_cached(
+                        "UPDATE cache_counters SET value = value + ?1 WHERE name = 'misses'",
+                    )?
+                    .execute([misses])?;
                 }
                 Ok(())
             })

@@ -47,7 +47,12 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn insert_session(&self, s: &SessionRecord) -> Result<()>;
     async fn find_session(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
     /// Moves the expiry of a session that has not expired at `now_ms`.
-    async fn extend_session(&self, token_hash: &str, expires_at_ms: i64, now_ms: i64) -> Result<bool>;
+    async fn extend_session(
+        &self,
+        token_hash: &str,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool>;
     async fn delete_session(&self, token_hash: &str) -> Result<bool>;
     async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64>;
 }

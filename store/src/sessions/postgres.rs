@@ -28,7 +28,13 @@ impl SessionStore for PgSessionStore {
         Ok(c.query_one(
             "INSERT INTO users (username, password_hash, role, email, created_at_ms)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&username, &password_hash, &role, &email, &crate::clock::now_ms()],
+            &[
+                &username,
+                &password_hash,
+                &role,
+                &email,
+                &crate::clock::now_ms(),
+            ],
         )
         .await?
         .get(0))
@@ -110,7 +116,12 @@ impl SessionStore for PgSessionStore {
         }))
     }
 
-    async fn extend_session(&self, token_hash: &str, expires_at_ms: i64, now_ms: i64) -> Result<bool> {
+    async fn extend_session(
+        &self,
+        token_hash: &str,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
         let c = self.db.client().await?;
         Ok(c.execute(
             "UPDATE sessions SET expires_at_ms = $2 WHERE token_hash = $1 AND expires_at_ms > $3",
@@ -122,11 +133,18 @@ impl SessionStore for PgSessionStore {
 
     async fn delete_session(&self, token_hash: &str) -> Result<bool> {
         let c = self.db.client().await?;
-        Ok(c.execute("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash]).await? > 0)
+        Ok(
+            c.execute("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])
+                .await?
+                > 0,
+        )
     }
 
     async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64> {
         let c = self.db.client().await?;
-        Ok(c.execute("DELETE FROM sessions WHERE expires_at_ms <= $1", &[&now_ms]).await?)
+        Ok(
+            c.execute("DELETE FROM sessions WHERE expires_at_ms <= $1", &[&now_ms])
+                .await?,
+        )
     }
 }

@@ -25,7 +25,12 @@ impl SessionStore for SqliteSessionStore {
         role: &str,
         email: Option<&str>,
     ) -> Result<i64> {
-        let (u, h, r, e) = (username.to_string(), password_hash.to_string(), role.to_string(), email.map(str::to_string));
+        let (u, h, r, e) = (
+            username.to_string(),
+            password_hash.to_string(),
+            role.to_string(),
+            email.map(str::to_string),
+        );
         self.db
             .write(move |c| {
                 c.execute(
@@ -66,9 +71,11 @@ impl SessionStore for SqliteSessionStore {
         let role = role.map(str::to_string);
         self.db
             .read(move |c| {
-                Ok(c.query_row("SELECT COUNT(*) FROM users WHERE ?1 IS NULL OR role = ?1", [role], |r| {
-                    r.get(0)
-                })?)
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM users WHERE ?1 IS NULL OR role = ?1",
+                    [role],
+                    |r| r.get(0),
+                )?)
             })
             .await
     }
@@ -137,7 +144,12 @@ impl SessionStore for SqliteSessionStore {
         }))
     }
 
-    async fn extend_session(&self, token_hash: &str, expires_at_ms: i64, now_ms: i64) -> Result<bool> {
+    async fn extend_session(
+        &self,
+        token_hash: &str,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
         let t = token_hash.to_string();
         self.db
             .write(move |c| {
@@ -158,7 +170,9 @@ impl SessionStore for SqliteSessionStore {
 
     async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64> {
         self.db
-            .write(move |c| Ok(c.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", [now_ms])? as u64))
+            .write(move |c| {
+                Ok(c.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", [now_ms])? as u64)
+            })
             .await
     }
 }
