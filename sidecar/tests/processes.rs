@@ -2,6 +2,8 @@
 //! keep their memory tiers coherent; SIGTERM flushes pending hit counts; the
 //! CLI creates users and sessions.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -49,8 +51,7 @@ async fn post(http: &reqwest::Client, url: &str, tok: &str, body: Value) -> Stat
 }
 
 fn entry(key: &str, exec: &str) -> Value {
-    json!({"cache_key": key, "simulation_id": 1, "simulation_name": "s", "simulation_version": "1",
-           "execution_id": exec, "squid_id": "q", "input_hash": "h", "run_db_path": "/r.db", "ttl_hours": 1})
+    common::entry_body(key, 1, json!({ "execution_id": exec }))
 }
 
 /// Polls `f` until it returns true or 3 s pass; returns how long it took.
