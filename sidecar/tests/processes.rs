@@ -124,7 +124,13 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
         get(&http, &key_on_b, &tok).await.1["execution_id"],
         "exec-1"
     );
-    assert_eq!(memory_entries(&http, &b.url, &tok).await.1, 1);
+    // A read that overlaps the arrival of A's own put event is (rightly) not
+    // cached, so B may need another read before the entry sits in memory.
+    eventually("B caches k/1", async || {
+        get(&http, &key_on_b, &tok).await;
+        memory_entries(&http, &b.url, &tok).await.1 == 1
+    })
+    .await;
 
     // Overwritten on A: B stops serving the old value.
     assert_eq!(
@@ -193,8 +199,11 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
         StatusCode::OK
     );
     let key3_on_b = format!("{}/cache/k/3", b.url);
-    get(&http, &key3_on_b, &tok).await;
-    assert!(memory_entries(&http, &b.url, &tok).await.1 >= 1);
+    eventually("B caches k/3", async || {
+        get(&http, &key3_on_b, &tok).await;
+        memory_entries(&http, &b.url, &tok).await.1 >= 1
+    })
+    .await;
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
         .await
         .unwrap();
