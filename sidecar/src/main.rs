@@ -107,8 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let role = Role::parse(&role).context("unknown role")?;
             let id = auth
                 .create_user(&username, &password, role, email.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+                .await?;
             eprintln!("created user {username:?} (id {id}, role {})", role.name());
             Ok(())
         }
@@ -123,10 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 PrivilegeSet::parse(&privileges)?
             };
-            let issued = auth
-                .create_anonymous(set, Some(ttl_hours))
-                .await
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let issued = auth.create_anonymous(set, Some(ttl_hours)).await?;
             eprintln!("session privileges: {}", set.names().join(", "));
             println!("{}", issued.token);
             Ok(())

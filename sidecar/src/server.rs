@@ -112,10 +112,7 @@ pub async fn start(
     let registry = Registry::new();
     let (stores, cache, auth) = open_services(&cfg, &registry).await?;
     let created_admin = match &cfg.admin_password {
-        Some(pw) => auth
-            .bootstrap_admin(pw)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?,
+        Some(pw) => auth.bootstrap_admin(pw).await?,
         None => false,
     };
     if created_admin {

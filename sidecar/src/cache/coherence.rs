@@ -38,7 +38,7 @@ pub fn apply(service: &CacheService, sig: Signal) {
         Signal::Event(env) => match env.event {
             CacheEvent::Put { key } | CacheEvent::Delete { key } => hot.remove(&key),
             CacheEvent::Clear => hot.clear(),
-            CacheEvent::Invalidate { filter } => hot.invalidate(&filter),
+            CacheEvent::Invalidate { filter } => hot.invalidate_remote(&filter),
         },
     }
 }

@@ -119,24 +119,26 @@ impl HotTier {
         self.cache.invalidate_all();
     }
 
-    pub fn invalidate(&self, filter: &InvalidationFilter) {
+    /// Drops entries matching `filter`; `pattern` is `filter.pattern` parsed.
+    pub fn invalidate(&self, filter: &InvalidationFilter, pattern: Option<&KeyPattern>) {
         self.bump();
         if filter.is_everything() {
             self.cache.invalidate_all();
             return;
         }
-        // A pattern that no longer parses here cannot be matched: drop everything.
-        let pattern = match filter.pattern.as_deref().map(KeyPattern::parse).transpose() {
-            Ok(p) => p,
-            Err(_) => {
-                self.cache.invalidate_all();
-                return;
-            }
-        };
         for (k, v) in self.cache.iter() {
-            if filter.matches(pattern.as_ref(), &v.entry) {
+            if filter.matches(pattern, &v.entry) {
                 self.cache.invalidate(k.as_str());
             }
+        }
+    }
+
+    /// Drops entries matching a filter heard from another process. A pattern
+    /// that does not parse here cannot be matched, so everything goes.
+    pub fn invalidate_remote(&self, filter: &InvalidationFilter) {
+        match filter.pattern.as_deref().map(KeyPattern::parse).transpose() {
+            Ok(p) => self.invalidate(filter, p.as_ref()),
+            Err(_) => self.clear(),
         }
     }
 
@@ -208,10 +210,11 @@ mod tests {
     fn a_read_that_raced_an_invalidation_is_not_cached() {
         let t = HotTier::new(1 << 20, true);
         let before = t.epoch();
-        t.invalidate(&InvalidationFilter {
+        let by_sim = InvalidationFilter {
             simulation_id: Some(1),
             ..Default::default()
-        });
+        };
+        t.invalidate(&by_sim, None);
         t.insert_loaded(entry("a", 1, None), before);
         assert!(t.get("a", 0).is_none());
         let now = t.epoch();
@@ -225,14 +228,31 @@ mod tests {
         t.insert_written(entry("x/1", 1, None));
         t.insert_written(entry("x/2", 2, None));
         t.insert_written(entry("y/1", 1, None));
-        t.invalidate(&InvalidationFilter {
+        let filter = InvalidationFilter {
             simulation_id: Some(1),
             pattern: Some("x/*".into()),
             ..Default::default()
-        });
+        };
+        t.invalidate(&filter, Some(&KeyPattern::parse("x/*").unwrap()));
         assert!(t.get("x/1", 0).is_none());
         assert!(t.get("x/2", 0).is_some());
         assert!(t.get("y/1", 0).is_some());
+        // The same filter heard from another process parses its own pattern.
+        t.insert_written(entry("x/1", 1, None));
+        t.invalidate_remote(&filter);
+        assert!(t.get("x/1", 0).is_none());
+        assert!(t.get("x/2", 0).is_some());
+    }
+
+    #[test]
+    fn an_unparseable_remote_pattern_drops_everything() {
+        let t = HotTier::new(1 << 20, true);
+        t.insert_written(entry("x/1", 1, None));
+        t.invalidate_remote(&InvalidationFilter {
+            pattern: Some("run[0-9".into()),
+            ..Default::default()
+        });
+        assert!(t.get("x/1", 0).is_none());
     }
 
     #[test]

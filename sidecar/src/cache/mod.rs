@@ -127,7 +127,7 @@ impl CacheService {
         record: &InvalidationRecord,
     ) -> Result<u64, StoreError> {
         let n = self.store.invalidate(filter, pattern, record).await?;
-        self.hot.invalidate(filter);
+        self.hot.invalidate(filter, pattern);
         self.metrics.invalidations.inc_by(n);
         Ok(n)
     }

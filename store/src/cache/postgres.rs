@@ -64,14 +64,13 @@ async fn read_batcher(
         .await;
         match result {
             Ok(rows) => {
-                let mut by_key: std::collections::HashMap<String, CacheEntry> =
+                let by_key: std::collections::HashMap<String, CacheEntry> =
                     rows.into_iter().map(|e| (e.cache_key.clone(), e)).collect();
                 for r in batch.drain(..) {
                     // Each caller's own clock decides expiry at the edge.
                     let e = by_key.get(&r.key).filter(|e| e.is_live(r.now_ms)).cloned();
                     let _ = r.reply.send(Ok(e));
                 }
-                by_key.clear();
             }
             Err(e) => {
                 let msg = e.to_string();
