@@ -50,6 +50,12 @@ async fn post(http: &reqwest::Client, url: &str, tok: &str, body: Value) -> Stat
         .status()
 }
 
+/// Writes an entry through the sidecar at `base` and checks it was accepted.
+async fn put_on(http: &reqwest::Client, base: &str, tok: &str, key: &str, exec: &str) {
+    let s = post(http, &format!("{base}/cache"), tok, entry(key, exec)).await;
+    assert_eq!(s, StatusCode::OK, "writing {key} on {base}");
+}
+
 fn entry(key: &str, exec: &str) -> Value {
     common::entry_body(key, 1, json!({ "execution_id": exec }))
 }
@@ -109,16 +115,7 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
     .await;
 
     // Written on A, read twice on B: the second read is served from B's memory.
-    assert_eq!(
-        post(
-            &http,
-            &format!("{}/cache", a.url),
-            &tok,
-            entry("k/1", "exec-1")
-        )
-        .await,
-        StatusCode::OK
-    );
+    put_on(&http, &a.url, &tok, "k/1", "exec-1").await;
     let key_on_b = format!("{}/cache/k/1", b.url);
     assert_eq!(
         get(&http, &key_on_b, &tok).await.1["execution_id"],
@@ -133,16 +130,7 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
     .await;
 
     // Overwritten on A: B stops serving the old value.
-    assert_eq!(
-        post(
-            &http,
-            &format!("{}/cache", a.url),
-            &tok,
-            entry("k/1", "exec-2")
-        )
-        .await,
-        StatusCode::OK
-    );
+    put_on(&http, &a.url, &tok, "k/1", "exec-2").await;
     let t = eventually("B sees the overwrite", async || {
         get(&http, &key_on_b, &tok).await.1["execution_id"] == "exec-2"
     })
@@ -162,16 +150,7 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
     eprintln!("invalidation visible on B after {t:?}");
 
     // Deleted on A: B answers 404.
-    assert_eq!(
-        post(
-            &http,
-            &format!("{}/cache", a.url),
-            &tok,
-            entry("k/2", "exec-3")
-        )
-        .await,
-        StatusCode::OK
-    );
+    put_on(&http, &a.url, &tok, "k/2", "exec-3").await;
     let key2_on_b = format!("{}/cache/k/2", b.url);
     assert_eq!(get(&http, &key2_on_b, &tok).await.0, StatusCode::OK);
     let del = http
@@ -188,16 +167,7 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
 
     // The event channel dies: B empties its memory tier and bypasses it, then
     // reconnects and starts again from empty.
-    assert_eq!(
-        post(
-            &http,
-            &format!("{}/cache", a.url),
-            &tok,
-            entry("k/3", "exec-4")
-        )
-        .await,
-        StatusCode::OK
-    );
+    put_on(&http, &a.url, &tok, "k/3", "exec-4").await;
     let key3_on_b = format!("{}/cache/k/3", b.url);
     eventually("B caches k/3", async || {
         get(&http, &key3_on_b, &tok).await;
