@@ -1,0 +1,22 @@
+//! The per-run database: one SQLite file per simulation run holding its
+//! inputs, outputs, logs, metrics, artifacts and provenance. It is the unit
+//! the cache points to and the unit the results store introspects.
+//!
+//! The schema is sim2l's run database (12 tables, 2 views) plus simcache's
+//! additions, versioned with `PRAGMA user_version`.
+
+mod db;
+mod error;
+mod guard;
+pub mod location;
+pub mod params;
+mod records;
+mod schema;
+
+pub use db::{MAX_ARTIFACT_BYTES, RunDb};
+pub use error::{Result, RunDbError};
+pub use guard::RunGuard;
+pub use location::{default_base_path, run_db_path, validate_execution_id};
+pub use params::{Direction, ParamSpec, RunSchema, ValueType, canonical_json};
+pub use records::*;
+pub use schema::SCHEMA_VERSION;
