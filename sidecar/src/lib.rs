@@ -1,7 +1,9 @@
 //! simcache's sidecar: the cache-aside HTTP API (wire-compatible with sim2l's
-//! cache service), over SQLite or a PostgreSQL shared by every pod.
+//! cache service), over SQLite or a PostgreSQL shared by every pod, and the
+//! run API through which a simulation fills its per-run database.
 
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod run;
 pub mod server;

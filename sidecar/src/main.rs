@@ -6,8 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use simcache_auth::{AuthConfig, PrivilegeSet, Role};
 use simcache_sidecar::config::{
-    BackendKind, Cli, Command, LogFormat, SessionCommand, StoreArgs, UserCommand,
+    BackendKind, Cli, Command, ExecArgs, LogFormat, SessionCommand, StoreArgs, UserCommand,
 };
+use simcache_sidecar::run::program::{ProgramSpec, run_program};
+use simcache_sidecar::run::settings::{beside, new_execution_id, new_run_token};
 use simcache_sidecar::server::{self, ServerConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
@@ -77,6 +79,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty());
+            let executor = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                "kubernetes"
+            } else {
+                "sidecar"
+            };
+            cfg.run = a
+                .run
+                .to_run_config(None, executor, a.run.run_token.clone(), &[])?;
             let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
             // The first stdout line is the URL: scripts and tests read it.
             println!("simcache-sidecar serving cache API on {}", srv.url());
@@ -88,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             srv.wait().await
         }
+        Command::Exec(e) => exec(backend, e).await,
         Command::User(UserCommand::Create {
             username,
             role,
@@ -147,4 +158,47 @@ async fn services(
 )> {
     let cfg = ServerConfig::new(backend);
     server::open_services(&cfg, &prometheus::Registry::new()).await
+}
+
+/// `simcache-sidecar exec -- program args`: one recorded run of a local program.
+async fn exec(backend: Backend, e: ExecArgs) -> anyhow::Result<()> {
+    let token = e.run.run_token.clone().unwrap_or_else(new_run_token);
+    let id = e.run.execution_id.clone().unwrap_or_else(new_execution_id);
+    let mut rc = e
+        .run
+        .to_run_config(Some(id), "local", Some(token.clone()), &e.command)?
+        .context("exec always records a run")?;
+    rc.inputs_file
+        .get_or_insert_with(|| beside(&rc.db_path, "inputs.json"));
+    rc.outputs_file
+        .get_or_insert_with(|| beside(&rc.db_path, "outputs.json"));
+    let db_path = rc.db_path.clone();
+    let mut cfg = ServerConfig::new(backend);
+    cfg.run = Some(rc);
+    let srv = server::start(cfg, std::future::pending()).await?;
+    let run = srv.run.clone().context("the run API did not start")?;
+    eprintln!(
+        "run {} recording to {}",
+        run.execution_id,
+        db_path.display()
+    );
+    let spec = ProgramSpec {
+        command: e.command.clone(),
+        workdir: e.workdir.clone(),
+        env: vec![
+            ("SIMCACHE_URL".into(), srv.url()),
+            ("SIMCACHE_RUN_TOKEN".into(), token),
+        ],
+        timeout: e.timeout_secs.map(Duration::from_secs),
+    };
+    let (summary, code) = run_program(run, &spec).await?;
+    srv.shutdown().await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if summary.status != "completed" {
+        if let Some(why) = &summary.error_message {
+            eprintln!("run failed: {why}");
+        }
+        std::process::exit(code.filter(|c| *c != 0).unwrap_or(1));
+    }
+    Ok(())
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{CacheService, coherence, metrics::CacheMetrics};
 use crate::http::{AppState, router};
+use crate::run::{RunConfig, RunService};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Creates user `admin` with this password when no admin exists.
     pub admin_password: Option<String>,
+    /// The run this sidecar records; serves `/run/*` when set.
+    pub run: Option<RunConfig>,
 }
 
 impl ServerConfig {
@@ -42,6 +45,7 @@ impl ServerConfig {
             sweep_interval: Duration::from_secs(60),
             auth: AuthConfig::default(),
             admin_password: None,
+            run: None,
         }
     }
 }
@@ -50,6 +54,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub cache: Arc<CacheService>,
     pub auth: Arc<Authenticator>,
+    pub run: Option<Arc<RunService>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -121,13 +126,28 @@ pub async fn start(
     if cfg.auth.no_auth {
         tracing::warn!("authentication is DISABLED (--no-auth): every caller is an admin");
     }
+    let run = match cfg.run.clone() {
+        Some(rc) => {
+            if rc.token.is_none() && !cfg.auth.no_auth {
+                anyhow::bail!(
+                    "the run API needs a run token (SIMCACHE_RUN_TOKEN) unless --no-auth is given"
+                );
+            }
+            let service = tokio::task::spawn_blocking(move || RunService::open(&rc))
+                .await
+                .context("opening the run database")?
+                .context("opening the run database")?;
+            Some(Arc::new(service))
+        }
+        None => None,
+    };
     let http_metrics = HttpMetrics::register(&registry)?;
     let state = AppState {
         cache: cache.clone(),
         auth: auth.clone(),
         registry,
     };
-    let app = router(state, http_metrics, cfg.max_body_bytes);
+    let app = router(state, run.clone(), http_metrics, cfg.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .with_context(|| format!("binding {}", cfg.addr))?;
@@ -169,6 +189,7 @@ pub async fn start(
         addr,
         cache,
         auth,
+        run,
         stop: Some(stop_tx),
         task,
     })

@@ -1,6 +1,8 @@
-//! The sidecar's HTTP surface: cache routes, session routes, health, metrics.
+//! The sidecar's HTTP surface: cache routes, session routes, the run API,
+//! health, metrics.
 
 mod cache_routes;
+mod run_routes;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use simcache_web::error::{method_not_allowed_fallback, not_found_fallback};
 use simcache_web::metrics::HttpMetrics;
 
 use crate::cache::CacheService;
+use crate::run::RunService;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,13 +27,23 @@ pub struct AppState {
     pub registry: Registry,
 }
 
-pub fn router(state: AppState, http_metrics: HttpMetrics, max_body_bytes: usize) -> Router {
+pub fn router(
+    state: AppState,
+    run: Option<Arc<RunService>>,
+    http_metrics: HttpMetrics,
+    max_body_bytes: usize,
+) -> Router {
+    let run_routes = match run {
+        Some(run) => run_routes::routes(run),
+        None => Router::new(),
+    };
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(cache_routes::routes())
         .with_state(state.clone())
         .merge(simcache_auth::routes::router(state.auth.clone()))
+        .merge(run_routes)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))
