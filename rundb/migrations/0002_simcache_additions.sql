@@ -1,6 +1,7 @@
 -- What simcache adds: the declared schema of each value (so introspection can
 -- rebuild parameter definitions), metric steps, run-level provenance, parent
 -- runs, and a run_summary whose counts are not multiplied by a cross join.
+-- Nothing sim2l reads changes shape.
 ALTER TABLE inputs ADD COLUMN description TEXT;
 ALTER TABLE inputs ADD COLUMN min_value REAL;
 ALTER TABLE inputs ADD COLUMN max_value REAL;
@@ -12,7 +13,9 @@ ALTER TABLE outputs ADD COLUMN max_value REAL;
 ALTER TABLE outputs ADD COLUMN default_value TEXT;
 ALTER TABLE outputs ADD COLUMN choices TEXT;
 ALTER TABLE metrics ADD COLUMN step INTEGER;
-CREATE INDEX IF NOT EXISTS idx_metrics_category ON metrics(category);
+-- A five-valued level makes a poor index and costs every insert a page
+-- write; filtering by level scans the (small) log instead.
+DROP INDEX IF EXISTS idx_logs_level;
 CREATE INDEX IF NOT EXISTS idx_artifacts_name ON artifacts(name);
 
 CREATE TABLE IF NOT EXISTS run_provenance (
