@@ -468,3 +468,43 @@ fn a_database_from_a_newer_build_is_refused_untouched() {
     assert_eq!(tables, 0);
     assert!(RunDb::open_read_only(&dir.path().join("missing.db")).is_err());
 }
+
+#[test]
+fn batches_of_any_size_are_stored_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = running(dir.path(), "sizes");
+    let mut expected = 0;
+    // Around the 64-rows-per-statement boundary, and one spanning several statements.
+    for n in [1usize, 63, 64, 65, 128, 200] {
+        let lines: Vec<LogLine> = (0..n)
+            .map(|i| LogLine::new(LogLevel::Info, format!("{n}:{i}")))
+            .collect();
+        db.log_batch(&lines).unwrap();
+        let metrics: Vec<Metric> = (0..n)
+            .map(|i| Metric::new(format!("m{n}"), i as f64))
+            .collect();
+        db.record_metrics(&metrics).unwrap();
+        expected += n;
+    }
+    let logs = db.get_logs(None, None).unwrap();
+    assert_eq!(logs.len(), expected);
+    let ours: Vec<String> = logs
+        .iter()
+        .rev()
+        .filter(|l| l.message.starts_with("200:"))
+        .map(|l| l.message.clone())
+        .collect();
+    assert_eq!(
+        ours,
+        (0..200).map(|i| format!("200:{i}")).collect::<Vec<_>>()
+    );
+    let m = db.get_metrics(None, Some("m65")).unwrap();
+    assert_eq!(
+        m.iter().map(|p| p.value).collect::<Vec<_>>(),
+        (0..65).map(f64::from).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.get_summary().unwrap().unwrap().metric_count as usize,
+        expected
+    );
+}
