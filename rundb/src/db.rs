@@ -164,6 +164,15 @@ impl RunDb {
         })
     }
 
+    /// The schema version of a run database file, without opening it for writing.
+    pub fn file_schema_version(path: &Path) -> Result<i64> {
+        if !path.exists() {
+            return Err(RunDbError::NotFound(format!("run database {}", path.display())));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        schema::version(&conn)
+    }
+
     fn load_status(conn: &Connection, id: &str) -> Result<Option<RunStatus>> {
         let s: Option<String> = conn
             .query_row(

@@ -11,6 +11,12 @@ pub enum StoreError {
     /// A write would break a uniqueness rule (e.g. a username taken).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The request names something that does not exist (a parent folder, a simulation).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is wrong in a way only the store can tell (a file used as a folder).
+    #[error("{0}")]
+    Invalid(String),
     /// Anything else the database reported.
     #[error("database error: {0}")]
     Database(String),

@@ -1,13 +1,18 @@
-//! simcache's persistence: one interface per concept (cache entries, sessions),
-//! each with a SQLite and a PostgreSQL backend, behind versioned migrations.
+//! simcache's persistence: one interface per concept (cache entries, sessions,
+//! the catalog, results, files), each over SQLite or PostgreSQL, behind
+//! versioned migrations.
 
 pub mod cache;
+pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod migrate;
 pub mod postgres;
+pub mod results;
 pub mod sessions;
+pub mod sql;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -30,6 +35,11 @@ pub enum Backend {
 pub struct Stores {
     pub cache: Arc<dyn CacheStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub catalog: catalog::CatalogStore,
+    pub results: results::ResultsStore,
+    pub files: files::FileStore,
+    /// Portable SQL on the same database (health checks, benchmarks).
+    pub sql: sql::Sql,
     /// Set for PostgreSQL: what a LISTEN connection needs.
     pub pg: Option<postgres::PgDb>,
 }
@@ -46,17 +56,27 @@ impl Stores {
                 })
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
+                let sql: sql::Sql = Arc::new(db.clone());
                 Ok(Stores {
                     cache: Arc::new(cache::sqlite::SqliteCacheStore::new(db.clone())),
                     sessions: Arc::new(sessions::sqlite::SqliteSessionStore::new(db)),
+                    catalog: catalog::CatalogStore::new(sql.clone()),
+                    results: results::ResultsStore::new(sql.clone()),
+                    files: files::FileStore::new(sql.clone()),
+                    sql,
                     pg: None,
                 })
             }
             Backend::Postgres(opts) => {
                 let db = postgres::PgDb::connect(opts, migrate::POSTGRES).await?;
+                let sql: sql::Sql = Arc::new(db.clone());
                 Ok(Stores {
                     cache: Arc::new(cache::postgres::PgCacheStore::new(db.clone(), origin)),
                     sessions: Arc::new(sessions::postgres::PgSessionStore::new(db.clone())),
+                    catalog: catalog::CatalogStore::new(sql.clone()),
+                    results: results::ResultsStore::new(sql.clone()),
+                    files: files::FileStore::new(sql.clone()),
+                    sql,
                     pg: Some(db),
                 })
             }

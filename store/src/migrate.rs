@@ -14,18 +14,32 @@ pub struct Migration {
 }
 
 /// The store's schema for SQLite, oldest first.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions_and_cache",
-    sql: include_str!("../migrations/sqlite/0001_sessions_and_cache.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions_and_cache",
+        sql: include_str!("../migrations/sqlite/0001_sessions_and_cache.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "catalog_results_files",
+        sql: include_str!("../migrations/sqlite/0002_catalog_results_files.sql"),
+    },
+];
 
 /// The store's schema for PostgreSQL, oldest first.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "sessions_and_cache",
-    sql: include_str!("../migrations/postgres/0001_sessions_and_cache.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sessions_and_cache",
+        sql: include_str!("../migrations/postgres/0001_sessions_and_cache.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "catalog_results_files",
+        sql: include_str!("../migrations/postgres/0002_catalog_results_files.sql"),
+    },
+];
 
 /// Arbitrary constant naming our advisory lock ("SIMC").
 const PG_LOCK_KEY: i64 = 0x5349_4d43;

@@ -68,6 +68,8 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m.clone()),
+            StoreError::NotFound(m) => ApiError::not_found(m.clone()),
+            StoreError::Invalid(m) => ApiError::bad_request(m.clone()),
             _ => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal store error")

@@ -4,6 +4,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod shutdown;
+pub mod stream;
 
 pub use error::ApiError;
 pub use json::JsonBody;

@@ -325,21 +325,7 @@ async fn get_artifact(
             ))
         })
         .await?;
-    Ok(stream_file(file, &content_type))
-}
-
-fn stream_file(file: std::fs::File, content_type: &str) -> Response {
-    let len = file.metadata().map(|m| m.len()).ok();
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
-    let mut resp = Response::new(Body::from_stream(stream));
-    if let Ok(v) = header::HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
-    if let Some(len) = len {
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, len.into());
-    }
-    resp
+    Ok(simcache_web::stream::file_response(file, &content_type, None))
 }
 
 #[derive(Deserialize)]
@@ -399,10 +385,6 @@ async fn snapshot(State(run): Run, h: HeaderMap) -> Result<Response, ApiError> {
             spool.reopen().map_err(|e| RunError::Task(e.to_string()))
         })
         .await?;
-    let mut resp = stream_file(file, "application/vnd.sqlite3");
-    let disposition = format!("attachment; filename=\"{}.db\"", run.execution_id);
-    if let Ok(v) = header::HeaderValue::from_str(&disposition) {
-        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
+    let name = format!("{}.db", run.execution_id);
+    Ok(simcache_web::stream::file_response(file, "application/vnd.sqlite3", Some(&name)))
 }

@@ -1,0 +1,109 @@
+//! Wiring the API server: store, authenticator, router, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus::Registry;
+use simcache_auth::{AuthConfig, Authenticator};
+use simcache_store::{Backend, Stores};
+use simcache_web::metrics::HttpMetrics;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{AppState, router};
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub runs_base: PathBuf,
+    pub max_body_bytes: usize,
+    pub auth: AuthConfig,
+    /// Creates user `admin` with this password when no admin exists.
+    pub admin_password: Option<String>,
+}
+
+impl ApiConfig {
+    pub fn new(backend: Backend, runs_base: PathBuf) -> Self {
+        ApiConfig {
+            backend,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            runs_base,
+            max_body_bytes: 1024 * 1024,
+            auth: AuthConfig::default(),
+            admin_password: None,
+        }
+    }
+}
+
+pub struct RunningApi {
+    pub addr: SocketAddr,
+    pub stores: Stores,
+    pub auth: Arc<Authenticator>,
+    pub openapi: utoipa::openapi::OpenApi,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApi {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.context("API task panicked")?
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let _keep = self.stop;
+        self.task.await.context("API task panicked")?
+    }
+}
+
+pub async fn start(cfg: ApiConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningApi> {
+    let stores = Stores::open(&cfg.backend, "operator").await.context("opening the store")?;
+    std::fs::create_dir_all(&cfg.runs_base)
+        .with_context(|| format!("creating the run database directory {}", cfg.runs_base.display()))?;
+    let auth = Arc::new(Authenticator::new(stores.sessions.clone(), cfg.auth.clone()));
+    if let Some(pw) = &cfg.admin_password
+        && auth.bootstrap_admin(pw).await?
+    {
+        tracing::info!("created user 'admin' from SIMCACHE_ADMIN_PASSWORD");
+    }
+    if cfg.auth.no_auth {
+        tracing::warn!("authentication is DISABLED (--no-auth): every caller is an admin");
+    }
+    let registry = Registry::new();
+    let http_metrics = HttpMetrics::register(&registry)?;
+    let state = AppState {
+        stores: stores.clone(),
+        auth: auth.clone(),
+        registry,
+        runs_base: cfg.runs_base.clone(),
+    };
+    let (app, openapi) = router(state, http_metrics, cfg.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.addr))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop_rx => {}
+            }
+        };
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped)
+            .await
+            .context("HTTP server failed")
+    });
+    Ok(RunningApi { addr, stores, auth, openapi, stop: Some(stop_tx), task })
+}

@@ -1,0 +1,133 @@
+//! The operator's API on an ephemeral port over a real SQLite file or a real
+//! PostgreSQL database, a real HTTP client, sessions for each role, and run
+//! databases written with the real library.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use simcache_auth::Role;
+use simcache_operator::server::{self, ApiConfig, RunningApi};
+use simcache_rundb::{ArtifactCategory, ParamSpec, RunDb, RunInit, RunStatus};
+use simcache_store::Backend;
+use simcache_store::postgres::PgOptions;
+
+pub struct Ctx {
+    pub api: RunningApi,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub runs: tempfile::TempDir,
+    pub user: String,
+    pub dev: String,
+    pub admin: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> Ctx {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::Sqlite { path: dir.path().join("catalog.db") };
+    start(b, Some(dir)).await
+}
+
+pub async fn postgres(hint: &str) -> Ctx {
+    let url = simcache_testkit::fresh_database(hint).await;
+    start(Backend::Postgres(PgOptions::new(url)), None).await
+}
+
+pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>) -> Ctx {
+    let runs = tempfile::tempdir().unwrap();
+    let cfg = ApiConfig::new(backend, runs.path().to_path_buf());
+    let api = server::start(cfg, std::future::pending()).await.expect("API starts");
+    let tok = |r: Role| {
+        let a = api.auth.clone();
+        async move { a.create_anonymous(r.privileges(), None).await.unwrap().token }
+    };
+    let (user, dev, admin) = (tok(Role::User).await, tok(Role::Developer).await, tok(Role::Admin).await);
+    Ctx { url: api.url(), api, http: reqwest::Client::new(), runs, user, dev, admin, _dir: dir }
+}
+
+impl Ctx {
+    pub async fn send(&self, rb: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+        let rb = match token {
+            Some(t) => rb.header("X-Session-ID", t),
+            None => rb,
+        };
+        let resp = rb.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)), token).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body), token).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.url)), token).await
+    }
+
+    /// Registers a simulation version as a developer; returns its id.
+    pub async fn register(&self, name: &str, version: &str, extra: Value) -> i64 {
+        let mut body = json!({
+            "name": name, "version": version,
+            "input_schema": {"temperature": {"type": "number", "units": "K"}},
+            "output_schema": {"max_stress": {"type": "number", "units": "Pa"}},
+        });
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let (s, b) = self.post("/simulations", Some(&self.dev), body).await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s}: {b}");
+        b["id"].as_i64().unwrap()
+    }
+
+    /// Writes a completed run database under the runs directory.
+    pub fn write_run(&self, id: &str, sim: &str, version: &str, inputs: Value, outputs: Value) -> std::path::PathBuf {
+        write_run(self.runs.path(), id, sim, version, inputs, outputs)
+    }
+}
+
+pub fn write_run(dir: &Path, id: &str, sim: &str, version: &str, inputs: Value, outputs: Value) -> std::path::PathBuf {
+    let mut db = RunDb::open_in(dir, id).unwrap();
+    db.initialize_run(&RunInit::new(sim, version)).unwrap();
+    let spec_for = |v: &Value| {
+        let t = simcache_rundb::ValueType::infer(v).unwrap_or(simcache_rundb::ValueType::String);
+        let mut s = ParamSpec::of_type(if t == simcache_rundb::ValueType::Integer { simcache_rundb::ValueType::Number } else { t });
+        if t == simcache_rundb::ValueType::Integer || t == simcache_rundb::ValueType::Number {
+            s.units = Some("K".into());
+            s.min = Some(0.0);
+        }
+        s
+    };
+    let ins: Vec<(String, Value, ParamSpec)> = inputs.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone(), spec_for(v))).collect();
+    let rows: Vec<_> = ins.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect();
+    db.save_inputs(&rows).unwrap();
+    let outs: Vec<(String, Value, ParamSpec)> = outputs.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone(), spec_for(v))).collect();
+    let rows: Vec<_> = outs.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect();
+    db.save_outputs(&rows).unwrap();
+    db.add_artifact_bytes("result.csv", format!("run,{id}\n").as_bytes(), Some("text/csv"), ArtifactCategory::Data).unwrap();
+    db.complete_run(RunStatus::Completed, Some(1.5), None, None).unwrap();
+    db.path().to_path_buf()
+}
+
+/// Runs each named async test function on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::common::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::common::postgres(stringify!($name)).await).await
+            }
+        }
+    )*};
+}

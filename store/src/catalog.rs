@@ -1,0 +1,519 @@
+//! The catalog: which simulations exist (name, version, schema, image) and
+//! what ran (one row per execution), with search and statistics.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::clock::now_ms;
+use crate::error::{Result, StoreError};
+use crate::sql::{DbRow, Param, Sql, SqlValue, Stmt};
+
+/// What a client registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulationSpec {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub author: Option<String>,
+    pub tags: Vec<String>,
+    pub input_schema: Value,
+    pub output_schema: Value,
+    pub image: Option<String>,
+    pub workflow_type: String,
+    pub workflow_hash: Option<String>,
+    pub visibility: String,
+    pub metadata: Option<Value>,
+}
+
+impl SimulationSpec {
+    /// Hash of everything registered, to tell a repeat from a conflicting
+    /// registration of the same name and version.
+    pub fn content_hash(&self) -> String {
+        let canonical = serde_json::to_string(&serde_json::json!([
+            self.description,
+            self.author,
+            self.tags,
+            self.input_schema,
+            self.output_schema,
+            self.image,
+            self.workflow_type,
+            self.workflow_hash,
+            self.visibility,
+            self.metadata
+        ]))
+        .unwrap_or_default();
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    fn search_text(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.name,
+            self.description.as_deref().unwrap_or(""),
+            self.tags.join(" ")
+        )
+        .to_lowercase()
+    }
+}
+
+/// A registered simulation version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Simulation {
+    pub id: i64,
+    #[serde(flatten)]
+    pub spec: SimulationSpec,
+    pub status: String,
+    pub created_by: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Created(i64),
+    /// The same name, version and content were already registered.
+    Unchanged(i64),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub text: Option<String>,
+    /// Every one of these tags (all-of).
+    pub tags: Vec<String>,
+    /// `None` = any status.
+    pub status: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// One execution, as recorded in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub execution_id: String,
+    pub squid_id: String,
+    pub simulation_id: i64,
+    pub user_id: Option<String>,
+    pub started_at_ms: i64,
+    pub completed_at_ms: Option<i64>,
+    pub duration_seconds: Option<f64>,
+    pub status: String,
+    pub executor_type: String,
+    pub cache_hit: bool,
+    pub cache_status: Option<String>,
+    pub node: Option<String>,
+    pub run_db_path: Option<String>,
+    pub run_db_size_bytes: Option<i64>,
+    pub input_hash: Option<String>,
+    pub output_count: i64,
+    pub artifact_count: i64,
+    pub error_count: i64,
+    pub warning_count: i64,
+    pub environment: Option<Value>,
+}
+
+/// Per-simulation figures (sim2l's fields plus rates, p95 and the last run).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimulationStats {
+    pub total_executions: i64,
+    pub successful: i64,
+    pub failed: i64,
+    pub cached: i64,
+    pub success_rate: Option<f64>,
+    pub cache_hit_rate: Option<f64>,
+    pub avg_duration: Option<f64>,
+    pub min_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    pub p95_duration: Option<f64>,
+    pub last_run_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overview {
+    pub total_simulations: i64,
+    pub active_simulations: i64,
+    pub total_executions: i64,
+    pub successful_executions: i64,
+    pub cached_executions: i64,
+}
+
+/// sim2l's tokenizer: lower-case, split on whitespace, drop tokens shorter
+/// than two characters, de-duplicate keeping order.
+pub fn tokenize(q: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in q.to_lowercase().split_whitespace() {
+        if t.chars().count() >= 2 && !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    out
+}
+
+/// `%tok%` with LIKE's wildcards in the token escaped.
+pub(crate) fn like_contains(tok: &str) -> String {
+    let mut s = String::with_capacity(tok.len() + 2);
+    s.push('%');
+    for c in tok.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('%');
+    s
+}
+
+const SIM_COLUMNS: &str = "id, name, version, description, author, tags, input_schema, output_schema, \
+    image, workflow_type, workflow_hash, visibility, metadata, status, created_by, created_at_ms, updated_at_ms";
+
+fn simulation_from_row(r: &DbRow) -> Result<Simulation> {
+    let text = |i| r.text(i).ok_or_else(|| StoreError::Corrupt(format!("simulations column {i} is NULL")));
+    Ok(Simulation {
+        id: r.i64(0).unwrap_or_default(),
+        spec: SimulationSpec {
+            name: text(1)?,
+            version: text(2)?,
+            description: r.text(3),
+            author: r.text(4),
+            tags: r.json(5).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+            input_schema: r.json(6).unwrap_or(Value::Null),
+            output_schema: r.json(7).unwrap_or(Value::Null),
+            image: r.text(8),
+            workflow_type: text(9)?,
+            workflow_hash: r.text(10),
+            visibility: text(11)?,
+            metadata: r.json(12),
+        },
+        status: text(13)?,
+        created_by: r.text(14),
+        created_at_ms: r.i64(15).unwrap_or_default(),
+        updated_at_ms: r.i64(16).unwrap_or_default(),
+    })
+}
+
+/// The catalog over either backend.
+#[derive(Clone)]
+pub struct CatalogStore {
+    sql: Sql,
+}
+
+impl CatalogStore {
+    pub fn new(sql: Sql) -> Self {
+        CatalogStore { sql }
+    }
+
+    /// Registers a version. The same content again is `Unchanged`; different
+    /// content under an existing name and version is a `Conflict`.
+    pub async fn register(&self, spec: &SimulationSpec, created_by: Option<&str>) -> Result<Registration> {
+        let hash = spec.content_hash();
+        let now = now_ms();
+        let tags = serde_json::to_string(&spec.tags)?;
+        let mut script = vec![Stmt::new(
+            "INSERT INTO simulations (name, version, description, author, tags, input_schema, output_schema,
+                image, workflow_type, workflow_hash, visibility, metadata, search_text, content_hash,
+                created_by, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+             ON CONFLICT (name, version) DO NOTHING RETURNING id",
+            vec![
+                spec.name.as_str().into(),
+                spec.version.as_str().into(),
+                spec.description.clone().into(),
+                spec.author.clone().into(),
+                tags.into(),
+                spec.input_schema.to_string().into(),
+                spec.output_schema.to_string().into(),
+                spec.image.clone().into(),
+                spec.workflow_type.as_str().into(),
+                spec.workflow_hash.clone().into(),
+                spec.visibility.as_str().into(),
+                spec.metadata.as_ref().map(Value::to_string).into(),
+                spec.search_text().into(),
+                hash.as_str().into(),
+                created_by.map(str::to_string).into(),
+                now.into(),
+            ],
+        )];
+        // Tags only when the row was inserted: the SELECT yields nothing otherwise.
+        for t in &spec.tags {
+            script.push(Stmt::new(
+                "INSERT INTO simulation_tags (simulation_id, tag)
+                 SELECT id, $3 FROM simulations WHERE name = $1 AND version = $2 AND created_at_ms = $4
+                    AND content_hash = $5
+                 ON CONFLICT DO NOTHING",
+                vec![
+                    spec.name.as_str().into(),
+                    spec.version.as_str().into(),
+                    t.to_lowercase().into(),
+                    now.into(),
+                    hash.as_str().into(),
+                ],
+            ));
+        }
+        let done = self.sql.script(script).await?;
+        if let Some(id) = done[0].first().and_then(|r| r.i64(0)) {
+            return Ok(Registration::Created(id));
+        }
+        let existing = self
+            .sql
+            .query(
+                "SELECT id, content_hash FROM simulations WHERE name = $1 AND version = $2",
+                vec![spec.name.as_str().into(), spec.version.as_str().into()],
+            )
+            .await?;
+        match existing.first() {
+            Some(r) if r.text(1).as_deref() == Some(hash.as_str()) => Ok(Registration::Unchanged(r.i64(0).unwrap_or_default())),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "simulation {} version {} is already registered with different content; register a new version",
+                spec.name, spec.version
+            ))),
+            None => Err(StoreError::Database("registration raced a deletion; retry".into())),
+        }
+    }
+
+    pub async fn get_by_id(&self, id: i64) -> Result<Option<Simulation>> {
+        let rows = self
+            .sql
+            .query(&format!("SELECT {SIM_COLUMNS} FROM simulations WHERE id = $1"), vec![id.into()])
+            .await?;
+        rows.first().map(simulation_from_row).transpose()
+    }
+
+    /// One version, or the newest registered when `version` is `None`.
+    pub async fn get(&self, name: &str, version: Option<&str>) -> Result<Option<Simulation>> {
+        let rows = match version {
+            Some(v) => {
+                self.sql
+                    .query(
+                        &format!("SELECT {SIM_COLUMNS} FROM simulations WHERE name = $1 AND version = $2"),
+                        vec![name.into(), v.into()],
+                    )
+                    .await?
+            }
+            None => {
+                self.sql
+                    .query(
+                        &format!(
+                            "SELECT {SIM_COLUMNS} FROM simulations WHERE name = $1
+                             ORDER BY created_at_ms DESC, id DESC LIMIT 1"
+                        ),
+                        vec![name.into()],
+                    )
+                    .await?
+            }
+        };
+        rows.first().map(simulation_from_row).transpose()
+    }
+
+    /// Every version of a simulation, newest first.
+    pub async fn versions(&self, name: &str) -> Result<Vec<Simulation>> {
+        let rows = self
+            .sql
+            .query(
+                &format!("SELECT {SIM_COLUMNS} FROM simulations WHERE name = $1 ORDER BY created_at_ms DESC, id DESC"),
+                vec![name.into()],
+            )
+            .await?;
+        rows.iter().map(simulation_from_row).collect()
+    }
+
+    /// Free text (any token, best matches first) and tags (all of them).
+    pub async fn search(&self, q: &SearchQuery) -> Result<Vec<Simulation>> {
+        let tokens = q.text.as_deref().map(tokenize).unwrap_or_default();
+        let mut params: Vec<SqlValue> = Vec::new();
+        let next = |v: SqlValue, params: &mut Vec<SqlValue>| {
+            params.push(v);
+            format!("${}", params.len())
+        };
+        let mut wheres: Vec<String> = Vec::new();
+        let mut score: Vec<String> = Vec::new();
+        let mut any: Vec<String> = Vec::new();
+        for t in &tokens {
+            let p = next(like_contains(t).into(), &mut params);
+            any.push(format!("search_text LIKE {p} ESCAPE '\\'"));
+            score.push(format!("CASE WHEN search_text LIKE {p} ESCAPE '\\' THEN 1 ELSE 0 END"));
+        }
+        if !any.is_empty() {
+            wheres.push(format!("({})", any.join(" OR ")));
+        }
+        if let Some(s) = &q.status {
+            let p = next(s.as_str().into(), &mut params);
+            wheres.push(format!("status = {p}"));
+        }
+        if !q.tags.is_empty() {
+            let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
+            tags.sort();
+            tags.dedup();
+            let list: Vec<String> = tags.iter().map(|t| next(t.as_str().into(), &mut params)).collect();
+            let n = next((tags.len() as i64).into(), &mut params);
+            wheres.push(format!(
+                "id IN (SELECT simulation_id FROM simulation_tags WHERE tag IN ({}) GROUP BY simulation_id HAVING COUNT(*) = {n})",
+                list.join(", ")
+            ));
+        }
+        let limit = next(q.limit.clamp(1, 1000).into(), &mut params);
+        let offset = next(q.offset.max(0).into(), &mut params);
+        let where_sql = if wheres.is_empty() { String::new() } else { format!("WHERE {}", wheres.join(" AND ")) };
+        let order = if score.is_empty() {
+            "created_at_ms DESC, id DESC".to_string()
+        } else {
+            format!("({}) DESC, created_at_ms DESC, id DESC", score.join(" + "))
+        };
+        let sql = format!("SELECT {SIM_COLUMNS} FROM simulations {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+        let rows = self.sql.query(&sql, params).await?;
+        rows.iter().map(simulation_from_row).collect()
+    }
+
+    /// Deletes a simulation and (by cascade) its executions; false when absent.
+    pub async fn delete(&self, id: i64) -> Result<bool> {
+        let done = self
+            .sql
+            .script(vec![Stmt::new("DELETE FROM simulations WHERE id = $1 RETURNING id", vec![id.into()])])
+            .await?;
+        Ok(!done[0].is_empty())
+    }
+
+    /// Records (or updates) an execution; idempotent per execution id.
+    pub async fn record_execution(&self, e: &ExecutionRecord) -> Result<()> {
+        let env = e.environment.as_ref().map(Value::to_string);
+        let params: Vec<Param> = vec![
+            e.execution_id.as_str().into(),
+            e.squid_id.as_str().into(),
+            e.simulation_id.into(),
+            e.user_id.clone().into(),
+            e.started_at_ms.into(),
+            e.completed_at_ms.into(),
+            e.duration_seconds.into(),
+            e.status.as_str().into(),
+            e.executor_type.as_str().into(),
+            e.cache_hit.into(),
+            e.cache_status.clone().into(),
+            e.node.clone().into(),
+            e.run_db_path.clone().into(),
+            e.run_db_size_bytes.into(),
+            e.input_hash.clone().into(),
+            e.output_count.into(),
+            e.artifact_count.into(),
+            e.error_count.into(),
+            e.warning_count.into(),
+            env.into(),
+            now_ms().into(),
+        ];
+        let r = self
+            .sql
+            .script(vec![Stmt::new(
+                "INSERT INTO execution_registry (execution_id, squid_id, simulation_id, user_id, started_at_ms,
+                    completed_at_ms, duration_seconds, status, executor_type, cache_hit, cache_status, node,
+                    run_db_path, run_db_size_bytes, input_hash, output_count, artifact_count, error_count,
+                    warning_count, environment, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                 ON CONFLICT (execution_id) DO UPDATE SET completed_at_ms = excluded.completed_at_ms,
+                    duration_seconds = excluded.duration_seconds, status = excluded.status,
+                    cache_hit = excluded.cache_hit, cache_status = excluded.cache_status, node = excluded.node,
+                    run_db_path = excluded.run_db_path, run_db_size_bytes = excluded.run_db_size_bytes,
+                    output_count = excluded.output_count, artifact_count = excluded.artifact_count,
+                    error_count = excluded.error_count, warning_count = excluded.warning_count,
+                    environment = excluded.environment",
+                params,
+            )])
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // A foreign-key failure means the simulation id does not exist.
+            Err(StoreError::Database(m)) if m.contains("FOREIGN KEY") || m.contains("23503") => Err(
+                StoreError::Conflict(format!("simulation id {} is not registered", e.simulation_id)),
+            ),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn stats(&self, simulation_id: i64) -> Result<SimulationStats> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT COUNT(*),
+                    COALESCE(SUM(CASE WHEN status IN ('completed', 'succeeded', 'cached') THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0),
+                    CAST(AVG(duration_seconds) AS DOUBLE PRECISION),
+                    CAST(MIN(duration_seconds) AS DOUBLE PRECISION),
+                    CAST(MAX(duration_seconds) AS DOUBLE PRECISION),
+                    MAX(started_at_ms),
+                    COUNT(duration_seconds)
+                 FROM execution_registry WHERE simulation_id = $1",
+                vec![simulation_id.into()],
+            )
+            .await?;
+        let r = rows.first().cloned().unwrap_or(DbRow(vec![]));
+        let total = r.i64(0).unwrap_or(0);
+        let (ok, failed, cached) = (r.i64(1).unwrap_or(0), r.i64(2).unwrap_or(0), r.i64(3).unwrap_or(0));
+        let with_duration = r.i64(8).unwrap_or(0);
+        // Nearest-rank 95th percentile, portable: the value at that offset.
+        let p95 = if with_duration > 0 {
+            let rank = ((0.95 * with_duration as f64).ceil() as i64 - 1).max(0);
+            self.sql
+                .query(
+                    "SELECT duration_seconds FROM execution_registry
+                     WHERE simulation_id = $1 AND duration_seconds IS NOT NULL
+                     ORDER BY duration_seconds LIMIT 1 OFFSET $2",
+                    vec![simulation_id.into(), rank.into()],
+                )
+                .await?
+                .first()
+                .and_then(|r| r.f64(0))
+        } else {
+            None
+        };
+        let finished = ok + failed;
+        Ok(SimulationStats {
+            total_executions: total,
+            successful: ok,
+            failed,
+            cached,
+            success_rate: (finished > 0).then(|| ok as f64 / finished as f64),
+            cache_hit_rate: (total > 0).then(|| cached as f64 / total as f64),
+            avg_duration: r.f64(4),
+            min_duration: r.f64(5),
+            max_duration: r.f64(6),
+            p95_duration: p95,
+            last_run_ms: r.i64(7),
+        })
+    }
+
+    pub async fn overview(&self) -> Result<Overview> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT (SELECT COUNT(*) FROM simulations),
+                        (SELECT COUNT(*) FROM simulations WHERE status = 'active'),
+                        (SELECT COUNT(*) FROM execution_registry),
+                        (SELECT COUNT(*) FROM execution_registry WHERE status IN ('completed', 'succeeded', 'cached')),
+                        (SELECT COUNT(*) FROM execution_registry WHERE cache_hit)",
+                vec![],
+            )
+            .await?;
+        let r = rows.first().cloned().unwrap_or(DbRow(vec![]));
+        Ok(Overview {
+            total_simulations: r.i64(0).unwrap_or(0),
+            active_simulations: r.i64(1).unwrap_or(0),
+            total_executions: r.i64(2).unwrap_or(0),
+            successful_executions: r.i64(3).unwrap_or(0),
+            cached_executions: r.i64(4).unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_matches_sim2l() {
+        assert_eq!(tokenize("Thermal  a STRESS thermal x"), ["thermal", "stress"]);
+        assert!(tokenize(" ").is_empty());
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_contains("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+}
