@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "simcache-operator", version, about = "simcache's operator: the catalog, results and files API")]
+#[command(
+    name = "simcache-operator",
+    version,
+    about = "simcache's operator: the catalog, results and files API"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "SIMCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

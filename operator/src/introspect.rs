@@ -15,7 +15,11 @@ pub enum IntrospectError {
     #[error("run database {0} not found")]
     Missing(String),
     #[error("run database {path} belongs to execution {found:?}, not {expected:?}")]
-    WrongRun { path: String, expected: String, found: String },
+    WrongRun {
+        path: String,
+        expected: String,
+        found: String,
+    },
     #[error("run database {0} has not been initialized (no run_metadata row)")]
     Empty(String),
     #[error("cannot read run database {path}: {source}")]
@@ -50,7 +54,10 @@ fn definitions(class: ParamClass, values: &BTreeMap<String, StoredValue>) -> Vec
 /// migrated in a private copy; the original is never written.
 pub fn introspect(path: &Path, expected_id: Option<&str>) -> Result<ResultRecord, IntrospectError> {
     let shown = path.display().to_string();
-    let unreadable = |source| IntrospectError::Unreadable { path: shown.clone(), source };
+    let unreadable = |source| IntrospectError::Unreadable {
+        path: shown.clone(),
+        source,
+    };
     let version = match RunDb::file_schema_version(path) {
         Ok(v) => v,
         Err(RunDbError::NotFound(_)) => return Err(IntrospectError::Missing(shown)),
@@ -64,7 +71,8 @@ pub fn introspect(path: &Path, expected_id: Option<&str>) -> Result<ResultRecord
             Err(e) => return Err(unreadable(e)),
         }
     } else {
-        let dir = tempfile::tempdir().map_err(|e| unreadable(RunDbError::Invalid(e.to_string())))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| unreadable(RunDbError::Invalid(e.to_string())))?;
         let copy = dir.path().join("run.db");
         std::fs::copy(path, &copy).map_err(|e| unreadable(RunDbError::Invalid(e.to_string())))?;
         let id = expected_id.unwrap_or("migrating");

@@ -13,14 +13,18 @@ use simcache_store::postgres::PgOptions;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli))
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -28,13 +32,18 @@ fn init_logging(format: LogFormat) {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn backend(a: &ServeArgs) -> anyhow::Result<Backend> {
     Ok(match a.backend {
         BackendKind::Sqlite => Backend::Sqlite {
-            path: a.db_path.clone().unwrap_or_else(|| home().join(".simcache").join("catalog.db")),
+            path: a
+                .db_path
+                .clone()
+                .unwrap_or_else(|| home().join(".simcache").join("catalog.db")),
         },
         BackendKind::Postgresql => {
             let Some(url) = &a.db_url else {
@@ -50,7 +59,10 @@ fn backend(a: &ServeArgs) -> anyhow::Result<Backend> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => {
-            let runs = a.run_db_base_path.clone().unwrap_or_else(simcache_rundb::default_base_path);
+            let runs = a
+                .run_db_base_path
+                .clone()
+                .unwrap_or_else(simcache_rundb::default_base_path);
             let mut cfg = ApiConfig::new(backend(&a)?, runs);
             cfg.addr = SocketAddr::new(a.host, a.port);
             cfg.max_body_bytes = a.max_body_bytes;
@@ -60,7 +72,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies,
                 ..AuthConfig::default()
             };
-            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty());
             let api = server::start(cfg, simcache_web::shutdown::signal()).await?;
             println!("simcache-operator serving the API on {}", api.url());
             api.wait().await

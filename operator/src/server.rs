@@ -66,11 +66,23 @@ impl RunningApi {
     }
 }
 
-pub async fn start(cfg: ApiConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningApi> {
-    let stores = Stores::open(&cfg.backend, "operator").await.context("opening the store")?;
-    std::fs::create_dir_all(&cfg.runs_base)
-        .with_context(|| format!("creating the run database directory {}", cfg.runs_base.display()))?;
-    let auth = Arc::new(Authenticator::new(stores.sessions.clone(), cfg.auth.clone()));
+pub async fn start(
+    cfg: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningApi> {
+    let stores = Stores::open(&cfg.backend, "operator")
+        .await
+        .context("opening the store")?;
+    std::fs::create_dir_all(&cfg.runs_base).with_context(|| {
+        format!(
+            "creating the run database directory {}",
+            cfg.runs_base.display()
+        )
+    })?;
+    let auth = Arc::new(Authenticator::new(
+        stores.sessions.clone(),
+        cfg.auth.clone(),
+    ));
     if let Some(pw) = &cfg.admin_password
         && auth.bootstrap_admin(pw).await?
     {
@@ -100,10 +112,20 @@ pub async fn start(cfg: ApiConfig, shutdown: impl Future<Output = ()> + Send + '
                 _ = stop_rx => {}
             }
         };
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped)
-            .await
-            .context("HTTP server failed")
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped)
+        .await
+        .context("HTTP server failed")
     });
-    Ok(RunningApi { addr, stores, auth, openapi, stop: Some(stop_tx), task })
+    Ok(RunningApi {
+        addr,
+        stores,
+        auth,
+        openapi,
+        stop: Some(stop_tx),
+        task,
+    })
 }

@@ -23,29 +23,57 @@ async fn registration_is_idempotent_and_conflicts_are_refused(c: Ctx) {
     assert_eq!(b["status"], json!("registered"));
     let id = b["id"].as_i64().unwrap();
     let (s, b) = c.post("/simulations", Some(&c.dev), body.clone()).await;
-    assert_eq!((s, b["id"].as_i64(), b["status"].clone()), (StatusCode::OK, Some(id), json!("already_registered")));
+    assert_eq!(
+        (s, b["id"].as_i64(), b["status"].clone()),
+        (StatusCode::OK, Some(id), json!("already_registered"))
+    );
     let mut changed = body.clone();
     changed["description"] = json!("something else");
     let (s, b) = c.post("/simulations", Some(&c.dev), changed).await;
     assert_eq!(s, StatusCode::CONFLICT);
-    assert!(b["error"].as_str().unwrap().contains("already registered with different content"), "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("already registered with different content"),
+        "{b}"
+    );
 
     let (s, sim) = c.get("/simulations/thermal", Some(&c.user)).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(sim["description"], json!("Thermal stress"), "the conflicting write changed nothing");
-    assert_eq!(sim["output_schema"], json!({"max_stress": {"type": "float"}}));
+    assert_eq!(
+        sim["description"],
+        json!("Thermal stress"),
+        "the conflicting write changed nothing"
+    );
+    assert_eq!(
+        sim["output_schema"],
+        json!({"max_stress": {"type": "float"}})
+    );
     assert_eq!(sim["image"], json!("ghcr.io/x/thermal:1"));
     assert_eq!(sim["metadata"]["extra"]["license"], json!("MIT"));
     c.register("thermal", "1.1.0", json!({})).await;
     let (_, latest) = c.get("/simulations/thermal", Some(&c.user)).await;
     assert_eq!(latest["version"], json!("1.1.0"));
-    let (_, exact) = c.get("/simulations/thermal?version=1.0.0", Some(&c.user)).await;
+    let (_, exact) = c
+        .get("/simulations/thermal?version=1.0.0", Some(&c.user))
+        .await;
     assert_eq!(exact["id"].as_i64(), Some(id));
     let (s, v) = c.get("/simulations/thermal/versions", Some(&c.user)).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v.as_array().unwrap().iter().map(|x| x["version"].clone()).collect::<Vec<_>>(), [json!("1.1.0"), json!("1.0.0")]);
+    assert_eq!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["version"].clone())
+            .collect::<Vec<_>>(),
+        [json!("1.1.0"), json!("1.0.0")]
+    );
     let (s, b) = c.get("/simulations/nope", Some(&c.user)).await;
-    assert_eq!((s, b), (StatusCode::NOT_FOUND, json!({"error": "Not found"})));
+    assert_eq!(
+        (s, b),
+        (StatusCode::NOT_FOUND, json!({"error": "Not found"}))
+    );
 
     let (s, _) = c.delete(&format!("/simulations/{id}"), Some(&c.user)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -57,33 +85,69 @@ async fn registration_is_idempotent_and_conflicts_are_refused(c: Ctx) {
 }
 
 async fn search_by_text_and_all_tags_with_pages(c: Ctx) {
-    c.register("thermal-bar", "1", json!({"description": "Thermal stress of a heated bar", "tags": ["heat", "solid"]})).await;
-    c.register("heat-flow", "1", json!({"description": "Transient heat conduction", "tags": ["heat", "fluid"]})).await;
-    c.register("beam", "1", json!({"description": "Euler beam under load", "tags": ["solid"]})).await;
-    let names = |v: &Value| v.as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    c.register(
+        "thermal-bar",
+        "1",
+        json!({"description": "Thermal stress of a heated bar", "tags": ["heat", "solid"]}),
+    )
+    .await;
+    c.register(
+        "heat-flow",
+        "1",
+        json!({"description": "Transient heat conduction", "tags": ["heat", "fluid"]}),
+    )
+    .await;
+    c.register(
+        "beam",
+        "1",
+        json!({"description": "Euler beam under load", "tags": ["solid"]}),
+    )
+    .await;
+    let names = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
 
     // Two tokens: the simulation matching both ranks first.
-    let (s, r) = c.get("/simulations/search?query=heat%20thermal", Some(&c.user)).await;
+    let (s, r) = c
+        .get("/simulations/search?query=heat%20thermal", Some(&c.user))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(names(&r)[0], "thermal-bar");
     assert_eq!(names(&r).len(), 2);
     let (_, r) = c.get("/simulations/search?query=BEAM", Some(&c.user)).await;
     assert_eq!(names(&r), ["beam"]);
     // Tags are all-of.
-    let (_, r) = c.get("/simulations/search?tags=heat,solid", Some(&c.user)).await;
+    let (_, r) = c
+        .get("/simulations/search?tags=heat,solid", Some(&c.user))
+        .await;
     assert_eq!(names(&r), ["thermal-bar"]);
     let (_, r) = c.get("/simulations/search?tags=solid", Some(&c.user)).await;
     assert_eq!(names(&r).len(), 2);
     // A LIKE wildcard in the query is a literal character.
-    let (_, r) = c.get("/simulations/search?query=%25%25", Some(&c.user)).await;
+    let (_, r) = c
+        .get("/simulations/search?query=%25%25", Some(&c.user))
+        .await;
     assert_eq!(names(&r).len(), 0);
     // Pages: newest first without a query.
     let (_, p1) = c.get("/simulations/search?limit=2", Some(&c.user)).await;
-    let (_, p2) = c.get("/simulations/search?limit=2&offset=2", Some(&c.user)).await;
+    let (_, p2) = c
+        .get("/simulations/search?limit=2&offset=2", Some(&c.user))
+        .await;
     assert_eq!(names(&p1), ["beam", "heat-flow"]);
     assert_eq!(names(&p2), ["thermal-bar"]);
-    for (q, msg) in [("limit=0", "limit must be between 1 and 1000"), ("status=gone", "status \"gone\""), ("colour=red", "unknown field `colour`"), ("offset=-1", "offset must not be negative")] {
-        let (s, b) = c.get(&format!("/simulations/search?{q}"), Some(&c.user)).await;
+    for (q, msg) in [
+        ("limit=0", "limit must be between 1 and 1000"),
+        ("status=gone", "status \"gone\""),
+        ("colour=red", "unknown field `colour`"),
+        ("offset=-1", "offset must not be negative"),
+    ] {
+        let (s, b) = c
+            .get(&format!("/simulations/search?{q}"), Some(&c.user))
+            .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
         assert!(b["error"].as_str().unwrap().contains(msg), "{q}: {b}");
     }
@@ -107,7 +171,9 @@ async fn executions_feed_statistics(c: Ctx) {
             "started_at": "2026-01-01T00:00:01", "status": "completed", "executor_type": "kubernetes", "duration_seconds": 1.0}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, st) = c.get(&format!("/simulations/{id}/stats"), Some(&c.user)).await;
+    let (s, st) = c
+        .get(&format!("/simulations/{id}/stats"), Some(&c.user))
+        .await;
     assert_eq!(s, StatusCode::OK, "{st}");
     assert_eq!(st["total_executions"], json!(20));
     assert_eq!(st["successful"], json!(19));
@@ -126,26 +192,60 @@ async fn executions_feed_statistics(c: Ctx) {
     assert_eq!(ov["total_simulations"], json!(1));
 
     for (body, status, msg) in [
-        (json!({"execution_id": "x", "simulation_id": 999, "started_at": "2026-01-01T00:00:00", "status": "completed"}), StatusCode::NOT_FOUND, "simulation id 999 is not registered"),
-        (json!({"execution_id": "x", "simulation_id": id, "started_at": "yesterday", "status": "completed"}), StatusCode::BAD_REQUEST, "started_at \"yesterday\" is not a timestamp"),
-        (json!({"execution_id": "x", "simulation_id": id, "status": "completed"}), StatusCode::BAD_REQUEST, "started_at is required"),
-        (json!({"execution_id": "../x", "simulation_id": id, "started_at": "1", "status": "completed"}), StatusCode::BAD_REQUEST, "invalid execution id"),
-        (json!({"execution_id": "x", "simulation_id": id, "started_at": "1", "status": "exploded"}), StatusCode::BAD_REQUEST, "status \"exploded\""),
-        (json!({"execution_id": "x", "simulation_id": id, "started_at": "1", "status": "failed", "bogus": 1}), StatusCode::UNPROCESSABLE_ENTITY, "unknown field `bogus`"),
+        (
+            json!({"execution_id": "x", "simulation_id": 999, "started_at": "2026-01-01T00:00:00", "status": "completed"}),
+            StatusCode::NOT_FOUND,
+            "simulation id 999 is not registered",
+        ),
+        (
+            json!({"execution_id": "x", "simulation_id": id, "started_at": "yesterday", "status": "completed"}),
+            StatusCode::BAD_REQUEST,
+            "started_at \"yesterday\" is not a timestamp",
+        ),
+        (
+            json!({"execution_id": "x", "simulation_id": id, "status": "completed"}),
+            StatusCode::BAD_REQUEST,
+            "started_at is required",
+        ),
+        (
+            json!({"execution_id": "../x", "simulation_id": id, "started_at": "1", "status": "completed"}),
+            StatusCode::BAD_REQUEST,
+            "invalid execution id",
+        ),
+        (
+            json!({"execution_id": "x", "simulation_id": id, "started_at": "1", "status": "exploded"}),
+            StatusCode::BAD_REQUEST,
+            "status \"exploded\"",
+        ),
+        (
+            json!({"execution_id": "x", "simulation_id": id, "started_at": "1", "status": "failed", "bogus": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `bogus`",
+        ),
     ] {
         let (s, b) = c.post("/executions", Some(&c.dev), body.clone()).await;
         assert_eq!(s, status, "{body}: {b}");
         assert!(b["error"].as_str().unwrap().contains(msg), "{body}: {b}");
     }
-    let (_, st2) = c.get(&format!("/simulations/{id}/stats"), Some(&c.user)).await;
+    let (_, st2) = c
+        .get(&format!("/simulations/{id}/stats"), Some(&c.user))
+        .await;
     assert_eq!(st2, st, "refused executions changed the statistics");
 }
 
 async fn privileges_and_bad_input(c: Ctx) {
     let body = json!({"name": "t", "version": "1", "input_schema": {}, "output_schema": {}});
     let (s, b) = c.post("/simulations", None, body.clone()).await;
-    assert_eq!((s, b["error"].clone()), (StatusCode::UNAUTHORIZED, json!("missing X-Session-ID header")));
-    let (s, _) = c.post("/simulations", Some("not-a-session"), body.clone()).await;
+    assert_eq!(
+        (s, b["error"].clone()),
+        (
+            StatusCode::UNAUTHORIZED,
+            json!("missing X-Session-ID header")
+        )
+    );
+    let (s, _) = c
+        .post("/simulations", Some("not-a-session"), body.clone())
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, b) = c.post("/simulations", Some(&c.user), body.clone()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -153,32 +253,69 @@ async fn privileges_and_bad_input(c: Ctx) {
     let reader = c
         .api
         .auth
-        .create_anonymous(simcache_auth::PrivilegeSet::parse(&["read_catalog".to_string()]).unwrap(), None)
+        .create_anonymous(
+            simcache_auth::PrivilegeSet::parse(&["read_catalog".to_string()]).unwrap(),
+            None,
+        )
         .await
         .unwrap()
         .token;
     let (s, b) = c.post("/executions", Some(&reader), json!({})).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "a read-only session cannot record executions: {b}");
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a read-only session cannot record executions: {b}"
+    );
     let (s, _) = c.get("/simulations/search", Some(&reader)).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = c.get("/simulations/search", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     for (body, msg) in [
-        (json!({"version": "1", "input_schema": {}, "output_schema": {}}), "name is required"),
-        (json!({"name": "a b", "version": "1", "input_schema": {}, "output_schema": {}}), "name \"a b\" must be"),
-        (json!({"name": "t", "version": "1", "input_schema": {}}), "input_schema and output_schema are required"),
-        (json!({"name": "t", "version": "1", "input_schema": [], "output_schema": {}}), "input_schema must be an object"),
-        (json!({"name": "t", "version": "1", "input_schema": {"x": {"type": "tensor"}}, "output_schema": {}}), "input_schema.x: unknown value type \"tensor\""),
-        (json!({"name": "t", "version": "1", "input_schema": {"x": {"type": "number", "min": 5, "max": 1}}, "output_schema": {}}), "min 5 is greater than max 1"),
-        (json!({"name": "t", "version": "1", "input_schema": "{broken", "output_schema": {}}), "input_schema is not valid JSON"),
-        (json!({"name": "t", "version": "1", "input_schema": {}, "output_schema": {}, "visibility": "secret"}), "visibility must be"),
+        (
+            json!({"version": "1", "input_schema": {}, "output_schema": {}}),
+            "name is required",
+        ),
+        (
+            json!({"name": "a b", "version": "1", "input_schema": {}, "output_schema": {}}),
+            "name \"a b\" must be",
+        ),
+        (
+            json!({"name": "t", "version": "1", "input_schema": {}}),
+            "input_schema and output_schema are required",
+        ),
+        (
+            json!({"name": "t", "version": "1", "input_schema": [], "output_schema": {}}),
+            "input_schema must be an object",
+        ),
+        (
+            json!({"name": "t", "version": "1", "input_schema": {"x": {"type": "tensor"}}, "output_schema": {}}),
+            "input_schema.x: unknown value type \"tensor\"",
+        ),
+        (
+            json!({"name": "t", "version": "1", "input_schema": {"x": {"type": "number", "min": 5, "max": 1}}, "output_schema": {}}),
+            "min 5 is greater than max 1",
+        ),
+        (
+            json!({"name": "t", "version": "1", "input_schema": "{broken", "output_schema": {}}),
+            "input_schema is not valid JSON",
+        ),
+        (
+            json!({"name": "t", "version": "1", "input_schema": {}, "output_schema": {}, "visibility": "secret"}),
+            "visibility must be",
+        ),
     ] {
         let (s, b) = c.post("/simulations", Some(&c.dev), body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
         assert!(b["error"].as_str().unwrap().contains(msg), "{body}: {b}");
     }
     let (s, b) = c
-        .send(c.http.post(format!("{}/simulations", c.url)).header("content-type", "application/json").body(vec![b'x'; (1 << 20) + 1024]), Some(&c.dev))
+        .send(
+            c.http
+                .post(format!("{}/simulations", c.url))
+                .header("content-type", "application/json")
+                .body(vec![b'x'; (1 << 20) + 1024]),
+            Some(&c.dev),
+        )
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     let (_, all) = c.get("/simulations/search?status=all", Some(&c.user)).await;

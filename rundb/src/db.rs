@@ -167,7 +167,10 @@ impl RunDb {
     /// The schema version of a run database file, without opening it for writing.
     pub fn file_schema_version(path: &Path) -> Result<i64> {
         if !path.exists() {
-            return Err(RunDbError::NotFound(format!("run database {}", path.display())));
+            return Err(RunDbError::NotFound(format!(
+                "run database {}",
+                path.display()
+            )));
         }
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         schema::version(&conn)

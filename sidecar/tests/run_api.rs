@@ -410,7 +410,10 @@ async fn every_bad_request_is_refused_with_a_json_error_and_changes_nothing() {
                 .post(url("/run/logs"))
                 .bearer_auth(TOKEN)
                 .header("content-type", "application/json")
-                .body(format!("{{\"message\": \"{}\"}}", "x".repeat((1 << 20) + 1024))),
+                .body(format!(
+                    "{{\"message\": \"{}\"}}",
+                    "x".repeat((1 << 20) + 1024)
+                )),
             StatusCode::PAYLOAD_TOO_LARGE,
             "larger than the configured limit",
         ),

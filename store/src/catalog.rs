@@ -167,7 +167,10 @@ const SIM_COLUMNS: &str = "id, name, version, description, author, tags, input_s
     image, workflow_type, workflow_hash, visibility, metadata, status, created_by, created_at_ms, updated_at_ms";
 
 fn simulation_from_row(r: &DbRow) -> Result<Simulation> {
-    let text = |i| r.text(i).ok_or_else(|| StoreError::Corrupt(format!("simulations column {i} is NULL")));
+    let text = |i| {
+        r.text(i)
+            .ok_or_else(|| StoreError::Corrupt(format!("simulations column {i} is NULL")))
+    };
     Ok(Simulation {
         id: r.i64(0).unwrap_or_default(),
         spec: SimulationSpec {
@@ -175,7 +178,10 @@ fn simulation_from_row(r: &DbRow) -> Result<Simulation> {
             version: text(2)?,
             description: r.text(3),
             author: r.text(4),
-            tags: r.json(5).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
+            tags: r
+                .json(5)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
             input_schema: r.json(6).unwrap_or(Value::Null),
             output_schema: r.json(7).unwrap_or(Value::Null),
             image: r.text(8),
@@ -204,7 +210,11 @@ impl CatalogStore {
 
     /// Registers a version. The same content again is `Unchanged`; different
     /// content under an existing name and version is a `Conflict`.
-    pub async fn register(&self, spec: &SimulationSpec, created_by: Option<&str>) -> Result<Registration> {
+    pub async fn register(
+        &self,
+        spec: &SimulationSpec,
+        created_by: Option<&str>,
+    ) -> Result<Registration> {
         let hash = spec.content_hash();
         let now = now_ms();
         let tags = serde_json::to_string(&spec.tags)?;
@@ -261,19 +271,26 @@ impl CatalogStore {
             )
             .await?;
         match existing.first() {
-            Some(r) if r.text(1).as_deref() == Some(hash.as_str()) => Ok(Registration::Unchanged(r.i64(0).unwrap_or_default())),
+            Some(r) if r.text(1).as_deref() == Some(hash.as_str()) => {
+                Ok(Registration::Unchanged(r.i64(0).unwrap_or_default()))
+            }
             Some(_) => Err(StoreError::Conflict(format!(
                 "simulation {} version {} is already registered with different content; register a new version",
                 spec.name, spec.version
             ))),
-            None => Err(StoreError::Database("registration raced a deletion; retry".into())),
+            None => Err(StoreError::Database(
+                "registration raced a deletion; retry".into(),
+            )),
         }
     }
 
     pub async fn get_by_id(&self, id: i64) -> Result<Option<Simulation>> {
         let rows = self
             .sql
-            .query(&format!("SELECT {SIM_COLUMNS} FROM simulations WHERE id = $1"), vec![id.into()])
+            .query(
+                &format!("SELECT {SIM_COLUMNS} FROM simulations WHERE id = $1"),
+                vec![id.into()],
+            )
             .await?;
         rows.first().map(simulation_from_row).transpose()
     }
@@ -284,7 +301,9 @@ impl CatalogStore {
             Some(v) => {
                 self.sql
                     .query(
-                        &format!("SELECT {SIM_COLUMNS} FROM simulations WHERE name = $1 AND version = $2"),
+                        &format!(
+                            "SELECT {SIM_COLUMNS} FROM simulations WHERE name = $1 AND version = $2"
+                        ),
                         vec![name.into(), v.into()],
                     )
                     .await?
@@ -330,7 +349,9 @@ impl CatalogStore {
         for t in &tokens {
             let p = next(like_contains(t).into(), &mut params);
             any.push(format!("search_text LIKE {p} ESCAPE '\\'"));
-            score.push(format!("CASE WHEN search_text LIKE {p} ESCAPE '\\' THEN 1 ELSE 0 END"));
+            score.push(format!(
+                "CASE WHEN search_text LIKE {p} ESCAPE '\\' THEN 1 ELSE 0 END"
+            ));
         }
         if !any.is_empty() {
             wheres.push(format!("({})", any.join(" OR ")));
@@ -343,7 +364,10 @@ impl CatalogStore {
             let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
             tags.sort();
             tags.dedup();
-            let list: Vec<String> = tags.iter().map(|t| next(t.as_str().into(), &mut params)).collect();
+            let list: Vec<String> = tags
+                .iter()
+                .map(|t| next(t.as_str().into(), &mut params))
+                .collect();
             let n = next((tags.len() as i64).into(), &mut params);
             wheres.push(format!(
                 "id IN (SELECT simulation_id FROM simulation_tags WHERE tag IN ({}) GROUP BY simulation_id HAVING COUNT(*) = {n})",
@@ -352,13 +376,19 @@ impl CatalogStore {
         }
         let limit = next(q.limit.clamp(1, 1000).into(), &mut params);
         let offset = next(q.offset.max(0).into(), &mut params);
-        let where_sql = if wheres.is_empty() { String::new() } else { format!("WHERE {}", wheres.join(" AND ")) };
+        let where_sql = if wheres.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", wheres.join(" AND "))
+        };
         let order = if score.is_empty() {
             "created_at_ms DESC, id DESC".to_string()
         } else {
             format!("({}) DESC, created_at_ms DESC, id DESC", score.join(" + "))
         };
-        let sql = format!("SELECT {SIM_COLUMNS} FROM simulations {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+        let sql = format!(
+            "SELECT {SIM_COLUMNS} FROM simulations {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        );
         let rows = self.sql.query(&sql, params).await?;
         rows.iter().map(simulation_from_row).collect()
     }
@@ -367,7 +397,10 @@ impl CatalogStore {
     pub async fn delete(&self, id: i64) -> Result<bool> {
         let done = self
             .sql
-            .script(vec![Stmt::new("DELETE FROM simulations WHERE id = $1 RETURNING id", vec![id.into()])])
+            .script(vec![Stmt::new(
+                "DELETE FROM simulations WHERE id = $1 RETURNING id",
+                vec![id.into()],
+            )])
             .await?;
         Ok(!done[0].is_empty())
     }
@@ -419,9 +452,12 @@ impl CatalogStore {
         match r {
             Ok(_) => Ok(()),
             // A foreign-key failure means the simulation id does not exist.
-            Err(StoreError::Database(m)) if m.contains("FOREIGN KEY") || m.contains("23503") => Err(
-                StoreError::Conflict(format!("simulation id {} is not registered", e.simulation_id)),
-            ),
+            Err(StoreError::Database(m)) if m.contains("FOREIGN KEY") || m.contains("23503") => {
+                Err(StoreError::Conflict(format!(
+                    "simulation id {} is not registered",
+                    e.simulation_id
+                )))
+            }
             Err(e) => Err(e),
         }
     }
@@ -445,7 +481,11 @@ impl CatalogStore {
             .await?;
         let r = rows.first().cloned().unwrap_or(DbRow(vec![]));
         let total = r.i64(0).unwrap_or(0);
-        let (ok, failed, cached) = (r.i64(1).unwrap_or(0), r.i64(2).unwrap_or(0), r.i64(3).unwrap_or(0));
+        let (ok, failed, cached) = (
+            r.i64(1).unwrap_or(0),
+            r.i64(2).unwrap_or(0),
+            r.i64(3).unwrap_or(0),
+        );
         let with_duration = r.i64(8).unwrap_or(0);
         // Nearest-rank 95th percentile, portable: the value at that offset.
         let p95 = if with_duration > 0 {
@@ -508,7 +548,10 @@ mod tests {
 
     #[test]
     fn tokenizer_matches_sim2l() {
-        assert_eq!(tokenize("Thermal  a STRESS thermal x"), ["thermal", "stress"]);
+        assert_eq!(
+            tokenize("Thermal  a STRESS thermal x"),
+            ["thermal", "stress"]
+        );
         assert!(tokenize(" ").is_empty());
     }
 

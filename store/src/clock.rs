@@ -38,7 +38,9 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         None => (normalized.clone(), String::new()),
     };
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    let t = time::PrimitiveDateTime::parse(&main, &fmt).ok()?.assume_utc();
+    let t = time::PrimitiveDateTime::parse(&main, &fmt)
+        .ok()?
+        .assume_utc();
     let mut ms = t.unix_timestamp() * 1000;
     if !frac.is_empty() {
         if !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -56,10 +58,22 @@ mod tests {
 
     #[test]
     fn parses_the_timestamps_clients_send() {
-        assert_eq!(parse_timestamp_ms("2024-01-01T12:00:00"), Some(1_704_110_400_000));
-        assert_eq!(parse_timestamp_ms("2024-01-01 12:00:00.250000"), Some(1_704_110_400_250));
-        assert_eq!(parse_timestamp_ms("2024-01-01T13:00:00+01:00"), Some(1_704_110_400_000));
-        assert_eq!(parse_timestamp_ms("2024-01-01T12:00:00Z"), Some(1_704_110_400_000));
+        assert_eq!(
+            parse_timestamp_ms("2024-01-01T12:00:00"),
+            Some(1_704_110_400_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-01-01 12:00:00.250000"),
+            Some(1_704_110_400_250)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-01-01T13:00:00+01:00"),
+            Some(1_704_110_400_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-01-01T12:00:00Z"),
+            Some(1_704_110_400_000)
+        );
         assert_eq!(parse_timestamp_ms("1704110400"), Some(1_704_110_400_000));
         assert_eq!(parse_timestamp_ms("yesterday"), None);
         assert_eq!(parse_timestamp_ms("2024-13-01T00:00:00"), None);

@@ -50,7 +50,11 @@ fn new_id() -> String {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 255 || name.contains('/') || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
         return Err(StoreError::Invalid(format!(
             "name {name:?} must be 1 to 255 characters without '/' or control characters"
         )));
@@ -99,7 +103,10 @@ impl FileStore {
     pub async fn get(&self, id: &str) -> Result<Option<FileObject>> {
         let rows = self
             .sql
-            .query(&format!("SELECT {COLUMNS} FROM file_objects WHERE id = $1"), vec![id.into()])
+            .query(
+                &format!("SELECT {COLUMNS} FROM file_objects WHERE id = $1"),
+                vec![id.into()],
+            )
             .await?;
         Ok(rows.first().map(from_row))
     }
@@ -112,9 +119,17 @@ impl FileStore {
         }
         if e.parent_id != ROOT {
             match self.get(e.parent_id).await? {
-                None => return Err(StoreError::NotFound(format!("parent folder {:?} not found", e.parent_id))),
+                None => {
+                    return Err(StoreError::NotFound(format!(
+                        "parent folder {:?} not found",
+                        e.parent_id
+                    )));
+                }
                 Some(p) if !p.is_folder => {
-                    return Err(StoreError::Invalid(format!("parent {:?} is a file, not a folder", e.parent_id)));
+                    return Err(StoreError::Invalid(format!(
+                        "parent {:?} is a file, not a folder",
+                        e.parent_id
+                    )));
                 }
                 Some(_) => {}
             }
@@ -147,8 +162,16 @@ impl FileStore {
     pub async fn list(&self, folder_id: &str) -> Result<Vec<FileObject>> {
         if folder_id != ROOT {
             match self.get(folder_id).await? {
-                None => return Err(StoreError::NotFound(format!("folder {folder_id:?} not found"))),
-                Some(f) if !f.is_folder => return Err(StoreError::Invalid(format!("{folder_id:?} is a file, not a folder"))),
+                None => {
+                    return Err(StoreError::NotFound(format!(
+                        "folder {folder_id:?} not found"
+                    )));
+                }
+                Some(f) if !f.is_folder => {
+                    return Err(StoreError::Invalid(format!(
+                        "{folder_id:?} is a file, not a folder"
+                    )));
+                }
                 Some(_) => {}
             }
         }
@@ -173,7 +196,9 @@ impl FileStore {
         while let Some(f) = frontier.pop() {
             for child in self.list_raw(&f).await? {
                 if !recursive {
-                    return Err(StoreError::Conflict(format!("folder {id:?} is not empty; delete recursively")));
+                    return Err(StoreError::Conflict(format!(
+                        "folder {id:?} is not empty; delete recursively"
+                    )));
                 }
                 frontier.push(child.clone());
                 doomed.push(child);
@@ -181,7 +206,12 @@ impl FileStore {
         }
         let script = doomed
             .iter()
-            .map(|d| Stmt::new("DELETE FROM file_objects WHERE id = $1", vec![d.as_str().into()]))
+            .map(|d| {
+                Stmt::new(
+                    "DELETE FROM file_objects WHERE id = $1",
+                    vec![d.as_str().into()],
+                )
+            })
             .collect();
         self.sql.script(script).await?;
         Ok(doomed.len())
@@ -190,7 +220,10 @@ impl FileStore {
     async fn list_raw(&self, parent: &str) -> Result<Vec<String>> {
         let rows = self
             .sql
-            .query("SELECT id FROM file_objects WHERE parent_id = $1", vec![parent.into()])
+            .query(
+                "SELECT id FROM file_objects WHERE parent_id = $1",
+                vec![parent.into()],
+            )
             .await?;
         Ok(rows.iter().filter_map(|r| r.text(0)).collect())
     }

@@ -281,10 +281,16 @@ fn pg_row(r: &tokio_postgres::Row) -> Result<DbRow> {
         let t = col.type_();
         let v = match *t {
             Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(SqlValue::I64),
-            Type::INT4 => r.try_get::<_, Option<i32>>(i)?.map(|v| SqlValue::I64(v.into())),
-            Type::INT2 => r.try_get::<_, Option<i16>>(i)?.map(|v| SqlValue::I64(v.into())),
+            Type::INT4 => r
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| SqlValue::I64(v.into())),
+            Type::INT2 => r
+                .try_get::<_, Option<i16>>(i)?
+                .map(|v| SqlValue::I64(v.into())),
             Type::FLOAT8 => r.try_get::<_, Option<f64>>(i)?.map(SqlValue::F64),
-            Type::FLOAT4 => r.try_get::<_, Option<f32>>(i)?.map(|v| SqlValue::F64(v.into())),
+            Type::FLOAT4 => r
+                .try_get::<_, Option<f32>>(i)?
+                .map(|v| SqlValue::F64(v.into())),
             Type::BOOL => r.try_get::<_, Option<bool>>(i)?.map(SqlValue::Bool),
             Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
                 r.try_get::<_, Option<String>>(i)?.map(SqlValue::Text)
@@ -347,7 +353,12 @@ mod tests {
 
     #[test]
     fn rows_convert_between_numeric_kinds() {
-        let r = DbRow(vec![SqlValue::I64(3), SqlValue::F64(2.5), SqlValue::Null, SqlValue::Text("{\"a\":1}".into())]);
+        let r = DbRow(vec![
+            SqlValue::I64(3),
+            SqlValue::F64(2.5),
+            SqlValue::Null,
+            SqlValue::Text("{\"a\":1}".into()),
+        ]);
         assert_eq!(r.f64(0), Some(3.0));
         assert_eq!(r.i64(1), Some(2));
         assert_eq!(r.bool(0), Some(true));

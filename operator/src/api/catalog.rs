@@ -1,14 +1,16 @@
 //! Catalog routes, wire-compatible with sim2l's catalog service.
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use simcache_auth::Privilege;
 use simcache_rundb::ValueType;
-use simcache_store::catalog::{ExecutionRecord, Registration, SearchQuery, Simulation, SimulationSpec};
+use simcache_store::catalog::{
+    ExecutionRecord, Registration, SearchQuery, Simulation, SimulationSpec,
+};
 use simcache_store::clock::parse_timestamp_ms;
 use simcache_web::{ApiError, JsonBody};
 use utoipa::{IntoParams, ToSchema};
@@ -100,7 +102,8 @@ pub struct RegisterBody {
 fn valid_name(what: &str, s: &str) -> Result<(), ApiError> {
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
     if ok {
         Ok(())
     } else {
@@ -124,34 +127,43 @@ fn schema(field: &str, v: Option<Value>) -> Result<Value, ApiError> {
         }
     };
     let Value::Object(params) = &v else {
-        return Err(ApiError::bad_request(format!("{field} must be an object of parameters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be an object of parameters"
+        )));
     };
     for (name, spec) in params {
         let Value::Object(spec) = spec else {
-            return Err(ApiError::bad_request(format!("{field}.{name} must be an object with a \"type\"")));
+            return Err(ApiError::bad_request(format!(
+                "{field}.{name} must be an object with a \"type\""
+            )));
         };
         let t = spec
             .get("type")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request(format!("{field}.{name}.type is required")))?;
-        let t = ValueType::parse(t).map_err(|e| ApiError::bad_request(format!("{field}.{name}: {e}")))?;
+        let t = ValueType::parse(t)
+            .map_err(|e| ApiError::bad_request(format!("{field}.{name}: {e}")))?;
         let num = |k: &str| -> Result<Option<f64>, ApiError> {
             match spec.get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| ApiError::bad_request(format!("{field}.{name}.{k} must be a number"))),
+                Some(x) => x.as_f64().map(Some).ok_or_else(|| {
+                    ApiError::bad_request(format!("{field}.{name}.{k} must be a number"))
+                }),
             }
         };
         let (min, max) = (num("min")?, num("max")?);
         if let (Some(a), Some(b)) = (min, max)
             && a > b
         {
-            return Err(ApiError::bad_request(format!("{field}.{name}: min {a} is greater than max {b}")));
+            return Err(ApiError::bad_request(format!(
+                "{field}.{name}: min {a} is greater than max {b}"
+            )));
         }
-        if (min.is_some() || max.is_some()) && !matches!(t, ValueType::Number | ValueType::Integer) {
-            return Err(ApiError::bad_request(format!("{field}.{name}: min/max only apply to numbers")));
+        if (min.is_some() || max.is_some()) && !matches!(t, ValueType::Number | ValueType::Integer)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{field}.{name}: min/max only apply to numbers"
+            )));
         }
     }
     Ok(v)
@@ -163,15 +175,30 @@ fn schema(field: &str, v: Option<Value>) -> Result<Value, ApiError> {
     responses((status = 201, description = "registered", body = Value), (status = 200, description = "already registered, same content", body = Value),
         (status = 400, body = Value), (status = 401, body = Value), (status = 403, body = Value), (status = 409, body = Value)),
     security(("session" = [])))]
-async fn register(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): JsonBody<RegisterBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let session = s.auth.authorize(&headers, Privilege::RegisterSimulation).await?;
-    let name = b.name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("name is required"))?;
-    let version = b.version.filter(|v| !v.is_empty()).ok_or_else(|| ApiError::bad_request("version is required"))?;
+async fn register(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<RegisterBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let session = s
+        .auth
+        .authorize(&headers, Privilege::RegisterSimulation)
+        .await?;
+    let name = b
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("name is required"))?;
+    let version = b
+        .version
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request("version is required"))?;
     valid_name("name", &name)?;
     valid_name("version", &version)?;
     for t in &b.tags {
         if t.is_empty() || t.len() > 64 {
-            return Err(ApiError::bad_request(format!("tag {t:?} must be 1 to 64 characters")));
+            return Err(ApiError::bad_request(format!(
+                "tag {t:?} must be 1 to 64 characters"
+            )));
         }
     }
     let mut metadata = b.metadata;
@@ -199,12 +226,27 @@ async fn register(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): Js
         metadata,
     };
     if !matches!(spec.visibility.as_str(), "public" | "private" | "internal") {
-        return Err(ApiError::bad_request("visibility must be public, private or internal"));
+        return Err(ApiError::bad_request(
+            "visibility must be public, private or internal",
+        ));
     }
-    Ok(match s.stores.catalog.register(&spec, Some(&session.username)).await? {
-        Registration::Created(id) => (StatusCode::CREATED, Json(json!({"id": id, "status": "registered"}))),
-        Registration::Unchanged(id) => (StatusCode::OK, Json(json!({"id": id, "status": "already_registered"}))),
-    })
+    Ok(
+        match s
+            .stores
+            .catalog
+            .register(&spec, Some(&session.username))
+            .await?
+        {
+            Registration::Created(id) => (
+                StatusCode::CREATED,
+                Json(json!({"id": id, "status": "registered"})),
+            ),
+            Registration::Unchanged(id) => (
+                StatusCode::OK,
+                Json(json!({"id": id, "status": "already_registered"})),
+            ),
+        },
+    )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -224,7 +266,11 @@ pub struct SearchParams {
 /// Search the catalog.
 #[utoipa::path(get, path = "/simulations/search", tag = "catalog", params(SearchParams),
     responses((status = 200, body = [SimulationView]), (status = 400, body = Value), (status = 401, body = Value)), security(("session" = [])))]
-async fn search(State(s): State<AppState>, headers: HeaderMap, q: Result<Query<SearchParams>, QueryRejection>) -> Result<Json<Vec<SimulationView>>, ApiError> {
+async fn search(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<Vec<SimulationView>>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
@@ -238,16 +284,32 @@ async fn search(State(s): State<AppState>, headers: HeaderMap, q: Result<Query<S
         None => Some("active".to_string()),
         Some("all") => None,
         Some(st @ ("active" | "deprecated" | "archived")) => Some(st.to_string()),
-        Some(other) => return Err(ApiError::bad_request(format!("status {other:?} must be active, deprecated, archived or all"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "status {other:?} must be active, deprecated, archived or all"
+            )));
+        }
     };
     let tags = q
         .tags
-        .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     let found = s
         .stores
         .catalog
-        .search(&SearchQuery { text: q.query, tags, status, limit, offset: q.offset.unwrap_or(0) })
+        .search(&SearchQuery {
+            text: q.query,
+            tags,
+            status,
+            limit,
+            offset: q.offset.unwrap_or(0),
+        })
         .await?;
     Ok(Json(found.into_iter().map(SimulationView::from).collect()))
 }
@@ -263,10 +325,20 @@ pub struct VersionParam {
 #[utoipa::path(get, path = "/simulations/{name}", tag = "catalog",
     params(("name" = String, Path, description = "simulation name"), VersionParam),
     responses((status = 200, body = SimulationView), (status = 404, body = Value), (status = 401, body = Value)), security(("session" = [])))]
-async fn get_simulation(State(s): State<AppState>, headers: HeaderMap, Path(name): Path<String>, q: Result<Query<VersionParam>, QueryRejection>) -> Result<Json<SimulationView>, ApiError> {
+async fn get_simulation(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    q: Result<Query<VersionParam>, QueryRejection>,
+) -> Result<Json<SimulationView>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let q = query(q)?;
-    let sim = s.stores.catalog.get(&name, q.version.as_deref()).await?.ok_or_else(|| ApiError::not_found("Not found"))?;
+    let sim = s
+        .stores
+        .catalog
+        .get(&name, q.version.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("Not found"))?;
     Ok(Json(sim.into()))
 }
 
@@ -274,21 +346,38 @@ async fn get_simulation(State(s): State<AppState>, headers: HeaderMap, Path(name
 #[utoipa::path(delete, path = "/simulations/{name}", tag = "catalog",
     params(("name" = i64, Path, description = "simulation id (sim2l's route)")),
     responses((status = 200, body = Value), (status = 400, body = Value), (status = 404, body = Value), (status = 403, body = Value)), security(("session" = [])))]
-async fn delete_simulation(State(s): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_simulation(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::UpdateCatalog).await?;
-    let id: i64 = name.parse().map_err(|_| ApiError::bad_request(format!("{name:?} is not a simulation id")))?;
-    let sim = s.stores.catalog.get_by_id(id).await?.ok_or_else(|| ApiError::not_found("Simulation not found"))?;
+    let id: i64 = name
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name:?} is not a simulation id")))?;
+    let sim = s
+        .stores
+        .catalog
+        .get_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Simulation not found"))?;
     if !s.stores.catalog.delete(id).await? {
         return Err(ApiError::not_found("Simulation not found"));
     }
-    Ok(Json(json!({"status": "deleted", "simulation_id": id, "name": sim.spec.name, "version": sim.spec.version})))
+    Ok(Json(
+        json!({"status": "deleted", "simulation_id": id, "name": sim.spec.name, "version": sim.spec.version}),
+    ))
 }
 
 /// Every registered version of a simulation, newest first.
 #[utoipa::path(get, path = "/simulations/{name}/versions", tag = "catalog",
     params(("name" = String, Path, description = "simulation name")),
     responses((status = 200, body = [SimulationView]), (status = 404, body = Value)), security(("session" = [])))]
-async fn versions(State(s): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<Vec<SimulationView>>, ApiError> {
+async fn versions(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<SimulationView>>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let v = s.stores.catalog.versions(&name).await?;
     if v.is_empty() {
@@ -301,11 +390,22 @@ async fn versions(State(s): State<AppState>, headers: HeaderMap, Path(name): Pat
 #[utoipa::path(get, path = "/simulations/{name}/stats", tag = "catalog",
     params(("name" = String, Path, description = "simulation id, or a name for its newest version")),
     responses((status = 200, body = Value), (status = 404, body = Value)), security(("session" = [])))]
-async fn stats(State(s): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn stats(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let id = match name.parse::<i64>() {
         Ok(id) => id,
-        Err(_) => s.stores.catalog.get(&name, None).await?.ok_or_else(|| ApiError::not_found(format!("no simulation named {name:?}")))?.id,
+        Err(_) => {
+            s.stores
+                .catalog
+                .get(&name, None)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no simulation named {name:?}")))?
+                .id
+        }
     };
     let st = s.stores.catalog.stats(id).await?;
     Ok(Json(json!({
@@ -361,28 +461,75 @@ pub struct ExecutionBody {
 /// Record an execution (idempotent per `execution_id`; a repeat updates it).
 #[utoipa::path(post, path = "/executions", tag = "catalog", request_body = ExecutionBody,
     responses((status = 201, body = Value), (status = 400, body = Value), (status = 404, body = Value), (status = 403, body = Value)), security(("session" = [])))]
-async fn record_execution(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): JsonBody<ExecutionBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let session = s.auth.authorize(&headers, Privilege::ExecuteSimulation).await?;
-    let req = |v: Option<String>, f: &str| v.filter(|x| !x.is_empty()).ok_or_else(|| ApiError::bad_request(format!("{f} is required")));
+async fn record_execution(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<ExecutionBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let session = s
+        .auth
+        .authorize(&headers, Privilege::ExecuteSimulation)
+        .await?;
+    let req = |v: Option<String>, f: &str| {
+        v.filter(|x| !x.is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("{f} is required")))
+    };
     let execution_id = req(b.execution_id, "execution_id")?;
-    simcache_rundb::validate_execution_id(&execution_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    simcache_rundb::validate_execution_id(&execution_id)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let status = req(b.status, "status")?;
-    if !matches!(status.as_str(), "running" | "completed" | "succeeded" | "failed" | "cached" | "pending") {
-        return Err(ApiError::bad_request(format!("status {status:?} must be one of pending, running, completed, failed, cached")));
+    if !matches!(
+        status.as_str(),
+        "running" | "completed" | "succeeded" | "failed" | "cached" | "pending"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "status {status:?} must be one of pending, running, completed, failed, cached"
+        )));
     }
     let time = |v: Option<String>, f: &str| -> Result<Option<i64>, ApiError> {
-        v.map(|t| parse_timestamp_ms(&t).ok_or_else(|| ApiError::bad_request(format!("{f} {t:?} is not a timestamp (ISO 8601 or Unix seconds)"))))
-            .transpose()
+        v.map(|t| {
+            parse_timestamp_ms(&t).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{f} {t:?} is not a timestamp (ISO 8601 or Unix seconds)"
+                ))
+            })
+        })
+        .transpose()
     };
-    let started = time(b.started_at, "started_at")?.ok_or_else(|| ApiError::bad_request("started_at is required"))?;
+    let started = time(b.started_at, "started_at")?
+        .ok_or_else(|| ApiError::bad_request("started_at is required"))?;
     let completed = time(b.completed_at, "completed_at")?;
-    if b.duration_seconds.is_some_and(|d| !(d.is_finite() && d >= 0.0)) {
-        return Err(ApiError::bad_request("duration_seconds must be a non-negative number"));
+    if b.duration_seconds
+        .is_some_and(|d| !(d.is_finite() && d >= 0.0))
+    {
+        return Err(ApiError::bad_request(
+            "duration_seconds must be a non-negative number",
+        ));
     }
     let simulation_id = match (b.simulation_id, b.simulation_name, b.simulation_version) {
-        (Some(id), _, _) => s.stores.catalog.get_by_id(id).await?.ok_or_else(|| ApiError::not_found(format!("simulation id {id} is not registered")))?.id,
-        (None, Some(n), v) => s.stores.catalog.get(&n, v.as_deref()).await?.ok_or_else(|| ApiError::not_found(format!("simulation {n:?} is not registered")))?.id,
-        (None, None, _) => return Err(ApiError::bad_request("simulation_id (or simulation_name and simulation_version) is required")),
+        (Some(id), _, _) => {
+            s.stores
+                .catalog
+                .get_by_id(id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("simulation id {id} is not registered"))
+                })?
+                .id
+        }
+        (None, Some(n), v) => {
+            s.stores
+                .catalog
+                .get(&n, v.as_deref())
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("simulation {n:?} is not registered")))?
+                .id
+        }
+        (None, None, _) => {
+            return Err(ApiError::bad_request(
+                "simulation_id (or simulation_name and simulation_version) is required",
+            ));
+        }
     };
     let squid = b.squid_id.unwrap_or_else(|| execution_id.clone());
     let user = match b.user_id {

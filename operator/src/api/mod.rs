@@ -69,7 +69,11 @@ impl utoipa::Modify for SessionHeader {
 }
 
 /// The whole API and its OpenAPI document.
-pub fn router(state: AppState, http_metrics: HttpMetrics, max_body_bytes: usize) -> (Router, utoipa::openapi::OpenApi) {
+pub fn router(
+    state: AppState,
+    http_metrics: HttpMetrics,
+    max_body_bytes: usize,
+) -> (Router, utoipa::openapi::OpenApi) {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(catalog::routes())
         .merge(results::routes())
@@ -90,7 +94,10 @@ pub fn router(state: AppState, http_metrics: HttpMetrics, max_body_bytes: usize)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(http_metrics, simcache_web::metrics::track));
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            simcache_web::metrics::track,
+        ));
     (app, doc)
 }
 
@@ -100,7 +107,9 @@ pub(crate) fn ts(ms: i64) -> String {
 }
 
 /// A query string that does not parse is a 400 naming the problem.
-pub(crate) fn query<T>(q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, simcache_web::ApiError> {
+pub(crate) fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, simcache_web::ApiError> {
     q.map(|axum::extract::Query(v)| v)
         .map_err(|e| simcache_web::ApiError::bad_request(e.body_text()))
 }

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use simcache_auth::Privilege;
@@ -76,18 +76,30 @@ impl From<StoredResult> for ResultView {
 
 /// Resolves where a run database may be read: under the configured base
 /// only (a client cannot make the operator open arbitrary files).
-pub(crate) fn run_db_location(base: &FsPath, execution_id: &str, given: Option<&str>) -> Result<PathBuf, ApiError> {
+pub(crate) fn run_db_location(
+    base: &FsPath,
+    execution_id: &str,
+    given: Option<&str>,
+) -> Result<PathBuf, ApiError> {
     let path = match given.filter(|p| !p.is_empty()) {
-        None => simcache_rundb::run_db_path(base, execution_id).map_err(|_| ApiError::bad_request("Invalid execution_id"))?,
+        None => simcache_rundb::run_db_path(base, execution_id)
+            .map_err(|_| ApiError::bad_request("Invalid execution_id"))?,
         Some(p) => {
             let p = PathBuf::from(p);
             if p.is_absolute() { p } else { base.join(p) }
         }
     };
-    let base_c = base.canonicalize().map_err(|_| ApiError::not_found(format!("run database directory {} does not exist", base.display())))?;
-    let path_c = path
-        .canonicalize()
-        .map_err(|_| ApiError::not_found(format!("run database for execution {execution_id:?} not found")))?;
+    let base_c = base.canonicalize().map_err(|_| {
+        ApiError::not_found(format!(
+            "run database directory {} does not exist",
+            base.display()
+        ))
+    })?;
+    let path_c = path.canonicalize().map_err(|_| {
+        ApiError::not_found(format!(
+            "run database for execution {execution_id:?} not found"
+        ))
+    })?;
     if !path_c.starts_with(&base_c) {
         return Err(ApiError::bad_request(format!(
             "run_db_path must be under the run database directory {}",
@@ -110,19 +122,38 @@ pub struct RegisterBody {
 /// Register a run's result by introspecting its run database (idempotent).
 #[utoipa::path(post, path = "/register", tag = "results", request_body = RegisterBody,
     responses((status = 200, body = Value), (status = 400, body = Value), (status = 404, body = Value), (status = 422, body = Value), (status = 403, body = Value)), security(("session" = [])))]
-async fn register(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): JsonBody<RegisterBody>) -> Result<Json<Value>, ApiError> {
-    s.auth.authorize(&headers, Privilege::ExecuteSimulation).await?;
-    let id = b.execution_id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("execution_id required"))?;
-    simcache_rundb::validate_execution_id(&id).map_err(|_| ApiError::bad_request("Invalid execution_id"))?;
+async fn register(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<RegisterBody>,
+) -> Result<Json<Value>, ApiError> {
+    s.auth
+        .authorize(&headers, Privilege::ExecuteSimulation)
+        .await?;
+    let id = b
+        .execution_id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| ApiError::bad_request("execution_id required"))?;
+    simcache_rundb::validate_execution_id(&id)
+        .map_err(|_| ApiError::bad_request("Invalid execution_id"))?;
     let path = run_db_location(&s.runs_base, &id, b.run_db_path.as_deref())?;
     let expected = id.clone();
     let read = tokio::task::spawn_blocking(move || introspect(&path, Some(&expected)))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("introspection task failed: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("introspection task failed: {e}"),
+            )
+        })?;
     let mut rec = match read {
         Ok(r) => r,
         Err(e) => {
-            let _ = s.stores.results.record_error(&id, "introspection", &e.to_string()).await;
+            let _ = s
+                .stores
+                .results
+                .record_error(&id, "introspection", &e.to_string())
+                .await;
             return Err(match e {
                 IntrospectError::Missing(_) => ApiError::not_found(e.to_string()),
                 IntrospectError::WrongRun { .. } => ApiError::bad_request(e.to_string()),
@@ -133,13 +164,13 @@ async fn register(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): Js
     if let Some(sq) = b.squid_id {
         rec.squid_id = Some(sq);
     }
-    if let Some(m) = b.metadata {
-        if let Some(Value::Object(o)) = rec.metadata.as_mut() {
-            o.insert("client".into(), m);
-        }
+    if let (Some(m), Some(Value::Object(o))) = (b.metadata, rec.metadata.as_mut()) {
+        o.insert("client".into(), m);
     }
     let (result_id, schema_id) = s.stores.results.register(&rec, Upsert::Replace).await?;
-    Ok(Json(json!({"success": true, "result_id": result_id, "schema_id": schema_id})))
+    Ok(Json(
+        json!({"success": true, "result_id": result_id, "schema_id": schema_id}),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -171,11 +202,21 @@ fn params_object(v: Option<Value>, field: &str) -> Result<BTreeMap<String, Value
 /// on a repeat the first inputs stay and outputs/status/duration update.
 #[utoipa::path(post, path = "/register_direct", tag = "results", request_body = DirectBody,
     responses((status = 200, body = Value), (status = 400, body = Value), (status = 409, body = Value)), security(("session" = [])))]
-async fn register_direct(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): JsonBody<DirectBody>) -> Result<Json<Value>, ApiError> {
-    s.auth.authorize(&headers, Privilege::ExecuteSimulation).await?;
-    let req = |v: Option<String>, f: &str| v.filter(|x| !x.is_empty()).ok_or_else(|| ApiError::bad_request(format!("{f} required")));
+async fn register_direct(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<DirectBody>,
+) -> Result<Json<Value>, ApiError> {
+    s.auth
+        .authorize(&headers, Privilege::ExecuteSimulation)
+        .await?;
+    let req = |v: Option<String>, f: &str| {
+        v.filter(|x| !x.is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("{f} required")))
+    };
     let execution_id = req(b.execution_id, "execution_id")?;
-    simcache_rundb::validate_execution_id(&execution_id).map_err(|_| ApiError::bad_request("Invalid execution_id"))?;
+    simcache_rundb::validate_execution_id(&execution_id)
+        .map_err(|_| ApiError::bad_request("Invalid execution_id"))?;
     let rec = ResultRecord {
         simulation_name: req(b.simulation_name, "simulation_name")?,
         simulation_version: req(b.simulation_version, "simulation_version")?,
@@ -191,7 +232,9 @@ async fn register_direct(State(s): State<AppState>, headers: HeaderMap, JsonBody
         ..Default::default()
     };
     let (result_id, schema_id) = s.stores.results.register(&rec, Upsert::KeepInputs).await?;
-    Ok(Json(json!({"success": true, "result_id": result_id, "schema_id": schema_id})))
+    Ok(Json(
+        json!({"success": true, "result_id": result_id, "schema_id": schema_id}),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -216,7 +259,11 @@ pub struct SearchBody {
 /// Search results by typed input/output filters, sorted and paginated.
 #[utoipa::path(post, path = "/search", tag = "results", request_body = SearchBody,
     responses((status = 200, body = Value), (status = 400, body = Value), (status = 401, body = Value)), security(("session" = [])))]
-async fn search(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): JsonBody<SearchBody>) -> Result<Json<Value>, ApiError> {
+async fn search(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<SearchBody>,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let limit = b.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -227,7 +274,10 @@ async fn search(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): Json
         return Err(ApiError::bad_request("offset must not be negative"));
     }
     let mut filters = Vec::new();
-    for (class, f) in [(ParamClass::Input, &b.input_filters), (ParamClass::Output, &b.output_filters)] {
+    for (class, f) in [
+        (ParamClass::Input, &b.input_filters),
+        (ParamClass::Output, &b.output_filters),
+    ] {
         let Some(f) = f else { continue };
         let declared = match &b.simulation_name {
             Some(sim) => s.stores.results.declared_types(sim, class).await?,
@@ -242,7 +292,11 @@ async fn search(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): Json
                 .split_once('.')
                 .and_then(|(c, n)| Some((ParamClass::parse(c)?, n)))
                 .filter(|(_, n)| !n.is_empty())
-                .ok_or_else(|| ApiError::bad_request(format!("sort_by {other:?} must be created_at, input.<name> or output.<name>")))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "sort_by {other:?} must be created_at, input.<name> or output.<name>"
+                    ))
+                })?;
             Some((class, name.to_string()))
         }
     };
@@ -250,7 +304,11 @@ async fn search(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): Json
         None => sort.is_none(),
         Some("asc") => false,
         Some("desc") => true,
-        Some(o) => return Err(ApiError::bad_request(format!("order {o:?} must be asc or desc"))),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "order {o:?} must be asc or desc"
+            )));
+        }
     };
     let found = s
         .stores
@@ -267,22 +325,37 @@ async fn search(State(s): State<AppState>, headers: HeaderMap, JsonBody(b): Json
         })
         .await?;
     let results: Vec<ResultView> = found.into_iter().map(ResultView::from).collect();
-    Ok(Json(json!({"results": results, "count": results.len(), "limit": limit, "offset": offset})))
+    Ok(Json(
+        json!({"results": results, "count": results.len(), "limit": limit, "offset": offset}),
+    ))
 }
 
 /// One result by execution id.
 #[utoipa::path(get, path = "/results/{execution_id}", tag = "results",
     params(("execution_id" = String, Path)), responses((status = 200, body = ResultView), (status = 404, body = Value)), security(("session" = [])))]
-async fn get_result(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<ResultView>, ApiError> {
+async fn get_result(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ResultView>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
-    let r = s.stores.results.get(&id).await?.ok_or_else(|| ApiError::not_found("Result not found"))?;
+    let r = s
+        .stores
+        .results
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Result not found"))?;
     Ok(Json(r.into()))
 }
 
 /// Delete one result (needs `update_catalog`).
 #[utoipa::path(delete, path = "/results/{execution_id}", tag = "results",
     params(("execution_id" = String, Path)), responses((status = 200, body = Value), (status = 404, body = Value), (status = 403, body = Value)), security(("session" = [])))]
-async fn delete_result(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_result(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::UpdateCatalog).await?;
     if !s.stores.results.delete(&id).await? {
         return Err(ApiError::not_found("Result not found"));
@@ -292,9 +365,14 @@ async fn delete_result(State(s): State<AppState>, headers: HeaderMap, Path(id): 
 
 /// Delete every result (needs `admin`).
 #[utoipa::path(delete, path = "/results", tag = "results", responses((status = 200, body = Value), (status = 403, body = Value)), security(("session" = [])))]
-async fn delete_all(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn delete_all(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::Admin).await?;
-    Ok(Json(json!({"deleted": s.stores.results.delete_all().await?})))
+    Ok(Json(
+        json!({"deleted": s.stores.results.delete_all().await?}),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -308,14 +386,24 @@ pub struct ClassParam {
 #[utoipa::path(get, path = "/stats/{simulation}/{param}", tag = "results",
     params(("simulation" = String, Path), ("param" = String, Path), ClassParam),
     responses((status = 200, body = Value), (status = 400, body = Value)), security(("session" = [])))]
-async fn param_stats(State(s): State<AppState>, headers: HeaderMap, Path((sim, param)): Path<(String, String)>, q: Result<Query<ClassParam>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn param_stats(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((sim, param)): Path<(String, String)>,
+    q: Result<Query<ClassParam>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let q = query(q)?;
     let class = match q.class.as_deref() {
         None => ParamClass::Output,
-        Some(c) => ParamClass::parse(c).ok_or_else(|| ApiError::bad_request(format!("class {c:?} must be input or output")))?,
+        Some(c) => ParamClass::parse(c)
+            .ok_or_else(|| ApiError::bad_request(format!("class {c:?} must be input or output")))?,
     };
-    let st = s.stores.results.parameter_stats(&sim, &param, class).await?;
+    let st = s
+        .stores
+        .results
+        .parameter_stats(&sim, &param, class)
+        .await?;
     if st.count == 0 {
         return Ok(Json(json!({"param_name": st.param_name, "count": 0})));
     }
@@ -326,11 +414,19 @@ async fn param_stats(State(s): State<AppState>, headers: HeaderMap, Path((sim, p
 #[utoipa::path(get, path = "/schemas/{simulation}/{version}", tag = "results",
     params(("simulation" = String, Path), ("version" = String, Path)),
     responses((status = 200, body = Value), (status = 404, body = Value)), security(("session" = [])))]
-async fn definitions(State(s): State<AppState>, headers: HeaderMap, Path((sim, version)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn definitions(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((sim, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
     let defs = s.stores.results.definitions(&sim, &version).await?;
     if defs.is_empty() {
-        return Err(ApiError::not_found(format!("no schema recorded for {sim} {version}")));
+        return Err(ApiError::not_found(format!(
+            "no schema recorded for {sim} {version}"
+        )));
     }
-    Ok(Json(json!({"simulation_name": sim, "simulation_version": version, "parameters": defs})))
+    Ok(Json(
+        json!({"simulation_name": sim, "simulation_version": version, "parameters": defs}),
+    ))
 }

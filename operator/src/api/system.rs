@@ -1,10 +1,10 @@
 //! Health, readiness, metrics, and the documentation of the session routes
 //! (served by `simcache-auth`, documented here so the OpenAPI document lists them).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::Json;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +32,10 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "error": "database unavailable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "error": "database unavailable"})),
+            )
         }
     }
 }
@@ -45,10 +48,15 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
         simcache_store::sql::Dialect::Postgres => "postgresql",
     };
     match s.stores.sql.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "healthy", "service": "catalog", "backend": backend}))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "healthy", "service": "catalog", "backend": backend})),
+        ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unhealthy", "service": "catalog", "backend": backend, "error": "database unavailable"})),
+            Json(
+                json!({"status": "unhealthy", "service": "catalog", "backend": backend, "error": "database unavailable"}),
+            ),
         ),
     }
 }
@@ -57,7 +65,10 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         simcache_web::metrics::render(&s.registry),
     )
 }

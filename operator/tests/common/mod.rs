@@ -26,7 +26,9 @@ pub struct Ctx {
 
 pub async fn sqlite() -> Ctx {
     let dir = tempfile::tempdir().unwrap();
-    let b = Backend::Sqlite { path: dir.path().join("catalog.db") };
+    let b = Backend::Sqlite {
+        path: dir.path().join("catalog.db"),
+    };
     start(b, Some(dir)).await
 }
 
@@ -38,17 +40,41 @@ pub async fn postgres(hint: &str) -> Ctx {
 pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>) -> Ctx {
     let runs = tempfile::tempdir().unwrap();
     let cfg = ApiConfig::new(backend, runs.path().to_path_buf());
-    let api = server::start(cfg, std::future::pending()).await.expect("API starts");
+    let api = server::start(cfg, std::future::pending())
+        .await
+        .expect("API starts");
     let tok = |r: Role| {
         let a = api.auth.clone();
-        async move { a.create_anonymous(r.privileges(), None).await.unwrap().token }
+        async move {
+            a.create_anonymous(r.privileges(), None)
+                .await
+                .unwrap()
+                .token
+        }
     };
-    let (user, dev, admin) = (tok(Role::User).await, tok(Role::Developer).await, tok(Role::Admin).await);
-    Ctx { url: api.url(), api, http: reqwest::Client::new(), runs, user, dev, admin, _dir: dir }
+    let (user, dev, admin) = (
+        tok(Role::User).await,
+        tok(Role::Developer).await,
+        tok(Role::Admin).await,
+    );
+    Ctx {
+        url: api.url(),
+        api,
+        http: reqwest::Client::new(),
+        runs,
+        user,
+        dev,
+        admin,
+        _dir: dir,
+    }
 }
 
 impl Ctx {
-    pub async fn send(&self, rb: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+    pub async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let rb = match token {
             Some(t) => rb.header("X-Session-ID", t),
             None => rb,
@@ -56,19 +82,28 @@ impl Ctx {
         let resp = rb.send().await.expect("request sent");
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.get(format!("{}{path}", self.url)), token).await
+        self.send(self.http.get(format!("{}{path}", self.url)), token)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(&body), token).await
+        self.send(
+            self.http.post(format!("{}{path}", self.url)).json(&body),
+            token,
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.url)), token).await
+        self.send(self.http.delete(format!("{}{path}", self.url)), token)
+            .await
     }
 
     /// Registers a simulation version as a developer; returns its id.
@@ -87,31 +122,66 @@ impl Ctx {
     }
 
     /// Writes a completed run database under the runs directory.
-    pub fn write_run(&self, id: &str, sim: &str, version: &str, inputs: Value, outputs: Value) -> std::path::PathBuf {
+    pub fn write_run(
+        &self,
+        id: &str,
+        sim: &str,
+        version: &str,
+        inputs: Value,
+        outputs: Value,
+    ) -> std::path::PathBuf {
         write_run(self.runs.path(), id, sim, version, inputs, outputs)
     }
 }
 
-pub fn write_run(dir: &Path, id: &str, sim: &str, version: &str, inputs: Value, outputs: Value) -> std::path::PathBuf {
+pub fn write_run(
+    dir: &Path,
+    id: &str,
+    sim: &str,
+    version: &str,
+    inputs: Value,
+    outputs: Value,
+) -> std::path::PathBuf {
     let mut db = RunDb::open_in(dir, id).unwrap();
     db.initialize_run(&RunInit::new(sim, version)).unwrap();
     let spec_for = |v: &Value| {
         let t = simcache_rundb::ValueType::infer(v).unwrap_or(simcache_rundb::ValueType::String);
-        let mut s = ParamSpec::of_type(if t == simcache_rundb::ValueType::Integer { simcache_rundb::ValueType::Number } else { t });
+        let mut s = ParamSpec::of_type(if t == simcache_rundb::ValueType::Integer {
+            simcache_rundb::ValueType::Number
+        } else {
+            t
+        });
         if t == simcache_rundb::ValueType::Integer || t == simcache_rundb::ValueType::Number {
             s.units = Some("K".into());
             s.min = Some(0.0);
         }
         s
     };
-    let ins: Vec<(String, Value, ParamSpec)> = inputs.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone(), spec_for(v))).collect();
+    let ins: Vec<(String, Value, ParamSpec)> = inputs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), spec_for(v)))
+        .collect();
     let rows: Vec<_> = ins.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect();
     db.save_inputs(&rows).unwrap();
-    let outs: Vec<(String, Value, ParamSpec)> = outputs.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone(), spec_for(v))).collect();
+    let outs: Vec<(String, Value, ParamSpec)> = outputs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), spec_for(v)))
+        .collect();
     let rows: Vec<_> = outs.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect();
     db.save_outputs(&rows).unwrap();
-    db.add_artifact_bytes("result.csv", format!("run,{id}\n").as_bytes(), Some("text/csv"), ArtifactCategory::Data).unwrap();
-    db.complete_run(RunStatus::Completed, Some(1.5), None, None).unwrap();
+    db.add_artifact_bytes(
+        "result.csv",
+        format!("run,{id}\n").as_bytes(),
+        Some("text/csv"),
+        ArtifactCategory::Data,
+    )
+    .unwrap();
+    db.complete_run(RunStatus::Completed, Some(1.5), None, None)
+        .unwrap();
     db.path().to_path_buf()
 }
 

@@ -325,7 +325,11 @@ async fn get_artifact(
             ))
         })
         .await?;
-    Ok(simcache_web::stream::file_response(file, &content_type, None))
+    Ok(simcache_web::stream::file_response(
+        file,
+        &content_type,
+        None,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -386,5 +390,9 @@ async fn snapshot(State(run): Run, h: HeaderMap) -> Result<Response, ApiError> {
         })
         .await?;
     let name = format!("{}.db", run.execution_id);
-    Ok(simcache_web::stream::file_response(file, "application/vnd.sqlite3", Some(&name)))
+    Ok(simcache_web::stream::file_response(
+        file,
+        "application/vnd.sqlite3",
+        Some(&name),
+    ))
 }

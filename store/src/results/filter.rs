@@ -99,10 +99,15 @@ fn scalar(v: &Value, at: &str) -> Result<Option<Scalar>, String> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::Bool(b) => Scalar::Bool(*b),
-        Value::Number(n) => Scalar::Num(n.as_f64().ok_or_else(|| format!("{at}: {n} is not a finite number"))?),
+        Value::Number(n) => Scalar::Num(
+            n.as_f64()
+                .ok_or_else(|| format!("{at}: {n} is not a finite number"))?,
+        ),
         Value::String(s) => Scalar::Str(s.clone()),
         Value::Array(_) | Value::Object(_) => {
-            return Err(format!("{at}: filters compare numbers, strings and booleans, not {v}"));
+            return Err(format!(
+                "{at}: filters compare numbers, strings and booleans, not {v}"
+            ));
         }
     }))
 }
@@ -140,22 +145,32 @@ pub fn parse_filters(
                             Some(s) => Op::Eq(s),
                             None => Op::IsNull,
                         },
-                        "$ne" => Op::Ne(scalar(v, &at)?.ok_or_else(|| format!("{at}: $ne needs a value, not null"))?),
+                        "$ne" => Op::Ne(
+                            scalar(v, &at)?
+                                .ok_or_else(|| format!("{at}: $ne needs a value, not null"))?,
+                        ),
                         "$gt" => Op::Gt(number(v, &at, op)?),
                         "$gte" => Op::Gte(number(v, &at, op)?),
                         "$lt" => Op::Lt(number(v, &at, op)?),
                         "$lte" => Op::Lte(number(v, &at, op)?),
                         "$in" => {
-                            let items = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-                                format!("{at}: $in needs a non-empty array, got {v}")
-                            })?;
+                            let items =
+                                v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+                                    format!("{at}: $in needs a non-empty array, got {v}")
+                                })?;
                             let mut list = Vec::new();
                             for (i, x) in items.iter().enumerate() {
-                                list.push(scalar(x, &format!("{at}[{i}]"))?.ok_or_else(|| format!("{at}[{i}]: null is not allowed in $in"))?);
+                                list.push(scalar(x, &format!("{at}[{i}]"))?.ok_or_else(|| {
+                                    format!("{at}[{i}]: null is not allowed in $in")
+                                })?);
                             }
                             Op::In(list)
                         }
-                        other => return Err(format!("{at}: unknown operator {other} (expected one of {OPERATORS})")),
+                        other => {
+                            return Err(format!(
+                                "{at}: unknown operator {other} (expected one of {OPERATORS})"
+                            ));
+                        }
                     });
                 }
                 ops
@@ -180,7 +195,11 @@ pub fn parse_filters(
                 check_declared(&at, t, op)?;
             }
         }
-        out.push(ParamFilter { class, name: name.clone(), ops });
+        out.push(ParamFilter {
+            class,
+            name: name.clone(),
+            ops,
+        });
     }
     Ok(out)
 }
@@ -193,7 +212,9 @@ fn check_declared(at: &str, declared: &str, op: &Op) -> Result<(), String> {
         Op::IsNull => vec![],
         Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) => {
             if !numeric {
-                return Err(format!("{at}: range operators need a number parameter, but it is a {declared}"));
+                return Err(format!(
+                    "{at}: range operators need a number parameter, but it is a {declared}"
+                ));
             }
             vec![]
         }
@@ -205,7 +226,10 @@ fn check_declared(at: &str, declared: &str, op: &Op) -> Result<(), String> {
             Scalar::Bool(_) => matches!(declared, "boolean" | "bool"),
         };
         if !ok {
-            return Err(format!("{at}: the parameter is a {declared}, the filter gives a {}", v.kind()));
+            return Err(format!(
+                "{at}: the parameter is a {declared}, the filter gives a {}",
+                v.kind()
+            ));
         }
     }
     Ok(())
@@ -237,7 +261,11 @@ impl SqlBuilder {
             match op {
                 Op::IsNull => null_check = true,
                 Op::Eq(s) => conds.push(format!("{} = {}", s.column(), self.bind(s.sql()))),
-                Op::Ne(s) => conds.push(format!("{c} IS NOT NULL AND {c} <> {}", self.bind(s.sql()), c = s.column())),
+                Op::Ne(s) => conds.push(format!(
+                    "{c} IS NOT NULL AND {c} <> {}",
+                    self.bind(s.sql()),
+                    c = s.column()
+                )),
                 Op::Gt(x) => conds.push(format!("num_value > {}", self.bind(SqlValue::F64(*x)))),
                 Op::Gte(x) => conds.push(format!("num_value >= {}", self.bind(SqlValue::F64(*x)))),
                 Op::Lt(x) => conds.push(format!("num_value < {}", self.bind(SqlValue::F64(*x)))),
@@ -252,7 +280,10 @@ impl SqlBuilder {
                             None => by_col.push((s.column(), vec![p])),
                         }
                     }
-                    let any: Vec<String> = by_col.iter().map(|(c, ps)| format!("{c} IN ({})", ps.join(", "))).collect();
+                    let any: Vec<String> = by_col
+                        .iter()
+                        .map(|(c, ps)| format!("{c} IN ({})", ps.join(", ")))
+                        .collect();
                     conds.push(format!("({})", any.join(" OR ")));
                 }
             }
@@ -260,9 +291,15 @@ impl SqlBuilder {
         if null_check {
             // Absent or null: no row with a non-null value.
             let non_null = "value_type <> 'null'";
-            return format!("r.id NOT IN (SELECT result_id FROM result_params WHERE {} AND {non_null})", conds.join(" AND "));
+            return format!(
+                "r.id NOT IN (SELECT result_id FROM result_params WHERE {} AND {non_null})",
+                conds.join(" AND ")
+            );
         }
-        format!("r.id IN (SELECT result_id FROM result_params WHERE {})", conds.join(" AND "))
+        format!(
+            "r.id IN (SELECT result_id FROM result_params WHERE {})",
+            conds.join(" AND ")
+        )
     }
 }
 
@@ -273,25 +310,47 @@ mod tests {
 
     #[test]
     fn plain_values_and_operators_parse() {
-        let f = parse_filters(ParamClass::Input, &json!({"t": {"$gte": 300, "$lt": 400}, "m": "steel", "x": null}), None).unwrap();
+        let f = parse_filters(
+            ParamClass::Input,
+            &json!({"t": {"$gte": 300, "$lt": 400}, "m": "steel", "x": null}),
+            None,
+        )
+        .unwrap();
         assert_eq!(f.len(), 3);
         let t = f.iter().find(|p| p.name == "t").unwrap();
         assert_eq!(t.ops, vec![Op::Gte(300.0), Op::Lt(400.0)]);
         let m = f.iter().find(|p| p.name == "m").unwrap();
         assert_eq!(m.ops, vec![Op::Eq(Scalar::Str("steel".into()))]);
-        assert_eq!(f.iter().find(|p| p.name == "x").unwrap().ops, vec![Op::IsNull]);
-        let f = parse_filters(ParamClass::Output, &json!({"ok": {"$ne": false}, "k": {"$in": [1, "a"]}}), None).unwrap();
+        assert_eq!(
+            f.iter().find(|p| p.name == "x").unwrap().ops,
+            vec![Op::IsNull]
+        );
+        let f = parse_filters(
+            ParamClass::Output,
+            &json!({"ok": {"$ne": false}, "k": {"$in": [1, "a"]}}),
+            None,
+        )
+        .unwrap();
         assert_eq!(f.len(), 2);
     }
 
     #[test]
     fn bad_filters_name_the_problem() {
         let cases = [
-            (json!({"t": {"$gte": "hot"}}), "input_filters.t.$gte: $gte needs a number, got \"hot\""),
-            (json!({"t": {"$regex": "x"}}), "input_filters.t.$regex: unknown operator $regex"),
+            (
+                json!({"t": {"$gte": "hot"}}),
+                "input_filters.t.$gte: $gte needs a number, got \"hot\"",
+            ),
+            (
+                json!({"t": {"$regex": "x"}}),
+                "input_filters.t.$regex: unknown operator $regex",
+            ),
             (json!({"t": {"$in": []}}), "$in needs a non-empty array"),
             (json!({"t": {"$in": [null]}}), "null is not allowed in $in"),
-            (json!({"t": [1, 2]}), "filters compare numbers, strings and booleans"),
+            (
+                json!({"t": [1, 2]}),
+                "filters compare numbers, strings and booleans",
+            ),
             (json!({"t": {"$gt": 1, "plain": 2}}), "cannot be mixed"),
             (json!([1]), "input_filters must be an object"),
         ];
@@ -303,12 +362,31 @@ mod tests {
 
     #[test]
     fn declared_types_are_enforced() {
-        let declared: BTreeMap<String, String> =
-            [("t".to_string(), "number".to_string()), ("m".to_string(), "string".to_string())].into();
-        assert!(parse_filters(ParamClass::Input, &json!({"t": {"$gt": 1}, "m": "steel"}), Some(&declared)).is_ok());
-        let e = parse_filters(ParamClass::Input, &json!({"t": "hot"}), Some(&declared)).unwrap_err();
-        assert!(e.contains("the parameter is a number, the filter gives a string"), "{e}");
-        let e = parse_filters(ParamClass::Input, &json!({"m": {"$gt": 1}}), Some(&declared)).unwrap_err();
+        let declared: BTreeMap<String, String> = [
+            ("t".to_string(), "number".to_string()),
+            ("m".to_string(), "string".to_string()),
+        ]
+        .into();
+        assert!(
+            parse_filters(
+                ParamClass::Input,
+                &json!({"t": {"$gt": 1}, "m": "steel"}),
+                Some(&declared)
+            )
+            .is_ok()
+        );
+        let e =
+            parse_filters(ParamClass::Input, &json!({"t": "hot"}), Some(&declared)).unwrap_err();
+        assert!(
+            e.contains("the parameter is a number, the filter gives a string"),
+            "{e}"
+        );
+        let e = parse_filters(
+            ParamClass::Input,
+            &json!({"m": {"$gt": 1}}),
+            Some(&declared),
+        )
+        .unwrap_err();
         assert!(e.contains("range operators need a number parameter"), "{e}");
         let e = parse_filters(ParamClass::Input, &json!({"z": 1}), Some(&declared)).unwrap_err();
         assert!(e.contains("no input parameter \"z\" is declared"), "{e}");
@@ -316,7 +394,12 @@ mod tests {
 
     #[test]
     fn sql_uses_typed_columns_and_numbered_placeholders() {
-        let f = parse_filters(ParamClass::Input, &json!({"t": {"$gte": 300, "$in": [1, "a"]}}), None).unwrap();
+        let f = parse_filters(
+            ParamClass::Input,
+            &json!({"t": {"$gte": 300, "$in": [1, "a"]}}),
+            None,
+        )
+        .unwrap();
         let mut b = SqlBuilder::default();
         let sql = b.filter_condition(&f[0], Some("thermal"));
         assert_eq!(

@@ -169,15 +169,25 @@ impl ResultsStore {
 
     /// Registers (or re-registers) a run's result; returns (result id, schema id).
     pub async fn register(&self, rec: &ResultRecord, mode: Upsert) -> Result<(i64, i64)> {
-        if rec.execution_id.is_empty() || rec.simulation_name.is_empty() || rec.simulation_version.is_empty() {
-            return Err(StoreError::Conflict("execution_id, simulation_name and simulation_version are required".into()));
+        if rec.execution_id.is_empty()
+            || rec.simulation_name.is_empty()
+            || rec.simulation_version.is_empty()
+        {
+            return Err(StoreError::Conflict(
+                "execution_id, simulation_name and simulation_version are required".into(),
+            ));
         }
         let now = now_ms();
         let squid = rec
             .squid_id
             .clone()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("{}/{}/{}", rec.simulation_name, rec.simulation_version, rec.execution_id));
+            .unwrap_or_else(|| {
+                format!(
+                    "{}/{}/{}",
+                    rec.simulation_name, rec.simulation_version, rec.execution_id
+                )
+            });
         let schema_doc = serde_json::json!({
             "input": rec.definitions.iter().filter(|d| d.class == ParamClass::Input).map(|d| (d.name.clone(), serde_json::json!({"type": d.param_type, "units": d.units, "description": d.description, "min": d.min, "max": d.max, "default": d.default}))).collect::<serde_json::Map<_, _>>(),
             "output": rec.definitions.iter().filter(|d| d.class == ParamClass::Output).map(|d| (d.name.clone(), serde_json::json!({"type": d.param_type, "units": d.units, "description": d.description, "min": d.min, "max": d.max}))).collect::<serde_json::Map<_, _>>(),
@@ -262,10 +272,15 @@ impl ResultsStore {
             ],
         ));
         let result_stmt = script.len() - 1;
-        let result = Param::Returned { stmt: result_stmt, col: 0 };
+        let result = Param::Returned {
+            stmt: result_stmt,
+            col: 0,
+        };
         let replaced = match mode {
             Upsert::Replace => "DELETE FROM result_params WHERE result_id = $1",
-            Upsert::KeepInputs => "DELETE FROM result_params WHERE result_id = $1 AND class = 'output'",
+            Upsert::KeepInputs => {
+                "DELETE FROM result_params WHERE result_id = $1 AND class = 'output'"
+            }
         };
         script.push(Stmt::new(replaced, vec![result.clone()]));
         let rows: Vec<(ParamClass, &String, &Value)> = rec
@@ -287,7 +302,14 @@ impl ResultsStore {
                 }
                 sql.push_str(&format!(
                     "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7, base + 8
+                    base + 1,
+                    base + 2,
+                    base + 3,
+                    base + 4,
+                    base + 5,
+                    base + 6,
+                    base + 7,
+                    base + 8
                 ));
                 params.extend([
                     result.clone(),
@@ -305,7 +327,10 @@ impl ResultsStore {
             script.push(Stmt::new(sql, params));
         }
         if mode == Upsert::Replace {
-            script.push(Stmt::new("DELETE FROM result_files WHERE result_id = $1", vec![result.clone()]));
+            script.push(Stmt::new(
+                "DELETE FROM result_files WHERE result_id = $1",
+                vec![result.clone()],
+            ));
             for f in &rec.files {
                 script.push(Stmt::new(
                     "INSERT INTO result_files (result_id, name, size_bytes, category, content_type, sha256)
@@ -327,7 +352,12 @@ impl ResultsStore {
     }
 
     /// Records why a registration failed (kept for operators to inspect).
-    pub async fn record_error(&self, execution_id: &str, error_type: &str, message: &str) -> Result<()> {
+    pub async fn record_error(
+        &self,
+        execution_id: &str,
+        error_type: &str,
+        message: &str,
+    ) -> Result<()> {
         self.sql
             .script(vec![Stmt::new(
                 "INSERT INTO result_errors (execution_id, error_type, error_message, created_at_ms) VALUES ($1, $2, $3, $4)",
@@ -340,7 +370,12 @@ impl ResultsStore {
     pub async fn get(&self, execution_id: &str) -> Result<Option<StoredResult>> {
         let rows = self
             .sql
-            .query(&format!("SELECT {RESULT_COLUMNS} FROM execution_results r WHERE r.execution_id = $1"), vec![execution_id.into()])
+            .query(
+                &format!(
+                    "SELECT {RESULT_COLUMNS} FROM execution_results r WHERE r.execution_id = $1"
+                ),
+                vec![execution_id.into()],
+            )
             .await?;
         Ok(rows.first().map(result_from_row))
     }
@@ -349,8 +384,14 @@ impl ResultsStore {
         let done = self
             .sql
             .script(vec![
-                Stmt::new("DELETE FROM result_errors WHERE execution_id = $1", vec![execution_id.into()]),
-                Stmt::new("DELETE FROM execution_results WHERE execution_id = $1 RETURNING id", vec![execution_id.into()]),
+                Stmt::new(
+                    "DELETE FROM result_errors WHERE execution_id = $1",
+                    vec![execution_id.into()],
+                ),
+                Stmt::new(
+                    "DELETE FROM execution_results WHERE execution_id = $1 RETURNING id",
+                    vec![execution_id.into()],
+                ),
             ])
             .await?;
         Ok(!done[1].is_empty())
@@ -368,7 +409,11 @@ impl ResultsStore {
     }
 
     /// Declared parameter types of a simulation (all versions), by class.
-    pub async fn declared_types(&self, simulation: &str, class: ParamClass) -> Result<Option<BTreeMap<String, String>>> {
+    pub async fn declared_types(
+        &self,
+        simulation: &str,
+        class: ParamClass,
+    ) -> Result<Option<BTreeMap<String, String>>> {
         let rows = self
             .sql
             .query(
@@ -381,7 +426,11 @@ impl ResultsStore {
         if rows.is_empty() {
             return Ok(None);
         }
-        Ok(Some(rows.iter().filter_map(|r| Some((r.text(0)?, r.text(1)?))).collect()))
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| Some((r.text(0)?, r.text(1)?)))
+                .collect(),
+        ))
     }
 
     pub async fn definitions(&self, simulation: &str, version: &str) -> Result<Vec<ParamDef>> {
@@ -398,7 +447,8 @@ impl ResultsStore {
         Ok(rows
             .iter()
             .map(|r| ParamDef {
-                class: ParamClass::parse(&r.text(0).unwrap_or_default()).unwrap_or(ParamClass::Input),
+                class: ParamClass::parse(&r.text(0).unwrap_or_default())
+                    .unwrap_or(ParamClass::Input),
                 name: r.text(1).unwrap_or_default(),
                 param_type: r.text(2).unwrap_or_default(),
                 description: r.text(3),
@@ -417,16 +467,22 @@ impl ResultsStore {
         if let Some((class, name)) = &q.sort {
             let c = b.bind(class.as_str().into());
             let n = b.bind(name.as_str().into());
-            join = format!("LEFT JOIN result_params s ON s.result_id = r.id AND s.class = {c} AND s.name = {n}");
+            join = format!(
+                "LEFT JOIN result_params s ON s.result_id = r.id AND s.class = {c} AND s.name = {n}"
+            );
             let dir = if q.descending { "DESC" } else { "ASC" };
-            order = format!("s.num_value {dir} NULLS LAST, s.str_value {dir} NULLS LAST, r.id {dir}");
+            order =
+                format!("s.num_value {dir} NULLS LAST, s.str_value {dir} NULLS LAST, r.id {dir}");
         }
         let mut wheres: Vec<String> = Vec::new();
         if let Some(s) = &q.simulation_name {
             wheres.push(format!("r.simulation_name = {}", b.bind(s.as_str().into())));
         }
         if let Some(v) = &q.simulation_version {
-            wheres.push(format!("r.simulation_version = {}", b.bind(v.as_str().into())));
+            wheres.push(format!(
+                "r.simulation_version = {}",
+                b.bind(v.as_str().into())
+            ));
         }
         if let Some(s) = &q.status {
             wheres.push(format!("r.status = {}", b.bind(s.as_str().into())));
@@ -436,14 +492,25 @@ impl ResultsStore {
         }
         let limit = b.bind(q.limit.clamp(1, 1000).into());
         let offset = b.bind(q.offset.max(0).into());
-        let where_sql = if wheres.is_empty() { String::new() } else { format!("WHERE {}", wheres.join(" AND ")) };
-        let sql = format!("SELECT {RESULT_COLUMNS} FROM execution_results r {join} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+        let where_sql = if wheres.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", wheres.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM execution_results r {join} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        );
         let rows = self.sql.query(&sql, b.params).await?;
         Ok(rows.iter().map(result_from_row).collect())
     }
 
     /// count, min, max, mean and sample standard deviation of a numeric parameter.
-    pub async fn parameter_stats(&self, simulation: &str, param: &str, class: ParamClass) -> Result<ParamStats> {
+    pub async fn parameter_stats(
+        &self,
+        simulation: &str,
+        param: &str,
+        class: ParamClass,
+    ) -> Result<ParamStats> {
         let rows = self
             .sql
             .query(
@@ -467,7 +534,11 @@ impl ResultsStore {
         };
         Ok(ParamStats {
             param_name: param.to_string(),
-            param_type: if n > 0 { "number".into() } else { r.text(5).unwrap_or_else(|| "number".into()) },
+            param_type: if n > 0 {
+                "number".into()
+            } else {
+                r.text(5).unwrap_or_else(|| "number".into())
+            },
             count: n,
             min_value: r.f64(1),
             max_value: r.f64(2),
@@ -490,7 +561,13 @@ impl ResultsStore {
     }
 
     /// Every file of every run of a simulation version: (execution id, file).
-    pub async fn simulation_files(&self, simulation: &str, version: &str, limit: i64, offset: i64) -> Result<Vec<(String, ResultFile)>> {
+    pub async fn simulation_files(
+        &self,
+        simulation: &str,
+        version: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<(String, ResultFile)>> {
         let rows = self
             .sql
             .query(
@@ -498,10 +575,18 @@ impl ResultsStore {
                  FROM result_files f JOIN execution_results r ON r.id = f.result_id
                  WHERE r.simulation_name = $1 AND r.simulation_version = $2
                  ORDER BY r.execution_id, f.name LIMIT $3 OFFSET $4",
-                vec![simulation.into(), version.into(), limit.clamp(1, 10_000).into(), offset.max(0).into()],
+                vec![
+                    simulation.into(),
+                    version.into(),
+                    limit.clamp(1, 10_000).into(),
+                    offset.max(0).into(),
+                ],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.text(5).unwrap_or_default(), file_from_row(r))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.text(5).unwrap_or_default(), file_from_row(r)))
+            .collect())
     }
 }
 
@@ -514,4 +599,3 @@ fn file_from_row(r: &DbRow) -> ResultFile {
         sha256: r.text(4),
     }
 }
-

@@ -1,0 +1,254 @@
+//! The API's document, health, and its behaviour when the database is new,
+//! shared by replicas starting together, unreachable, or dropping connections.
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use simcache_store::postgres::PgOptions;
+use simcache_store::{Backend, Stores};
+
+/// Every (path, method) in /openapi.json is served by a route (never the
+/// "no such route" fallback or 405), and every route family the API serves
+/// is in the document.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let c = common::sqlite().await;
+    let (s, doc) = c.get("/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        serde_json::to_value(&c.api.openapi).unwrap(),
+        doc,
+        "served document = generated document"
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut probed = 0;
+    for (path, ops) in paths {
+        let concrete = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "probe" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ops.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = c
+                .http
+                .request(m, format!("{}{concrete}", c.url))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} documented but not routed"
+            );
+            assert_ne!(
+                body["error"],
+                json!("no such route"),
+                "{method} {path} documented but not routed"
+            );
+            probed += 1;
+        }
+        // Methods not documented on a documented path are not served.
+        if !ops.as_object().unwrap().contains_key("put") {
+            let resp = c
+                .http
+                .put(format!("{}{concrete}", c.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PUT {path} is served but not documented"
+            );
+        }
+    }
+    assert!(probed >= 30, "only {probed} operations documented");
+    // Routes outside the document are not served.
+    for p in ["/cache/x", "/simulations/a/b/c/d", "/admin", "/results/x/y"] {
+        let (s, b) = c.get(p, Some(&c.admin)).await;
+        assert_eq!(
+            (s, b["error"].clone()),
+            (StatusCode::NOT_FOUND, json!("no such route")),
+            "{p}"
+        );
+    }
+    // Every schema referenced is defined.
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &r[..r.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "missing schema {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let c = common::sqlite().await;
+    assert_eq!(
+        c.get("/healthz", None).await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        c.get("/readyz", None).await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+    assert_eq!(
+        c.get("/health", None).await.1,
+        json!({"status": "healthy", "service": "catalog", "backend": "sqlite"})
+    );
+    c.get("/simulations/search", Some(&c.user)).await;
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("simcache_http_requests_total{method=\"GET\",route=\"/simulations/search\",status=\"200\"}"), "{text}");
+}
+
+async fn ledger(url: &str) -> Vec<(i64, String)> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT version, name FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_apply_once_even_when_replicas_start_together() {
+    let url = simcache_testkit::fresh_database("migrate_together").await;
+    let starts: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                Stores::open(&Backend::Postgres(PgOptions::new(url)), &format!("r{i}"))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for s in starts {
+        s.await.unwrap().expect("every replica starts");
+    }
+    let l = ledger(&url).await;
+    assert_eq!(
+        l,
+        [
+            (1, "sessions_and_cache".to_string()),
+            (2, "catalog_results_files".to_string())
+        ]
+    );
+    // Re-running is a no-op and the data survives.
+    let stores = Stores::open(&Backend::Postgres(PgOptions::new(url.clone())), "again")
+        .await
+        .unwrap();
+    assert_eq!(ledger(&url).await, l);
+    assert_eq!(
+        stores.catalog.overview().await.unwrap().total_simulations,
+        0
+    );
+
+    // SQLite: same from threads sharing one file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let p = path.clone();
+            tokio::spawn(async move {
+                Stores::open(&Backend::Sqlite { path: p }, "x")
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().expect("every opener succeeds");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_start_up_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut o = PgOptions::new(format!("postgresql://nobody@127.0.0.1:{port}/simcache"));
+    o.connect_deadline = Duration::from_millis(800);
+    let runs = tempfile::tempdir().unwrap();
+    let cfg =
+        simcache_operator::server::ApiConfig::new(Backend::Postgres(o), runs.path().to_path_buf());
+    let started = std::time::Instant::now();
+    let e = simcache_operator::server::start(cfg, std::future::pending())
+        .await
+        .err()
+        .expect("start fails");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("database unavailable"), "{msg}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "it retried with backoff before giving up"
+    );
+}
+
+/// PostgreSQL drops every connection of the API (a restart, a failover):
+/// requests fail with a JSON 503 at worst, never a 500 or a crash, and work
+/// again without restarting the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_survived() {
+    let c = common::postgres("dropped_connections").await;
+    c.register("thermal", "1", json!({})).await;
+    let db_url = match &c.api.stores.pg {
+        Some(pg) => pg.config().get_dbname().unwrap().to_string(),
+        None => unreachable!(),
+    };
+    let admin = simcache_testkit::pg::server().admin_url.clone();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let killed = client
+        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db_url])
+        .await
+        .unwrap()
+        .len();
+    assert!(killed > 0, "the API held connections");
+    let mut ok = 0;
+    for _ in 0..20 {
+        let (s, b) = c.get("/simulations/search", Some(&c.user)).await;
+        assert!(
+            s == StatusCode::OK || s == StatusCode::SERVICE_UNAVAILABLE,
+            "{s}: {b}"
+        );
+        if s == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(b["error"], json!("store unavailable, retry later"));
+        } else {
+            ok += 1;
+        }
+    }
+    assert!(ok >= 15, "the pool did not recover: {ok}/20 succeeded");
+    assert_eq!(c.get("/readyz", None).await.0, StatusCode::OK);
+}
