@@ -197,6 +197,15 @@ fn simulation_from_row(r: &DbRow) -> Result<Simulation> {
     })
 }
 
+/// Which text condition one search query applies.
+#[derive(Clone, Copy)]
+enum Text {
+    None,
+    Any,
+    All,
+    AnyNotAll,
+}
+
 /// The catalog over either backend.
 #[derive(Clone)]
 pub struct CatalogStore {
@@ -338,6 +347,50 @@ impl CatalogStore {
     /// Free text (any token, best matches first) and tags (all of them).
     pub async fn search(&self, q: &SearchQuery) -> Result<Vec<Simulation>> {
         let tokens = q.text.as_deref().map(tokenize).unwrap_or_default();
+        let limit = q.limit.clamp(1, 1000);
+        let offset = q.offset.max(0);
+        if tokens.len() != 2 {
+            let text = if tokens.is_empty() {
+                Text::None
+            } else {
+                Text::Any
+            };
+            // One token scores 1 for every match, so newest-first is the ranking.
+            let ranked = tokens.len() > 1;
+            return self
+                .search_once(q, &tokens, text, ranked, limit, offset)
+                .await;
+        }
+        // Two tokens, sim2l's ranking (matches of both first, then of either,
+        // newest first within each) as two queries the indexes answer well:
+        // no need to score every row that contains a common word.
+        let want = offset + limit;
+        let mut rows = self
+            .search_once(q, &tokens, Text::All, false, want, 0)
+            .await?;
+        if (rows.len() as i64) < want {
+            let rest = want - rows.len() as i64;
+            rows.extend(
+                self.search_once(q, &tokens, Text::AnyNotAll, false, rest, 0)
+                    .await?,
+            );
+        }
+        Ok(rows
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn search_once(
+        &self,
+        q: &SearchQuery,
+        tokens: &[String],
+        text: Text,
+        ranked: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Simulation>> {
         let mut params: Vec<SqlValue> = Vec::new();
         let next = |v: SqlValue, params: &mut Vec<SqlValue>| {
             params.push(v);
@@ -345,46 +398,49 @@ impl CatalogStore {
         };
         let mut wheres: Vec<String> = Vec::new();
         let mut score: Vec<String> = Vec::new();
-        let mut any: Vec<String> = Vec::new();
-        for t in &tokens {
+        let mut likes: Vec<String> = Vec::new();
+        for t in tokens {
             let p = next(like_contains(t).into(), &mut params);
-            any.push(format!("search_text LIKE {p} ESCAPE '\\'"));
+            likes.push(format!("search_text LIKE {p} ESCAPE '\\'"));
             score.push(format!(
                 "CASE WHEN search_text LIKE {p} ESCAPE '\\' THEN 1 ELSE 0 END"
             ));
         }
-        if !any.is_empty() {
-            wheres.push(format!("({})", any.join(" OR ")));
+        match text {
+            Text::None => {}
+            Text::Any => wheres.push(format!("({})", likes.join(" OR "))),
+            Text::All => wheres.push(format!("({})", likes.join(" AND "))),
+            Text::AnyNotAll => wheres.push(format!(
+                "({}) AND NOT ({})",
+                likes.join(" OR "),
+                likes.join(" AND ")
+            )),
         }
         if let Some(s) = &q.status {
             let p = next(s.as_str().into(), &mut params);
             wheres.push(format!("status = {p}"));
         }
-        if !q.tags.is_empty() {
-            let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
-            tags.sort();
-            tags.dedup();
-            let list: Vec<String> = tags
-                .iter()
-                .map(|t| next(t.as_str().into(), &mut params))
-                .collect();
-            let n = next((tags.len() as i64).into(), &mut params);
+        let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
+        tags.sort();
+        tags.dedup();
+        // One index probe per tag and candidate: cheap whatever a tag's popularity.
+        for t in &tags {
+            let p = next(t.as_str().into(), &mut params);
             wheres.push(format!(
-                "id IN (SELECT simulation_id FROM simulation_tags WHERE tag IN ({}) GROUP BY simulation_id HAVING COUNT(*) = {n})",
-                list.join(", ")
+                "EXISTS (SELECT 1 FROM simulation_tags t WHERE t.tag = {p} AND t.simulation_id = simulations.id)"
             ));
         }
-        let limit = next(q.limit.clamp(1, 1000).into(), &mut params);
-        let offset = next(q.offset.max(0).into(), &mut params);
+        let limit = next(limit.into(), &mut params);
+        let offset = next(offset.into(), &mut params);
         let where_sql = if wheres.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", wheres.join(" AND "))
         };
-        let order = if score.is_empty() {
-            "created_at_ms DESC, id DESC".to_string()
-        } else {
+        let order = if ranked {
             format!("({}) DESC, created_at_ms DESC, id DESC", score.join(" + "))
+        } else {
+            "created_at_ms DESC, id DESC".to_string()
         };
         let sql = format!(
             "SELECT {SIM_COLUMNS} FROM simulations {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"

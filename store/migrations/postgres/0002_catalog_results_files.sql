@@ -152,3 +152,14 @@ CREATE TABLE file_objects (
     modified_at_ms BIGINT NOT NULL
 );
 CREATE INDEX file_objects_parent ON file_objects (parent_id, name);
+
+-- Free-text search matches substrings (LIKE '%word%'); a trigram index keeps
+-- that fast on large catalogs. pg_trgm is a trusted extension (a database
+-- owner may create it); where it is not allowed, search still works by scan.
+DO $$
+BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX simulations_search_trgm ON simulations USING gin (search_text gin_trgm_ops);
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pg_trgm unavailable (%); catalog text search will scan', SQLERRM;
+END $$;
