@@ -197,6 +197,10 @@ fn simulation_from_row(r: &DbRow) -> Result<Simulation> {
     })
 }
 
+/// How many of the newest simulations a newest-first search looks at before
+/// asking the indexes (see `search_once`).
+const RECENT_WINDOW: i64 = 1_000;
+
 /// Which text condition one search query applies.
 #[derive(Clone, Copy)]
 enum Text {
@@ -430,13 +434,35 @@ impl CatalogStore {
                 "EXISTS (SELECT 1 FROM simulation_tags t WHERE t.tag = {p} AND t.simulation_id = simulations.id)"
             ));
         }
-        let limit = next(limit.into(), &mut params);
-        let offset = next(offset.into(), &mut params);
         let where_sql = if wheres.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", wheres.join(" AND "))
         };
+        if !ranked && !wheres.is_empty() {
+            // Newest first: if the newest rows already hold enough matches,
+            // they are the answer (every other match is older). A common word
+            // is answered from a small window instead of thousands of matches;
+            // a rare one falls through to the indexed query below.
+            let want = offset + limit;
+            let mut p = params.clone();
+            let w = next(RECENT_WINDOW.into(), &mut p);
+            let n = next(want.into(), &mut p);
+            let sql = format!(
+                "SELECT {SIM_COLUMNS} FROM (SELECT * FROM simulations ORDER BY created_at_ms DESC, id DESC LIMIT {w}) AS simulations
+                 {where_sql} ORDER BY created_at_ms DESC, id DESC LIMIT {n}"
+            );
+            let rows = self.sql.query(&sql, p).await?;
+            if rows.len() as i64 == want {
+                return rows
+                    .iter()
+                    .skip(offset as usize)
+                    .map(simulation_from_row)
+                    .collect();
+            }
+        }
+        let limit = next(limit.into(), &mut params);
+        let offset = next(offset.into(), &mut params);
         let order = if ranked {
             format!("({}) DESC, created_at_ms DESC, id DESC", score.join(" + "))
         } else {

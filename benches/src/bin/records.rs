@@ -394,7 +394,10 @@ async fn run(backend: Backend, label: &str) -> anyhow::Result<()> {
             ),
             _ => format!("{url}/simulations/search?query={}", rng.pick(WORDS)),
         };
-        let d = get(q).await?;
+        let d = get(q.clone()).await?;
+        if std::env::var_os("BENCH_SLOW").is_some() && d > Duration::from_millis(15) {
+            eprintln!("slow {:.1} ms {q}", d.as_secs_f64() * 1e3);
+        }
         by_kind[i % 3].push(d);
         lat.push(d);
     }
