@@ -321,3 +321,107 @@ async fn privileges_and_bad_input(c: Ctx) {
     let (_, all) = c.get("/simulations/search?status=all", Some(&c.user)).await;
     assert_eq!(all, json!([]), "nothing was stored by the refused requests");
 }
+
+/// Searches answered from the window of newest simulations return exactly
+/// what a search over everything returns, in the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_search_equals_the_full_search() {
+    let c = common::sqlite().await;
+    let spec = |i: usize, desc: &str| simcache_store::catalog::SimulationSpec {
+        name: format!("sim-{i:04}"),
+        version: "1".into(),
+        description: Some(desc.to_string()),
+        author: None,
+        tags: vec![],
+        input_schema: json!({}),
+        output_schema: json!({}),
+        image: None,
+        workflow_type: "container".into(),
+        workflow_hash: None,
+        visibility: "public".into(),
+        metadata: None,
+    };
+    // "rare" in the 5 oldest and the 20 newest of 1,300; "common" in every third.
+    for i in 0..1300 {
+        let mut d = String::from("plain");
+        if i < 5 || i >= 1280 {
+            d.push_str(" rare");
+        }
+        if i % 3 == 0 {
+            d.push_str(" common");
+        }
+        c.api
+            .stores
+            .catalog
+            .register(&spec(i, &d), None)
+            .await
+            .unwrap();
+        // Distinct creation times keep the expected order unambiguous.
+        tokio::time::sleep(std::time::Duration::from_micros(1100)).await;
+    }
+    let names = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (_, rare) = c
+        .get("/simulations/search?query=rare&limit=100", Some(&c.user))
+        .await;
+    let expected: Vec<String> = (1280..1300)
+        .rev()
+        .chain((0..5).rev())
+        .map(|i| format!("sim-{i:04}"))
+        .collect();
+    assert_eq!(
+        names(&rare),
+        expected,
+        "matches outside the window are found"
+    );
+    let (_, common) = c
+        .get(
+            "/simulations/search?query=common&limit=50&offset=10",
+            Some(&c.user),
+        )
+        .await;
+    let expected: Vec<String> = (0..1300)
+        .rev()
+        .filter(|i| i % 3 == 0)
+        .skip(10)
+        .take(50)
+        .map(|i| format!("sim-{i:04}"))
+        .collect();
+    assert_eq!(
+        names(&common),
+        expected,
+        "a window that fills gives the same page"
+    );
+    let (_, both) = c
+        .get(
+            "/simulations/search?query=rare%20common&limit=8",
+            Some(&c.user),
+        )
+        .await;
+    let mut expected: Vec<usize> = (1280..1300)
+        .rev()
+        .chain((0..5).rev())
+        .filter(|i| i % 3 == 0)
+        .collect();
+    expected.extend(
+        (0..1300)
+            .rev()
+            .filter(|i| (i % 3 == 0) != (*i < 5 || *i >= 1280))
+            .take(8),
+    );
+    let expected: Vec<String> = expected
+        .into_iter()
+        .take(8)
+        .map(|i| format!("sim-{i:04}"))
+        .collect();
+    assert_eq!(
+        names(&both),
+        expected,
+        "both words first, then either, newest first"
+    );
+}
