@@ -5,4 +5,5 @@
 pub mod api;
 pub mod config;
 pub mod introspect;
+pub mod runs;
 pub mod server;

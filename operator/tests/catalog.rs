@@ -344,7 +344,7 @@ async fn windowed_search_equals_the_full_search() {
     // "rare" in the 5 oldest and the 20 newest of 1,300; "common" in every third.
     for i in 0..1300 {
         let mut d = String::from("plain");
-        if i < 5 || i >= 1280 {
+        if !(5..1280).contains(&i) {
             d.push_str(" rare");
         }
         if i % 3 == 0 {
@@ -411,7 +411,7 @@ async fn windowed_search_equals_the_full_search() {
     expected.extend(
         (0..1300)
             .rev()
-            .filter(|i| (i % 3 == 0) != (*i < 5 || *i >= 1280))
+            .filter(|i| (i % 3 == 0) == (5..1280).contains(i))
             .take(8),
     );
     let expected: Vec<String> = expected

@@ -347,45 +347,60 @@ impl RunSchema {
 /// JSON with object keys sorted and no whitespace: the same value always
 /// gives the same bytes, whatever order a client wrote its keys in.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_canonical(v, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Streams the canonical form of `v` into `w` (e.g. straight into a hasher).
+pub fn write_canonical<W: std::io::Write>(v: &Value, w: &mut W) -> std::io::Result<()> {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
+            w.write_all(b"{")?;
+            // serde_json's map is usually already sorted; sort only when not.
+            let sorted = m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b);
+            let mut first = true;
+            let mut emit = |k: &String, x: &Value, w: &mut W| -> std::io::Result<()> {
+                if !first {
+                    w.write_all(b",")?;
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
+                first = false;
+                serde_json::to_writer(&mut *w, k).map_err(std::io::Error::other)?;
+                w.write_all(b":")?;
+                write_canonical(x, w)
+            };
+            if sorted {
+                for (k, x) in m {
+                    emit(k, x, w)?;
+                }
+            } else {
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                for (k, x) in entries {
+                    emit(k, x, w)?;
+                }
             }
-            out.push('}');
+            w.write_all(b"}")
         }
         Value::Array(a) => {
-            out.push('[');
+            w.write_all(b"[")?;
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    w.write_all(b",")?;
                 }
-                write_canonical(x, out);
+                write_canonical(x, w)?;
             }
-            out.push(']');
+            w.write_all(b"]")
         }
         // Integral floats are written as integers so 300 and 300.0 hash alike.
         Value::Number(n) => match n.as_f64() {
             Some(f) if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                out.push_str(&(f as i64).to_string())
+                write!(w, "{}", f as i64)
             }
-            _ => out.push_str(&n.to_string()),
+            _ => serde_json::to_writer(w, n).map_err(std::io::Error::other),
         },
-        other => out.push_str(&other.to_string()),
+        other => serde_json::to_writer(w, other).map_err(std::io::Error::other),
     }
 }
 

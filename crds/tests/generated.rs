@@ -1,0 +1,147 @@
+//! The YAML in crds/ is what the types generate, and the schemas carry the
+//! validation, documentation and printer columns users rely on.
+
+use serde_json::Value;
+
+#[test]
+fn the_yaml_files_match_the_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, crd) in simcache_crds::all() {
+        let want = simcache_crds::to_yaml(&crd).unwrap();
+        let have = std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
+        assert!(
+            have == want,
+            "crds/{file} is out of date with the Rust types; run `cargo run -p simcache-crds --bin gen-crds`"
+        );
+    }
+}
+
+fn schema(file: &str) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let y: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+    y["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Every property at every depth has a description (so `kubectl explain` helps).
+fn undocumented(path: &str, s: &Value, out: &mut Vec<String>) {
+    if let Some(props) = s.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            let p = format!("{path}.{k}");
+            // metadata/apiVersion/kind come from Kubernetes itself.
+            if !matches!(k.as_str(), "metadata" | "apiVersion" | "kind")
+                && v.get("description").is_none()
+            {
+                out.push(p.clone());
+            }
+            undocumented(&p, v, out);
+        }
+    }
+    if let Some(items) = s.get("items") {
+        undocumented(&format!("{path}[]"), items, out);
+    }
+    if let Some(ap) = s.get("additionalProperties").filter(|v| v.is_object()) {
+        undocumented(&format!("{path}{{}}"), ap, out);
+    }
+}
+
+#[test]
+fn every_field_is_documented_and_validated() {
+    for file in [
+        "simulations.simcache.io.yaml",
+        "simulationruns.simcache.io.yaml",
+        "cachepolicies.simcache.io.yaml",
+    ] {
+        let s = schema(file);
+        let mut missing = Vec::new();
+        undocumented("", &s, &mut missing);
+        // Kubernetes' own types (Condition, ResourceRequirements) are documented upstream.
+        missing.retain(|p| !p.contains(".conditions[]") && !p.contains(".resources."));
+        assert!(
+            missing.is_empty(),
+            "{file}: undocumented fields {missing:?}"
+        );
+    }
+    let run = schema("simulationruns.simcache.io.yaml");
+    let spec = &run["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["simulation"]));
+    assert_eq!(
+        spec["properties"]["cacheMode"]["enum"],
+        serde_json::json!(["Use", "Refresh", "Bypass"])
+    );
+    assert_eq!(
+        spec["properties"]["retryLimit"]["maximum"],
+        serde_json::json!(10.0)
+    );
+    let mut phases: Vec<&str> = run["properties"]["status"]["properties"]["phase"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    phases.sort();
+    assert_eq!(
+        phases,
+        [
+            "Cached",
+            "Failed",
+            "Pending",
+            "Running",
+            "Succeeded",
+            "WaitingForCache"
+        ]
+    );
+    let sim = schema("simulations.simcache.io.yaml");
+    assert_eq!(
+        sim["properties"]["spec"]["properties"]["version"]["pattern"],
+        serde_json::json!("^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    );
+    let types = &sim["properties"]["spec"]["properties"]["inputs"]["additionalProperties"]["properties"]
+        ["type"]["enum"];
+    assert_eq!(
+        types,
+        &serde_json::json!([
+            "number", "integer", "boolean", "string", "array", "object", "file"
+        ])
+    );
+}
+
+#[test]
+fn names_short_names_categories_and_columns() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, short, columns) in [
+        (
+            "simulations.simcache.io.yaml",
+            "sim",
+            vec!["Version", "Registered", "Runs", "Success", "Age"],
+        ),
+        (
+            "simulationruns.simcache.io.yaml",
+            "simrun",
+            vec!["Simulation", "Phase", "Cache", "Duration", "Age"],
+        ),
+        (
+            "cachepolicies.simcache.io.yaml",
+            "cpol",
+            vec!["TTL", "Entries", "Hit rate", "Age"],
+        ),
+    ] {
+        let y: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        assert_eq!(y["spec"]["group"], "simcache.io");
+        assert_eq!(y["spec"]["names"]["shortNames"], serde_json::json!([short]));
+        assert_eq!(
+            y["spec"]["names"]["categories"],
+            serde_json::json!(["simcache"])
+        );
+        let v = &y["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        assert_eq!(v["subresources"]["status"], serde_json::json!({}));
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, columns, "{file}");
+    }
+}

@@ -1,0 +1,236 @@
+//! What makes two runs "the same": the simulation, its version, the exact
+//! image, and the inputs after defaults — hashed over canonical JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use simcache_crds::{ParameterSpec, ParameterType, SimulationSpec};
+use simcache_rundb::{ParamSpec, RunSchema, ValueType, write_canonical};
+
+fn value_type(t: ParameterType) -> ValueType {
+    match t {
+        ParameterType::Number => ValueType::Number,
+        ParameterType::Integer => ValueType::Integer,
+        ParameterType::Boolean => ValueType::Boolean,
+        ParameterType::String => ValueType::String,
+        ParameterType::Array => ValueType::Array,
+        ParameterType::Object => ValueType::Object,
+        ParameterType::File => ValueType::File,
+    }
+}
+
+fn param_spec(p: &ParameterSpec) -> ParamSpec {
+    ParamSpec {
+        value_type: value_type(p.value_type),
+        units: p.units.clone(),
+        description: p.description.clone(),
+        min: p.min,
+        max: p.max,
+        default: p.default.clone(),
+        choices: None,
+    }
+}
+
+/// The run-database schema of a Simulation (what the sidecar checks too).
+pub fn run_schema(sim: &SimulationSpec) -> RunSchema {
+    RunSchema {
+        inputs: sim
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), param_spec(v)))
+            .collect(),
+        outputs: sim
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), param_spec(v)))
+            .collect(),
+    }
+}
+
+/// Checks a run's inputs against the Simulation (unknown input, wrong type,
+/// out of range, missing without default → an error naming the input) and
+/// applies defaults. The same checks as the sidecar and local mode.
+pub fn resolve_inputs(
+    sim: &SimulationSpec,
+    given: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Value>, String> {
+    let schema = run_schema(sim);
+    schema.check_self()?;
+    let map: serde_json::Map<String, Value> = given.clone().into_iter().collect();
+    schema.resolve_inputs(&map)
+}
+
+/// The image as it identifies a build: the digest when the reference has one.
+pub fn image_identity(image: &str) -> &str {
+    match image.split_once('@') {
+        Some((_, digest)) if digest.starts_with("sha256:") => digest,
+        _ => image,
+    }
+}
+
+/// SHA-256 (hex) over canonical JSON of the simulation, version, image and
+/// the resolved inputs. Key order and `300` vs `300.0` do not change it.
+pub fn input_hash(
+    simulation: &str,
+    version: &str,
+    image: &str,
+    inputs: &BTreeMap<String, Value>,
+) -> String {
+    // The canonical form of {"image", "inputs", "simulation", "version"}
+    // (keys in order), streamed through a buffer into the hasher: the input
+    // document is never copied.
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, HashWriter(Sha256::new()));
+    let write = |w: &mut std::io::BufWriter<HashWriter>| -> std::io::Result<()> {
+        use std::io::Write;
+        w.write_all(b"{\"image\":")?;
+        write_canonical(&Value::from(image_identity(image)), w)?;
+        w.write_all(b",\"inputs\":{")?;
+        for (i, (k, v)) in inputs.iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            write_canonical(&Value::from(k.as_str()), w)?;
+            w.write_all(b":")?;
+            write_canonical(v, w)?;
+        }
+        w.write_all(b"},\"simulation\":")?;
+        write_canonical(&Value::from(simulation), w)?;
+        w.write_all(b",\"version\":")?;
+        write_canonical(&Value::from(version), w)?;
+        w.write_all(b"}")
+    };
+    // Writing into a hasher cannot fail.
+    let _ = write(&mut w);
+    let hasher = match w.into_parts() {
+        (h, Ok(buffered)) => {
+            let mut h = h;
+            h.0.update(&buffered);
+            h
+        }
+        (h, Err(_)) => h,
+    };
+    hex::encode(hasher.0.finalize())
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The cache key of a run: readable prefix, hash for identity.
+pub fn cache_key(simulation: &str, version: &str, hash: &str) -> String {
+    format!("{simulation}/{version}/{hash}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_hash_is_sha256_of_the_canonical_envelope() {
+        let inputs = inputs(json!({"b": [1.0, {"y": 2, "x": "s"}], "a": true}));
+        let doc = json!({"simulation": "t", "version": "1", "image": "img", "inputs": inputs});
+        let want = hex::encode(Sha256::digest(
+            simcache_rundb::canonical_json(&doc).as_bytes(),
+        ));
+        assert_eq!(input_hash("t", "1", "img", &inputs), want);
+    }
+
+    fn sim() -> SimulationSpec {
+        serde_json::from_value(json!({
+            "version": "1.0.0",
+            "image": "ghcr.io/x/thermal:1",
+            "inputs": {
+                "temperature": {"type": "number", "units": "K", "min": 0, "max": 2000},
+                "material": {"type": "string", "default": "steel"},
+                "steps": {"type": "integer", "default": 10}
+            },
+            "outputs": {"max_stress": {"type": "number"}}
+        }))
+        .unwrap()
+    }
+
+    fn inputs(v: Value) -> BTreeMap<String, Value> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn inputs_are_checked_and_defaulted() {
+        let r = resolve_inputs(&sim(), &inputs(json!({"temperature": 350}))).unwrap();
+        assert_eq!(r["material"], json!("steel"));
+        assert_eq!(r["steps"], json!(10));
+        for (given, msg) in [
+            (
+                json!({"temperature": 350, "colour": "red"}),
+                "unknown input \"colour\"",
+            ),
+            (
+                json!({"temperature": "hot"}),
+                "temperature: expected number, got string",
+            ),
+            (
+                json!({"temperature": 5000}),
+                "temperature: 5000 is above the maximum 2000",
+            ),
+            (
+                json!({"temperature": 350, "steps": 2.5}),
+                "steps: expected integer",
+            ),
+            (json!({}), "missing input \"temperature\""),
+        ] {
+            let e = resolve_inputs(&sim(), &inputs(given.clone())).unwrap_err();
+            assert!(e.contains(msg), "{given}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_hash_ignores_spelling_and_follows_identity() {
+        let a = resolve_inputs(
+            &sim(),
+            &inputs(json!({"temperature": 350, "material": "steel"})),
+        )
+        .unwrap();
+        let b = resolve_inputs(
+            &sim(),
+            &inputs(json!({"material": "steel", "temperature": 350.0})),
+        )
+        .unwrap();
+        let c = resolve_inputs(&sim(), &inputs(json!({"temperature": 350}))).unwrap();
+        let h = |i: &BTreeMap<String, Value>, v: &str, img: &str| input_hash("thermal", v, img, i);
+        let base = h(&a, "1.0.0", "ghcr.io/x/thermal:1");
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            h(&b, "1.0.0", "ghcr.io/x/thermal:1"),
+            "key order and 350 vs 350.0"
+        );
+        assert_eq!(
+            base,
+            h(&c, "1.0.0", "ghcr.io/x/thermal:1"),
+            "an explicit default equals the default"
+        );
+        assert_ne!(base, h(&a, "1.0.1", "ghcr.io/x/thermal:1"), "version");
+        assert_ne!(base, h(&a, "1.0.0", "ghcr.io/x/thermal:2"), "image");
+        let other = resolve_inputs(&sim(), &inputs(json!({"temperature": 351}))).unwrap();
+        assert_ne!(base, h(&other, "1.0.0", "ghcr.io/x/thermal:1"), "inputs");
+        // The same digest under two tags is the same build.
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            h(&a, "1.0.0", &format!("ghcr.io/x/thermal:1@{d}")),
+            h(&a, "1.0.0", &format!("registry.local/thermal:latest@{d}"))
+        );
+        assert_eq!(
+            cache_key("thermal", "1.0.0", &base),
+            format!("thermal/1.0.0/{base}")
+        );
+    }
+}
