@@ -1,0 +1,45 @@
+//! The example manifests in examples/ are valid resources, and every run in
+//! them passes the same input checks the operator applies.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use simcache_crds::{CachePolicy, Simulation, SimulationRun};
+use simcache_operator::runs::identity::{input_hash, resolve_inputs};
+
+fn docs<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/thermal")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| T::deserialize(d).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .collect()
+}
+
+#[test]
+fn example_manifests_parse_and_their_runs_are_valid() {
+    let sim: Simulation = docs("simulation.yaml").remove(0);
+    assert_eq!(sim.spec.version, "1.0.0");
+    let policy: CachePolicy = docs("cache-policy.yaml").remove(0);
+    assert_eq!(
+        sim.spec.cache_policy_ref.as_deref(),
+        policy.metadata.name.as_deref()
+    );
+    let mut runs: Vec<SimulationRun> = docs("run.yaml");
+    runs.extend(docs::<SimulationRun>("sweep.yaml"));
+    assert_eq!(runs.len(), 6);
+    let mut hashes = std::collections::BTreeSet::new();
+    for r in &runs {
+        assert_eq!(r.spec.simulation.name, sim.metadata.name.clone().unwrap());
+        let inputs = resolve_inputs(&sim.spec, &r.spec.inputs)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", r.metadata.name));
+        hashes.insert(input_hash(
+            "thermal",
+            &sim.spec.version,
+            &sim.spec.image,
+            &inputs,
+        ));
+    }
+    assert_eq!(hashes.len(), 6, "every example run has distinct inputs");
+}
