@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use simcache_crds::{CachePolicy, Simulation, SimulationRun};
 use simcache_operator::runs::identity::{input_hash, resolve_inputs};
 
@@ -13,7 +12,7 @@ fn docs<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| T::deserialize(d).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .map(|d| <T as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{file}: {e}")))
         .collect()
 }
 
