@@ -13,16 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, env = "SIMCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[arg(long, global = true, env = "SIMCACHE_LOG_FORMAT", value_enum, default_value_t = simcache_web::logging::LogFormat::Text)]
+    pub log_format: simcache_web::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

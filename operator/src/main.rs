@@ -5,30 +5,18 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Parser;
 use simcache_auth::AuthConfig;
-use simcache_operator::config::{BackendKind, Cli, Command, LogFormat, ServeArgs};
+use simcache_operator::config::{BackendKind, Cli, Command, ServeArgs};
 use simcache_operator::server::{self, ApiConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    simcache_web::logging::init(cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(run(cli))
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
-    }
 }
 
 fn home() -> PathBuf {

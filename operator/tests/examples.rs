@@ -12,7 +12,9 @@ fn docs<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| <T as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .map(|d| {
+            <T as serde::Deserialize>::deserialize(d).unwrap_or_else(|e| panic!("{file}: {e}"))
+        })
         .collect()
 }
 

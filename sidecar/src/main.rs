@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use simcache_auth::{AuthConfig, PrivilegeSet, Role};
 use simcache_sidecar::config::{
-    BackendKind, Cli, Command, ExecArgs, LogFormat, SessionCommand, StoreArgs, UserCommand,
+    BackendKind, Cli, Command, ExecArgs, SessionCommand, StoreArgs, UserCommand,
 };
 use simcache_sidecar::run::program::{ProgramSpec, run_program};
 use simcache_sidecar::run::settings::{beside, new_execution_id, new_run_token};
@@ -16,23 +16,11 @@ use simcache_store::postgres::PgOptions;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_with_aliases();
-    init_logging(cli.log_format);
+    simcache_web::logging::init(cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(run(cli))
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
-    }
 }
 
 fn backend(args: &StoreArgs) -> anyhow::Result<Backend> {

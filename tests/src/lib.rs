@@ -2,6 +2,7 @@
 
 pub mod pg;
 pub mod process;
+pub mod roles;
 
 pub use pg::{PgServer, fresh_database};
 pub use process::ServerProcess;

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod json;
+pub mod logging;
 pub mod metrics;
 pub mod shutdown;
 pub mod stream;

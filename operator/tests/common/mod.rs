@@ -7,7 +7,6 @@ use std::path::Path;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use simcache_auth::Role;
 use simcache_operator::server::{self, ApiConfig, RunningApi};
 use simcache_rundb::{ArtifactCategory, ParamSpec, RunDb, RunInit, RunStatus};
 use simcache_store::Backend;
@@ -43,20 +42,7 @@ pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>) -> Ctx {
     let api = server::start(cfg, std::future::pending())
         .await
         .expect("API starts");
-    let tok = |r: Role| {
-        let a = api.auth.clone();
-        async move {
-            a.create_anonymous(r.privileges(), None)
-                .await
-                .unwrap()
-                .token
-        }
-    };
-    let (user, dev, admin) = (
-        tok(Role::User).await,
-        tok(Role::Developer).await,
-        tok(Role::Admin).await,
-    );
+    let (user, dev, admin) = simcache_testkit::roles::role_sessions(&api.auth).await;
     Ctx {
         url: api.url(),
         api,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use simcache_auth::Role;
 use simcache_sidecar::server::{self, RunningServer, ServerConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
@@ -66,20 +65,7 @@ pub async fn start(
     let srv = server::start(cfg, std::future::pending())
         .await
         .expect("server starts");
-    let tok = |r: Role| {
-        let a = srv.auth.clone();
-        async move {
-            a.create_anonymous(r.privileges(), None)
-                .await
-                .unwrap()
-                .token
-        }
-    };
-    let (user, dev, admin) = (
-        tok(Role::User).await,
-        tok(Role::Developer).await,
-        tok(Role::Admin).await,
-    );
+    let (user, dev, admin) = simcache_testkit::roles::role_sessions(&srv.auth).await;
     let ctx = Ctx {
         url: srv.url(),
         srv,
