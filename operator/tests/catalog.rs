@@ -6,7 +6,7 @@ use common::Ctx;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_backends!(
+simcache_testkit::on_both_backends!(
     registration_is_idempotent_and_conflicts_are_refused,
     search_by_text_and_all_tags_with_pages,
     executions_feed_statistics,

@@ -7,7 +7,7 @@ use common::Ctx;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_backends!(
+simcache_testkit::on_both_backends!(
     introspection_registers_typed_values_idempotently,
     search_filters_sort_and_pages,
     parameter_statistics,

@@ -11,7 +11,7 @@ use serde_json::json;
 use simcache_auth::{PrivilegeSet, Role};
 use simcache_store::Stores;
 
-on_both_backends!(
+simcache_testkit::on_both_backends!(
     every_route_checks_its_privilege,
     expired_and_forged_sessions_are_refused,
     login_is_rate_limited_and_sessions_refresh_and_end,

@@ -6,7 +6,7 @@ use common::{Ctx, entry_body};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_backends!(every_bad_input_is_refused_and_nothing_changes);
+simcache_testkit::on_both_backends!(every_bad_input_is_refused_and_nothing_changes);
 
 fn assert_names(status: StatusCode, body: &Value, want: StatusCode, needle: &str) {
     assert_eq!(status, want, "{body}");

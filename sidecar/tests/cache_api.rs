@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use simcache_store::Stores;
 
-on_both_backends!(
+simcache_testkit::on_both_backends!(
     put_then_get_returns_the_seed_entry,
     misses_hits_and_stats_add_up,
     ttl_zero_and_short_ttls_expire,

@@ -7,3 +7,22 @@ pub mod roles;
 
 pub use pg::{PgServer, fresh_database};
 pub use process::ServerProcess;
+
+/// Runs each named async test function, `async fn name(ctx)`, once on SQLite
+/// and once on PostgreSQL. The calling test binary provides
+/// `common::sqlite()` and `common::postgres(hint)` returning its context.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::common::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::common::postgres(stringify!($name)).await).await
+            }
+        }
+    )*};
+}

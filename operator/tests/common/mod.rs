@@ -170,20 +170,3 @@ pub fn write_run(
         .unwrap();
     db.path().to_path_buf()
 }
-
-/// Runs each named async test function on SQLite and on PostgreSQL.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::common::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::common::postgres(stringify!($name)).await).await
-            }
-        }
-    )*};
-}

@@ -196,20 +196,3 @@ pub fn entry_body(key: &str, sim: i64, extra: Value) -> Value {
     }
     b
 }
-
-/// Runs one async test body against SQLite and against PostgreSQL.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::common::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::common::postgres(stringify!($name)).await).await
-            }
-        }
-    )*};
-}
