@@ -198,14 +198,12 @@ impl KubeCluster {
     pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Output {
         use std::io::Write;
         let mut cmd = Command::new("kubectl");
-        if !self.external {
-            // A discovery cache of its own: ports get reused across runs.
-            if let Some(dir) = self.kubeconfig.parent() {
-                cmd.arg(format!(
-                    "--cache-dir={}",
-                    dir.join("kubectl-cache").display()
-                ));
-            }
+        // A fresh discovery cache for every call on the private cluster: a
+        // cached discovery from before the CRDs existed makes kubectl report
+        // "couldn't find resource" for our kinds.
+        let cache = tempfile::tempdir().ok();
+        if let (false, Some(c)) = (self.external, &cache) {
+            cmd.arg(format!("--cache-dir={}", c.path().display()));
         }
         let mut child = cmd
             .args(args)
