@@ -14,8 +14,7 @@ use simcache_store::postgres::PgOptions;
 
 pub struct Ctx {
     pub api: RunningApi,
-    pub url: String,
-    pub http: reqwest::Client,
+    pub client: simcache_testkit::http::SessionClient,
     pub runs: tempfile::TempDir,
     pub user: String,
     pub dev: String,
@@ -44,9 +43,8 @@ pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>) -> Ctx {
         .expect("API starts");
     let (user, dev, admin) = simcache_testkit::roles::role_sessions(&api.auth).await;
     Ctx {
-        url: api.url(),
+        client: simcache_testkit::http::SessionClient::new(api.url()),
         api,
-        http: reqwest::Client::new(),
         runs,
         user,
         dev,
@@ -56,42 +54,6 @@ pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>) -> Ctx {
 }
 
 impl Ctx {
-    pub async fn send(
-        &self,
-        rb: reqwest::RequestBuilder,
-        token: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let rb = match token {
-            Some(t) => rb.header("X-Session-ID", t),
-            None => rb,
-        };
-        let resp = rb.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.get(format!("{}{path}", self.url)), token)
-            .await
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(
-            self.http.post(format!("{}{path}", self.url)).json(&body),
-            token,
-        )
-        .await
-    }
-
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.url)), token)
-            .await
-    }
-
     /// Registers a simulation version as a developer; returns its id.
     pub async fn register(&self, name: &str, version: &str, extra: Value) -> i64 {
         let mut body = json!({
@@ -143,22 +105,17 @@ pub fn write_run(
         }
         s
     };
-    let ins: Vec<(String, Value, ParamSpec)> = inputs
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone(), spec_for(v)))
-        .collect();
-    let rows: Vec<_> = ins.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect();
-    db.save_inputs(&rows).unwrap();
-    let outs: Vec<(String, Value, ParamSpec)> = outputs
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone(), spec_for(v)))
-        .collect();
-    let rows: Vec<_> = outs.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect();
-    db.save_outputs(&rows).unwrap();
+    let typed = |values: &Value| -> Vec<(String, Value, ParamSpec)> {
+        values
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), spec_for(v)))
+            .collect()
+    };
+    let (ins, outs) = (typed(&inputs), typed(&outputs));
+    db.save_inputs(&rows(&ins)).unwrap();
+    db.save_outputs(&rows(&outs)).unwrap();
     db.add_artifact_bytes(
         "result.csv",
         format!("run,{id}\n").as_bytes(),
@@ -169,4 +126,16 @@ pub fn write_run(
     db.complete_run(RunStatus::Completed, Some(1.5), None, None)
         .unwrap();
     db.path().to_path_buf()
+}
+
+/// `c.get(..)`, `c.post(..)`, `c.url`, `c.http` come from the shared client.
+impl std::ops::Deref for Ctx {
+    type Target = simcache_testkit::http::SessionClient;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+fn rows(t: &[(String, Value, ParamSpec)]) -> Vec<(&str, &Value, &ParamSpec)> {
+    t.iter().map(|(k, v, s)| (k.as_str(), v, s)).collect()
 }

@@ -13,8 +13,7 @@ use simcache_store::postgres::PgOptions;
 
 pub struct Ctx {
     pub srv: RunningServer,
-    pub url: String,
-    pub http: reqwest::Client,
+    pub client: simcache_testkit::http::SessionClient,
     pub backend: Backend,
     pub user: String,
     pub dev: String,
@@ -67,9 +66,8 @@ pub async fn start(
         .expect("server starts");
     let (user, dev, admin) = simcache_testkit::roles::role_sessions(&srv.auth).await;
     let ctx = Ctx {
-        url: srv.url(),
+        client: simcache_testkit::http::SessionClient::new(srv.url()),
         srv,
-        http: reqwest::Client::new(),
         backend,
         user,
         dev,
@@ -101,31 +99,6 @@ impl Ctx {
         panic!("memory tier never became coherent");
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
-        let rb = match token {
-            Some(t) => rb.header("X-Session-ID", t),
-            None => rb,
-        };
-        let resp = rb.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body)
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.get(format!("{}{path}", self.url)), token)
-            .await
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(
-            self.http.post(format!("{}{path}", self.url)).json(&body),
-            token,
-        )
-        .await
-    }
-
     pub async fn post_raw(
         &self,
         path: &str,
@@ -151,11 +124,6 @@ impl Ctx {
             None,
         )
         .await
-    }
-
-    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.url)), token)
-            .await
     }
 
     pub async fn put_entry(&self, key: &str, sim: i64, extra: Value) -> Value {
@@ -195,4 +163,12 @@ pub fn entry_body(key: &str, sim: i64, extra: Value) -> Value {
         b[k] = v.clone();
     }
     b
+}
+
+/// `c.get(..)`, `c.post(..)`, `c.url`, `c.http` come from the shared client.
+impl std::ops::Deref for Ctx {
+    type Target = simcache_testkit::http::SessionClient;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
 }
