@@ -28,7 +28,8 @@ pub enum BackendKind {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the catalog/results/files API (prints the URL on stdout).
+    /// Serve the catalog/results/files/ingest API and, unless
+    /// --no-controllers, run the Kubernetes controllers (prints the URL on stdout).
     Serve(ServeArgs),
 }
 
@@ -62,4 +63,57 @@ pub struct ServeArgs {
     /// Proxies whose X-Forwarded-For is believed (comma-separated IPs).
     #[arg(long, env = "SIMCACHE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Largest run database a sidecar may upload.
+    #[arg(long, env = "SIMCACHE_MAX_INGEST_BYTES", default_value_t = 1 << 30)]
+    pub max_ingest_bytes: usize,
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+}
+
+/// The Kubernetes controllers (the cluster comes from the in-cluster
+/// service account or KUBECONFIG).
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// Serve the API only; run no controllers (no cluster needed).
+    #[arg(long, env = "SIMCACHE_NO_CONTROLLERS")]
+    pub no_controllers: bool,
+    /// The sidecar image injected into simulation pods.
+    #[arg(long, env = "SIMCACHE_SIDECAR_IMAGE", default_value = concat!("ghcr.io/simcache/sidecar:", env!("CARGO_PKG_VERSION")))]
+    pub sidecar_image: String,
+    #[arg(long, env = "SIMCACHE_SIDECAR_IMAGE_PULL_POLICY")]
+    pub sidecar_image_pull_policy: Option<String>,
+    /// This API's URL as simulation pods reach it (sidecars upload run
+    /// databases to it). Default: the address it binds.
+    #[arg(long, env = "SIMCACHE_OPERATOR_URL")]
+    pub operator_url: Option<String>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "SIMCACHE_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Run the controllers without leader election (one replica only!).
+    #[arg(long, env = "SIMCACHE_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Namespace of the leader Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_namespace: String,
+    #[arg(
+        long,
+        env = "SIMCACHE_LEADER_LEASE_NAME",
+        default_value = "simcache-operator"
+    )]
+    pub leader_lease_name: String,
+    /// Seconds a leader lease lasts without renewal.
+    #[arg(long, env = "SIMCACHE_LEADER_LEASE_SECONDS", default_value_t = 15)]
+    pub leader_lease_seconds: u64,
+    /// This replica's name in leases and events (in a pod: its name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a cache-key lease lives without a heartbeat.
+    #[arg(long, env = "SIMCACHE_CACHE_LEASE_SECONDS", default_value_t = 60)]
+    pub cache_lease_seconds: u64,
+    /// Seconds between CachePolicy sweeps.
+    #[arg(long, env = "SIMCACHE_SWEEP_SECONDS", default_value_t = 60)]
+    pub sweep_seconds: u64,
+    /// Parallel reconciliations per controller.
+    #[arg(long, env = "SIMCACHE_RECONCILE_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
 }

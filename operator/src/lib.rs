@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod controller;
 pub mod introspect;
 pub mod runs;
 pub mod server;

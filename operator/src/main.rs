@@ -2,13 +2,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Parser;
 use simcache_auth::AuthConfig;
 use simcache_operator::config::{BackendKind, Cli, Command, ServeArgs};
+use simcache_operator::controller::leader::LeaderElector;
+use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics};
+use simcache_operator::runs::pod::{SidecarSettings, supports_native_sidecars};
 use simcache_operator::server::{self, ApiConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -46,26 +50,115 @@ fn backend(a: &ServeArgs) -> anyhow::Result<Backend> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(a) => {
-            let runs = a
-                .run_db_base_path
-                .clone()
-                .unwrap_or_else(simcache_rundb::default_base_path);
-            let mut cfg = ApiConfig::new(backend(&a)?, runs);
-            cfg.addr = SocketAddr::new(a.host, a.port);
-            cfg.max_body_bytes = a.max_body_bytes;
-            cfg.auth = AuthConfig {
-                no_auth: a.no_auth,
-                session_cache_ttl: Duration::from_secs(5),
-                trusted_proxies: a.trusted_proxies,
-                ..AuthConfig::default()
-            };
-            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
-                .ok()
-                .filter(|p| !p.is_empty());
-            let api = server::start(cfg, simcache_web::shutdown::signal()).await?;
-            println!("simcache-operator serving the API on {}", api.url());
-            api.wait().await
-        }
+        Command::Serve(a) => serve(a).await,
     }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let runs = a
+        .run_db_base_path
+        .clone()
+        .unwrap_or_else(simcache_rundb::default_base_path);
+    let mut cfg = ApiConfig::new(backend(&a)?, runs.clone());
+    cfg.addr = SocketAddr::new(a.host, a.port);
+    cfg.max_body_bytes = a.max_body_bytes;
+    cfg.max_ingest_bytes = a.max_ingest_bytes;
+    cfg.auth = AuthConfig {
+        no_auth: a.no_auth,
+        session_cache_ttl: Duration::from_secs(5),
+        trusted_proxies: a.trusted_proxies.clone(),
+        ..AuthConfig::default()
+    };
+    cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            simcache_web::shutdown::signal().await;
+            stop.cancel();
+        });
+    }
+    let api = server::start(cfg, stop.clone().cancelled_owned()).await?;
+    println!("simcache-operator serving the API on {}", api.url());
+    if a.controllers.no_controllers {
+        return api.wait().await;
+    }
+    let c = &a.controllers;
+    let client = kube::Client::try_default().await.context(
+        "no Kubernetes configuration (in-cluster service account or KUBECONFIG); \
+         give --no-controllers to serve the API only",
+    )?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("asking the Kubernetes API server for its version")?;
+    let native_sidecars = supports_native_sidecars(&version.major, &version.minor);
+    if !native_sidecars {
+        tracing::warn!(
+            version = version.git_version,
+            "this API server predates native sidecars (1.28): simulation pods need a node that runs them"
+        );
+    }
+    let metrics = ControllerMetrics::register(&api.registry)?;
+    let identity = c.identity.clone().unwrap_or_else(default_identity);
+    let ccfg = ControllerConfig {
+        sidecar: SidecarSettings {
+            image: c.sidecar_image.clone(),
+            image_pull_policy: c.sidecar_image_pull_policy.clone(),
+            operator_url: c.operator_url.clone().unwrap_or_else(|| api.url()),
+            startup_probe: native_sidecars,
+        },
+        runs_base: runs,
+        lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),
+        sweep_interval: Duration::from_secs(c.sweep_seconds.max(1)),
+        identity: identity.clone(),
+        namespace: c.watch_namespace.clone(),
+        concurrency: c.concurrency.max(1),
+    };
+    let elector = (!c.no_leader_election).then(|| {
+        LeaderElector::new(
+            client.clone(),
+            &c.leader_namespace,
+            &c.leader_lease_name,
+            &identity,
+            Duration::from_secs(c.leader_lease_seconds.max(2)),
+        )
+    });
+    let stores = api.stores.clone();
+    let ctl_stop = stop.clone();
+    let controllers = tokio::spawn(async move {
+        let Some(elector) = elector else {
+            metrics.leader.set(1);
+            return controller::run(client, stores, ccfg, metrics, ctl_stop).await;
+        };
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = ctl_stop.cancelled() => return Ok(()),
+        }
+        metrics.leader.set(1);
+        let lost = tokio::select! {
+            r = controller::run(client, stores, ccfg, metrics.clone(), ctl_stop.clone()) => { r?; false }
+            _ = elector.hold() => true,
+        };
+        metrics.leader.set(0);
+        if lost {
+            ctl_stop.cancel();
+            anyhow::bail!("lost the leader lease; exiting so that a restart rejoins the election");
+        }
+        elector.release().await;
+        Ok(())
+    });
+    let served = api.wait().await;
+    let ran = controllers.await.context("controller task panicked")?;
+    served.and(ran)
+}
+
+/// The pod name when in a pod, else host name plus a random suffix.
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "simcache-operator".into());
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    format!("{host}-{}", hex::encode(b))
 }

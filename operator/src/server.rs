@@ -21,6 +21,8 @@ pub struct ApiConfig {
     pub addr: SocketAddr,
     pub runs_base: PathBuf,
     pub max_body_bytes: usize,
+    /// Largest run database a sidecar may upload.
+    pub max_ingest_bytes: usize,
     pub auth: AuthConfig,
     /// Creates user `admin` with this password when no admin exists.
     pub admin_password: Option<String>,
@@ -33,6 +35,7 @@ impl ApiConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             runs_base,
             max_body_bytes: 1024 * 1024,
+            max_ingest_bytes: 1 << 30,
             auth: AuthConfig::default(),
             admin_password: None,
         }
@@ -44,6 +47,8 @@ pub struct RunningApi {
     pub stores: Stores,
     pub auth: Arc<Authenticator>,
     pub openapi: utoipa::openapi::OpenApi,
+    /// Where /metrics reads from (the controllers register here too).
+    pub registry: Registry,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -96,10 +101,15 @@ pub async fn start(
     let state = AppState {
         stores: stores.clone(),
         auth: auth.clone(),
-        registry,
+        registry: registry.clone(),
         runs_base: cfg.runs_base.clone(),
     };
-    let (app, openapi) = router(state, http_metrics, cfg.max_body_bytes);
+    let (app, openapi) = router(
+        state,
+        http_metrics,
+        cfg.max_body_bytes,
+        cfg.max_ingest_bytes,
+    );
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .with_context(|| format!("binding {}", cfg.addr))?;
@@ -125,6 +135,7 @@ pub async fn start(
         stores,
         auth,
         openapi,
+        registry,
         stop: Some(stop_tx),
         task,
     })

@@ -17,6 +17,9 @@ pub use db::{MAX_ARTIFACT_BYTES, RunDb};
 pub use error::{Result, RunDbError};
 pub use guard::RunGuard;
 pub use location::{default_base_path, run_db_path, validate_execution_id};
-pub use params::{Direction, ParamSpec, RunSchema, ValueType, canonical_json, write_canonical};
+pub use params::{
+    Direction, ParamSpec, RunSchema, ValueType, canonical_json, input_env_name, input_env_value,
+    write_canonical,
+};
 pub use records::*;
 pub use schema::SCHEMA_VERSION;

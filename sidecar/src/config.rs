@@ -169,6 +169,16 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<IpAddr>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// In a simulation pod: where to upload the finished run database when
+    /// the sidecar is stopped (the operator's ingest route for this run).
+    #[arg(long, env = "SIMCACHE_INGEST_URL")]
+    pub ingest_url: Option<String>,
+    /// Token for the ingest route (from the run's Secret).
+    #[arg(long, env = "SIMCACHE_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// How long to keep retrying the upload.
+    #[arg(long, env = "SIMCACHE_INGEST_TIMEOUT_SECS", default_value_t = 25)]
+    pub ingest_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]

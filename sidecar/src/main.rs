@@ -8,6 +8,7 @@ use simcache_auth::{AuthConfig, PrivilegeSet, Role};
 use simcache_sidecar::config::{
     BackendKind, Cli, Command, ExecArgs, SessionCommand, StoreArgs, UserCommand,
 };
+use simcache_sidecar::run::ingest::{IngestTarget, finish_and_upload};
 use simcache_sidecar::run::program::{ProgramSpec, run_program};
 use simcache_sidecar::run::settings::{beside, new_execution_id, new_run_token};
 use simcache_sidecar::server::{self, ServerConfig};
@@ -75,6 +76,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.run = a
                 .run
                 .to_run_config(None, executor, a.run.run_token.clone(), &[])?;
+            let ingest = match (&a.ingest_url, &a.ingest_token) {
+                (Some(url), Some(token)) => Some(IngestTarget {
+                    url: url.clone(),
+                    token: token.clone(),
+                    timeout: Duration::from_secs(a.ingest_timeout_secs),
+                }),
+                (Some(_), None) => {
+                    bail!("--ingest-url needs --ingest-token (SIMCACHE_INGEST_TOKEN)")
+                }
+                _ => None,
+            };
+            if ingest.is_some() && cfg.run.is_none() {
+                bail!("--ingest-url needs a run to record (--execution-id and the simulation)");
+            }
             let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
             // The first stdout line is the URL: scripts and tests read it.
             println!("simcache-sidecar serving cache API on {}", srv.url());
@@ -84,7 +99,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     db_hint(&cli.store)
                 );
             }
-            srv.wait().await
+            let run = srv.run.clone();
+            srv.wait().await?;
+            // Stopped: in a pod that means the simulation container ended.
+            if let (Some(target), Some(run)) = (ingest, run) {
+                finish_and_upload(run, &target).await?;
+            }
+            Ok(())
         }
         Command::Exec(e) => exec(backend, e).await,
         Command::User(UserCommand::Create {

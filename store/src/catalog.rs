@@ -476,6 +476,18 @@ impl CatalogStore {
     }
 
     /// Deletes a simulation and (by cascade) its executions; false when absent.
+    /// Sets a version's status (`active`, `deprecated`); false when unknown.
+    pub async fn set_status(&self, id: i64, status: &str) -> Result<bool> {
+        let done = self
+            .sql
+            .script(vec![Stmt::new(
+                "UPDATE simulations SET status = $2, updated_at_ms = $3 WHERE id = $1 RETURNING id",
+                vec![id.into(), status.into(), now_ms().into()],
+            )])
+            .await?;
+        Ok(!done[0].is_empty())
+    }
+
     pub async fn delete(&self, id: i64) -> Result<bool> {
         let done = self
             .sql

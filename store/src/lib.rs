@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod ledger;
 pub mod migrate;
 pub mod postgres;
 pub mod results;
@@ -38,6 +39,8 @@ pub struct Stores {
     pub catalog: catalog::CatalogStore,
     pub results: results::ResultsStore,
     pub files: files::FileStore,
+    /// Leases and expected ingests of runs in flight (the operator's).
+    pub ledger: ledger::RunLedger,
     /// Portable SQL on the same database (health checks, benchmarks).
     pub sql: sql::Sql,
     /// Set for PostgreSQL: what a LISTEN connection needs.
@@ -63,6 +66,7 @@ impl Stores {
                     catalog: catalog::CatalogStore::new(sql.clone()),
                     results: results::ResultsStore::new(sql.clone()),
                     files: files::FileStore::new(sql.clone()),
+                    ledger: ledger::RunLedger::new(sql.clone()),
                     sql,
                     pg: None,
                 })
@@ -76,6 +80,7 @@ impl Stores {
                     catalog: catalog::CatalogStore::new(sql.clone()),
                     results: results::ResultsStore::new(sql.clone()),
                     files: files::FileStore::new(sql.clone()),
+                    ledger: ledger::RunLedger::new(sql.clone()),
                     sql,
                     pg: Some(db),
                 })

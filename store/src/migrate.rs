@@ -25,6 +25,11 @@ pub const SQLITE: &[Migration] = &[
         name: "catalog_results_files",
         sql: include_str!("../migrations/sqlite/0002_catalog_results_files.sql"),
     },
+    Migration {
+        version: 3,
+        name: "run_ledger",
+        sql: include_str!("../migrations/sqlite/0003_run_ledger.sql"),
+    },
 ];
 
 /// The store's schema for PostgreSQL, oldest first.
@@ -38,6 +43,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "catalog_results_files",
         sql: include_str!("../migrations/postgres/0002_catalog_results_files.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "run_ledger",
+        sql: include_str!("../migrations/postgres/0003_run_ledger.sql"),
     },
 ];
 

@@ -221,6 +221,47 @@ impl KubeCluster {
             .unwrap_or_else(|e| panic!("kubectl: {e}"))
     }
 
+    /// A client of the Rust `kube` crate for this cluster.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.kubeconfig.display()));
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", self.kubeconfig.display()));
+        kube::Client::try_from(cfg).unwrap_or_else(|e| panic!("kube client: {e}"))
+    }
+
+    /// Applies the generated CRDs (idempotent) and waits until they serve.
+    pub fn install_crds(&self) {
+        // Once per test binary: concurrent applies race on creation.
+        static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if *done {
+            return;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+        let out = self.kubectl(&["apply", "-f", &dir.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "applying the CRDs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/simulations.simcache.io",
+            "crd/simulationruns.simcache.io",
+            "crd/cachepolicies.simcache.io",
+        ]);
+        assert!(
+            out.status.success(),
+            "waiting for the CRDs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        *done = true;
+    }
+
     /// A fresh namespace for one test (deleted by [`Namespace`]'s drop).
     pub fn namespace(&self, hint: &str) -> Namespace<'_> {
         let mut b = [0u8; 3];
@@ -233,6 +274,14 @@ impl KubeCluster {
             "creating namespace {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Pods need the namespace's default service account, which a
+        // controller manager creates; without one, create it here.
+        let sa = self.kubectl(&["create", "serviceaccount", "default", "-n", &name]);
+        let err = String::from_utf8_lossy(&sa.stderr);
+        assert!(
+            sa.status.success() || err.contains("AlreadyExists") || err.contains("already exists"),
+            "creating the default service account in {name}: {err}"
+        );
         Namespace {
             cluster: self,
             name,
@@ -243,6 +292,36 @@ impl KubeCluster {
 pub struct Namespace<'a> {
     cluster: &'a KubeCluster,
     pub name: String,
+}
+
+/// A binary of this workspace (e.g. `simcache-sidecar`), built when the
+/// test run has not built it yet.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+        .to_path_buf();
+    let bin = profile_dir.join(name);
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock();
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--bin", name])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo build: {e}"));
+        assert!(st.success(), "cargo build --bin {name} failed");
+    }
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
 }
 
 impl Drop for Namespace<'_> {

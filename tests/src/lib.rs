@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod k8s;
+pub mod kubelet;
 pub mod pg;
 pub mod process;
 pub mod roles;

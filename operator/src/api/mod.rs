@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod files;
+pub mod ingest;
 pub mod results;
 mod system;
 
@@ -49,6 +50,7 @@ pub struct AppState {
         (name = "catalog", description = "Registered simulations and their executions"),
         (name = "results", description = "Introspected run results, typed and searchable"),
         (name = "files", description = "Run artifacts and the folder hierarchy"),
+        (name = "runs", description = "Run databases uploaded by the sidecars of simulation pods"),
         (name = "sessions", description = "Login and sessions (shared with the sidecars)"),
         (name = "system", description = "Health, readiness, metrics, this document"),
     )
@@ -73,12 +75,14 @@ pub fn router(
     state: AppState,
     http_metrics: HttpMetrics,
     max_body_bytes: usize,
+    max_ingest_bytes: usize,
 ) -> (Router, utoipa::openapi::OpenApi) {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(catalog::routes())
         .merge(results::routes())
         .merge(files::routes())
         .merge(system::routes())
+        .merge(ingest::routes(max_ingest_bytes))
         .with_state(state.clone())
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use simcache_crds::{ParameterSpec, ParameterType, SimulationSpec};
+use simcache_crds::{ParameterSpec, ParameterType, Simulation, SimulationSpec};
 use simcache_rundb::{ParamSpec, RunSchema, ValueType, write_canonical};
 
 fn value_type(t: ParameterType) -> ValueType {
@@ -29,6 +29,36 @@ fn param_spec(p: &ParameterSpec) -> ParamSpec {
         max: p.max,
         default: p.default.clone(),
         choices: None,
+    }
+}
+
+/// The name a Simulation is catalogued (and cached) under: `spec.tool` when
+/// given, else the object's name.
+pub fn catalog_name(sim: &Simulation) -> String {
+    sim.spec
+        .tool
+        .clone()
+        .or_else(|| sim.metadata.name.clone())
+        .unwrap_or_default()
+}
+
+/// The catalog's view of a Simulation version.
+pub fn catalog_spec(sim: &Simulation) -> simcache_store::catalog::SimulationSpec {
+    let s = &sim.spec;
+    let command: Vec<&String> = s.command.iter().chain(s.args.iter()).collect();
+    simcache_store::catalog::SimulationSpec {
+        name: catalog_name(sim),
+        version: s.version.clone(),
+        description: s.description.clone(),
+        author: None,
+        tags: s.tags.clone(),
+        input_schema: serde_json::to_value(&s.inputs).unwrap_or(Value::Null),
+        output_schema: serde_json::to_value(&s.outputs).unwrap_or(Value::Null),
+        image: Some(s.image.clone()),
+        workflow_type: "container".into(),
+        workflow_hash: None,
+        visibility: "public".into(),
+        metadata: (!command.is_empty()).then(|| serde_json::json!({ "command": command })),
     }
 }
 

@@ -1,4 +1,8 @@
 //! Pure decisions about SimulationRuns (no I/O): input validation against the
-//! Simulation, the input hash and cache key.
+//! Simulation, the input hash and cache key, the pod of an attempt, how an
+//! attempt ends, and which cache policy applies and what it evicts.
 
 pub mod identity;
+pub mod pod;
+pub mod policy;
+pub mod state;

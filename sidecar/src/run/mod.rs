@@ -2,6 +2,7 @@
 //! the contract with the simulation program (HTTP, inputs/outputs files,
 //! captured output).
 
+pub mod ingest;
 pub mod program;
 pub mod settings;
 pub mod values;

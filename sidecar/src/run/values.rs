@@ -133,28 +133,7 @@ fn typed(
     })
 }
 
-/// The environment variable a program reads an input from:
-/// `SIMCACHE_INPUT_` + the name upper-cased with anything else than
-/// letters and digits turned into `_`.
-pub fn input_env_name(name: &str) -> String {
-    let mut s = String::from("SIMCACHE_INPUT_");
-    s.extend(name.chars().map(|c| {
-        if c.is_ascii_alphanumeric() {
-            c.to_ascii_uppercase()
-        } else {
-            '_'
-        }
-    }));
-    s
-}
-
-/// Strings as they are; everything else as JSON text.
-pub fn input_env_value(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+pub use simcache_rundb::{input_env_name, input_env_value};
 
 /// The inputs JSON file handed to a program: name → value.
 pub fn inputs_document(inputs: &[ValueWrite]) -> Value {

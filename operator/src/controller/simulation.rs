@@ -1,0 +1,203 @@
+//! The Simulation controller: registers each Simulation version in the
+//! catalog, reports it in the status, and — when the governing CachePolicy
+//! says so — invalidates the cached results of the other versions once a new
+//! version appears. Deleting a Simulation marks its catalog entry deprecated;
+//! its runs and results stay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use serde_json::json;
+use simcache_crds::{Simulation, SimulationStatus};
+use simcache_store::StoreError;
+use simcache_store::cache::{InvalidationFilter, InvalidationRecord};
+use simcache_store::catalog::Registration;
+
+use super::{Context, Error, Result, condition};
+use crate::runs::policy::policy_for;
+
+pub const FINALIZER: &str = "simcache.io/catalog";
+
+/// How often the run statistics in the status are refreshed.
+const STATS_REFRESH: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = sim.namespace().unwrap_or_default();
+    let api = ctx.api::<Simulation>(&ns);
+    finalizer(&api, FINALIZER, sim, |ev| async {
+        match ev {
+            Finalizer::Apply(s) => apply(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
+    let ns = sim.namespace().unwrap_or_default();
+    let spec = crate::runs::identity::catalog_spec(sim);
+    let previous = sim.status.clone().unwrap_or_default();
+    let generation = sim.metadata.generation;
+    let (registered, id) = match ctx
+        .stores
+        .catalog
+        .register(&spec, Some("simcache-operator"))
+        .await
+    {
+        Ok(Registration::Created(id)) => (true, id),
+        Ok(Registration::Unchanged(id)) => (false, id),
+        Err(StoreError::Conflict(m)) => {
+            let was = previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Registered" && c.reason == "VersionConflict");
+            if !was {
+                ctx.event(sim, true, "VersionConflict", m.clone()).await;
+            }
+            let status = SimulationStatus {
+                observed_generation: generation,
+                conditions: vec![condition(
+                    &previous.conditions,
+                    "Registered",
+                    false,
+                    "VersionConflict",
+                    format!("{m} (bump spec.version to change a registered simulation)"),
+                    generation,
+                )],
+                ..previous.clone()
+            };
+            patch_status(ctx, &ns, sim, &previous, status).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if registered {
+        ctx.event(
+            sim,
+            false,
+            "Registered",
+            format!(
+                "registered {} {} in the catalog (id {id})",
+                spec.name, spec.version
+            ),
+        )
+        .await;
+        invalidate_other_versions(sim, &spec.name, &spec.version, ctx).await?;
+    }
+    let stats = ctx.stores.catalog.stats(id).await?;
+    let status = SimulationStatus {
+        catalog_id: Some(id),
+        observed_generation: generation,
+        runs: stats.total_executions,
+        success_rate: stats.success_rate.map(|r| format!("{:.0}%", r * 100.0)),
+        conditions: vec![condition(
+            &previous.conditions,
+            "Registered",
+            true,
+            "Registered",
+            format!("catalog id {id}"),
+            generation,
+        )],
+    };
+    patch_status(ctx, &ns, sim, &previous, status).await?;
+    Ok(Action::requeue(STATS_REFRESH))
+}
+
+async fn invalidate_other_versions(
+    sim: &Simulation,
+    name: &str,
+    version: &str,
+    ctx: &Context,
+) -> Result<()> {
+    let ns = sim.namespace().unwrap_or_default();
+    let policies: Vec<_> = ctx
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| (*p).clone())
+        .collect();
+    let Some(policy) = policy_for(
+        &policies,
+        sim.spec.cache_policy_ref.as_deref(),
+        name,
+        sim.metadata.labels.as_ref().unwrap_or(&Default::default()),
+    ) else {
+        return Ok(());
+    };
+    if !policy.spec.invalidate_on_new_version {
+        return Ok(());
+    }
+    let mut total = 0;
+    for other in ctx.stores.catalog.versions(name).await? {
+        if other.spec.version == version {
+            continue;
+        }
+        let filter = InvalidationFilter {
+            simulation_name: Some(name.into()),
+            simulation_version: Some(other.spec.version.clone()),
+            ..Default::default()
+        };
+        total += ctx
+            .stores
+            .cache
+            .invalidate(
+                &filter,
+                None,
+                &InvalidationRecord {
+                    requested_by: Some("simcache-operator".into()),
+                    reason: Some(format!(
+                        "version {version} registered; policy {} invalidates older versions",
+                        policy.name_any()
+                    )),
+                },
+            )
+            .await?;
+    }
+    if total > 0 {
+        ctx.event(
+            sim,
+            false,
+            "CacheInvalidated",
+            format!("invalidated {total} cached results of other versions of {name}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn cleanup(sim: &Simulation, ctx: &Context) -> Result<Action> {
+    if let Some(id) = sim.status.as_ref().and_then(|s| s.catalog_id) {
+        ctx.stores.catalog.set_status(id, "deprecated").await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn patch_status(
+    ctx: &Context,
+    ns: &str,
+    sim: &Simulation,
+    previous: &SimulationStatus,
+    status: SimulationStatus,
+) -> Result<()> {
+    if &status == previous {
+        return Ok(());
+    }
+    ctx.api::<Simulation>(ns)
+        .patch_status(
+            &sim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    Ok(())
+}

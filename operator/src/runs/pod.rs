@@ -1,0 +1,467 @@
+//! The pod (and its token Secret) that runs one attempt of a SimulationRun:
+//! built here without I/O, with deterministic names so that a restarted
+//! operator finds what it created instead of creating it twice.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Pod, PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use simcache_rundb::{input_env_name, input_env_value};
+
+/// The sidecar's container name (the test node recognises it by this name
+/// too, because API servers before 1.28 drop `restartPolicy` from init
+/// containers).
+pub const SIDECAR_CONTAINER: &str = "simcache-sidecar";
+pub const SIMULATION_CONTAINER: &str = "simulation";
+pub const RUN_VOLUME: &str = "simcache-run";
+pub const RUN_DIR: &str = "/simcache/run";
+pub const SIDECAR_PORT: i32 = 8001;
+pub const MANAGED_BY: &str = "simcache-operator";
+pub const LABEL_RUN: &str = "simcache.io/run";
+pub const LABEL_EXECUTION: &str = "simcache.io/execution-id";
+pub const LABEL_SIMULATION: &str = "simcache.io/simulation";
+pub const TOKEN_KEY_RUN: &str = "run-token";
+pub const TOKEN_KEY_INGEST: &str = "ingest-token";
+
+/// The sidecar as the operator injects it.
+#[derive(Debug, Clone)]
+pub struct SidecarSettings {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    /// The operator's URL as pods reach it (the ingest route is under it).
+    pub operator_url: String,
+    /// Give the sidecar a startup probe, so the simulation starts only once
+    /// the sidecar serves. API servers before 1.28 (no native sidecars)
+    /// refuse probes on init containers.
+    pub startup_probe: bool,
+}
+
+/// Whether an API server at `major.minor` knows native sidecars (1.28+).
+pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
+    let num = |s: &str| s.trim_end_matches('+').parse::<u32>().unwrap_or(0);
+    (num(major), num(minor)) >= (1, 28)
+}
+
+/// Everything one attempt's pod is made of.
+#[derive(Debug, Clone)]
+pub struct PodPlan<'a> {
+    pub namespace: &'a str,
+    pub run_name: &'a str,
+    pub run_uid: &'a str,
+    pub attempt: i32,
+    pub simulation_name: &'a str,
+    pub simulation_version: &'a str,
+    pub image: &'a str,
+    pub command: &'a [String],
+    pub args: &'a [String],
+    pub resources: Option<&'a ResourceRequirements>,
+    /// The run schema as the sidecar reads it (`{"inputs":…, "outputs":…}`).
+    pub schema: &'a Value,
+    pub inputs: &'a BTreeMap<String, Value>,
+    pub input_hash: &'a str,
+    pub cache_key: &'a str,
+    pub timeout_seconds: Option<i64>,
+    pub sidecar: &'a SidecarSettings,
+}
+
+fn short_hash(s: &str, n: usize) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))[..n].to_string()
+}
+
+/// `{name}-{hash of uid}`, short enough for a pod name plus an attempt
+/// suffix to stay a valid 63-character label value.
+fn base_name(run_name: &str, run_uid: &str) -> String {
+    let mut name: String = run_name.chars().take(44).collect();
+    while name.ends_with(['-', '.']) {
+        name.pop();
+    }
+    format!("{name}-{}", short_hash(run_uid, 6))
+}
+
+pub fn pod_name(run_name: &str, run_uid: &str, attempt: i32) -> String {
+    format!("{}-{attempt}", base_name(run_name, run_uid))
+}
+
+pub fn secret_name(run_name: &str, run_uid: &str) -> String {
+    format!("{}-token", base_name(run_name, run_uid))
+}
+
+/// The execution id of one attempt: valid as a run-database file name.
+pub fn execution_id(namespace: &str, run_name: &str, run_uid: &str, attempt: i32) -> String {
+    let mut base: String = format!("{namespace}.{run_name}")
+        .chars()
+        .take(100)
+        .collect();
+    while base.ends_with(['-', '.']) {
+        base.pop();
+    }
+    format!("{base}.{}.{attempt}", short_hash(run_uid, 8))
+}
+
+/// A label value is at most 63 characters.
+fn label_value(s: &str) -> String {
+    let mut v: String = s.chars().take(63).collect();
+    while v.ends_with(['-', '.', '_']) {
+        v.pop();
+    }
+    v
+}
+
+pub fn owner_reference(run_name: &str, run_uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "simcache.io/v1alpha1".into(),
+        kind: "SimulationRun".into(),
+        name: run_name.into(),
+        uid: run_uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The Secret holding the run's two tokens (one for the simulation talking
+/// to its sidecar, one for the sidecar uploading to the operator).
+pub fn token_secret(
+    namespace: &str,
+    run_name: &str,
+    run_uid: &str,
+    run_token: &str,
+    ingest_token: &str,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(run_name, run_uid)),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+                (LABEL_RUN.into(), label_value(run_name)),
+            ])),
+            owner_references: Some(vec![owner_reference(run_name, run_uid)]),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([
+            (TOKEN_KEY_RUN.into(), run_token.into()),
+            (TOKEN_KEY_INGEST.into(), ingest_token.into()),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod of one attempt: the simulation container, our sidecar as a
+/// native sidecar (init container with `restartPolicy: Always`, so it starts
+/// first, serves the whole run, and is stopped with SIGTERM once the
+/// simulation ends), and an `emptyDir` both share.
+pub fn build_pod(p: &PodPlan) -> Pod {
+    let name = pod_name(p.run_name, p.run_uid, p.attempt);
+    let secret = secret_name(p.run_name, p.run_uid);
+    let exec_id = execution_id(p.namespace, p.run_name, p.run_uid, p.attempt);
+    let file = |f: &str| format!("{RUN_DIR}/{f}");
+    let mount = vec![VolumeMount {
+        name: RUN_VOLUME.into(),
+        mount_path: RUN_DIR.into(),
+        ..Default::default()
+    }];
+    let inputs_json = serde_json::to_string(p.inputs).unwrap_or_else(|_| "{}".into());
+    let mut sidecar_env = vec![
+        env("SIMCACHE_CACHE_HOST", "0.0.0.0"),
+        env("SIMCACHE_CACHE_PORT", SIDECAR_PORT.to_string()),
+        env("SIMCACHE_CACHE_BACKEND", "sqlite"),
+        env("SIMCACHE_CACHE_DB_PATH", file("cache.db")),
+        env("SIMCACHE_EXECUTION_ID", &exec_id),
+        env("SIMCACHE_SIMULATION_NAME", p.simulation_name),
+        env("SIMCACHE_SIMULATION_VERSION", p.simulation_version),
+        env("SIMCACHE_RUN_DB_PATH", file("run.db")),
+        env("SIMCACHE_SCHEMA", p.schema.to_string()),
+        env("SIMCACHE_INPUT_VALUES", &inputs_json),
+        env("SIMCACHE_INPUTS", file("inputs.json")),
+        env("SIMCACHE_OUTPUTS", file("outputs.json")),
+        env("SIMCACHE_CACHE_KEY", p.cache_key),
+        env("SIMCACHE_INPUT_HASH", p.input_hash),
+        env("SIMCACHE_IMAGE", p.image),
+        env(
+            "SIMCACHE_INGEST_URL",
+            format!(
+                "{}/ingest/{exec_id}",
+                p.sidecar.operator_url.trim_end_matches('/')
+            ),
+        ),
+        secret_env("SIMCACHE_RUN_TOKEN", &secret, TOKEN_KEY_RUN),
+        secret_env("SIMCACHE_INGEST_TOKEN", &secret, TOKEN_KEY_INGEST),
+    ];
+    if let Some((_, digest)) = p.image.split_once('@') {
+        sidecar_env.push(env("SIMCACHE_IMAGE_DIGEST", digest));
+    }
+    let sidecar = Container {
+        name: SIDECAR_CONTAINER.into(),
+        image: Some(p.sidecar.image.clone()),
+        image_pull_policy: p.sidecar.image_pull_policy.clone(),
+        args: Some(vec!["serve".into()]),
+        restart_policy: Some("Always".into()),
+        env: Some(sidecar_env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: SIDECAR_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        startup_probe: p.sidecar.startup_probe.then(|| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".into()),
+                port: IntOrString::Int(SIDECAR_PORT),
+                ..Default::default()
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(60),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("20m".into())),
+                ("memory".into(), Quantity("32Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".into(),
+                Quantity("256Mi".into()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(restricted()),
+        volume_mounts: Some(mount.clone()),
+        ..Default::default()
+    };
+    let mut sim_env = vec![
+        env("SIMCACHE_URL", format!("http://127.0.0.1:{SIDECAR_PORT}")),
+        secret_env("SIMCACHE_RUN_TOKEN", &secret, TOKEN_KEY_RUN),
+        env("SIMCACHE_EXECUTION_ID", &exec_id),
+        env("SIMCACHE_INPUTS", file("inputs.json")),
+        env("SIMCACHE_OUTPUTS", file("outputs.json")),
+    ];
+    sim_env.extend(
+        p.inputs
+            .iter()
+            .map(|(k, v)| env(&input_env_name(k), input_env_value(v))),
+    );
+    let simulation = Container {
+        name: SIMULATION_CONTAINER.into(),
+        image: Some(p.image.into()),
+        command: (!p.command.is_empty()).then(|| p.command.to_vec()),
+        args: (!p.args.is_empty()).then(|| p.args.to_vec()),
+        env: Some(sim_env),
+        resources: p.resources.cloned(),
+        volume_mounts: Some(mount),
+        ..Default::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(p.namespace.into()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+                ("app.kubernetes.io/name".into(), "simcache-run".into()),
+                (LABEL_RUN.into(), label_value(p.run_name)),
+                (LABEL_SIMULATION.into(), label_value(p.simulation_name)),
+                (LABEL_EXECUTION.into(), label_value(&exec_id)),
+            ])),
+            annotations: Some(BTreeMap::from([
+                ("simcache.io/cache-key".into(), p.cache_key.into()),
+                ("simcache.io/execution-id".into(), exec_id.clone()),
+            ])),
+            owner_references: Some(vec![owner_reference(p.run_name, p.run_uid)]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            // The operator enforces the timeout too; this is the node's backstop.
+            active_deadline_seconds: p.timeout_seconds.map(|t| t + 60),
+            init_containers: Some(vec![sidecar]),
+            containers: vec![simulation],
+            volumes: Some(vec![Volume {
+                name: RUN_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan<'a>(
+        inputs: &'a BTreeMap<String, Value>,
+        schema: &'a Value,
+        s: &'a SidecarSettings,
+        cmd: &'a [String],
+    ) -> PodPlan<'a> {
+        PodPlan {
+            namespace: "lab",
+            run_name: "thermal-350k",
+            run_uid: "0a1b2c3d-uid",
+            attempt: 1,
+            simulation_name: "thermal",
+            simulation_version: "1.0.0",
+            image: "ghcr.io/x/thermal@sha256:abc",
+            command: cmd,
+            args: &[],
+            resources: None,
+            schema,
+            inputs,
+            input_hash: "h",
+            cache_key: "thermal/1.0.0/h",
+            timeout_seconds: Some(600),
+            sidecar: s,
+        }
+    }
+
+    #[test]
+    fn native_sidecars_from_1_28() {
+        assert!(supports_native_sidecars("1", "28"));
+        assert!(supports_native_sidecars("1", "30+"));
+        assert!(!supports_native_sidecars("1", "20"));
+        assert!(!supports_native_sidecars("1", "27+"));
+    }
+
+    #[test]
+    fn names_are_deterministic_and_valid() {
+        let long = "r".repeat(250);
+        for (name, uid) in [("thermal-350k", "u1"), (long.as_str(), "u2")] {
+            let p = pod_name(name, uid, 3);
+            assert_eq!(p, pod_name(name, uid, 3));
+            assert!(p.len() <= 63, "{p}");
+            assert!(p.ends_with("-3"));
+            let e = execution_id("ns", name, uid, 3);
+            simcache_rundb::validate_execution_id(&e).unwrap();
+        }
+        assert_ne!(pod_name("a", "u1", 1), pod_name("a", "u2", 1));
+        assert_ne!(pod_name("a", "u1", 1), pod_name("a", "u1", 2));
+        assert_ne!(
+            execution_id("ns", "a", "u1", 1),
+            execution_id("ns", "a", "u1", 2)
+        );
+    }
+
+    #[test]
+    fn the_pod_has_a_native_sidecar_a_shared_volume_and_the_inputs() {
+        let inputs: BTreeMap<String, Value> =
+            serde_json::from_value(json!({"temperature": 350, "material": "copper"})).unwrap();
+        let schema = json!({"inputs": {}, "outputs": {}});
+        let s = SidecarSettings {
+            image: "ghcr.io/simcache/sidecar:0.1.0".into(),
+            image_pull_policy: None,
+            operator_url: "http://op.simcache:8080/".into(),
+            startup_probe: true,
+        };
+        let cmd = vec!["python3".to_string(), "/app/t.py".to_string()];
+        let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, SIDECAR_CONTAINER);
+        assert_eq!(init.restart_policy.as_deref(), Some("Always"));
+        assert!(init.startup_probe.is_some());
+        let sc = init.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let main = &spec.containers[0];
+        assert_eq!(main.command.as_ref().unwrap(), &cmd);
+        let var = |c: &Container, n: &str| {
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == n)
+                .cloned()
+        };
+        assert_eq!(
+            var(main, "SIMCACHE_INPUT_MATERIAL")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("copper")
+        );
+        assert_eq!(
+            var(main, "SIMCACHE_INPUT_TEMPERATURE")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("350")
+        );
+        // Tokens come from the Secret, never inline; the simulation does not
+        // get the ingest token.
+        let tok = var(main, "SIMCACHE_RUN_TOKEN").unwrap();
+        assert!(tok.value.is_none() && tok.value_from.is_some());
+        assert!(var(main, "SIMCACHE_INGEST_TOKEN").is_none());
+        let exec = execution_id("lab", "thermal-350k", "0a1b2c3d-uid", 1);
+        assert_eq!(
+            var(init, "SIMCACHE_INGEST_URL").unwrap().value.unwrap(),
+            format!("http://op.simcache:8080/ingest/{exec}")
+        );
+        assert_eq!(
+            var(init, "SIMCACHE_IMAGE_DIGEST").unwrap().value.as_deref(),
+            Some("sha256:abc")
+        );
+        for c in [init, main] {
+            assert_eq!(
+                c.volume_mounts.as_ref().unwrap()[0].mount_path,
+                RUN_DIR,
+                "{}",
+                c.name
+            );
+        }
+        let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("SimulationRun", Some(true))
+        );
+        assert_eq!(spec.active_deadline_seconds, Some(660));
+    }
+}

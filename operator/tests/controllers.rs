@@ -1,0 +1,584 @@
+//! The controllers end to end against a real API server (the private
+//! kube-apiserver, or SIMCACHE_TEST_KUBECONFIG), a real PostgreSQL, the real
+//! operator and sidecar binaries, and the test node playing the kubelet:
+//! `kubectl apply` → pod → sidecar upload → results in Postgres → status.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::{Value, json};
+use simcache_crds::{Phase, Simulation, SimulationRun};
+use simcache_testkit::ServerProcess;
+use simcache_testkit::k8s::{KubeCluster, Namespace, cluster, workspace_bin};
+use simcache_testkit::kubelet::TestNode;
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_simcache-operator");
+
+fn example(path: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+struct Env {
+    ns: Namespace<'static>,
+    client: kube::Client,
+    node: TestNode,
+    operator: Option<ServerProcess>,
+    db_url: String,
+    port: u16,
+    runs: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Env {
+    async fn new(hint: &str) -> Env {
+        let c: &'static KubeCluster = cluster();
+        c.install_crds();
+        let ns = c.namespace(hint);
+        let client = c.client().await;
+        let node = TestNode::start(client.clone(), &ns.name, workspace_bin("simcache-sidecar"));
+        let mut env = Env {
+            db_url: simcache_testkit::fresh_database(hint).await,
+            port: free_port(),
+            runs: tempfile::tempdir().unwrap(),
+            ns,
+            client,
+            node,
+            operator: None,
+        };
+        env.start_operator().await;
+        env
+    }
+
+    fn cluster(&self) -> &'static KubeCluster {
+        cluster()
+    }
+
+    async fn start_operator(&mut self) {
+        let port = self.port.to_string();
+        let runs = self.runs.path().display().to_string();
+        let kubeconfig = self.cluster().kubeconfig.display().to_string();
+        let ns = self.ns.name.clone();
+        let log = std::env::var("SIMCACHE_TEST_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
+        self.operator = Some(
+            ServerProcess::spawn(
+                OPERATOR.as_ref(),
+                &[
+                    "serve",
+                    "--backend",
+                    "postgresql",
+                    "--port",
+                    &port,
+                    "--run-db-base-path",
+                    &runs,
+                    "--watch-namespace",
+                    &ns,
+                    "--leader-namespace",
+                    &ns,
+                    "--leader-lease-seconds",
+                    "3",
+                    "--sweep-seconds",
+                    "1",
+                ],
+                &[
+                    ("KUBECONFIG", kubeconfig.as_str()),
+                    ("SIMCACHE_DB_URL", self.db_url.as_str()),
+                    ("SIMCACHE_LOG_FORMAT", "text"),
+                    ("RUST_LOG", log.as_str()),
+                ],
+            )
+            .await,
+        );
+    }
+
+    fn apply(&self, yaml: &str) {
+        let out = self
+            .cluster()
+            .kubectl_stdin(&["apply", "-n", &self.ns.name, "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn simulation(&self, name: &str, command: Value, extra: &str) {
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(example("examples/run-api/schema.json")).unwrap(),
+        )
+        .unwrap();
+        // The CRD has no `choices`; drop them.
+        let mut inputs = schema["inputs"].clone();
+        for v in inputs.as_object_mut().unwrap().values_mut() {
+            v.as_object_mut().unwrap().remove("choices");
+        }
+        let doc = json!({
+            "apiVersion": "simcache.io/v1alpha1", "kind": "Simulation",
+            "metadata": {"name": name},
+            "spec": {"version": "1.0.0", "image": "ghcr.io/simcache/example-thermal:0.1.0",
+                     "command": command, "inputs": inputs, "outputs": schema["outputs"]}
+        });
+        let mut yaml = serde_yaml::to_string(&doc).unwrap();
+        yaml.push_str(extra);
+        self.apply(&yaml);
+    }
+
+    fn run(&self, name: &str, sim: &str, inputs: Value) -> String {
+        serde_yaml::to_string(&json!({
+            "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationRun",
+            "metadata": {"name": name},
+            "spec": {"simulation": {"name": sim}, "inputs": inputs}
+        }))
+        .unwrap()
+    }
+
+    fn runs_api(&self) -> Api<SimulationRun> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// Waits until the run reaches a terminal phase; returns it.
+    async fn finished(&self, name: &str, within: Duration) -> SimulationRun {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = self.runs_api().get(name).await
+                && let Some(s) = &r.status
+                && matches!(s.phase, Phase::Succeeded | Phase::Failed | Phase::Cached)
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {name} not finished after {within:?}: {:?}\noperator's view: {}",
+                self.runs_api().get(name).await.ok().and_then(|r| r.status),
+                String::from_utf8_lossy(
+                    &self
+                        .cluster()
+                        .kubectl(&["get", "events", "-n", &self.ns.name])
+                        .stdout
+                )
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn phase(&self, name: &str) -> Option<Phase> {
+        self.runs_api()
+            .get(name)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .map(|s| s.phase)
+    }
+
+    async fn sql(
+        &self,
+        q: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        let (c, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.query(q, params).await.unwrap()
+    }
+
+    fn events(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .cluster()
+                .kubectl(&["get", "events", "-n", &self.ns.name, "-o", "json"])
+                .stdout,
+        )
+        .into_owned()
+    }
+}
+
+fn thermal_command() -> Value {
+    json!(["python3", example("examples/run-api/thermal.py")])
+}
+
+fn outputs(r: &SimulationRun) -> BTreeMap<String, Value> {
+    r.status.as_ref().unwrap().outputs.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_pod() {
+    let env = Env::new("e2e").await;
+    env.simulation("thermal", thermal_command(), "");
+    env.apply(&env.run(
+        "copper-350",
+        "thermal",
+        json!({"temperature": 350, "material": "copper"}),
+    ));
+    let first = env.finished("copper-350", Duration::from_secs(90)).await;
+    let s = first.status.clone().unwrap();
+    assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
+    assert_eq!(s.cache_status, Some(simcache_crds::CacheStatus::Populated));
+    let expected_stress = 110e9 * 17e-6 * (350.0 - 293.15);
+    let got = outputs(&first)["max_stress"].as_f64().unwrap();
+    assert!(
+        (got - expected_stress).abs() < 1e-3 * expected_stress,
+        "{got}"
+    );
+    let exec = s.execution_id.clone().unwrap();
+    assert!(s.result_id.is_some() && s.duration_seconds.is_some());
+    assert_eq!(env.node.pods_started().len(), 1);
+
+    // In Postgres: the introspected result with typed values, the catalog
+    // entry and the execution, and the cache entry.
+    let rows = env
+        .sql(
+            "SELECT r.status, p.num_value FROM execution_results r
+             JOIN result_params p ON p.result_id = r.id
+             WHERE r.execution_id = $1 AND p.class = 'input' AND p.name = 'temperature'",
+            &[&exec],
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "result of {exec} in Postgres");
+    assert_eq!(rows[0].get::<_, String>(0), "completed");
+    assert_eq!(rows[0].get::<_, Option<f64>>(1), Some(350.0));
+    let rows = env
+        .sql(
+            "SELECT e.status, s.name FROM execution_registry e JOIN simulations s ON s.id = e.simulation_id
+             WHERE e.execution_id = $1",
+            &[&exec],
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "execution recorded in the catalog");
+    assert_eq!(rows[0].get::<_, String>(1), "thermal");
+    let key = s.cache_key.clone().unwrap();
+    let rows = env
+        .sql(
+            "SELECT execution_id FROM cache_entries WHERE cache_key = $1",
+            &[&key],
+        )
+        .await;
+    assert_eq!(rows[0].get::<_, String>(0), exec);
+
+    // The same inputs spelt differently (350.0, an explicit default): Cached,
+    // no pod.
+    env.apply(&env.run(
+        "copper-350-again",
+        "thermal",
+        json!({"temperature": 350.0, "material": "copper", "length": 1.0}),
+    ));
+    let second = env
+        .finished("copper-350-again", Duration::from_secs(30))
+        .await;
+    let s2 = second.status.clone().unwrap();
+    assert_eq!(s2.phase, Phase::Cached, "{:?}", s2.message);
+    assert_eq!(s2.cache_status, Some(simcache_crds::CacheStatus::Hit));
+    assert_eq!(s2.cached_from.as_deref(), Some(exec.as_str()));
+    assert_eq!(outputs(&second), outputs(&first));
+    assert_eq!(s2.input_hash, s.input_hash);
+    assert_eq!(env.node.pods_started().len(), 1, "no second pod");
+
+    // The Simulation reports its catalog registration; events and metrics.
+    let sims: Api<Simulation> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let sim = sims.get("thermal").await.unwrap();
+    let st = sim.status.unwrap();
+    assert!(st.catalog_id.is_some());
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Registered" && c.status == "True")
+    );
+    let events = env.events();
+    for reason in ["Registered", "Started", "Succeeded", "CacheHit"] {
+        assert!(
+            events.contains(&format!("\"{reason}\"")),
+            "event {reason} in {events}"
+        );
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for m in [
+        "controller_runtime_reconcile_total{controller=\"simulationrun\"",
+        "controller_runtime_reconcile_time_seconds_bucket{controller=\"simulation\"",
+        "simcache_operator_cache_lookups_total{result=\"hit\"} 1",
+        "simcache_operator_run_phase_transitions_total{phase=\"Succeeded\"} 1",
+        "simcache_operator_leader 1",
+    ] {
+        assert!(metrics.contains(m), "{m} in\n{metrics}");
+    }
+    // kubectl shows the runs at a glance (printer columns).
+    let table = String::from_utf8_lossy(
+        &env.cluster()
+            .kubectl(&["get", "simrun", "-n", &env.ns.name])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table.contains("Succeeded") && table.contains("Cached") && table.contains("Hit"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_runs_applied_at_once_start_exactly_one_pod() {
+    let env = Env::new("trio").await;
+    // A slower simulation so that all three are in flight together.
+    env.simulation(
+        "thermal",
+        json!([
+            "sh",
+            "-c",
+            format!(
+                "sleep 2; exec python3 {}",
+                example("examples/run-api/thermal.py")
+            )
+        ]),
+        "",
+    );
+    let docs: Vec<String> = (1..=3)
+        .map(|i| env.run(&format!("same-{i}"), "thermal", json!({"temperature": 400})))
+        .collect();
+    env.apply(&docs.join("---\n"));
+    let mut phases = Vec::new();
+    for i in 1..=3 {
+        let r = env
+            .finished(&format!("same-{i}"), Duration::from_secs(90))
+            .await;
+        phases.push(r.status.unwrap().phase);
+    }
+    assert_eq!(
+        phases.iter().filter(|p| **p == Phase::Succeeded).count(),
+        1,
+        "{phases:?}"
+    );
+    assert_eq!(
+        phases.iter().filter(|p| **p == Phase::Cached).count(),
+        2,
+        "{phases:?}"
+    );
+    assert_eq!(env.node.pods_started().len(), 1, "exactly one pod");
+    let events = env.events();
+    assert!(
+        events.contains("\"WaitingForCache\""),
+        "someone waited: {events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_simulation_fails_with_its_exit_code_and_is_never_cached() {
+    let env = Env::new("fail").await;
+    env.simulation(
+        "broken",
+        json!(["sh", "-c", "echo 'solver diverged' >&2; exit 3"]),
+        "",
+    );
+    env.apply(&env.run("b1", "broken", json!({"temperature": 300})));
+    let r = env.finished("b1", Duration::from_secs(60)).await;
+    let s = r.status.unwrap();
+    assert_eq!(s.phase, Phase::Failed);
+    let msg = s.message.unwrap_or_default();
+    assert!(msg.contains("exited with code 3"), "{msg}");
+    assert!(
+        msg.contains("declared outputs were not produced"),
+        "last log lines: {msg}"
+    );
+    let rows = env.sql("SELECT count(*) FROM cache_entries", &[]).await;
+    assert_eq!(rows[0].get::<_, i64>(0), 0, "a failed run is never cached");
+    // The same inputs again run again (and fail again): nothing was cached.
+    env.apply(&env.run("b2", "broken", json!({"temperature": 300})));
+    let r = env.finished("b2", Duration::from_secs(60)).await;
+    assert_eq!(r.status.unwrap().phase, Phase::Failed);
+    assert_eq!(env.node.pods_started().len(), 2);
+    let rows = env
+        .sql(
+            "SELECT count(*) FROM execution_registry WHERE status = 'failed'",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        2,
+        "failures are recorded in the catalog"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_runs_fail_with_a_message_naming_the_input_and_start_no_pod() {
+    let env = Env::new("invalid").await;
+    env.simulation("thermal", thermal_command(), "");
+    for (name, inputs, want) in [
+        (
+            "too-hot",
+            json!({"temperature": 5000}),
+            "temperature: 5000 is above the maximum 2000",
+        ),
+        (
+            "typo",
+            json!({"temperature": 300, "colour": "red"}),
+            "unknown input \"colour\"",
+        ),
+        (
+            "wrong-type",
+            json!({"temperature": "hot"}),
+            "temperature: expected number",
+        ),
+        ("missing", json!({}), "missing input \"temperature\""),
+    ] {
+        env.apply(&env.run(name, "thermal", inputs));
+        let r = env.finished(name, Duration::from_secs(30)).await;
+        let s = r.status.unwrap();
+        assert_eq!(s.phase, Phase::Failed, "{name}");
+        let msg = s.message.unwrap_or_default();
+        assert!(msg.contains(want), "{name}: {msg}");
+        assert!(s.pod_name.is_none(), "{name}");
+    }
+    // A run of a Simulation that does not exist waits, saying so.
+    env.apply(&env.run("orphan", "no-such-sim", json!({})));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = env.runs_api().get("orphan").await.unwrap();
+        if let Some(s) = r.status
+            && s.message
+                .unwrap_or_default()
+                .contains("waiting for Simulation \"no-such-sim\"")
+        {
+            assert_eq!(s.phase, Phase::Pending);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphan run never said what it waits for"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Schema violations never reach the operator: the API server refuses them.
+    let out = env.cluster().kubectl_stdin(
+        &["apply", "-n", &env.ns.name, "-f", "-"],
+        Some(
+            "apiVersion: simcache.io/v1alpha1\nkind: SimulationRun\nmetadata: {name: bad-mode}\n\
+             spec: {simulation: {name: thermal}, cacheMode: Sometimes}\n",
+        ),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cacheMode") && err.contains("Unsupported value"),
+        "{err}"
+    );
+    assert!(
+        env.node.pods_started().is_empty(),
+        "no pod for any invalid run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_killed_mid_run_completes_the_run_once_after_restart() {
+    let mut env = Env::new("restart").await;
+    env.simulation(
+        "thermal",
+        json!([
+            "sh",
+            "-c",
+            format!(
+                "sleep 4; exec python3 {}",
+                example("examples/run-api/thermal.py")
+            )
+        ]),
+        "",
+    );
+    env.apply(&env.run("survivor", "thermal", json!({"temperature": 500})));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.phase("survivor").await != Some(Phase::Running) {
+        assert!(Instant::now() < deadline, "never Running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGKILL: no graceful anything.
+    env.operator.take().unwrap().kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.start_operator().await;
+    let r = env.finished("survivor", Duration::from_secs(90)).await;
+    let s = r.status.unwrap();
+    assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
+    assert_eq!(s.attempts, 1);
+    assert_eq!(env.node.pods_started().len(), 1, "no second pod");
+    let exec = s.execution_id.unwrap();
+    let rows = env
+        .sql(
+            "SELECT count(*) FROM run_ingests WHERE ingested_at_ms IS NOT NULL",
+            &[],
+        )
+        .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "ingested once");
+    let rows = env
+        .sql(
+            "SELECT count(*) FROM execution_results WHERE execution_id = $1",
+            &[&exec],
+        )
+        .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_policy_expires_and_evicts_entries_and_reports_them() {
+    let env = Env::new("policy").await;
+    env.apply(
+        "apiVersion: simcache.io/v1alpha1\nkind: CachePolicy\nmetadata: {name: tiny}\n\
+         spec: {selector: {names: [thermal]}, maxEntries: 1, ttlSeconds: 3600}\n",
+    );
+    env.simulation("thermal", thermal_command(), "");
+    for t in [300, 310] {
+        let name = format!("t{t}");
+        env.apply(&env.run(&name, "thermal", json!({"temperature": t})));
+        let r = env.finished(&name, Duration::from_secs(60)).await;
+        assert_eq!(r.status.unwrap().phase, Phase::Succeeded);
+    }
+    let rows = env
+        .sql(
+            "SELECT expires_at_ms - created_at_ms FROM cache_entries",
+            &[],
+        )
+        .await;
+    assert!(
+        rows.iter()
+            .all(|r| r.get::<_, Option<i64>>(0) == Some(3_600_000)),
+        "entries expire after the policy's TTL"
+    );
+    let policies: Api<simcache_crds::CachePolicy> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = env.sql("SELECT count(*) FROM cache_entries", &[]).await;
+        let p = policies.get("tiny").await.unwrap();
+        let st = p.status.unwrap_or_default();
+        if rows[0].get::<_, i64>(0) == 1 && st.entries == 1 && st.evictions >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not evicted to 1 entry: {st:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The newer (t310) survives: least recently used goes first.
+    let rows = env.sql("SELECT execution_id FROM cache_entries", &[]).await;
+    assert!(
+        rows[0].get::<_, String>(0).contains("t310"),
+        "the most recent entry stays"
+    );
+}
