@@ -103,13 +103,9 @@ pub async fn start(
         auth: auth.clone(),
         registry: registry.clone(),
         runs_base: cfg.runs_base.clone(),
+        max_ingest_bytes: cfg.max_ingest_bytes,
     };
-    let (app, openapi) = router(
-        state,
-        http_metrics,
-        cfg.max_body_bytes,
-        cfg.max_ingest_bytes,
-    );
+    let (app, openapi) = router(state, http_metrics, cfg.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .with_context(|| format!("binding {}", cfg.addr))?;

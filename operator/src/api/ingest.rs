@@ -25,10 +25,19 @@ use crate::introspect::{IntrospectError, introspect};
 /// How many of the run's last log lines the ledger keeps (shown on failure).
 const LAST_LOG_LINES: u32 = 10;
 
-pub fn routes(max_ingest_bytes: usize) -> OpenApiRouter<AppState> {
+/// The body is streamed to disk, counted against `max_ingest_bytes` as it
+/// arrives (the router-wide JSON body limit does not apply here).
+pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(ingest))
-        .layer(DefaultBodyLimit::max(max_ingest_bytes))
+        .layer(DefaultBodyLimit::disable())
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the run database is larger than the ingest limit of {limit} bytes"),
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -55,51 +64,40 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let final_path = simcache_rundb::run_db_path(&s.runs_base, &execution_id)
-        .map_err(|e| ApiError::bad_request(format!("invalid execution id: {e}")))?;
-    let Some(token) = bearer(&headers) else {
-        return Err(ApiError::unauthorized(
-            "ingest needs the run's token as Authorization: Bearer",
-        ));
+    let final_path = match admit(&s, &execution_id, &headers).await {
+        Ok(Admission::Upload(p)) => p,
+        Ok(Admission::Already(answer)) => {
+            drain(body).await;
+            return Ok((StatusCode::OK, Json(answer)));
+        }
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
     };
-    if !s.stores.ledger.token_matches(&execution_id, token).await? {
-        return Err(ApiError::unauthorized(format!(
-            "no ingest with this token is expected for execution {execution_id:?}"
-        )));
-    }
-    if let Some(r) = s.stores.ledger.ingest(&execution_id).await?
-        && r.ingested_at_ms.is_some()
-    {
-        return Ok((
-            StatusCode::OK,
-            Json(
-                json!({"execution_id": execution_id, "already_ingested": true, "result_id": r.result_id}),
-            ),
-        ));
-    }
-
-    // Stream the body to a temporary file beside its final place.
-    let tmp = tempfile::Builder::new()
+    // Stream the body into a private directory beside the final place (SQLite
+    // may leave journal files next to what it opens; the directory takes
+    // them all away when the upload is refused).
+    let work = tempfile::Builder::new()
         .prefix(".ingest-")
-        .tempfile_in(&s.runs_base)
-        .map_err(|e| internal(format!("cannot create a file in the run directory: {e}")))?;
-    let mut file = tokio::fs::File::from_std(
-        tmp.reopen()
-            .map_err(|e| internal(format!("cannot open the upload file: {e}")))?,
-    );
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            // The body limit surfaces here as an error of the stream.
-            if format!("{e:?}").contains("LengthLimit") {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "the run database is larger than the ingest limit",
-                )
-            } else {
-                ApiError::bad_request(format!("reading the upload: {e}"))
-            }
+        .tempdir_in(&s.runs_base)
+        .map_err(|e| {
+            internal(format!(
+                "cannot create a directory in the run directory: {e}"
+            ))
         })?;
+    let upload = work.path().join("run.db");
+    let mut file = tokio::fs::File::create(&upload)
+        .await
+        .map_err(|e| internal(format!("cannot create the upload file: {e}")))?;
+    let mut stream = body.into_data_stream();
+    let mut received: usize = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        received += chunk.len();
+        if received > s.max_ingest_bytes {
+            return Err(too_large(s.max_ingest_bytes));
+        }
         file.write_all(&chunk)
             .await
             .map_err(|e| internal(format!("writing the upload: {e}")))?;
@@ -110,7 +108,7 @@ async fn ingest(
     drop(file);
 
     let id = execution_id.clone();
-    let tmp_path = tmp.path().to_path_buf();
+    let tmp_path = upload.clone();
     let read = tokio::task::spawn_blocking(move || read_upload(&tmp_path, &id))
         .await
         .map_err(|e| internal(format!("introspection task failed: {e}")))?;
@@ -118,8 +116,9 @@ async fn ingest(
         IntrospectError::WrongRun { .. } => ApiError::bad_request(e.to_string()),
         _ => ApiError::unprocessable(format!("the upload is not a usable run database: {e}")),
     })?;
-    tmp.persist(&final_path)
+    std::fs::rename(&upload, &final_path)
         .map_err(|e| internal(format!("keeping the run database: {e}")))?;
+    drop(work);
     rec.run_db_path = Some(final_path.display().to_string());
     let size = std::fs::metadata(&final_path)
         .map(|m| m.len() as i64)
@@ -155,6 +154,67 @@ async fn ingest(
             "size_bytes": size,
         })),
     ))
+}
+
+enum Admission {
+    /// Store the upload here.
+    Upload(std::path::PathBuf),
+    /// Ingested before: this is the answer.
+    Already(Value),
+}
+
+/// Checks the id, the token, the announced size, and whether the execution
+/// was ingested already — before a byte of the body is stored.
+async fn admit(
+    s: &AppState,
+    execution_id: &str,
+    headers: &HeaderMap,
+) -> Result<Admission, ApiError> {
+    let final_path = simcache_rundb::run_db_path(&s.runs_base, execution_id)
+        .map_err(|e| ApiError::bad_request(format!("invalid execution id: {e}")))?;
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::unauthorized(
+            "ingest needs the run's token as Authorization: Bearer",
+        ));
+    };
+    if !s.stores.ledger.token_matches(execution_id, token).await? {
+        return Err(ApiError::unauthorized(format!(
+            "no ingest with this token is expected for execution {execution_id:?}"
+        )));
+    }
+    if let Some(r) = s.stores.ledger.ingest(execution_id).await?
+        && r.ingested_at_ms.is_some()
+    {
+        return Ok(Admission::Already(
+            json!({"execution_id": execution_id, "already_ingested": true, "result_id": r.result_id}),
+        ));
+    }
+    if let Some(len) = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > s.max_ingest_bytes as u64
+    {
+        return Err(too_large(s.max_ingest_bytes));
+    }
+    Ok(Admission::Upload(final_path))
+}
+
+/// Reads and drops (a bounded part of) a refused upload, so the client gets
+/// to read the answer instead of a reset connection.
+async fn drain(body: Body) {
+    const DRAIN_LIMIT: usize = 8 << 20;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
 }
 
 fn internal(m: String) -> ApiError {

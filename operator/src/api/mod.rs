@@ -29,6 +29,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Run databases are only read from under this directory.
     pub runs_base: PathBuf,
+    /// Largest run database a sidecar may upload.
+    pub max_ingest_bytes: usize,
 }
 
 #[derive(OpenApi)]
@@ -75,14 +77,13 @@ pub fn router(
     state: AppState,
     http_metrics: HttpMetrics,
     max_body_bytes: usize,
-    max_ingest_bytes: usize,
 ) -> (Router, utoipa::openapi::OpenApi) {
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(catalog::routes())
         .merge(results::routes())
         .merge(files::routes())
         .merge(system::routes())
-        .merge(ingest::routes(max_ingest_bytes))
+        .merge(ingest::routes())
         .with_state(state.clone())
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());

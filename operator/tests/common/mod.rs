@@ -36,8 +36,18 @@ pub async fn postgres(hint: &str) -> Ctx {
 }
 
 pub async fn start(backend: Backend, dir: Option<tempfile::TempDir>) -> Ctx {
+    start_with(backend, dir, |_| {}).await
+}
+
+/// Like [`start`], with the configuration adjusted first.
+pub async fn start_with(
+    backend: Backend,
+    dir: Option<tempfile::TempDir>,
+    adjust: impl FnOnce(&mut ApiConfig),
+) -> Ctx {
     let runs = tempfile::tempdir().unwrap();
-    let cfg = ApiConfig::new(backend, runs.path().to_path_buf());
+    let mut cfg = ApiConfig::new(backend, runs.path().to_path_buf());
+    adjust(&mut cfg);
     let api = server::start(cfg, std::future::pending())
         .await
         .expect("API starts");
