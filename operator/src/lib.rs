@@ -1,6 +1,7 @@
-//! simcache's operator. Today: the catalog/results/files HTTP API over the
-//! shared store, and the introspection of run databases into results. Next:
-//! the Kubernetes controllers.
+//! simcache's operator: the Kubernetes controllers (`controller`), the pure
+//! decisions they rely on (`runs`), the catalog/results/files/ingest HTTP API
+//! over the shared store (`api`, `server`), and the introspection of run
+//! databases into results (`introspect`).
 
 pub mod api;
 pub mod config;

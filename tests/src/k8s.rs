@@ -297,13 +297,16 @@ pub struct Namespace<'a> {
 /// A binary of this workspace (e.g. `simcache-sidecar`), built when the
 /// test run has not built it yet.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps; binaries one level up.
+    // Test executables live in target/<profile>/deps, binaries (benchmarks
+    // included) in target/<profile>.
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let profile_dir = exe
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("unexpected test path {}", exe.display()))
+        .unwrap_or_else(|| panic!("unexpected path {}", exe.display()))
         .to_path_buf();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir.pop();
+    }
     let bin = profile_dir.join(name);
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock();
