@@ -207,6 +207,18 @@ impl Env {
     }
 }
 
+/// The thermal example after a pause (to keep runs in flight for a while).
+fn slow_thermal_command(seconds: u32) -> Value {
+    json!([
+        "sh",
+        "-c",
+        format!(
+            "sleep {seconds}; exec python3 {}",
+            example("examples/run-api/thermal.py")
+        )
+    ])
+}
+
 fn thermal_command() -> Value {
     json!(["python3", example("examples/run-api/thermal.py")])
 }
@@ -336,18 +348,7 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
 async fn identical_runs_applied_at_once_start_exactly_one_pod() {
     let env = Env::new("trio").await;
     // A slower simulation so that all three are in flight together.
-    env.simulation(
-        "thermal",
-        json!([
-            "sh",
-            "-c",
-            format!(
-                "sleep 2; exec python3 {}",
-                example("examples/run-api/thermal.py")
-            )
-        ]),
-        "",
-    );
+    env.simulation("thermal", slow_thermal_command(2), "");
     let docs: Vec<String> = (1..=3)
         .map(|i| env.run(&format!("same-{i}"), "thermal", json!({"temperature": 400})))
         .collect();
@@ -487,18 +488,7 @@ async fn invalid_runs_fail_with_a_message_naming_the_input_and_start_no_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_killed_mid_run_completes_the_run_once_after_restart() {
     let mut env = Env::new("restart").await;
-    env.simulation(
-        "thermal",
-        json!([
-            "sh",
-            "-c",
-            format!(
-                "sleep 4; exec python3 {}",
-                example("examples/run-api/thermal.py")
-            )
-        ]),
-        "",
-    );
+    env.simulation("thermal", slow_thermal_command(4), "");
     env.apply(&env.run("survivor", "thermal", json!({"temperature": 500})));
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.phase("survivor").await != Some(Phase::Running) {

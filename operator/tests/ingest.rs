@@ -77,6 +77,17 @@ async fn leases_are_exclusive_renewable_and_taken_over_once_expired(c: Ctx) {
     );
 }
 
+async fn ingested_at(c: &Ctx, id: &str) -> Option<i64> {
+    c.api
+        .stores
+        .ledger
+        .ingest(id)
+        .await
+        .unwrap()
+        .expect("an expected ingest")
+        .ingested_at_ms
+}
+
 async fn put(c: &Ctx, id: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
     let mut rb = c.http.put(format!("{}/ingest/{id}", c.url)).body(body);
     if let Some(t) = token {
@@ -141,17 +152,7 @@ async fn ingest_accepts_only_the_expected_token_and_a_real_run_database_once(c: 
     let files: Vec<_> = std::fs::read_dir(c.runs.path()).unwrap().collect();
     assert!(files.is_empty(), "refused uploads leave nothing: {files:?}");
     assert!(c.api.stores.results.get(id).await.unwrap().is_none());
-    assert!(
-        c.api
-            .stores
-            .ledger
-            .ingest(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .ingested_at_ms
-            .is_none()
-    );
+    assert!(ingested_at(&c, id).await.is_none());
 
     // The real thing: stored, introspected, recorded.
     let (s, b) = put(&c, id, Some("tok"), db.clone()).await;
@@ -177,17 +178,7 @@ async fn ingest_accepts_only_the_expected_token_and_a_real_run_database_once(c: 
     let (s, b) = put(&c, id, Some("tok"), run_db_bytes(id)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["already_ingested"], true);
-    assert_eq!(
-        c.api
-            .stores
-            .ledger
-            .ingest(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .ingested_at_ms,
-        rec.ingested_at_ms
-    );
+    assert_eq!(ingested_at(&c, id).await, rec.ingested_at_ms);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

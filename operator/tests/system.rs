@@ -158,7 +158,8 @@ async fn migrations_apply_once_even_when_replicas_start_together() {
         l,
         [
             (1, "sessions_and_cache".to_string()),
-            (2, "catalog_results_files".to_string())
+            (2, "catalog_results_files".to_string()),
+            (3, "run_ledger".to_string())
         ]
     );
     // Re-running is a no-op and the data survives.

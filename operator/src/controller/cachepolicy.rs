@@ -15,7 +15,7 @@ use simcache_store::clock::now_ms;
 
 use super::{Context, Result, condition};
 use crate::runs::identity::catalog_name;
-use crate::runs::policy::{EntryUse, choose_evictions, policy_for};
+use crate::runs::policy::{EntryUse, choose_evictions};
 
 /// Entries read per page while sweeping.
 const PAGE: i64 = 1000;
@@ -23,29 +23,13 @@ const PAGE: i64 = 1000;
 pub async fn reconcile(policy: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Action> {
     let ns = policy.namespace().unwrap_or_default();
     let me = policy.name_any();
-    let policies: Vec<CachePolicy> = ctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| (*p).clone())
-        .collect();
     // The simulations (catalog names) this policy governs.
     let mut names: Vec<String> = ctx
         .simulations
         .state()
         .into_iter()
         .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|s| {
-            policy_for(
-                &policies,
-                s.spec.cache_policy_ref.as_deref(),
-                &catalog_name(s),
-                s.metadata.labels.as_ref().unwrap_or(&Default::default()),
-            )
-            .and_then(|p| p.metadata.name.clone())
-                == Some(me.clone())
-        })
+        .filter(|s| ctx.policy_of(s).and_then(|p| p.metadata.name) == Some(me.clone()))
         .map(|s| catalog_name(&s))
         .collect();
     names.sort();

@@ -83,6 +83,30 @@ impl Context {
         Api::namespaced(self.client.clone(), namespace)
     }
 
+    /// The CachePolicies of a namespace, as the watch last saw them.
+    pub fn policies_in(&self, namespace: &str) -> Vec<CachePolicy> {
+        self.policies
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .map(|p| (*p).clone())
+            .collect()
+    }
+
+    /// The policy governing a Simulation (its `cachePolicyRef`, else the
+    /// first whose selector picks it).
+    pub fn policy_of(&self, sim: &Simulation) -> Option<CachePolicy> {
+        let ns = sim.metadata.namespace.clone().unwrap_or_default();
+        let policies = self.policies_in(&ns);
+        crate::runs::policy::policy_for(
+            &policies,
+            sim.spec.cache_policy_ref.as_deref(),
+            &crate::runs::identity::catalog_name(sim),
+            sim.metadata.labels.as_ref().unwrap_or(&Default::default()),
+        )
+        .cloned()
+    }
+
     /// Publishes an Event about `obj` (a failure to publish is only logged:
     /// events are for people, not for correctness).
     pub async fn event<K: Resource<DynamicType = ()>>(

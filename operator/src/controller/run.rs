@@ -33,7 +33,6 @@ use crate::runs::pod::{
     PodPlan, TOKEN_KEY_INGEST, TOKEN_KEY_RUN, build_pod, execution_id, pod_name, secret_name,
     token_secret,
 };
-use crate::runs::policy::policy_for;
 use crate::runs::state::{
     AfterFailure, AttemptFacts, Ingested, Verdict, after_failure, conclude, pod_outcome,
 };
@@ -338,15 +337,16 @@ async fn serve_cached(
     if let Ok(uid) = uid(run) {
         // Our own execution record of the hit, so the catalog's hit rate is right.
         let ns = run.namespace().unwrap_or_default();
+        let exec = execution_id(&ns, &run.name_any(), &uid, 0);
         record_execution(
             ctx,
             id,
-            &execution_id(&ns, &run.name_any(), &uid, 0),
-            "cached",
-            true,
-            "Hit",
-            None,
-            Some(&entry),
+            Execution {
+                cache_hit: true,
+                run_db_path: entry.run_db_path.clone(),
+                run_db_size_bytes: Some(entry.size_bytes),
+                ..Execution::new(&exec, "cached", "Hit")
+            },
         )
         .await;
     }
@@ -605,7 +605,19 @@ async fn succeed(
     let node = pod
         .and_then(|p| p.spec.as_ref())
         .and_then(|sp| sp.node_name.clone());
-    record_execution_full(ctx, id, &rec, "completed", cache_status, duration, node).await;
+    record_execution(
+        ctx,
+        id,
+        Execution {
+            duration,
+            node,
+            run_db_path: rec.run_db_path.clone(),
+            run_db_size_bytes: rec.size_bytes,
+            output_count: rec.outputs.as_object().map(|o| o.len() as i64).unwrap_or(0),
+            ..Execution::new(&rec.execution_id, "completed", &format!("{cache_status:?}"))
+        },
+    )
+    .await;
     if holds_lease {
         ctx.stores.ledger.release(&id.key, uid).await?;
     }
@@ -650,25 +662,7 @@ async fn cache_entry(
     duration: Option<f64>,
 ) -> Result<CacheEntry> {
     let sim_id = catalog_id(ctx, id).await?;
-    let ns = run.namespace().unwrap_or_default();
-    let policies: Vec<_> = ctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| (*p).clone())
-        .collect();
-    let ttl = policy_for(
-        &policies,
-        id.sim.spec.cache_policy_ref.as_deref(),
-        &id.name,
-        id.sim
-            .metadata
-            .labels
-            .as_ref()
-            .unwrap_or(&Default::default()),
-    )
-    .and_then(|p| p.spec.ttl_seconds);
+    let ttl = ctx.policy_of(&id.sim).and_then(|p| p.spec.ttl_seconds);
     let now = now_ms();
     Ok(CacheEntry {
         cache_key: id.key.clone(),
@@ -715,87 +709,67 @@ async fn catalog_id(ctx: &Context, id: &Identity) -> Result<i64> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record_execution(
-    ctx: &Context,
-    id: &Identity,
-    exec_id: &str,
-    status: &str,
+/// What the catalog records of one execution.
+struct Execution<'a> {
+    id: &'a str,
+    status: &'a str,
     cache_hit: bool,
-    cache_status: &str,
+    cache_status: String,
     duration: Option<f64>,
-    entry: Option<&CacheEntry>,
-) {
-    let Ok(sim_id) = catalog_id(ctx, id).await else {
-        return;
-    };
-    let now = now_ms();
-    let rec = ExecutionRecord {
-        execution_id: exec_id.into(),
-        squid_id: format!("{}/{}/{}", id.name, id.version, &id.hash[..12]),
-        simulation_id: sim_id,
-        user_id: None,
-        started_at_ms: now,
-        completed_at_ms: Some(now),
-        duration_seconds: duration,
-        status: status.into(),
-        executor_type: "kubernetes".into(),
-        cache_hit,
-        cache_status: Some(cache_status.into()),
-        node: None,
-        run_db_path: entry.and_then(|e| e.run_db_path.clone()),
-        run_db_size_bytes: entry.map(|e| e.size_bytes),
-        input_hash: Some(id.hash.clone()),
-        output_count: 0,
-        artifact_count: 0,
-        error_count: 0,
-        warning_count: 0,
-        environment: None,
-    };
-    if let Err(e) = ctx.stores.catalog.record_execution(&rec).await {
-        tracing::warn!(execution_id = exec_id, error = %e, "could not record the execution in the catalog");
+    node: Option<String>,
+    run_db_path: Option<String>,
+    run_db_size_bytes: Option<i64>,
+    output_count: i64,
+}
+
+impl<'a> Execution<'a> {
+    fn new(id: &'a str, status: &'a str, cache_status: &str) -> Self {
+        Execution {
+            id,
+            status,
+            cache_hit: false,
+            cache_status: cache_status.into(),
+            duration: None,
+            node: None,
+            run_db_path: None,
+            run_db_size_bytes: None,
+            output_count: 0,
+        }
     }
 }
 
-async fn record_execution_full(
-    ctx: &Context,
-    id: &Identity,
-    rec: &simcache_store::ledger::IngestRecord,
-    status: &str,
-    cache_status: CacheStatus,
-    duration: Option<f64>,
-    node: Option<String>,
-) {
+/// Records an execution in the catalog (idempotent per execution id). A
+/// failure is logged, not fatal: the run's own outcome stands.
+async fn record_execution(ctx: &Context, id: &Identity, e: Execution<'_>) {
     let Ok(sim_id) = catalog_id(ctx, id).await else {
         return;
     };
     let now = now_ms();
-    let started = duration.map(|d| now - (d * 1000.0) as i64).unwrap_or(now);
-    let outputs = rec.outputs.as_object().map(|o| o.len() as i64).unwrap_or(0);
-    let e = ExecutionRecord {
-        execution_id: rec.execution_id.clone(),
+    let started = e.duration.map(|d| now - (d * 1000.0) as i64).unwrap_or(now);
+    let rec = ExecutionRecord {
+        execution_id: e.id.into(),
         squid_id: format!("{}/{}/{}", id.name, id.version, &id.hash[..12]),
         simulation_id: sim_id,
         user_id: None,
         started_at_ms: started,
         completed_at_ms: Some(now),
-        duration_seconds: duration,
-        status: status.into(),
+        duration_seconds: e.duration,
+        status: e.status.into(),
         executor_type: "kubernetes".into(),
-        cache_hit: false,
-        cache_status: Some(format!("{cache_status:?}")),
-        node,
-        run_db_path: rec.run_db_path.clone(),
-        run_db_size_bytes: rec.size_bytes,
+        cache_hit: e.cache_hit,
+        cache_status: Some(e.cache_status),
+        node: e.node,
+        run_db_path: e.run_db_path,
+        run_db_size_bytes: e.run_db_size_bytes,
         input_hash: Some(id.hash.clone()),
-        output_count: outputs,
+        output_count: e.output_count,
         artifact_count: 0,
         error_count: 0,
         warning_count: 0,
         environment: None,
     };
-    if let Err(err) = ctx.stores.catalog.record_execution(&e).await {
-        tracing::warn!(execution_id = rec.execution_id, error = %err, "could not record the execution in the catalog");
+    if let Err(err) = ctx.stores.catalog.record_execution(&rec).await {
+        tracing::warn!(execution_id = e.id, error = %err, "could not record the execution in the catalog");
     }
 }
 
@@ -849,7 +823,7 @@ async fn attempt_failed(
         }
         AfterFailure::GiveUp => {
             if let Some(exec_id) = &status.execution_id {
-                record_execution(ctx, id, exec_id, "failed", false, "Skipped", None, None).await;
+                record_execution(ctx, id, Execution::new(exec_id, "failed", "Skipped")).await;
             }
             fail(ctx, run, status, "Failed", msg, Some(status.attempts)).await
         }

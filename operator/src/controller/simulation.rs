@@ -18,7 +18,6 @@ use simcache_store::cache::{InvalidationFilter, InvalidationRecord};
 use simcache_store::catalog::Registration;
 
 use super::{Context, Error, Result, condition};
-use crate::runs::policy::policy_for;
 
 pub const FINALIZER: &str = "simcache.io/catalog";
 
@@ -118,20 +117,7 @@ async fn invalidate_other_versions(
     version: &str,
     ctx: &Context,
 ) -> Result<()> {
-    let ns = sim.namespace().unwrap_or_default();
-    let policies: Vec<_> = ctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| (*p).clone())
-        .collect();
-    let Some(policy) = policy_for(
-        &policies,
-        sim.spec.cache_policy_ref.as_deref(),
-        name,
-        sim.metadata.labels.as_ref().unwrap_or(&Default::default()),
-    ) else {
+    let Some(policy) = ctx.policy_of(sim) else {
         return Ok(());
     };
     if !policy.spec.invalidate_on_new_version {
