@@ -76,7 +76,24 @@ struct Inner {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Switching a new file to WAL needs an exclusive lock and, when another
+    // process is opening the same file, fails with "locked" at once instead
+    // of waiting: retry for as long as the busy timeout would have waited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     // NORMAL in WAL mode: a committed transaction survives a process crash; only
     // an OS crash or power loss can lose the last moments. Right for a cache.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
