@@ -89,6 +89,10 @@ pub struct ControllerArgs {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "SIMCACHE_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Node labels simulation pods must match, as key=value (repeatable or
+    /// comma-separated).
+    #[arg(long, env = "SIMCACHE_POD_NODE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
+    pub pod_node_selector: Vec<(String, String)>,
     /// Run the controllers without leader election (one replica only!).
     #[arg(long, env = "SIMCACHE_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,
@@ -116,4 +120,11 @@ pub struct ControllerArgs {
     /// Parallel reconciliations per controller.
     #[arg(long, env = "SIMCACHE_RECONCILE_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
 }

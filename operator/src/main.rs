@@ -109,6 +109,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             image_pull_policy: c.sidecar_image_pull_policy.clone(),
             operator_url: c.operator_url.clone().unwrap_or_else(|| api.url()),
             startup_probe: native_sidecars,
+            node_selector: c.pod_node_selector.iter().cloned().collect(),
         },
         runs_base: runs,
         lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),

@@ -93,6 +93,8 @@ impl Env {
                     "3",
                     "--sweep-seconds",
                     "1",
+                    "--pod-node-selector",
+                    simcache_testkit::kubelet::NODE_LABEL,
                 ],
                 &[
                     ("KUBECONFIG", kubeconfig.as_str()),

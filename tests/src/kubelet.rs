@@ -30,8 +30,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-/// Which pods the node runs.
+/// Which pods the node runs: ours, and (so that on a real cluster no real
+/// node takes them) only those asking for this node label, which the tests
+/// pass to the operator as `--pod-node-selector`.
 const SELECTOR: &str = "app.kubernetes.io/managed-by=simcache-operator";
+pub const NODE_LABEL: &str = "simcache.io/test-node=local";
 /// The container name that marks our sidecar.
 const SIDECAR_NAME: &str = "simcache-sidecar";
 
@@ -67,7 +70,16 @@ impl TestNode {
                             .as_ref()
                             .and_then(|s| s.phase.as_deref())
                             .is_some_and(|p| p == "Succeeded" || p == "Failed");
-                        if done || !handled.insert(uid) {
+                        let ours = pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.node_selector.as_ref())
+                            .is_some_and(|n| {
+                                NODE_LABEL
+                                    .split_once('=')
+                                    .is_some_and(|(k, v)| n.get(k).is_some_and(|x| x == v))
+                            });
+                        if done || !ours || !handled.insert(uid) {
                             continue;
                         }
                         seen.lock().push(pod.name_any());

@@ -42,6 +42,8 @@ pub struct SidecarSettings {
     /// the sidecar serves. API servers before 1.28 (no native sidecars)
     /// refuse probes on init containers.
     pub startup_probe: bool,
+    /// Node labels simulation pods must match (`--pod-node-selector`).
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// Whether an API server at `major.minor` knows native sidecars (1.28+).
@@ -319,6 +321,8 @@ pub fn build_pod(p: &PodPlan) -> Pod {
             automount_service_account_token: Some(false),
             // The operator enforces the timeout too; this is the node's backstop.
             active_deadline_seconds: p.timeout_seconds.map(|t| t + 60),
+            node_selector: (!p.sidecar.node_selector.is_empty())
+                .then(|| p.sidecar.node_selector.clone()),
             init_containers: Some(vec![sidecar]),
             containers: vec![simulation],
             volumes: Some(vec![Volume {
@@ -400,6 +404,7 @@ mod tests {
             image_pull_policy: None,
             operator_url: "http://op.simcache:8080/".into(),
             startup_probe: true,
+            node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
         };
         let cmd = vec!["python3".to_string(), "/app/t.py".to_string()];
         let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
@@ -463,5 +468,6 @@ mod tests {
             ("SimulationRun", Some(true))
         );
         assert_eq!(spec.active_deadline_seconds, Some(660));
+        assert_eq!(spec.node_selector.as_ref().unwrap()["pool"], "sims");
     }
 }
