@@ -30,7 +30,65 @@ pub enum BackendKind {
 pub enum Command {
     /// Serve the catalog/results/files/ingest API and, unless
     /// --no-controllers, run the Kubernetes controllers (prints the URL on stdout).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Local mode: run Simulation/SimulationRun YAML on this machine, no
+    /// cluster, no Postgres (SQLite under ~/.simcache/local).
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Run every SimulationRun in the files (Simulations from the same files);
+    /// repeats come from the cache.
+    Run {
+        /// YAML files or folders (repeatable).
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        home: LocalHome,
+    },
+    /// What the local catalog holds.
+    #[command(subcommand)]
+    Catalog(LocalCatalog),
+    /// What the local results store holds.
+    #[command(subcommand)]
+    Results(LocalResults),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCatalog {
+    /// Simulation versions with their runs, success and cache-hit rates.
+    List {
+        #[command(flatten)]
+        home: LocalHome,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalResults {
+    /// Recorded results, newest first, one JSON object per line.
+    Search {
+        #[arg(long)]
+        simulation: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        home: LocalHome,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LocalHome {
+    /// Where local mode keeps its store and run databases (default ~/.simcache/local).
+    #[arg(long, env = "SIMCACHE_LOCAL_HOME")]
+    pub home: Option<PathBuf>,
+}
+
+impl LocalHome {
+    pub fn path(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(crate::local::default_home)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

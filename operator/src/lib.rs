@@ -7,5 +7,6 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod introspect;
+pub mod local;
 pub mod runs;
 pub mod server;

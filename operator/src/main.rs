@@ -5,9 +5,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use simcache_auth::AuthConfig;
-use simcache_operator::config::{BackendKind, Cli, Command, ServeArgs};
+use simcache_operator::config::{
+    BackendKind, Cli, Command, LocalCatalog, LocalCommand, LocalResults, ServeArgs,
+};
 use simcache_operator::controller::leader::LeaderElector;
 use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics};
+use simcache_operator::local;
 use simcache_operator::runs::pod::{SidecarSettings, supports_native_sidecars};
 use simcache_operator::server::{self, ApiConfig};
 use simcache_store::Backend;
@@ -50,7 +53,23 @@ fn backend(a: &ServeArgs) -> anyhow::Result<Backend> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
+        Command::Local(LocalCommand::Run { files, home }) => {
+            let failed = local::run(&files, &home.path()).await?;
+            if failed > 0 {
+                eprintln!("{failed} run(s) failed");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Local(LocalCommand::Catalog(LocalCatalog::List { home })) => {
+            local::catalog_list(&home.path()).await
+        }
+        Command::Local(LocalCommand::Results(LocalResults::Search {
+            simulation,
+            limit,
+            home,
+        })) => local::results_search(&home.path(), simulation, limit).await,
     }
 }
 

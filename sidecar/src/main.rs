@@ -9,8 +9,8 @@ use simcache_sidecar::config::{
     BackendKind, Cli, Command, ExecArgs, SessionCommand, StoreArgs, UserCommand,
 };
 use simcache_sidecar::run::ingest::{IngestTarget, finish_and_upload};
-use simcache_sidecar::run::program::{ProgramSpec, run_program};
-use simcache_sidecar::run::settings::{beside, new_execution_id, new_run_token};
+use simcache_sidecar::run::recorded::{Program, record_program};
+use simcache_sidecar::run::settings::{new_execution_id, new_run_token};
 use simcache_sidecar::server::{self, ServerConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
@@ -173,41 +173,28 @@ async fn services(
 async fn exec(backend: Backend, e: ExecArgs) -> anyhow::Result<()> {
     let token = e.run.run_token.clone().unwrap_or_else(new_run_token);
     let id = e.run.execution_id.clone().unwrap_or_else(new_execution_id);
-    let mut rc = e
+    let rc = e
         .run
-        .to_run_config(Some(id), "local", Some(token.clone()), &e.command)?
+        .to_run_config(Some(id), "local", Some(token), &e.command)?
         .context("exec always records a run")?;
-    rc.inputs_file
-        .get_or_insert_with(|| beside(&rc.db_path, "inputs.json"));
-    rc.outputs_file
-        .get_or_insert_with(|| beside(&rc.db_path, "outputs.json"));
-    let db_path = rc.db_path.clone();
-    let mut cfg = ServerConfig::new(backend);
-    cfg.run = Some(rc);
-    let srv = server::start(cfg, std::future::pending()).await?;
-    let run = srv.run.clone().context("the run API did not start")?;
     eprintln!(
         "run {} recording to {}",
-        run.execution_id,
-        db_path.display()
+        rc.execution_id,
+        rc.db_path.display()
     );
-    let spec = ProgramSpec {
+    let program = Program {
         command: e.command.clone(),
         workdir: e.workdir.clone(),
-        env: vec![
-            ("SIMCACHE_URL".into(), srv.url()),
-            ("SIMCACHE_RUN_TOKEN".into(), token),
-        ],
         timeout: e.timeout_secs.map(Duration::from_secs),
     };
-    let (summary, code) = run_program(run, &spec).await?;
-    srv.shutdown().await?;
+    let done = record_program(backend, rc, &program).await?;
+    let summary = done.summary;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if summary.status != "completed" {
         if let Some(why) = &summary.error_message {
             eprintln!("run failed: {why}");
         }
-        std::process::exit(code.filter(|c| *c != 0).unwrap_or(1));
+        std::process::exit(done.exit_code.filter(|c| *c != 0).unwrap_or(1));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod ingest;
 pub mod program;
+pub mod recorded;
 pub mod settings;
 pub mod values;
 

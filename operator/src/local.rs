@@ -1,0 +1,522 @@
+//! Local mode: the same Simulation and SimulationRun YAML a user would
+//! `kubectl apply`, run on this machine with no cluster and no Postgres.
+//! Inputs are checked and hashed exactly as the controller does, each miss
+//! runs the simulation's command as a local process with the sidecar
+//! in-process (the same run database and run API as in a pod), the run is
+//! introspected into a SQLite catalog/results store, and its result cached;
+//! a repeat is served from that cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use simcache_crds::{CacheMode, Simulation, SimulationRun};
+use simcache_rundb::{Provenance, RunInit};
+use simcache_sidecar::run::RunConfig;
+use simcache_sidecar::run::recorded::{Program, record_program};
+use simcache_sidecar::run::settings::new_run_token;
+use simcache_store::cache::{CacheEntry, EntryStatus, HitDelta};
+use simcache_store::catalog::{ExecutionRecord, Registration, SearchQuery};
+use simcache_store::clock::now_ms;
+use simcache_store::results::{ResultQuery, Upsert};
+use simcache_store::{Backend, Stores};
+
+use crate::introspect::introspect;
+use crate::runs::identity::{
+    cache_key, catalog_name, catalog_spec, input_hash, resolve_inputs, run_schema,
+};
+
+/// The annotation giving the command to run outside the image (relative
+/// paths resolve against the YAML file's folder); else `command` + `args`.
+pub const LOCAL_COMMAND: &str = "simcache.io/local-command";
+
+/// A Simulation as read from a file, with that file's folder.
+struct LocalSimulation {
+    sim: Simulation,
+    dir: PathBuf,
+}
+
+/// What the files hold.
+#[derive(Default)]
+struct Manifests {
+    simulations: Vec<LocalSimulation>,
+    runs: Vec<SimulationRun>,
+}
+
+/// The YAML files given, and every `.yaml`/`.yml` file of the folders given.
+fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Manifests> {
+    let mut m = Manifests::default();
+    for file in files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc)
+                .with_context(|| format!("{} is not valid YAML", file.display()))?;
+            if v.is_null() {
+                continue;
+            }
+            let what = |e: serde_json::Error| anyhow::anyhow!("{}: {e}", file.display());
+            match v.get("kind").and_then(Value::as_str) {
+                Some("Simulation") => m.simulations.push(LocalSimulation {
+                    sim: serde_json::from_value(v).map_err(what)?,
+                    dir: dir.clone(),
+                }),
+                Some("SimulationRun") => m.runs.push(serde_json::from_value(v).map_err(what)?),
+                // Policies shape the cluster's cache; locally the cache keeps all.
+                Some("CachePolicy") => {}
+                Some(k) => bail!("{}: kind {k} is not one of ours", file.display()),
+                None => bail!("{}: a document without kind", file.display()),
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// The command a Simulation runs locally, and where.
+fn local_command(s: &LocalSimulation) -> anyhow::Result<Vec<String>> {
+    let annotated = s
+        .sim
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOCAL_COMMAND));
+    let cmd: Vec<String> = match annotated {
+        Some(text) if text.trim_start().starts_with('[') => serde_json::from_str(text)
+            .with_context(|| {
+                format!("annotation {LOCAL_COMMAND} is not a JSON array of strings")
+            })?,
+        Some(text) => text.split_whitespace().map(str::to_string).collect(),
+        None => s
+            .sim
+            .spec
+            .command
+            .iter()
+            .chain(&s.sim.spec.args)
+            .cloned()
+            .collect(),
+    };
+    if cmd.is_empty() {
+        bail!(
+            "Simulation {} has no command to run locally (spec.command or the {LOCAL_COMMAND} annotation)",
+            s.sim.metadata.name.as_deref().unwrap_or("")
+        );
+    }
+    Ok(cmd)
+}
+
+pub fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".simcache")
+        .join("local")
+}
+
+async fn open(home: &Path) -> anyhow::Result<Stores> {
+    Stores::open(
+        &Backend::Sqlite {
+            path: home.join("simcache.db"),
+        },
+        "local",
+    )
+    .await
+    .with_context(|| format!("opening the local store under {}", home.display()))
+}
+
+fn outputs_text(o: &Value) -> String {
+    serde_json::to_string(o).unwrap_or_default()
+}
+
+/// `local run -f …`: every run in the files, in order. Returns how many failed.
+pub async fn run(paths: &[PathBuf], home: &Path) -> anyhow::Result<usize> {
+    let m = read_manifests(paths)?;
+    if m.runs.is_empty() {
+        bail!("no SimulationRun in the files given");
+    }
+    let stores = open(home).await?;
+    let mut catalog_ids = BTreeMap::new();
+    for s in &m.simulations {
+        let spec = catalog_spec(&s.sim);
+        let id = match stores.catalog.register(&spec, Some("local")).await? {
+            Registration::Created(i) | Registration::Unchanged(i) => i,
+        };
+        catalog_ids.insert(s.sim.metadata.name.clone().unwrap_or_default(), id);
+    }
+    let total = m.runs.len();
+    let mut failed = 0;
+    for (i, run) in m.runs.iter().enumerate() {
+        let name = run
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("run-{i}"));
+        let tag = format!("[{}/{total}] {name}", i + 1);
+        let Some(ls) = m
+            .simulations
+            .iter()
+            .find(|s| s.sim.metadata.name.as_deref() == Some(run.spec.simulation.name.as_str()))
+        else {
+            println!(
+                "{tag}: FAILED: Simulation {:?} is not in the files given",
+                run.spec.simulation.name
+            );
+            failed += 1;
+            continue;
+        };
+        match run_one(
+            &stores,
+            home,
+            ls,
+            run,
+            &name,
+            catalog_ids[&run.spec.simulation.name],
+            &tag,
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => failed += 1,
+            Err(e) => {
+                println!("{tag}: FAILED: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// One run: from the cache, or run and recorded. False when it failed.
+async fn run_one(
+    stores: &Stores,
+    home: &Path,
+    ls: &LocalSimulation,
+    run: &SimulationRun,
+    name: &str,
+    sim_id: i64,
+    tag: &str,
+) -> anyhow::Result<bool> {
+    let sim = &ls.sim;
+    if let Some(v) = &run.spec.simulation.version
+        && v != &sim.spec.version
+    {
+        println!(
+            "{tag}: FAILED: Simulation {:?} is at version {:?}; this run asks for {v:?}",
+            run.spec.simulation.name, sim.spec.version
+        );
+        return Ok(false);
+    }
+    let inputs = match resolve_inputs(&sim.spec, &run.spec.inputs) {
+        Ok(i) => i,
+        Err(m) => {
+            println!("{tag}: FAILED: invalid inputs: {m}");
+            return Ok(false);
+        }
+    };
+    let sim_name = catalog_name(sim);
+    let version = sim.spec.version.clone();
+    let hash = input_hash(&sim_name, &version, &sim.spec.image, &inputs);
+    let key = cache_key(&sim_name, &version, &hash);
+    if run.spec.cache_mode == CacheMode::Use
+        && let Some(e) = stores.cache.get(&key, now_ms()).await?
+        && e.run_db_path
+            .as_deref()
+            .is_some_and(|p| Path::new(p).exists())
+    {
+        let meta = e.metadata.clone().unwrap_or(Value::Null);
+        let saved = meta.get("duration_seconds").and_then(Value::as_f64);
+        stores
+            .cache
+            .record_accesses(
+                &[HitDelta {
+                    cache_key: key.clone(),
+                    hits: 1,
+                    last_accessed_ms: now_ms(),
+                }],
+                0,
+            )
+            .await?;
+        let squid_id = format!("{sim_name}/{version}/{}", &hash[..12]);
+        let exec = format!("local.{name}.{}.cached.{}", &hash[..8], now_ms());
+        record(
+            stores,
+            Recorded {
+                execution_id: &exec,
+                sim_id,
+                squid_id,
+                input_hash: &hash,
+                status: "cached",
+                cache_hit: true,
+                duration: None,
+                run_db_path: e.run_db_path.clone(),
+                size: Some(e.size_bytes),
+                outputs: 0,
+            },
+        )
+        .await?;
+        println!(
+            "{tag}: Cached (computed by {}; {}): {}",
+            e.execution_id,
+            match saved {
+                Some(s) => format!("saved {s:.2} s of computing"),
+                None => "no recomputation".into(),
+            },
+            outputs_text(meta.get("outputs").unwrap_or(&Value::Null))
+        );
+        return Ok(true);
+    }
+
+    let command = local_command(ls)?;
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    let execution_id = format!("local.{name}.{}.{}", &hash[..8], hex::encode(b));
+    let runs_dir = home.join("runs");
+    let mut init = RunInit::new(sim_name.clone(), version.clone());
+    init.executor_type = Some("local".into());
+    init.cache_key = Some(key.clone());
+    init.simulation_id = Some(sim_id);
+    let rc = RunConfig {
+        db_path: simcache_rundb::run_db_path(&runs_dir, &execution_id)?,
+        execution_id: execution_id.clone(),
+        init,
+        schema: run_schema(&sim.spec),
+        inputs: Some(inputs.clone().into_iter().collect()),
+        inputs_file: None,
+        outputs_file: None,
+        token: Some(new_run_token()),
+        provenance: Provenance {
+            host: None,
+            image: Some(sim.spec.image.clone()),
+            image_digest: sim.spec.image.split_once('@').map(|(_, d)| d.to_string()),
+            command: command.clone(),
+            environment: BTreeMap::new(),
+            parent_execution_ids: Vec::new(),
+            input_hash: Some(hash.clone()),
+        },
+        max_artifact_bytes: simcache_rundb::MAX_ARTIFACT_BYTES,
+    };
+    eprintln!("{tag}: running {}", command.join(" "));
+    let started = Instant::now();
+    let program = Program {
+        command,
+        workdir: Some(ls.dir.clone()),
+        timeout: run
+            .spec
+            .timeout_seconds
+            .map(|t| Duration::from_secs(t.max(1) as u64)),
+    };
+    let done = record_program(
+        Backend::Sqlite {
+            path: home.join("simcache.db"),
+        },
+        rc,
+        &program,
+    )
+    .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let path = done.db_path.clone();
+    let id = execution_id.clone();
+    let rec = tokio::task::spawn_blocking(move || introspect(&path, Some(&id)))
+        .await
+        .context("introspection task")??;
+    let (result_id, _) = stores.results.register(&rec, Upsert::Replace).await?;
+    let ok = done.summary.status == "completed";
+    let duration = done.summary.duration_seconds.or(Some(wall));
+    let outputs = serde_json::to_value(&rec.outputs)?;
+    let size = std::fs::metadata(&done.db_path)
+        .map(|m| m.len() as i64)
+        .unwrap_or(0);
+    record(
+        stores,
+        Recorded {
+            execution_id: &execution_id,
+            sim_id,
+            squid_id: format!("{sim_name}/{version}/{}", &hash[..12]),
+            input_hash: &hash,
+            status: if ok { "completed" } else { "failed" },
+            cache_hit: false,
+            duration,
+            run_db_path: Some(done.db_path.display().to_string()),
+            size: Some(size),
+            outputs: rec.outputs.len() as i64,
+        },
+    )
+    .await?;
+    if !ok {
+        println!(
+            "{tag}: FAILED: {}",
+            done.summary
+                .error_message
+                .clone()
+                .unwrap_or_else(|| format!("the run ended as {}", done.summary.status))
+        );
+        return Ok(false);
+    }
+    if run.spec.cache_mode != CacheMode::Bypass {
+        let now = now_ms();
+        stores
+            .cache
+            .put(CacheEntry {
+                cache_key: key,
+                simulation_id: sim_id,
+                simulation_name: sim_name.clone(),
+                simulation_version: version.clone(),
+                execution_id: execution_id.clone(),
+                squid_id: format!("{sim_name}/{version}/{}", &hash[..12]),
+                input_hash: hash,
+                run_db_path: Some(done.db_path.display().to_string()),
+                metadata: Some(json!({
+                    "outputs": outputs, "result_id": result_id,
+                    "produced_by": format!("local/{name}"), "duration_seconds": duration,
+                })),
+                user_id: None,
+                created_at_ms: now,
+                expires_at_ms: None,
+                last_accessed_ms: now,
+                access_count: 0,
+                hit_count: 0,
+                size_bytes: size,
+                status: EntryStatus::Valid,
+            })
+            .await?;
+    }
+    println!(
+        "{tag}: Succeeded in {:.2} s (execution {execution_id}): {}",
+        duration.unwrap_or(wall),
+        outputs_text(&outputs)
+    );
+    Ok(true)
+}
+
+/// One execution as the catalog records it.
+struct Recorded<'a> {
+    execution_id: &'a str,
+    sim_id: i64,
+    squid_id: String,
+    input_hash: &'a str,
+    status: &'a str,
+    cache_hit: bool,
+    duration: Option<f64>,
+    run_db_path: Option<String>,
+    size: Option<i64>,
+    outputs: i64,
+}
+
+async fn record(stores: &Stores, r: Recorded<'_>) -> anyhow::Result<()> {
+    let now = now_ms();
+    let took = r.duration.map(|d| (d * 1000.0) as i64).unwrap_or(0);
+    stores
+        .catalog
+        .record_execution(&ExecutionRecord {
+            execution_id: r.execution_id.into(),
+            squid_id: r.squid_id,
+            simulation_id: r.sim_id,
+            user_id: None,
+            started_at_ms: now - took,
+            completed_at_ms: Some(now),
+            duration_seconds: r.duration,
+            status: r.status.into(),
+            executor_type: "local".into(),
+            cache_hit: r.cache_hit,
+            cache_status: Some(
+                match (r.cache_hit, r.status) {
+                    (true, _) => "Hit",
+                    (false, "completed") => "Populated",
+                    _ => "Skipped",
+                }
+                .into(),
+            ),
+            node: None,
+            run_db_path: r.run_db_path,
+            run_db_size_bytes: r.size,
+            input_hash: Some(r.input_hash.into()),
+            output_count: r.outputs,
+            artifact_count: 0,
+            error_count: 0,
+            warning_count: 0,
+            environment: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// `local catalog list`: every simulation version recorded, with its runs.
+pub async fn catalog_list(home: &Path) -> anyhow::Result<()> {
+    let stores = open(home).await?;
+    let sims = stores
+        .catalog
+        .search(&SearchQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    println!(
+        "{:<24} {:<10} {:>6} {:>8} {:>9}",
+        "NAME", "VERSION", "RUNS", "SUCCESS", "CACHE HIT"
+    );
+    for s in sims {
+        let st = stores.catalog.stats(s.id).await?;
+        let pct = |r: Option<f64>| {
+            r.map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<24} {:<10} {:>6} {:>8} {:>9}",
+            s.spec.name,
+            s.spec.version,
+            st.total_executions,
+            pct(st.success_rate),
+            pct(st.cache_hit_rate)
+        );
+    }
+    Ok(())
+}
+
+/// `local results search`: recorded results, newest first, one JSON line each.
+pub async fn results_search(
+    home: &Path,
+    simulation: Option<String>,
+    limit: i64,
+) -> anyhow::Result<()> {
+    let stores = open(home).await?;
+    let found = stores
+        .results
+        .search(&ResultQuery {
+            simulation_name: simulation,
+            simulation_version: None,
+            status: None,
+            filters: Vec::new(),
+            sort: None,
+            descending: true,
+            limit: limit.clamp(1, 10_000),
+            offset: 0,
+        })
+        .await?;
+    for r in found {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
