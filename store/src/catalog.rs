@@ -475,7 +475,6 @@ impl CatalogStore {
         rows.iter().map(simulation_from_row).collect()
     }
 
-    /// Deletes a simulation and (by cascade) its executions; false when absent.
     /// Sets a version's status (`active`, `deprecated`); false when unknown.
     pub async fn set_status(&self, id: i64, status: &str) -> Result<bool> {
         let done = self
@@ -488,6 +487,7 @@ impl CatalogStore {
         Ok(!done[0].is_empty())
     }
 
+    /// Deletes a simulation and (by cascade) its executions; false when absent.
     pub async fn delete(&self, id: i64) -> Result<bool> {
         let done = self
             .sql
