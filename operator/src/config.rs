@@ -176,7 +176,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "SIMCACHE_SWEEP_SECONDS", default_value_t = 60)]
     pub sweep_seconds: u64,
     /// Parallel reconciliations per controller.
-    #[arg(long, env = "SIMCACHE_RECONCILE_CONCURRENCY", default_value_t = 32)]
+    #[arg(
+        long = "reconcile-concurrency",
+        env = "SIMCACHE_RECONCILE_CONCURRENCY",
+        default_value_t = 32
+    )]
     pub concurrency: u16,
 }
 
