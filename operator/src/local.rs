@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use simcache_crds::{CacheMode, Simulation, SimulationRun};
 use simcache_rundb::{Provenance, RunInit};
 use simcache_sidecar::run::RunConfig;
 use simcache_sidecar::run::recorded::{Program, record_program};
 use simcache_sidecar::run::settings::new_run_token;
-use simcache_store::cache::{CacheEntry, EntryStatus, HitDelta};
-use simcache_store::catalog::{ExecutionRecord, Registration, SearchQuery};
+use simcache_store::cache::HitDelta;
+use simcache_store::catalog::{Registration, SearchQuery};
 use simcache_store::clock::now_ms;
 use simcache_store::results::{ResultQuery, Upsert};
 use simcache_store::{Backend, Stores};
@@ -27,6 +27,7 @@ use crate::introspect::introspect;
 use crate::runs::identity::{
     cache_key, catalog_name, catalog_spec, input_hash, resolve_inputs, run_schema,
 };
+use crate::runs::record::{self, Execution, RunKey};
 
 /// The annotation giving the command to run outside the image (relative
 /// paths resolve against the YAML file's folder); else `command` + `args`.
@@ -240,6 +241,13 @@ async fn run_one(
     let version = sim.spec.version.clone();
     let hash = input_hash(&sim_name, &version, &sim.spec.image, &inputs);
     let key = cache_key(&sim_name, &version, &hash);
+    let run_key = RunKey {
+        simulation_id: sim_id,
+        name: &sim_name,
+        version: &version,
+        hash: &hash,
+        cache_key: &key,
+    };
     if run.spec.cache_mode == CacheMode::Use
         && let Some(e) = stores.cache.get(&key, now_ms()).await?
         && e.run_db_path
@@ -259,21 +267,15 @@ async fn run_one(
                 0,
             )
             .await?;
-        let squid_id = format!("{sim_name}/{version}/{}", &hash[..12]);
         let exec = format!("local.{name}.{}.cached.{}", &hash[..8], now_ms());
         record(
             stores,
-            Recorded {
-                execution_id: &exec,
-                sim_id,
-                squid_id,
-                input_hash: &hash,
-                status: "cached",
+            &run_key,
+            Execution {
                 cache_hit: true,
-                duration: None,
                 run_db_path: e.run_db_path.clone(),
-                size: Some(e.size_bytes),
-                outputs: 0,
+                run_db_size_bytes: Some(e.size_bytes),
+                ..Execution::new(&exec, "cached", "Hit")
             },
         )
         .await?;
@@ -351,17 +353,17 @@ async fn run_one(
         .unwrap_or(0);
     record(
         stores,
-        Recorded {
-            execution_id: &execution_id,
-            sim_id,
-            squid_id: format!("{sim_name}/{version}/{}", &hash[..12]),
-            input_hash: &hash,
-            status: if ok { "completed" } else { "failed" },
-            cache_hit: false,
+        &run_key,
+        Execution {
             duration,
             run_db_path: Some(done.db_path.display().to_string()),
-            size: Some(size),
-            outputs: rec.outputs.len() as i64,
+            run_db_size_bytes: Some(size),
+            output_count: rec.outputs.len() as i64,
+            ..Execution::new(
+                &execution_id,
+                if ok { "completed" } else { "failed" },
+                if ok { "Populated" } else { "Skipped" },
+            )
         },
     )
     .await?;
@@ -376,31 +378,20 @@ async fn run_one(
         return Ok(false);
     }
     if run.spec.cache_mode != CacheMode::Bypass {
-        let now = now_ms();
         stores
             .cache
-            .put(CacheEntry {
-                cache_key: key,
-                simulation_id: sim_id,
-                simulation_name: sim_name.clone(),
-                simulation_version: version.clone(),
-                execution_id: execution_id.clone(),
-                squid_id: format!("{sim_name}/{version}/{}", &hash[..12]),
-                input_hash: hash,
-                run_db_path: Some(done.db_path.display().to_string()),
-                metadata: Some(json!({
-                    "outputs": outputs, "result_id": result_id,
-                    "produced_by": format!("local/{name}"), "duration_seconds": duration,
-                })),
-                user_id: None,
-                created_at_ms: now,
-                expires_at_ms: None,
-                last_accessed_ms: now,
-                access_count: 0,
-                hit_count: 0,
-                size_bytes: size,
-                status: EntryStatus::Valid,
-            })
+            .put(record::cache_entry(
+                &run_key,
+                &execution_id,
+                Some(done.db_path.display().to_string()),
+                size,
+                &outputs,
+                Some(result_id),
+                &format!("local/{name}"),
+                duration,
+                None,
+                now_ms(),
+            ))
             .await?;
     }
     println!(
@@ -411,54 +402,10 @@ async fn run_one(
     Ok(true)
 }
 
-/// One execution as the catalog records it.
-struct Recorded<'a> {
-    execution_id: &'a str,
-    sim_id: i64,
-    squid_id: String,
-    input_hash: &'a str,
-    status: &'a str,
-    cache_hit: bool,
-    duration: Option<f64>,
-    run_db_path: Option<String>,
-    size: Option<i64>,
-    outputs: i64,
-}
-
-async fn record(stores: &Stores, r: Recorded<'_>) -> anyhow::Result<()> {
-    let now = now_ms();
-    let took = r.duration.map(|d| (d * 1000.0) as i64).unwrap_or(0);
+async fn record(stores: &Stores, key: &RunKey<'_>, e: Execution<'_>) -> anyhow::Result<()> {
     stores
         .catalog
-        .record_execution(&ExecutionRecord {
-            execution_id: r.execution_id.into(),
-            squid_id: r.squid_id,
-            simulation_id: r.sim_id,
-            user_id: None,
-            started_at_ms: now - took,
-            completed_at_ms: Some(now),
-            duration_seconds: r.duration,
-            status: r.status.into(),
-            executor_type: "local".into(),
-            cache_hit: r.cache_hit,
-            cache_status: Some(
-                match (r.cache_hit, r.status) {
-                    (true, _) => "Hit",
-                    (false, "completed") => "Populated",
-                    _ => "Skipped",
-                }
-                .into(),
-            ),
-            node: None,
-            run_db_path: r.run_db_path,
-            run_db_size_bytes: r.size,
-            input_hash: Some(r.input_hash.into()),
-            output_count: r.outputs,
-            artifact_count: 0,
-            error_count: 0,
-            warning_count: 0,
-            environment: None,
-        })
+        .record_execution(&e.record(key, "local", now_ms()))
         .await?;
     Ok(())
 }

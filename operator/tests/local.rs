@@ -109,7 +109,9 @@ fn a_sweep_shows_progress_and_bad_runs_fail_naming_the_problem() {
          apiVersion: simcache.io/v1alpha1\nkind: SimulationRun\nmetadata: {name: orphan}\n\
          spec: {simulation: {name: nowhere}}\n---\n\
          apiVersion: simcache.io/v1alpha1\nkind: SimulationRun\nmetadata: {name: same-as-ok}\n\
-         spec: {simulation: {name: thermal}, inputs: {temperature: 400.0, material: steel}}\n",
+         spec: {simulation: {name: thermal}, inputs: {temperature: 400.0, material: steel}}\n---\n\
+         apiVersion: simcache.io/v1alpha1\nkind: SimulationRun\nmetadata: {name: old-version}\n\
+         spec: {simulation: {name: thermal, version: \"0.9\"}, inputs: {temperature: 300}}\n",
     )
     .unwrap();
     let (code, out, _) = local(
@@ -118,10 +120,10 @@ fn a_sweep_shows_progress_and_bad_runs_fail_naming_the_problem() {
     );
     assert_eq!(code, 1, "a failed run fails the command: {out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("[1/4] ok: Succeeded"), "{out}");
+    assert!(lines[0].starts_with("[1/5] ok: Succeeded"), "{out}");
     assert!(
         lines[1].starts_with(
-            "[2/4] too-hot: FAILED: invalid inputs: temperature: 5000 is above the maximum 2000"
+            "[2/5] too-hot: FAILED: invalid inputs: temperature: 5000 is above the maximum 2000"
         ),
         "{out}"
     );
@@ -129,7 +131,11 @@ fn a_sweep_shows_progress_and_bad_runs_fail_naming_the_problem() {
         lines[2].contains("orphan: FAILED: Simulation \"nowhere\" is not in the files given"),
         "{out}"
     );
-    assert!(lines[3].starts_with("[4/4] same-as-ok: Cached"), "{out}");
+    assert!(lines[3].starts_with("[4/5] same-as-ok: Cached"), "{out}");
+    assert!(
+        lines[4].starts_with("[5/5] old-version: FAILED: Simulation \"thermal\" is at version \"1.0.0\"; this run asks for \"0.9\""),
+        "{out}"
+    );
 
     // Not our kind, or not YAML: a clear error, nothing run.
     std::fs::write(

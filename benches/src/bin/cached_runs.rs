@@ -21,8 +21,8 @@ use simcache_crds::{Phase, Simulation, SimulationRun};
 use simcache_operator::runs::identity::{
     cache_key, catalog_name, catalog_spec, input_hash, resolve_inputs,
 };
+use simcache_operator::runs::record::{self, RunKey};
 use simcache_rundb::{RunDb, RunInit, RunStatus};
-use simcache_store::cache::{CacheEntry, EntryStatus};
 use simcache_store::catalog::Registration;
 use simcache_store::postgres::PgOptions;
 use simcache_store::{Backend, Stores};
@@ -95,27 +95,28 @@ async fn main() -> anyhow::Result<()> {
             serde_json::from_value(json!({"temperature": t, "material": "copper"}))?;
         let inputs = resolve_inputs(&sim.spec, &given).map_err(anyhow::Error::msg)?;
         let hash = input_hash(&name, "1.0.0", &sim.spec.image, &inputs);
+        let key = cache_key(&name, "1.0.0", &hash);
+        let run_key = RunKey {
+            simulation_id: sim_id,
+            name: &name,
+            version: "1.0.0",
+            hash: &hash,
+            cache_key: &key,
+        };
         stores
             .cache
-            .put(CacheEntry {
-                cache_key: cache_key(&name, "1.0.0", &hash),
-                simulation_id: sim_id,
-                simulation_name: name.clone(),
-                simulation_version: "1.0.0".into(),
-                execution_id: format!("seed.{i}"),
-                squid_id: format!("thermal/1.0.0/{}", &hash[..12]),
-                input_hash: hash,
-                run_db_path: Some(db_path.clone()),
-                metadata: Some(json!({"outputs": {"max_stress": t * 1e6}, "result_id": i})),
-                user_id: None,
-                created_at_ms: now,
-                expires_at_ms: None,
-                last_accessed_ms: now,
-                access_count: 0,
-                hit_count: 0,
-                size_bytes: 4096,
-                status: EntryStatus::Valid,
-            })
+            .put(record::cache_entry(
+                &run_key,
+                &format!("seed.{i}"),
+                Some(db_path.clone()),
+                4096,
+                &json!({"max_stress": t * 1e6}),
+                Some(i as i64),
+                "bench",
+                Some(1.0),
+                None,
+                now,
+            ))
             .await?;
         docs.push(format!(
             "apiVersion: simcache.io/v1alpha1\nkind: SimulationRun\nmetadata: {{name: run-{i}}}\n\

@@ -22,8 +22,7 @@ use serde_json::{Value, json};
 use simcache_crds::{
     CacheMode, CacheStatus, Phase, Simulation, SimulationRun, SimulationRunStatus,
 };
-use simcache_store::cache::{CacheEntry, EntryStatus, HitDelta};
-use simcache_store::catalog::ExecutionRecord;
+use simcache_store::cache::{CacheEntry, HitDelta};
 use simcache_store::clock::now_ms;
 use simcache_store::ledger::LeaseOutcome;
 
@@ -33,6 +32,7 @@ use crate::runs::pod::{
     PodPlan, TOKEN_KEY_INGEST, TOKEN_KEY_RUN, build_pod, execution_id, pod_name, secret_name,
     token_secret,
 };
+use crate::runs::record::{self, Execution, RunKey};
 use crate::runs::state::{
     AfterFailure, AttemptFacts, Ingested, Verdict, after_failure, conclude, pod_outcome,
 };
@@ -52,6 +52,18 @@ struct Identity {
     inputs: BTreeMap<String, Value>,
     hash: String,
     key: String,
+}
+
+impl Identity {
+    fn run_key(&self, simulation_id: i64) -> RunKey<'_> {
+        RunKey {
+            simulation_id,
+            name: &self.name,
+            version: &self.version,
+            hash: &self.hash,
+            cache_key: &self.key,
+        }
+    }
 }
 
 fn terminal(p: Phase) -> bool {
@@ -663,31 +675,18 @@ async fn cache_entry(
 ) -> Result<CacheEntry> {
     let sim_id = catalog_id(ctx, id).await?;
     let ttl = ctx.policy_of(&id.sim).and_then(|p| p.spec.ttl_seconds);
-    let now = now_ms();
-    Ok(CacheEntry {
-        cache_key: id.key.clone(),
-        simulation_id: sim_id,
-        simulation_name: id.name.clone(),
-        simulation_version: id.version.clone(),
-        execution_id: rec.execution_id.clone(),
-        squid_id: format!("{}/{}/{}", id.name, id.version, &id.hash[..12]),
-        input_hash: id.hash.clone(),
-        run_db_path: rec.run_db_path.clone(),
-        metadata: Some(json!({
-            "outputs": outputs,
-            "result_id": rec.result_id,
-            "produced_by": holder_name(run),
-            "duration_seconds": duration,
-        })),
-        user_id: None,
-        created_at_ms: now,
-        expires_at_ms: ttl.map(|t| now + t * 1000),
-        last_accessed_ms: now,
-        access_count: 0,
-        hit_count: 0,
-        size_bytes: rec.size_bytes.unwrap_or(0),
-        status: EntryStatus::Valid,
-    })
+    Ok(record::cache_entry(
+        &id.run_key(sim_id),
+        &rec.execution_id,
+        rec.run_db_path.clone(),
+        rec.size_bytes.unwrap_or(0),
+        &json!(outputs),
+        rec.result_id,
+        &holder_name(run),
+        duration,
+        ttl,
+        now_ms(),
+    ))
 }
 
 async fn catalog_id(ctx: &Context, id: &Identity) -> Result<i64> {
@@ -709,65 +708,13 @@ async fn catalog_id(ctx: &Context, id: &Identity) -> Result<i64> {
     }
 }
 
-/// What the catalog records of one execution.
-struct Execution<'a> {
-    id: &'a str,
-    status: &'a str,
-    cache_hit: bool,
-    cache_status: String,
-    duration: Option<f64>,
-    node: Option<String>,
-    run_db_path: Option<String>,
-    run_db_size_bytes: Option<i64>,
-    output_count: i64,
-}
-
-impl<'a> Execution<'a> {
-    fn new(id: &'a str, status: &'a str, cache_status: &str) -> Self {
-        Execution {
-            id,
-            status,
-            cache_hit: false,
-            cache_status: cache_status.into(),
-            duration: None,
-            node: None,
-            run_db_path: None,
-            run_db_size_bytes: None,
-            output_count: 0,
-        }
-    }
-}
-
 /// Records an execution in the catalog (idempotent per execution id). A
 /// failure is logged, not fatal: the run's own outcome stands.
 async fn record_execution(ctx: &Context, id: &Identity, e: Execution<'_>) {
     let Ok(sim_id) = catalog_id(ctx, id).await else {
         return;
     };
-    let now = now_ms();
-    let started = e.duration.map(|d| now - (d * 1000.0) as i64).unwrap_or(now);
-    let rec = ExecutionRecord {
-        execution_id: e.id.into(),
-        squid_id: format!("{}/{}/{}", id.name, id.version, &id.hash[..12]),
-        simulation_id: sim_id,
-        user_id: None,
-        started_at_ms: started,
-        completed_at_ms: Some(now),
-        duration_seconds: e.duration,
-        status: e.status.into(),
-        executor_type: "kubernetes".into(),
-        cache_hit: e.cache_hit,
-        cache_status: Some(e.cache_status),
-        node: e.node,
-        run_db_path: e.run_db_path,
-        run_db_size_bytes: e.run_db_size_bytes,
-        input_hash: Some(id.hash.clone()),
-        output_count: e.output_count,
-        artifact_count: 0,
-        error_count: 0,
-        warning_count: 0,
-        environment: None,
-    };
+    let rec = e.record(&id.run_key(sim_id), "kubernetes", now_ms());
     if let Err(err) = ctx.stores.catalog.record_execution(&rec).await {
         tracing::warn!(execution_id = e.id, error = %err, "could not record the execution in the catalog");
     }

@@ -5,4 +5,5 @@
 pub mod identity;
 pub mod pod;
 pub mod policy;
+pub mod record;
 pub mod state;
