@@ -87,12 +87,21 @@ fn crds_are_accepted_and_validate_resources() {
         "Use",
         "the default cache mode is filled in by the API server"
     );
-    let out = k.kubectl(&["explain", "simulationrun.spec.cacheMode"]);
-    assert!(
-        text(&out).contains("Use (default), Refresh or Bypass"),
-        "{}",
-        text(&out)
-    );
+    // The API server publishes a new CRD's OpenAPI a moment after it serves
+    // the kind; until then `kubectl explain` cannot find it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = k.kubectl(&["explain", "simulationrun.spec.cacheMode"]);
+        if text(&out).contains("Use (default), Refresh or Bypass") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && text(&out).contains("couldn't find resource"),
+            "{}",
+            text(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 
     // Invalid resources are refused by the server, naming each problem.
     for (doc, wants) in [

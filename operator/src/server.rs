@@ -51,6 +51,50 @@ pub struct RunningApi {
     pub registry: Registry,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    _pinger: AbortOnDrop,
+}
+
+/// Stops the database pinger with the server.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the database is pinged for `simcache_store_up`.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pings the database every [`PING_EVERY`] and publishes the answer, so that
+/// an alert can say "Postgres unreachable" rather than only "not ready".
+fn spawn_store_pinger(stores: Stores, registry: &Registry) -> anyhow::Result<AbortOnDrop> {
+    let up = prometheus::IntGauge::new(
+        "simcache_store_up",
+        "1 when the last ping of the catalog/results database succeeded",
+    )?;
+    let failures = prometheus::IntCounter::new(
+        "simcache_store_ping_failures_total",
+        "Pings of the catalog/results database that failed",
+    )?;
+    registry.register(Box::new(up.clone()))?;
+    registry.register(Box::new(failures.clone()))?;
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PING_EVERY);
+        loop {
+            tick.tick().await;
+            match stores.sql.ping().await {
+                Ok(()) => up.set(1),
+                Err(e) => {
+                    if up.get() != 0 {
+                        tracing::warn!(error = %e, "the database stopped answering");
+                    }
+                    up.set(0);
+                    failures.inc();
+                }
+            }
+        }
+    })))
 }
 
 impl RunningApi {
@@ -98,6 +142,7 @@ pub async fn start(
     }
     let registry = Registry::new();
     let http_metrics = HttpMetrics::register(&registry)?;
+    let pinger = spawn_store_pinger(stores.clone(), &registry)?;
     let state = AppState {
         stores: stores.clone(),
         auth: auth.clone(),
@@ -134,5 +179,6 @@ pub async fn start(
         registry,
         stop: Some(stop_tx),
         task,
+        _pinger: pinger,
     })
 }

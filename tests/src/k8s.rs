@@ -14,6 +14,9 @@ pub struct KubeCluster {
     pub kubeconfig: PathBuf,
     /// True when the cluster came from `SIMCACHE_TEST_KUBECONFIG`.
     pub external: bool,
+    /// The API server's audit log (JSON lines, metadata level): every call
+    /// with its user, verb and resource. Only the private API server has one.
+    pub audit_log: Option<PathBuf>,
 }
 
 static CLUSTER: OnceLock<Result<KubeCluster, String>> = OnceLock::new();
@@ -24,6 +27,7 @@ pub fn cluster() -> &'static KubeCluster {
         Ok(p) if !p.is_empty() => Ok(KubeCluster {
             kubeconfig: PathBuf::from(p),
             external: true,
+            audit_log: None,
         }),
         _ => start_local(),
     }) {
@@ -88,6 +92,13 @@ fn start_local() -> Result<KubeCluster, String> {
         format!("{token},simcache-test-admin,1,system:masters\n"),
     )
     .map_err(|e| e.to_string())?;
+    // Metadata of every request except the API server's own health checks:
+    // the RBAC test compares what the operator did with what the chart grants.
+    std::fs::write(
+        dir.join("audit-policy.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  nonResourceURLs: ['/readyz*', '/healthz*', '/livez*']\n- level: Metadata\n",
+    )
+    .map_err(|e| e.to_string())?;
     let log = |name: &str| {
         std::fs::File::create(dir.join(name))
             .map(Stdio::from)
@@ -116,6 +127,11 @@ fn start_local() -> Result<KubeCluster, String> {
         .arg("--token-auth-file")
         .arg(dir.join("tokens.csv"))
         .arg("--authorization-mode=RBAC")
+        .arg("--audit-policy-file")
+        .arg(dir.join("audit-policy.yaml"))
+        .arg("--audit-log-path")
+        .arg(dir.join("audit.log"))
+        .arg("--audit-log-maxsize=0")
         .arg("--service-account-key-file")
         .arg(dir.join("sa.pub"))
         .arg("--service-account-signing-key-file")
@@ -140,6 +156,7 @@ fn start_local() -> Result<KubeCluster, String> {
     let c = KubeCluster {
         kubeconfig,
         external: false,
+        audit_log: Some(dir.join("audit.log")),
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

@@ -1,21 +1,25 @@
-//! Writes the CRD YAML files into `crds/` (or checks them with `--check`).
+//! Writes the CRD YAML files into `crds/` and the Helm chart's `crds/` (or
+//! checks both with `--check`).
 
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
     let check = std::env::args().any(|a| a == "--check");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let chart = dir.join("../charts/simcache/crds");
+    std::fs::create_dir_all(&chart)?;
     let mut stale = Vec::new();
     for (file, crd) in simcache_crds::all() {
         let yaml = simcache_crds::to_yaml(&crd)?;
-        let path = dir.join(&file);
-        if check {
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
-                stale.push(file);
+        for path in [dir.join(&file), chart.join(&file)] {
+            if check {
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
+                    stale.push(path.display().to_string());
+                }
+            } else {
+                std::fs::write(&path, &yaml)?;
+                println!("wrote {}", path.display());
             }
-        } else {
-            std::fs::write(&path, yaml)?;
-            println!("wrote {}", path.display());
         }
     }
     if !stale.is_empty() {

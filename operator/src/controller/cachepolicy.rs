@@ -103,11 +103,20 @@ pub async fn reconcile(policy: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Ac
             total_runs += st.total_executions;
         }
     }
+    let kept_bytes: i64 = kept.iter().map(|e| e.size_bytes).sum();
+    ctx.metrics
+        .policy_entries
+        .with_label_values(&[ns.as_str(), me.as_str()])
+        .set(kept.len() as i64);
+    ctx.metrics
+        .policy_bytes
+        .with_label_values(&[ns.as_str(), me.as_str()])
+        .set(kept_bytes);
     let previous = policy.status.clone().unwrap_or_default();
     let misses = (total_runs - hits).max(0);
     let status = CachePolicyStatus {
         entries: kept.len() as i64,
-        bytes: kept.iter().map(|e| e.size_bytes).sum(),
+        bytes: kept_bytes,
         hits,
         misses,
         evictions: previous.evictions + evict.len() as i64 + expired as i64,

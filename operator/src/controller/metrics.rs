@@ -4,7 +4,23 @@
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// The controllers, as the `controller` label names them.
+pub const CONTROLLERS: [&str; 3] = ["simulation", "simulationrun", "cachepolicy"];
+const RESULTS: [&str; 4] = ["success", "requeue", "requeue_after", "error"];
+const PHASES: [&str; 6] = [
+    "Pending",
+    "WaitingForCache",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Cached",
+];
+const LOOKUPS: [&str; 5] = ["hit", "miss", "wait", "bypass", "error"];
+const EVICTION_REASONS: [&str; 2] = ["expired", "lru"];
 
 #[derive(Clone)]
 pub struct ControllerMetrics {
@@ -18,6 +34,9 @@ pub struct ControllerMetrics {
     pub run_duration: Histogram,
     pub leader: IntGauge,
     pub evictions: IntCounterVec,
+    /// Valid entries and their bytes per CachePolicy, as its last sweep saw.
+    pub policy_entries: IntGaugeVec,
+    pub policy_bytes: IntGaugeVec,
 }
 
 impl ControllerMetrics {
@@ -80,6 +99,41 @@ impl ControllerMetrics {
             ),
             &["reason"],
         )?;
+        let policy_entries = IntGaugeVec::new(
+            Opts::new(
+                "simcache_operator_cache_entries",
+                "Valid cache entries governed by each CachePolicy",
+            ),
+            &["namespace", "policy"],
+        )?;
+        let policy_bytes = IntGaugeVec::new(
+            Opts::new(
+                "simcache_operator_cache_bytes",
+                "Bytes of the valid cache entries governed by each CachePolicy",
+            ),
+            &["namespace", "policy"],
+        )?;
+        // Every known label set starts at zero, so that rates and alert
+        // ratios exist from the first scrape instead of appearing only after
+        // the first error (Prometheus cannot rate a series it never saw).
+        for c in CONTROLLERS {
+            for res in RESULTS {
+                reconcile_total.with_label_values(&[c, res]);
+            }
+            reconcile_errors.with_label_values(&[c]);
+            reconcile_time.with_label_values(&[c]);
+        }
+        for p in PHASES {
+            run_phase.with_label_values(&[p]);
+        }
+        for l in LOOKUPS {
+            cache_lookups.with_label_values(&[l]);
+        }
+        for e in EVICTION_REASONS {
+            evictions.with_label_values(&[e]);
+        }
+        r.register(Box::new(policy_entries.clone()))?;
+        r.register(Box::new(policy_bytes.clone()))?;
         r.register(Box::new(reconcile_total.clone()))?;
         r.register(Box::new(reconcile_errors.clone()))?;
         r.register(Box::new(reconcile_time.clone()))?;
@@ -97,6 +151,8 @@ impl ControllerMetrics {
             run_duration,
             leader,
             evictions,
+            policy_entries,
+            policy_bytes,
         })
     }
 

@@ -1,0 +1,647 @@
+//! The Helm chart with real Helm (Helm's Go library through helm-sdkpy):
+//! lint, render with default and non-default values by installing into the
+//! test API server (which applies every object), parse every rendered object
+//! into its `k8s-openapi` type, re-apply the manifest with `kubectl`, check
+//! that values.schema.json refuses bad values, and that every metric the
+//! dashboard and the alerts query is one the binaries export.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use simcache_testkit::ServerProcess;
+use simcache_testkit::helm::{chart_dir, helm};
+use simcache_testkit::k8s::{Namespace, cluster, workspace_bin};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_simcache-operator");
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Installs the chart into `ns` and returns every rendered object.
+fn render(ns: &Namespace, release: &str, values: Value) -> Vec<Value> {
+    let c = cluster();
+    let rel = helm()
+        .install(&c.kubeconfig, &ns.name, release, &chart_dir(), &values)
+        .unwrap_or_else(|e| panic!("helm install {release} with {values}: {}", e.0));
+    let manifest = rel["manifest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no manifest in the release: {rel}"));
+    // kubectl accepts the same manifest (Helm has applied it already, so
+    // kubectl finds every object and leaves or updates it).
+    let out = c.kubectl_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(manifest));
+    assert!(
+        out.status.success(),
+        "kubectl apply of the rendered chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::Deserializer::from_str(manifest)
+        .map(|d| Value::deserialize(d).expect("the rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Parses `doc` as `T` and back: a field Kubernetes does not know (a typo
+/// in a template) is dropped by the typed round trip and shows as a diff.
+fn typed<T: DeserializeOwned + Serialize>(doc: &Value) -> T {
+    let t: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{} {}: not a valid object: {e}\n{doc:#}",
+            doc["kind"], doc["metadata"]["name"]
+        )
+    });
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        back, *doc,
+        "{} {} has fields its Kubernetes type does not know",
+        doc["kind"], doc["metadata"]["name"]
+    );
+    t
+}
+
+/// Every rendered object, typed: core kinds through k8s-openapi, the
+/// Prometheus Operator's kinds by structure (k8s-openapi has no types for
+/// them). Returns the kinds seen.
+fn check_all_typed(docs: &[Value]) -> BTreeSet<String> {
+    let mut kinds = BTreeSet::new();
+    for d in docs {
+        let api = d["apiVersion"].as_str().unwrap_or_default();
+        let kind = d["kind"].as_str().unwrap_or_default();
+        match (api, kind) {
+            ("apps/v1", "Deployment") => drop(typed::<Deployment>(d)),
+            ("apps/v1", "StatefulSet") => drop(typed::<StatefulSet>(d)),
+            ("v1", "Service") => drop(typed::<Service>(d)),
+            ("v1", "ServiceAccount") => drop(typed::<ServiceAccount>(d)),
+            ("v1", "Secret") => drop(typed::<Secret>(d)),
+            ("v1", "ConfigMap") => drop(typed::<ConfigMap>(d)),
+            ("v1", "PersistentVolumeClaim") => drop(typed::<PersistentVolumeClaim>(d)),
+            ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(d)),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(d)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(d)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                drop(typed::<ClusterRoleBinding>(d))
+            }
+            ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(d)),
+            // API servers before 1.21 get policy/v1beta1, whose spec is the
+            // same as v1's (k8s-openapi only has v1).
+            ("policy/v1beta1", "PodDisruptionBudget") => {
+                let mut v1 = d.clone();
+                v1["apiVersion"] = json!("policy/v1");
+                drop(typed::<PodDisruptionBudget>(&v1))
+            }
+            ("monitoring.coreos.com/v1", "ServiceMonitor" | "PodMonitor" | "PrometheusRule") => {}
+            _ => panic!("the chart renders {api} {kind}, which this test does not check"),
+        }
+        kinds.insert(kind.to_string());
+    }
+    kinds
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let all = find(docs, kind);
+    assert_eq!(all.len(), 1, "expected one {kind}, got {}", all.len());
+    all[0]
+}
+
+fn env_of(dep: &Deployment) -> BTreeMap<String, Value> {
+    let c = &dep
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let v = match (&e.value, &e.value_from) {
+                (Some(v), _) => json!(v),
+                (None, Some(f)) => serde_json::to_value(f).unwrap(),
+                _ => Value::Null,
+            };
+            (e.name.clone(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_lints_clean_with_real_helm() {
+    let lint = helm().lint(&chart_dir());
+    assert_eq!(lint["TotalChartsLinted"], 1, "{lint:#}");
+    assert!(lint["Errors"].is_null(), "lint errors: {lint:#}");
+    let serious: Vec<&Value> = lint["Messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["Severity"].as_i64().unwrap_or(0) >= 2)
+        .collect();
+    assert!(serious.is_empty(), "lint warnings or errors: {serious:#?}");
+}
+
+#[test]
+fn default_values_render_a_secure_two_replica_operator() {
+    let c = cluster();
+    c.install_crds();
+    let ns = c.namespace("chart-default");
+    let docs = render(
+        &ns,
+        "sc",
+        json!({"database": {"existingSecret": "simcache-db"}}),
+    );
+    let kinds = check_all_typed(&docs);
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<BTreeSet<_>>()
+    );
+
+    let dep: Deployment = typed(one(&docs, "Deployment"));
+    let spec = dep.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("sc-simcache"));
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    let ctr = &pod.containers[0];
+    assert_eq!(
+        ctr.image.as_deref(),
+        Some("ghcr.io/simcache/operator:0.1.0")
+    );
+    let sc = ctr.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    assert!(ctr.resources.as_ref().unwrap().requests.is_some());
+    assert_eq!(
+        ctr.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    let env = env_of(&dep);
+    assert_eq!(
+        env["SIMCACHE_DB_URL"]["secretKeyRef"],
+        json!({"name": "simcache-db", "key": "url"})
+    );
+    assert_eq!(
+        env["SIMCACHE_SIDECAR_IMAGE"],
+        "ghcr.io/simcache/sidecar:0.1.0"
+    );
+    assert_eq!(
+        env["SIMCACHE_OPERATOR_URL"],
+        json!(format!("http://sc-simcache.{}.svc:8080", ns.name))
+    );
+    assert_eq!(env["POD_NAME"]["fieldRef"]["fieldPath"], "metadata.name");
+    assert!(!env.contains_key("SIMCACHE_NO_LEADER_ELECTION"));
+    // The operator's flags exist: the chart only sets documented ones.
+    let help = std::process::Command::new(OPERATOR)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in env.keys().filter(|k| k.starts_with("SIMCACHE_")) {
+        assert!(
+            help.contains(&format!("env: {name}")) || name == "SIMCACHE_ADMIN_PASSWORD",
+            "the chart sets {name}, which `simcache-operator serve` does not read"
+        );
+    }
+    for a in ctr.args.iter().flatten() {
+        let flag = a.split('=').next().unwrap();
+        assert!(
+            !flag.starts_with("--") || help.contains(flag),
+            "the chart passes {flag}, which `simcache-operator serve` does not know"
+        );
+    }
+
+    let svc: Service = typed(one(&docs, "Service"));
+    let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
+    assert_eq!(
+        svc.spec.as_ref().unwrap().selector,
+        spec.selector.match_labels,
+        "the Service selects the operator pods"
+    );
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let cm: ConfigMap = typed(one(&docs, "ConfigMap"));
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
+        "1"
+    );
+    let dash: Value =
+        serde_json::from_str(&cm.data.as_ref().unwrap()["simcache.json"]).expect("dashboard JSON");
+    assert_eq!(dash["title"], "simcache");
+    assert!(find(&docs, "ServiceMonitor").is_empty());
+    assert!(
+        find(&docs, "StatefulSet").is_empty(),
+        "no trial Postgres by default"
+    );
+
+    // The objects are in the API server.
+    let out = c.kubectl(&[
+        "get",
+        "deployment/sc-simcache",
+        "service/sc-simcache",
+        "serviceaccount/sc-simcache",
+        "pvc/sc-simcache-runs",
+        "configmap/sc-simcache-dashboard",
+        "clusterrole/sc-simcache",
+        "-n",
+        &ns.name,
+        "-o",
+        "name",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+    helm().uninstall(&c.kubeconfig, &ns.name, "sc");
+}
+
+fn install_prometheus_operator_crds() {
+    let c = cluster();
+    let f = repo("tests/k8s/prometheus-operator-crds.yaml");
+    let out = c.kubectl(&["apply", "-f", &f.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/podmonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn everything_on(ns: &str) -> Value {
+    json!({
+        "replicaCount": 1,
+        "image": {"digest": format!("sha256:{}", "a".repeat(64))},
+        "sidecar": {"image": {"tag": "9.9.9", "pullPolicy": "Always"},
+                    "nodeSelector": {"pool": "compute", "zone": "b"}},
+        "operator": {"watchNamespace": ns, "logFormat": "text", "logLevel": "debug",
+                     "leaderElection": {"enabled": false, "leaseSeconds": 15},
+                     "adminPassword": {"existingSecret": "admin-pw", "key": "pw"},
+                     "trustedProxies": ["10.0.0.1", "10.0.0.2"]},
+        "postgresql": {"enabled": true},
+        "runStorage": {"existingClaim": "shared-runs"},
+        "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+        "podMonitor": {"enabled": true},
+        "prometheusRule": {"enabled": true},
+        "grafanaDashboard": {"enabled": false},
+    })
+}
+
+#[test]
+fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
+    let c = cluster();
+    c.install_crds();
+    install_prometheus_operator_crds();
+    let ns = c.namespace("chart-all");
+    let docs = render(&ns, "full", everything_on(&ns.name));
+    let kinds = check_all_typed(&docs);
+    for k in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "StatefulSet",
+        "Secret",
+        "Role",
+    ] {
+        assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+    }
+    for k in [
+        "ClusterRole",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+    ] {
+        assert!(!kinds.contains(k), "{k} rendered although switched off");
+    }
+    let dep: Deployment = typed(one(&docs, "Deployment"));
+    let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some(format!("ghcr.io/simcache/operator@sha256:{}", "a".repeat(64)).as_str())
+    );
+    let claim = pod.volumes.as_ref().unwrap()[0]
+        .persistent_volume_claim
+        .as_ref()
+        .unwrap();
+    assert_eq!(claim.claim_name, "shared-runs");
+    let env = env_of(&dep);
+    assert_eq!(
+        env["SIMCACHE_SIDECAR_IMAGE"],
+        "ghcr.io/simcache/sidecar:9.9.9"
+    );
+    assert_eq!(env["SIMCACHE_SIDECAR_IMAGE_PULL_POLICY"], "Always");
+    assert_eq!(env["SIMCACHE_POD_NODE_SELECTOR"], "pool=compute,zone=b");
+    assert_eq!(env["SIMCACHE_WATCH_NAMESPACE"], json!(ns.name));
+    assert_eq!(env["SIMCACHE_NO_LEADER_ELECTION"], "true");
+    assert_eq!(env["SIMCACHE_TRUSTED_PROXIES"], "10.0.0.1,10.0.0.2");
+    assert_eq!(
+        env["SIMCACHE_ADMIN_PASSWORD"]["secretKeyRef"],
+        json!({"name": "admin-pw", "key": "pw"})
+    );
+    // The trial database provides the URL.
+    assert_eq!(
+        env["SIMCACHE_DB_URL"]["secretKeyRef"],
+        json!({"name": "full-simcache-postgresql", "key": "url"})
+    );
+    let secret: Secret = typed(one(&docs, "Secret"));
+    let url = &secret.string_data.as_ref().unwrap()["url"];
+    assert!(
+        url.starts_with("postgres://simcache:")
+            && url.ends_with(&format!(
+                "@full-simcache-postgresql.{}.svc:5432/simcache",
+                ns.name
+            )),
+        "{url}"
+    );
+    // With watchNamespace the grant is a Role there, plus the leader Role.
+    let roles: Vec<Role> = find(&docs, "Role").into_iter().map(typed).collect();
+    assert_eq!(roles.len(), 2);
+    let sm = one(&docs, "ServiceMonitor");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        serde_json::to_value(&dep.spec.as_ref().unwrap().selector.match_labels).unwrap()
+    );
+    let pm = one(&docs, "PodMonitor");
+    // The PodMonitor selects the pods the operator builds, on the sidecar's port.
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "http");
+    assert_eq!(
+        pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/managed-by"],
+        simcache_operator::runs::pod::MANAGED_BY
+    );
+    let rule = one(&docs, "PrometheusRule");
+    let alerts: BTreeSet<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    for a in [
+        "SimcacheOperatorDown",
+        "SimcacheReconcileErrors",
+        "SimcacheRunFailureRatio",
+        "SimcacheCacheHitRateDrop",
+        "SimcachePostgresUnreachable",
+    ] {
+        assert!(alerts.contains(a), "alert {a} missing: {alerts:?}");
+    }
+    helm().uninstall(&c.kubeconfig, &ns.name, "full");
+}
+
+#[test]
+fn bad_values_are_refused_with_a_message_naming_them() {
+    let c = cluster();
+    c.install_crds();
+    let ns = c.namespace("chart-bad");
+    for (values, expect) in [
+        (json!({}), "database.existingSecret"),
+        (
+            json!({"database": {"existingSecret": "db"}, "replicaCount": 0}),
+            "replicaCount",
+        ),
+        (
+            json!({"database": {"existingSecret": "db"}, "operator": {"logFormat": "xml"}}),
+            "logFormat",
+        ),
+        (
+            json!({"database": {"existingSecret": "db"}, "replicas": 3}),
+            "replicas",
+        ),
+        (
+            json!({"database": {"existingSecret": "db"}, "service": {"port": 70000}}),
+            "port",
+        ),
+    ] {
+        let err = helm()
+            .install(&c.kubeconfig, &ns.name, "bad", &chart_dir(), &values)
+            .err()
+            .unwrap_or_else(|| panic!("helm installed the chart with {values}"));
+        assert!(err.0.contains(expect), "{values}: {}", err.0);
+    }
+    // Nothing was created.
+    let out = c.kubectl(&["get", "deployments", "-n", &ns.name, "-o", "name"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}
+
+/// Metric names in a PromQL expression (ours, controller-runtime's, `up`).
+fn metric_names(expr: &str, out: &mut BTreeSet<String>) {
+    let mut word = String::new();
+    let mut in_string = false;
+    for ch in expr.chars().chain(std::iter::once(' ')) {
+        if ch == '"' {
+            in_string = !in_string;
+            word.clear();
+            continue;
+        }
+        if in_string {
+            continue;
+        }
+        if ch.is_ascii_alphanumeric() || ch == '_' || ch == ':' {
+            word.push(ch);
+        } else {
+            if word.starts_with("simcache_") || word.starts_with("controller_runtime_") {
+                out.insert(word.clone());
+            }
+            word.clear();
+        }
+    }
+}
+
+/// Metric names a `/metrics` page exports (histograms with their series).
+async fn exported(url: &str) -> BTreeSet<String> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut names = BTreeSet::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap_or_default());
+            names.insert(name.to_string());
+            if kind == "histogram" {
+                for s in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{s}"));
+                }
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
+    let c = cluster();
+    c.install_crds();
+    install_prometheus_operator_crds();
+    let ns = c.namespace("chart-metrics");
+    let mut values = everything_on(&ns.name);
+    values["grafanaDashboard"]["enabled"] = json!(true);
+    let docs = tokio::task::block_in_place(|| render(&ns, "m", values));
+    let mut queried = BTreeSet::new();
+    for r in one(&docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+    {
+        metric_names(r["expr"].as_str().unwrap(), &mut queried);
+    }
+    let cm = one(&docs, "ConfigMap");
+    let dash: Value = serde_json::from_str(cm["data"]["simcache.json"].as_str().unwrap()).unwrap();
+    let mut panels = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            metric_names(t["expr"].as_str().unwrap(), &mut queried);
+            panels += 1;
+        }
+    }
+    assert!(panels >= 15, "the dashboard has {panels} queries");
+    assert!(queried.len() >= 15, "only {queried:?}");
+
+    // The operator with its controllers (leader) and the sidecar, each after
+    // some traffic.
+    let db = simcache_testkit::fresh_database("chart_metrics").await;
+    let runs = tempfile::tempdir().unwrap();
+    let kubeconfig = c.kubeconfig.display().to_string();
+    let op = ServerProcess::spawn(
+        OPERATOR.as_ref(),
+        &[
+            "serve",
+            "--backend",
+            "postgresql",
+            "--port",
+            "0",
+            "--run-db-base-path",
+            &runs.path().display().to_string(),
+            "--watch-namespace",
+            &ns.name,
+            "--leader-namespace",
+            &ns.name,
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("SIMCACHE_DB_URL", db.as_str()),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    // A CachePolicy to sweep, so that its gauges exist.
+    let policy = repo("examples/thermal/cache-policy.yaml");
+    let out = c.kubectl(&["apply", "-n", &ns.name, "-f", policy.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut have = exported(&op.url).await;
+    while !have.contains("simcache_operator_leader")
+        || !have.contains("simcache_store_up")
+        || !have.contains("simcache_operator_cache_entries")
+    {
+        assert!(Instant::now() < deadline, "operator metrics: {have:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        have = exported(&op.url).await;
+    }
+    let _ = reqwest::get(format!("{}/healthz", op.url)).await;
+    have.extend(exported(&op.url).await);
+
+    let cache_db = tempfile::tempdir().unwrap();
+    let sidecar = ServerProcess::spawn(
+        &workspace_bin("simcache-sidecar"),
+        &["serve", "--port", "0", "--no-auth"],
+        &[(
+            "SIMCACHE_CACHE_DB_PATH",
+            cache_db.path().join("cache.db").to_str().unwrap(),
+        )],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let put = http
+        .post(format!("{}/cache", sidecar.url))
+        .json(&json!({"cache_key": "sim/1/result", "simulation_id": 1,
+                      "simulation_name": "sim", "simulation_version": "1.0.0",
+                      "execution_id": "exec-1", "squid_id": "sim/1.0.0/x",
+                      "input_hash": "h1", "run_db_path": "/runs/exec-1.db",
+                      "ttl_hours": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    for key in ["sim/1/result", "sim/2/result"] {
+        http.get(format!("{}/cache/{key}", sidecar.url))
+            .send()
+            .await
+            .unwrap();
+    }
+    http.post(format!("{}/cache/invalidate", sidecar.url))
+        .json(&json!({"pattern": "sim/9/*", "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    have.extend(exported(&sidecar.url).await);
+
+    let missing: Vec<&String> = queried.iter().filter(|m| !have.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "queried by the dashboard or the alerts but exported by neither binary: {missing:?}\nexported: {have:?}"
+    );
+    drop(op);
+    helm().uninstall(&c.kubeconfig, &ns.name, "m");
+}
