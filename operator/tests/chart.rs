@@ -160,9 +160,12 @@ fn default_values_render_a_secure_two_replica_operator() {
     let c = cluster();
     c.install_crds();
     let ns = c.namespace("chart-default");
+    // A release name unique to the namespace: the ClusterRole is cluster-wide.
+    let rel = format!("d{}", &ns.name[ns.name.len() - 6..]);
+    let full = format!("{rel}-simcache");
     let docs = render(
         &ns,
-        "sc",
+        &rel,
         json!({"database": {"existingSecret": "simcache-db"}}),
     );
     let kinds = check_all_typed(&docs);
@@ -189,7 +192,7 @@ fn default_values_render_a_secure_two_replica_operator() {
     let spec = dep.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.as_ref().unwrap();
-    assert_eq!(pod.service_account_name.as_deref(), Some("sc-simcache"));
+    assert_eq!(pod.service_account_name.as_deref(), Some(full.as_str()));
     let psc = pod.security_context.as_ref().unwrap();
     assert_eq!(psc.run_as_non_root, Some(true));
     let ctr = &pod.containers[0];
@@ -227,7 +230,7 @@ fn default_values_render_a_secure_two_replica_operator() {
     );
     assert_eq!(
         env["SIMCACHE_OPERATOR_URL"],
-        json!(format!("http://sc-simcache.{}.svc:8080", ns.name))
+        json!(format!("http://{full}.{}.svc:8080", ns.name))
     );
     assert_eq!(env["POD_NAME"]["fieldRef"]["fieldPath"], "metadata.name");
     assert!(!env.contains_key("SIMCACHE_NO_LEADER_ELECTION"));
@@ -276,26 +279,25 @@ fn default_values_render_a_secure_two_replica_operator() {
     );
 
     // The objects are in the API server.
-    let out = c.kubectl(&[
-        "get",
-        "deployment/sc-simcache",
-        "service/sc-simcache",
-        "serviceaccount/sc-simcache",
-        "pvc/sc-simcache-runs",
-        "configmap/sc-simcache-dashboard",
-        "clusterrole/sc-simcache",
-        "-n",
-        &ns.name,
-        "-o",
-        "name",
-    ]);
+    let objects = [
+        format!("deployment/{full}"),
+        format!("service/{full}"),
+        format!("serviceaccount/{full}"),
+        format!("pvc/{full}-runs"),
+        format!("configmap/{full}-dashboard"),
+        format!("clusterrole/{full}"),
+    ];
+    let mut args = vec!["get"];
+    args.extend(objects.iter().map(String::as_str));
+    args.extend(["-n", &ns.name, "-o", "name"]);
+    let out = c.kubectl(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
-    helm().uninstall(&c.kubeconfig, &ns.name, "sc");
+    helm().uninstall(&c.kubeconfig, &ns.name, &rel);
 }
 
 fn install_prometheus_operator_crds() {
