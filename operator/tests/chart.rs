@@ -647,3 +647,58 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     drop(op);
     helm().uninstall(&c.kubeconfig, &ns.name, "m");
 }
+
+#[test]
+fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let chart: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    let version = chart["appVersion"].as_str().unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "appVersion is the crates' version");
+    let sidecar_port = simcache_operator::runs::pod::SIDECAR_PORT;
+    for (file, repository, bin, port) in [
+        (
+            "operator/Dockerfile",
+            &values["image"]["repository"],
+            "simcache-operator",
+            values["service"]["port"].as_i64().unwrap(),
+        ),
+        (
+            "sidecar/Dockerfile",
+            &values["sidecar"]["image"]["repository"],
+            "simcache-sidecar",
+            i64::from(sidecar_port),
+        ),
+    ] {
+        let d = std::fs::read_to_string(repo(file)).unwrap();
+        let tag = format!("-t {}:{version} .", repository.as_str().unwrap());
+        assert!(d.contains(&tag), "{file} does not build {tag}");
+        assert!(d.contains(&format!("--bin {bin}")), "{file}");
+        assert!(
+            d.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")),
+            "{file}"
+        );
+        assert!(d.contains("FROM gcr.io/distroless/"), "{file}: distroless runtime");
+        let uid = values["podSecurityContext"]["runAsUser"].as_i64().unwrap();
+        assert!(
+            d.contains(&format!("USER {uid}:{uid}")),
+            "{file} runs as the chart's runAsUser {uid}"
+        );
+        assert!(d.contains(&format!("EXPOSE {port}")), "{file}");
+    }
+    let help = std::process::Command::new(OPERATOR)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let want = format!(
+        "{}:{version}",
+        values["sidecar"]["image"]["repository"].as_str().unwrap()
+    );
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains(&want),
+        "the operator's default sidecar image is {want}"
+    );
+}
