@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod policy;
+pub mod reference;
 pub mod run;
 mod schema;
 pub mod simulation;

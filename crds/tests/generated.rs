@@ -23,6 +23,27 @@ fn the_yaml_files_match_the_types() {
     }
 }
 
+#[test]
+fn the_crd_reference_matches_the_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crds: Vec<_> = simcache_crds::all().into_iter().map(|(_, c)| c).collect();
+    let want = simcache_crds::reference::markdown(&crds);
+    let have = std::fs::read_to_string(dir.join("../docs/reference/crds.md")).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/reference/crds.md is out of date; run `cargo run -p simcache-crds --bin gen-crds`"
+    );
+    // It documents the fields users set most.
+    for f in [
+        "`.spec.inputs`",
+        "`.spec.cacheMode`",
+        "`.status.phase`",
+        "`.spec.ttl`",
+    ] {
+        assert!(want.contains(f), "the reference lacks {f}");
+    }
+}
+
 fn schema(file: &str) -> Value {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let y: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();

@@ -657,7 +657,11 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
         serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
     let version = chart["appVersion"].as_str().unwrap();
-    assert_eq!(version, env!("CARGO_PKG_VERSION"), "appVersion is the crates' version");
+    assert_eq!(
+        version,
+        env!("CARGO_PKG_VERSION"),
+        "appVersion is the crates' version"
+    );
     let sidecar_port = simcache_operator::runs::pod::SIDECAR_PORT;
     for (file, repository, bin, port) in [
         (
@@ -681,7 +685,10 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
             d.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")),
             "{file}"
         );
-        assert!(d.contains("FROM gcr.io/distroless/"), "{file}: distroless runtime");
+        assert!(
+            d.contains("FROM gcr.io/distroless/"),
+            "{file}: distroless runtime"
+        );
         let uid = values["podSecurityContext"]["runAsUser"].as_i64().unwrap();
         assert!(
             d.contains(&format!("USER {uid}:{uid}")),

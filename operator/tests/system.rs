@@ -10,6 +10,31 @@ use serde_json::{Value, json};
 use simcache_store::postgres::PgOptions;
 use simcache_store::{Backend, Stores};
 
+/// docs/reference/http-api.md is rendered from the served document.
+#[tokio::test]
+async fn the_http_api_reference_matches_the_openapi_document() {
+    let c = common::sqlite().await;
+    let (_, doc) = c.get("/openapi.json", None).await;
+    let want = simcache_operator::api::reference::markdown(&doc);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/http-api.md");
+    if std::env::var_os("SIMCACHE_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/reference/http-api.md is out of date; run `SIMCACHE_UPDATE_DOCS=1 cargo test -p simcache-operator --test system`"
+    );
+    for route in [
+        "`GET /simulations/search`",
+        "`PUT /ingest/{execution_id}`",
+        "`POST /search`",
+    ] {
+        assert!(want.contains(route), "the reference lacks {route}");
+    }
+}
+
 /// Every (path, method) in /openapi.json is served by a route (never the
 /// "no such route" fallback or 405), and every route family the API serves
 /// is in the document.

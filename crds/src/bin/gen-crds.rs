@@ -22,6 +22,18 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let crds: Vec<_> = simcache_crds::all().into_iter().map(|(_, c)| c).collect();
+    let doc = simcache_crds::reference::markdown(&crds);
+    let path = dir.join("../docs/reference/crds.md");
+    if check {
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(doc.as_str()) {
+            stale.push(path.display().to_string());
+        }
+    } else {
+        std::fs::create_dir_all(dir.join("../docs/reference"))?;
+        std::fs::write(&path, doc)?;
+        println!("wrote {}", path.display());
+    }
     if !stale.is_empty() {
         anyhow::bail!(
             "out of date: {} (run `cargo run -p simcache-crds --bin gen-crds`)",

@@ -250,6 +250,7 @@ async fn register(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Free text over name, description and tags (any token; best matches first).
@@ -315,6 +316,7 @@ async fn search(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VersionParam {
     /// An exact version; the newest registered when absent.

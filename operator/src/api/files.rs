@@ -102,6 +102,7 @@ async fn export_file(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     limit: Option<i64>,
@@ -234,6 +235,7 @@ async fn list_folder(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     /// Delete a folder with everything under it.

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod files;
 pub mod ingest;
+pub mod reference;
 pub mod results;
 mod system;
 

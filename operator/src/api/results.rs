@@ -376,6 +376,7 @@ async fn delete_all(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClassParam {
     /// `output` (default) or `input`.
