@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use simcache_testkit::ServerProcess;
 use simcache_testkit::helm::{chart_dir, helm};
-use simcache_testkit::k8s::{Namespace, cluster, workspace_bin};
+use simcache_testkit::k8s::{Namespace, OperatorLaunch, cluster, workspace_bin};
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_simcache-operator");
 
@@ -560,28 +560,17 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     // some traffic.
     let db = simcache_testkit::fresh_database("chart_metrics").await;
     let runs = tempfile::tempdir().unwrap();
-    let kubeconfig = c.kubeconfig.display().to_string();
-    let op = ServerProcess::spawn(
-        OPERATOR.as_ref(),
-        &[
-            "serve",
-            "--backend",
-            "postgresql",
-            "--port",
-            "0",
-            "--run-db-base-path",
-            &runs.path().display().to_string(),
-            "--watch-namespace",
-            &ns.name,
-            "--leader-namespace",
-            &ns.name,
-        ],
-        &[
-            ("KUBECONFIG", kubeconfig.as_str()),
-            ("SIMCACHE_DB_URL", db.as_str()),
-            ("RUST_LOG", "warn"),
-        ],
-    )
+    let op = OperatorLaunch {
+        bin: OPERATOR.as_ref(),
+        kubeconfig: &c.kubeconfig,
+        namespace: &ns.name,
+        db_url: &db,
+        runs_dir: runs.path(),
+        port: 0,
+        extra: &[],
+        log: "warn",
+    }
+    .spawn()
     .await;
     // A CachePolicy to sweep, so that its gauges exist.
     let policy = repo("examples/thermal/cache-policy.yaml");

@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use serde_json::{Value, json};
 use simcache_crds::{Phase, Simulation, SimulationRun};
 use simcache_testkit::ServerProcess;
-use simcache_testkit::k8s::{KubeCluster, Namespace, cluster, workspace_bin};
+use simcache_testkit::k8s::{KubeCluster, Namespace, OperatorLaunch, cluster, workspace_bin};
 use simcache_testkit::kubelet::TestNode;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_simcache-operator");
@@ -81,42 +81,25 @@ impl Env {
     }
 
     async fn start_operator(&mut self) {
-        let port = self.port.to_string();
-        let runs = self.runs.path().display().to_string();
-        let kubeconfig = self.operator_kubeconfig.display().to_string();
-        let ns = self.ns.name.clone();
         let log = std::env::var("SIMCACHE_TEST_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
-        self.operator = Some(
-            ServerProcess::spawn(
-                OPERATOR.as_ref(),
-                &[
-                    "serve",
-                    "--backend",
-                    "postgresql",
-                    "--port",
-                    &port,
-                    "--run-db-base-path",
-                    &runs,
-                    "--watch-namespace",
-                    &ns,
-                    "--leader-namespace",
-                    &ns,
-                    "--leader-lease-seconds",
-                    "3",
-                    "--sweep-seconds",
-                    "1",
-                    "--pod-node-selector",
-                    simcache_testkit::kubelet::NODE_LABEL,
-                ],
-                &[
-                    ("KUBECONFIG", kubeconfig.as_str()),
-                    ("SIMCACHE_DB_URL", self.db_url.as_str()),
-                    ("SIMCACHE_LOG_FORMAT", "text"),
-                    ("RUST_LOG", log.as_str()),
-                ],
-            )
-            .await,
-        );
+        let launch = OperatorLaunch {
+            bin: OPERATOR.as_ref(),
+            kubeconfig: &self.operator_kubeconfig,
+            namespace: &self.ns.name,
+            db_url: &self.db_url,
+            runs_dir: self.runs.path(),
+            port: self.port,
+            extra: &[
+                "--leader-lease-seconds",
+                "3",
+                "--sweep-seconds",
+                "1",
+                "--pod-node-selector",
+                simcache_testkit::kubelet::NODE_LABEL,
+            ],
+            log: &log,
+        };
+        self.operator = Some(launch.spawn().await);
     }
 
     fn apply(&self, yaml: &str) {

@@ -354,3 +354,52 @@ impl Drop for Namespace<'_> {
             .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
+
+/// How a test starts `simcache-operator serve` with its controllers on a
+/// cluster: watching (and leading in) one namespace, over PostgreSQL.
+pub struct OperatorLaunch<'a> {
+    pub bin: &'a Path,
+    pub kubeconfig: &'a Path,
+    pub namespace: &'a str,
+    pub db_url: &'a str,
+    pub runs_dir: &'a Path,
+    /// `0` picks a free port.
+    pub port: u16,
+    /// More flags (e.g. `--sweep-seconds 1`).
+    pub extra: &'a [&'a str],
+    /// RUST_LOG for the operator.
+    pub log: &'a str,
+}
+
+impl OperatorLaunch<'_> {
+    pub async fn spawn(&self) -> crate::ServerProcess {
+        let port = self.port.to_string();
+        let runs = self.runs_dir.display().to_string();
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let mut args = vec![
+            "serve",
+            "--backend",
+            "postgresql",
+            "--port",
+            &port,
+            "--run-db-base-path",
+            &runs,
+            "--watch-namespace",
+            self.namespace,
+            "--leader-namespace",
+            self.namespace,
+        ];
+        args.extend_from_slice(self.extra);
+        crate::ServerProcess::spawn(
+            self.bin,
+            &args,
+            &[
+                ("KUBECONFIG", kubeconfig.as_str()),
+                ("SIMCACHE_DB_URL", self.db_url),
+                ("SIMCACHE_LOG_FORMAT", "text"),
+                ("RUST_LOG", self.log),
+            ],
+        )
+        .await
+    }
+}

@@ -26,8 +26,7 @@ use simcache_rundb::{RunDb, RunInit, RunStatus};
 use simcache_store::catalog::Registration;
 use simcache_store::postgres::PgOptions;
 use simcache_store::{Backend, Stores};
-use simcache_testkit::ServerProcess;
-use simcache_testkit::k8s::{cluster, workspace_bin};
+use simcache_testkit::k8s::{OperatorLaunch, cluster, workspace_bin};
 
 fn simulation_yaml() -> String {
     r#"apiVersion: simcache.io/v1alpha1
@@ -125,29 +124,17 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let operator = workspace_bin("simcache-operator");
-    let kubeconfig = c.kubeconfig.display().to_string();
-    let runs_dir = dir.path().display().to_string();
-    let op = ServerProcess::spawn(
-        &operator,
-        &[
-            "serve",
-            "--backend",
-            "postgresql",
-            "--port",
-            "0",
-            "--run-db-base-path",
-            &runs_dir,
-            "--watch-namespace",
-            &ns.name,
-            "--leader-namespace",
-            &ns.name,
-        ],
-        &[
-            ("KUBECONFIG", kubeconfig.as_str()),
-            ("SIMCACHE_DB_URL", db_url.as_str()),
-            ("RUST_LOG", "error"),
-        ],
-    )
+    let op = OperatorLaunch {
+        bin: &operator,
+        kubeconfig: &c.kubeconfig,
+        namespace: &ns.name,
+        db_url: &db_url,
+        runs_dir: dir.path(),
+        port: 0,
+        extra: &[],
+        log: "error",
+    }
+    .spawn()
     .await;
     let out = c.kubectl_stdin(
         &["apply", "-n", &ns.name, "-f", "-"],
@@ -166,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let yaml = docs.join("---\n");
     let apply = {
-        let kc = kubeconfig.clone();
+        let kc = c.kubeconfig.display().to_string();
         let ns = ns.name.clone();
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
