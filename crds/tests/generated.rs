@@ -38,7 +38,7 @@ fn the_crd_reference_matches_the_types() {
         "`.spec.inputs`",
         "`.spec.cacheMode`",
         "`.status.phase`",
-        "`.spec.ttl`",
+        "`.spec.ttlSeconds`",
     ] {
         assert!(want.contains(f), "the reference lacks {f}");
     }
