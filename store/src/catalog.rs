@@ -452,7 +452,7 @@ impl CatalogStore {
                 "SELECT {SIM_COLUMNS} FROM (SELECT * FROM simulations ORDER BY created_at_ms DESC, id DESC LIMIT {w}) AS simulations
                  {where_sql} ORDER BY created_at_ms DESC, id DESC LIMIT {n}"
             );
-            let rows = self.sql.query(&sql, p).await?;
+            let rows = self.sql.query_planned(&sql, p).await?;
             if rows.len() as i64 == want {
                 return rows
                     .iter()
@@ -471,7 +471,7 @@ impl CatalogStore {
         let sql = format!(
             "SELECT {SIM_COLUMNS} FROM simulations {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
         );
-        let rows = self.sql.query(&sql, params).await?;
+        let rows = self.sql.query_planned(&sql, params).await?;
         rows.iter().map(simulation_from_row).collect()
     }
 

@@ -58,6 +58,18 @@ impl PgDb {
                 recycle: Some(Duration::from_secs(5)),
             })
             .runtime(deadpool_postgres::Runtime::Tokio1)
+            // Our queries are short and latency-bound: JIT compiling one
+            // whose estimate crosses jit_above_cost costs 20–200 ms (seen as
+            // catalog-search outliers) and never pays back. A SET rather than
+            // a startup option, so that poolers such as PgBouncer accept it.
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute("SET jit = off")
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let db = PgDb { pool, config };
