@@ -49,6 +49,14 @@ impl From<tokio_postgres::Error> for StoreError {
             if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
                 return StoreError::Conflict(db.message().to_string());
             }
+            // A server going away says so as an error message before the
+            // socket closes: connection exceptions (class 08) and shutdowns
+            // (57P01 admin, 57P02 crash, 57P03 cannot connect now) are an
+            // unavailable database, worth a retry, not a fault of the query.
+            let code = db.code().code();
+            if code.starts_with("08") || code.starts_with("57P") {
+                return StoreError::Unavailable(format!("{code}: {}", db.message()));
+            }
             return StoreError::Database(format!("{}: {}", db.code().code(), db.message()));
         }
         if e.is_closed() {
