@@ -301,26 +301,13 @@ fn default_values_render_a_secure_two_replica_operator() {
 }
 
 fn install_prometheus_operator_crds() {
-    let c = cluster();
-    let f = repo("tests/k8s/prometheus-operator-crds.yaml");
-    let out = c.kubectl(&["apply", "-f", &f.display().to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "crd/podmonitors.monitoring.coreos.com",
-        "crd/prometheusrules.monitoring.coreos.com",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cluster().apply_crds(
+        &repo("tests/k8s/prometheus-operator-crds.yaml"),
+        &[
+            "servicemonitors.monitoring.coreos.com",
+            "podmonitors.monitoring.coreos.com",
+            "prometheusrules.monitoring.coreos.com",
+        ],
     );
 }
 

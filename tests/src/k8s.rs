@@ -257,26 +257,36 @@ impl KubeCluster {
             return;
         }
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        let out = self.kubectl(&["apply", "-f", &dir.display().to_string()]);
-        assert!(
-            out.status.success(),
-            "applying the CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/simulations.simcache.io",
-            "crd/simulationruns.simcache.io",
-            "crd/cachepolicies.simcache.io",
-        ]);
-        assert!(
-            out.status.success(),
-            "waiting for the CRDs: {}",
-            String::from_utf8_lossy(&out.stderr)
+        self.apply_crds(
+            &dir,
+            &[
+                "simulations.simcache.io",
+                "simulationruns.simcache.io",
+                "cachepolicies.simcache.io",
+            ],
         );
         *done = true;
+    }
+
+    /// Applies the CRDs in `path` (a file or folder) and waits until the
+    /// named ones are Established.
+    pub fn apply_crds(&self, path: &Path, names: &[&str]) {
+        let out = self.kubectl(&["apply", "-f", &path.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "applying the CRDs in {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let crds: Vec<String> = names.iter().map(|n| format!("crd/{n}")).collect();
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        args.extend(crds.iter().map(String::as_str));
+        let out = self.kubectl(&args);
+        assert!(
+            out.status.success(),
+            "waiting for the CRDs {names:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A fresh namespace for one test (deleted by [`Namespace`]'s drop).
