@@ -5,6 +5,7 @@
 //! The schema is sim2l's run database (12 tables, 2 views) plus simcache's
 //! additions, versioned with `PRAGMA user_version`.
 
+mod canonical;
 mod db;
 mod error;
 mod guard;
@@ -13,13 +14,11 @@ pub mod params;
 mod records;
 mod schema;
 
+pub use canonical::{canonical_json, write_canonical};
 pub use db::{MAX_ARTIFACT_BYTES, RunDb};
 pub use error::{Result, RunDbError};
 pub use guard::RunGuard;
 pub use location::{default_base_path, run_db_path, validate_execution_id};
-pub use params::{
-    Direction, ParamSpec, RunSchema, ValueType, canonical_json, input_env_name, input_env_value,
-    write_canonical,
-};
+pub use params::{Direction, ParamSpec, RunSchema, ValueType, input_env_name, input_env_value};
 pub use records::*;
 pub use schema::SCHEMA_VERSION;

@@ -344,66 +344,6 @@ impl RunSchema {
     }
 }
 
-/// JSON with object keys sorted and no whitespace: the same value always
-/// gives the same bytes, whatever order a client wrote its keys in.
-pub fn canonical_json(v: &Value) -> String {
-    let mut out = Vec::new();
-    // Writing into a Vec cannot fail.
-    let _ = write_canonical(v, &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Streams the canonical form of `v` into `w` (e.g. straight into a hasher).
-pub fn write_canonical<W: std::io::Write>(v: &Value, w: &mut W) -> std::io::Result<()> {
-    match v {
-        Value::Object(m) => {
-            w.write_all(b"{")?;
-            // serde_json's map is usually already sorted; sort only when not.
-            let sorted = m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b);
-            let mut first = true;
-            let mut emit = |k: &String, x: &Value, w: &mut W| -> std::io::Result<()> {
-                if !first {
-                    w.write_all(b",")?;
-                }
-                first = false;
-                serde_json::to_writer(&mut *w, k).map_err(std::io::Error::other)?;
-                w.write_all(b":")?;
-                write_canonical(x, w)
-            };
-            if sorted {
-                for (k, x) in m {
-                    emit(k, x, w)?;
-                }
-            } else {
-                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                for (k, x) in entries {
-                    emit(k, x, w)?;
-                }
-            }
-            w.write_all(b"}")
-        }
-        Value::Array(a) => {
-            w.write_all(b"[")?;
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b",")?;
-                }
-                write_canonical(x, w)?;
-            }
-            w.write_all(b"]")
-        }
-        // Integral floats are written as integers so 300 and 300.0 hash alike.
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                write!(w, "{}", f as i64)
-            }
-            _ => serde_json::to_writer(w, n).map_err(std::io::Error::other),
-        },
-        other => serde_json::to_writer(w, other).map_err(std::io::Error::other),
-    }
-}
-
 /// The environment variable a program reads an input from:
 /// `SIMCACHE_INPUT_` + the name upper-cased with anything else than
 /// letters and digits turned into `_`.
@@ -560,18 +500,6 @@ mod tests {
                 .spec_for(Direction::Output, "y", Some(ValueType::String), &json!(1))
                 .unwrap_err()
                 .contains("contradicts")
-        );
-    }
-
-    #[test]
-    fn canonical_json_ignores_key_order_and_integral_float_spelling() {
-        let a = json!({"b": [1, {"y": 2, "x": 1.0}], "a": "s"});
-        let b = json!({"a": "s", "b": [1.0, {"x": 1, "y": 2}]});
-        assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(canonical_json(&a), r#"{"a":"s","b":[1,{"x":1,"y":2}]}"#);
-        assert_ne!(
-            canonical_json(&json!({"a": 1.5})),
-            canonical_json(&json!({"a": 1}))
         );
     }
 }
