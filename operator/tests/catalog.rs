@@ -10,7 +10,8 @@ simcache_testkit::on_both_backends!(
     registration_is_idempotent_and_conflicts_are_refused,
     search_by_text_and_all_tags_with_pages,
     search_matches_substrings_of_words_as_sim2l_does,
-    windowed_search_equals_the_full_search,
+    search_orders_and_pages_many_versions,
+    another_replica_sees_each_change_at_once,
     executions_feed_statistics,
     privileges_and_bad_input,
 );
@@ -205,8 +206,7 @@ async fn search_matches_substrings_of_words_as_sim2l_does(c: Ctx) {
             .await;
         assert_eq!(s, StatusCode::OK, "{query}: {r}");
         assert_eq!(names(&r), want, "query {query:?}");
-        // One result: the window of recent rows answers (all matches above
-        // came from the indexed query, the catalog being smaller than it).
+        // One result: the scan stops at the first page.
         let (_, r) = c
             .get(
                 &format!("/simulations/search?query={q}&limit=1"),
@@ -400,9 +400,10 @@ async fn privileges_and_bad_input(c: Ctx) {
     assert_eq!(all, json!([]), "nothing was stored by the refused requests");
 }
 
-/// Searches answered from the window of newest simulations return exactly
-/// what a search over everything returns, in the same order.
-async fn windowed_search_equals_the_full_search(c: Ctx) {
+/// Over 1,300 versions: matches among the oldest are found, pages of a
+/// common word follow newest-first order, and two words rank versions with
+/// both first.
+async fn search_orders_and_pages_many_versions(c: Ctx) {
     let spec = |i: usize, desc: &str| simcache_store::catalog::SimulationSpec {
         name: format!("sim-{i:04}"),
         version: "1".into(),
@@ -453,7 +454,7 @@ async fn windowed_search_equals_the_full_search(c: Ctx) {
     assert_eq!(
         names(&rare),
         expected,
-        "matches outside the window are found"
+        "matches among the oldest versions are found"
     );
     let (_, common) = c
         .get(
@@ -471,7 +472,7 @@ async fn windowed_search_equals_the_full_search(c: Ctx) {
     assert_eq!(
         names(&common),
         expected,
-        "a window that fills gives the same page"
+        "a page of a common word, newest first"
     );
     let (_, both) = c
         .get(
@@ -500,4 +501,226 @@ async fn windowed_search_equals_the_full_search(c: Ctx) {
         expected,
         "both words first, then either, newest first"
     );
+}
+
+fn text_query(text: &str, status: Option<&str>) -> simcache_store::catalog::SearchQuery {
+    simcache_store::catalog::SearchQuery {
+        text: Some(text.into()),
+        tags: vec![],
+        status: status.map(str::to_string),
+        limit: 100,
+        offset: 0,
+    }
+}
+
+fn spec_named(name: &str, description: &str) -> simcache_store::catalog::SimulationSpec {
+    simcache_store::catalog::SimulationSpec {
+        name: name.into(),
+        version: "1".into(),
+        description: Some(description.into()),
+        author: None,
+        tags: vec!["Geo".into()],
+        input_schema: json!({}),
+        output_schema: json!({}),
+        image: None,
+        workflow_type: "container".into(),
+        workflow_hash: None,
+        visibility: "public".into(),
+        metadata: None,
+    }
+}
+
+/// Each process searches an index of its own in memory. A change made
+/// through another process (registration, status, deletion) is found by
+/// the very next search there, also while both register at once.
+async fn another_replica_sees_each_change_at_once(c: Ctx) {
+    let b = simcache_store::Stores::open(&c.backend, "replica-b")
+        .await
+        .unwrap();
+    let names = |v: Vec<simcache_store::catalog::Simulation>| {
+        v.into_iter().map(|s| s.spec.name).collect::<Vec<_>>()
+    };
+    let active = Some("active");
+    // B builds its index before A registers anything.
+    assert!(
+        b.catalog
+            .search(&text_query("glacier", active))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let id = c
+        .register(
+            "glacier-flow",
+            "1",
+            json!({"description": "Ice sheet model", "tags": ["Geo"]}),
+        )
+        .await;
+    assert_eq!(
+        names(
+            b.catalog
+                .search(&text_query("ice sheet", active))
+                .await
+                .unwrap()
+        ),
+        ["glacier-flow"]
+    );
+    let by_tag = simcache_store::catalog::SearchQuery {
+        tags: vec!["GEO".into()],
+        ..text_query("", active)
+    };
+    assert_eq!(
+        names(b.catalog.search(&by_tag).await.unwrap()),
+        ["glacier-flow"]
+    );
+
+    assert!(
+        c.api
+            .stores
+            .catalog
+            .set_status(id, "deprecated")
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.catalog
+            .search(&text_query("glacier", active))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        names(
+            b.catalog
+                .search(&text_query("glacier", None))
+                .await
+                .unwrap()
+        ),
+        ["glacier-flow"]
+    );
+
+    assert!(c.api.stores.catalog.delete(id).await.unwrap());
+    assert!(
+        b.catalog
+            .search(&text_query("glacier", None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (_, over_http) = c
+        .get(
+            "/simulations/search?query=glacier&status=all",
+            Some(&c.user),
+        )
+        .await;
+    assert_eq!(over_http, json!([]), "A's own index dropped it too");
+
+    // Both register 15 versions at once while both search.
+    let mut tasks = Vec::new();
+    for (who, stores) in [("a", c.api.stores.clone()), ("b", b.clone())] {
+        for i in 0..15 {
+            let stores = stores.clone();
+            tasks.push(tokio::spawn(async move {
+                stores
+                    .catalog
+                    .register(
+                        &spec_named(&format!("swarm-{who}-{i}"), "swarm member"),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                stores
+                    .catalog
+                    .search(&text_query("swarm", None))
+                    .await
+                    .unwrap()
+                    .len()
+            }));
+        }
+    }
+    for t in tasks {
+        assert!(
+            t.await.unwrap() >= 1,
+            "a search after a registration finds it"
+        );
+    }
+    for stores in [&c.api.stores, &b] {
+        let mut found = names(
+            stores
+                .catalog
+                .search(&text_query("swarm", None))
+                .await
+                .unwrap(),
+        );
+        found.sort();
+        let mut want: Vec<String> = ["a", "b"]
+            .iter()
+            .flat_map(|w| (0..15).map(move |i| format!("swarm-{w}-{i}")))
+            .collect();
+        want.sort();
+        assert_eq!(found, want);
+    }
+}
+
+/// Generations follow commits: a registration that starts after another
+/// one took its number waits for that one to commit, so no process can see
+/// the later change, remember its generation, and miss the earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_committed_late_is_never_missed() {
+    let url = simcache_testkit::fresh_database("catalog_commit_order").await;
+    let backend =
+        simcache_store::Backend::Postgres(simcache_store::postgres::PgOptions::new(url.clone()));
+    let a = simcache_store::Stores::open(&backend, "a").await.unwrap();
+    let b = simcache_store::Stores::open(&backend, "b").await.unwrap();
+    assert!(
+        a.catalog
+            .search(&text_query("moraine", None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let (mut raw, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let slow = raw.transaction().await.unwrap();
+    slow.execute(
+        "INSERT INTO simulations (name, version, input_schema, output_schema, search_text, content_hash, created_at_ms, updated_at_ms)
+         VALUES ('moraine-slow', '1', '{}', '{}', 'moraine-slow slow', 'x', 1, 1)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let fast = tokio::spawn(async move {
+        b.catalog
+            .register(&spec_named("moraine-fast", "fast"), None)
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !fast.is_finished(),
+        "the later registration waits for the earlier commit"
+    );
+    assert!(
+        a.catalog
+            .search(&text_query("moraine", None))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing uncommitted is found"
+    );
+    slow.commit().await.unwrap();
+    fast.await.unwrap();
+    let mut found: Vec<String> = a
+        .catalog
+        .search(&text_query("moraine", None))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["moraine-fast", "moraine-slow"]);
 }

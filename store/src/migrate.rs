@@ -30,6 +30,11 @@ pub const SQLITE: &[Migration] = &[
         name: "run_ledger",
         sql: include_str!("../migrations/sqlite/0003_run_ledger.sql"),
     },
+    Migration {
+        version: 4,
+        name: "catalog_generation",
+        sql: include_str!("../migrations/sqlite/0004_catalog_generation.sql"),
+    },
 ];
 
 /// The store's schema for PostgreSQL, oldest first.
@@ -48,6 +53,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "run_ledger",
         sql: include_str!("../migrations/postgres/0003_run_ledger.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "catalog_generation",
+        sql: include_str!("../migrations/postgres/0004_catalog_generation.sql"),
     },
 ];
 

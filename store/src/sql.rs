@@ -147,14 +147,6 @@ pub enum Dialect {
 pub trait SqlExec: Send + Sync {
     fn dialect(&self) -> Dialect;
     async fn query(&self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<DbRow>>;
-    /// Like [`SqlExec::query`], but planned for these parameter values on
-    /// every run. PostgreSQL settles on one generic plan for a statement it
-    /// has run five times; where the best plan depends on the values (a
-    /// free-text pattern, a tag's popularity) that plan is several times
-    /// slower for the selective ones.
-    async fn query_planned(&self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<DbRow>> {
-        self.query(sql, params).await
-    }
     /// Runs the statements in one transaction; returns each one's rows.
     async fn script(&self, script: Script) -> Result<Vec<Vec<DbRow>>>;
     /// Health check.
@@ -328,14 +320,6 @@ impl SqlExec for PgDb {
     async fn query(&self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<DbRow>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await?;
-        let rows = client.query(&stmt, &pg_refs(&params)).await?;
-        rows.iter().map(pg_row).collect()
-    }
-
-    async fn query_planned(&self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<DbRow>> {
-        let client = self.client().await?;
-        // A statement of its own, run once: always a custom plan.
-        let stmt = client.prepare(sql).await?;
         let rows = client.query(&stmt, &pg_refs(&params)).await?;
         rows.iter().map(pg_row).collect()
     }

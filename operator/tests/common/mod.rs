@@ -14,6 +14,8 @@ use simcache_store::postgres::PgOptions;
 
 pub struct Ctx {
     pub api: RunningApi,
+    /// The database the API serves, for a second process's view of it.
+    pub backend: Backend,
     pub client: simcache_testkit::http::SessionClient,
     pub runs: tempfile::TempDir,
     pub user: String,
@@ -46,7 +48,7 @@ pub async fn start_with(
     adjust: impl FnOnce(&mut ApiConfig),
 ) -> Ctx {
     let runs = tempfile::tempdir().unwrap();
-    let mut cfg = ApiConfig::new(backend, runs.path().to_path_buf());
+    let mut cfg = ApiConfig::new(backend.clone(), runs.path().to_path_buf());
     adjust(&mut cfg);
     let api = server::start(cfg, std::future::pending())
         .await
@@ -55,6 +57,7 @@ pub async fn start_with(
     Ctx {
         client: simcache_testkit::http::SessionClient::new(api.url()),
         api,
+        backend,
         runs,
         user,
         dev,

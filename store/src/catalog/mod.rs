@@ -1,13 +1,19 @@
 //! The catalog: which simulations exist (name, version, schema, image) and
 //! what ran (one row per execution), with search and statistics.
 
+mod index;
+
+use std::sync::{Arc, RwLock};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use index::{Delta, IndexRow, Query, SearchIndex};
+
 use crate::clock::now_ms;
 use crate::error::{Result, StoreError};
-use crate::sql::{DbRow, Param, Sql, SqlValue, Stmt};
+use crate::sql::{DbRow, Param, Sql, Stmt};
 
 /// What a client registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,20 +155,6 @@ pub fn tokenize(q: &str) -> Vec<String> {
     out
 }
 
-/// `%tok%` with LIKE's wildcards in the token escaped.
-pub(crate) fn like_contains(tok: &str) -> String {
-    let mut s = String::with_capacity(tok.len() + 2);
-    s.push('%');
-    for c in tok.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('%');
-    s
-}
-
 const SIM_COLUMNS: &str = "id, name, version, description, author, tags, input_schema, output_schema, \
     image, workflow_type, workflow_hash, visibility, metadata, status, created_by, created_at_ms, updated_at_ms";
 
@@ -197,28 +189,39 @@ fn simulation_from_row(r: &DbRow) -> Result<Simulation> {
     })
 }
 
-/// How many of the newest simulations a newest-first search looks at before
-/// asking the indexes (see `search_once`).
-const RECENT_WINDOW: i64 = 1_000;
-
-/// Which text condition one search query applies.
-#[derive(Clone, Copy)]
-enum Text {
-    None,
-    Any,
-    All,
-    AnyNotAll,
-}
-
 /// The catalog over either backend.
 #[derive(Clone)]
 pub struct CatalogStore {
     sql: Sql,
+    search: Arc<SearchState>,
 }
+
+/// This process's search index and the lock under which it is brought up
+/// to date (one refresh at a time; searches read the last snapshot).
+struct SearchState {
+    current: RwLock<Arc<SearchIndex>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+/// The current generation with every row changed after `$1` and every
+/// deletion after it, in one statement: one snapshot of the database.
+const DELTA_SQL: &str =
+    "SELECT g.gen, s.change_gen, s.id, s.created_at_ms, s.status, s.search_text, s.tags,
+        CAST(0 AS BIGINT)
+    FROM catalog_generation g LEFT JOIN simulations s ON s.change_gen > $1
+    UNION ALL
+    SELECT g.gen, d.change_gen, d.simulation_id, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT)
+    FROM catalog_generation g JOIN catalog_deletions d ON d.change_gen > $1";
 
 impl CatalogStore {
     pub fn new(sql: Sql) -> Self {
-        CatalogStore { sql }
+        CatalogStore {
+            sql,
+            search: Arc::new(SearchState {
+                current: RwLock::new(Arc::new(SearchIndex::empty())),
+                refresh: tokio::sync::Mutex::new(()),
+            }),
+        }
     }
 
     /// Registers a version. The same content again is `Unchanged`; different
@@ -351,128 +354,124 @@ impl CatalogStore {
     /// Free text (any token, best matches first) and tags (all of them).
     pub async fn search(&self, q: &SearchQuery) -> Result<Vec<Simulation>> {
         let tokens = q.text.as_deref().map(tokenize).unwrap_or_default();
-        let limit = q.limit.clamp(1, 1000);
-        let offset = q.offset.max(0);
-        if tokens.len() != 2 {
-            let text = if tokens.is_empty() {
-                Text::None
-            } else {
-                Text::Any
-            };
-            // One token scores 1 for every match, so newest-first is the ranking.
-            let ranked = tokens.len() > 1;
-            return self
-                .search_once(q, &tokens, text, ranked, limit, offset)
-                .await;
-        }
-        // Two tokens, sim2l's ranking (matches of both first, then of either,
-        // newest first within each) as two queries the indexes answer well:
-        // no need to score every row that contains a common word.
-        let want = offset + limit;
-        let mut rows = self
-            .search_once(q, &tokens, Text::All, false, want, 0)
-            .await?;
-        if (rows.len() as i64) < want {
-            let rest = want - rows.len() as i64;
-            rows.extend(
-                self.search_once(q, &tokens, Text::AnyNotAll, false, rest, 0)
-                    .await?,
-            );
-        }
-        Ok(rows
-            .into_iter()
-            .skip(offset as usize)
-            .take(limit as usize)
-            .collect())
-    }
-
-    async fn search_once(
-        &self,
-        q: &SearchQuery,
-        tokens: &[String],
-        text: Text,
-        ranked: bool,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<Simulation>> {
-        let mut params: Vec<SqlValue> = Vec::new();
-        let next = |v: SqlValue, params: &mut Vec<SqlValue>| {
-            params.push(v);
-            format!("${}", params.len())
-        };
-        let mut wheres: Vec<String> = Vec::new();
-        let mut score: Vec<String> = Vec::new();
-        let mut likes: Vec<String> = Vec::new();
-        for t in tokens {
-            let p = next(like_contains(t).into(), &mut params);
-            likes.push(format!("search_text LIKE {p} ESCAPE '\\'"));
-            score.push(format!(
-                "CASE WHEN search_text LIKE {p} ESCAPE '\\' THEN 1 ELSE 0 END"
-            ));
-        }
-        match text {
-            Text::None => {}
-            Text::Any => wheres.push(format!("({})", likes.join(" OR "))),
-            Text::All => wheres.push(format!("({})", likes.join(" AND "))),
-            Text::AnyNotAll => wheres.push(format!(
-                "({}) AND NOT ({})",
-                likes.join(" OR "),
-                likes.join(" AND ")
-            )),
-        }
-        if let Some(s) = &q.status {
-            let p = next(s.as_str().into(), &mut params);
-            wheres.push(format!("status = {p}"));
-        }
         let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
         tags.sort();
         tags.dedup();
-        // One index probe per tag and candidate: cheap whatever a tag's popularity.
-        for t in &tags {
-            let p = next(t.as_str().into(), &mut params);
-            wheres.push(format!(
-                "EXISTS (SELECT 1 FROM simulation_tags t WHERE t.tag = {p} AND t.simulation_id = simulations.id)"
+        let query = Query {
+            tokens: &tokens,
+            tags: &tags,
+            status: q.status.as_deref(),
+            offset: usize::try_from(q.offset.max(0)).unwrap_or(usize::MAX),
+            limit: usize::try_from(q.limit.clamp(1, 1000)).unwrap_or(1000),
+        };
+        // Every search asks whether the catalog changed since this process's
+        // snapshot (one small query), so a version registered through any
+        // replica is found by the next search. The answer from the snapshot
+        // is worked out meanwhile; it is the answer when nothing changed.
+        let current = self.snapshot();
+        let page = async {
+            let ids = current.search(&query);
+            self.by_ids(&ids).await
+        };
+        let (delta, page) = tokio::join!(self.delta_since(current.generation()), page);
+        let delta = delta?;
+        if delta.generation == current.generation() {
+            return page;
+        }
+        let index = self.refreshed(&current, delta).await?;
+        self.by_ids(&index.search(&query)).await
+    }
+
+    /// The snapshot after `current` with `delta` applied, shared with every
+    /// search from now on.
+    async fn refreshed(
+        &self,
+        current: &Arc<SearchIndex>,
+        delta: Delta,
+    ) -> Result<Arc<SearchIndex>> {
+        let _one_refresh = self.search.refresh.lock().await;
+        let latest = self.snapshot();
+        if latest.generation() >= delta.generation {
+            // Another search brought it this far meanwhile.
+            return Ok(latest);
+        }
+        let delta = if latest.generation() == current.generation() {
+            delta
+        } else {
+            self.delta_since(latest.generation()).await?
+        };
+        let next = Arc::new(latest.apply(delta));
+        if let Ok(mut w) = self.search.current.write() {
+            *w = next.clone();
+        }
+        Ok(next)
+    }
+
+    fn snapshot(&self) -> Arc<SearchIndex> {
+        match self.search.current.read() {
+            Ok(r) => r.clone(),
+            // A panic while swapping an Arc leaves a valid Arc behind.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn delta_since(&self, since: i64) -> Result<Delta> {
+        let rows = self.sql.query(DELTA_SQL, vec![since.into()]).await?;
+        let mut delta = Delta {
+            generation: since,
+            ..Default::default()
+        };
+        for r in &rows {
+            delta.generation = r.i64(0).unwrap_or(since);
+            let (Some(change), Some(id)) = (r.i64(1), r.i64(2)) else {
+                continue; // the generation row alone: nothing changed
+            };
+            if r.i64(7) == Some(1) {
+                delta.deletions.push((id, change));
+                continue;
+            }
+            let tags: Vec<String> = r
+                .json(6)
+                .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t.to_lowercase())
+                .collect();
+            delta.upserts.push((
+                change,
+                IndexRow {
+                    id,
+                    created_at_ms: r.i64(3).unwrap_or_default(),
+                    status: r.text(4).unwrap_or_default(),
+                    search_text: r.text(5).unwrap_or_default(),
+                    tags,
+                },
             ));
         }
-        let where_sql = if wheres.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", wheres.join(" AND "))
-        };
-        if !ranked && !wheres.is_empty() {
-            // Newest first: if the newest rows already hold enough matches,
-            // they are the answer (every other match is older). A common word
-            // is answered from a small window instead of thousands of matches;
-            // a rare one falls through to the indexed query below.
-            let want = offset + limit;
-            let mut p = params.clone();
-            let w = next(RECENT_WINDOW.into(), &mut p);
-            let n = next(want.into(), &mut p);
-            let sql = format!(
-                "SELECT {SIM_COLUMNS} FROM (SELECT * FROM simulations ORDER BY created_at_ms DESC, id DESC LIMIT {w}) AS simulations
-                 {where_sql} ORDER BY created_at_ms DESC, id DESC LIMIT {n}"
-            );
-            let rows = self.sql.query_planned(&sql, p).await?;
-            if rows.len() as i64 == want {
-                return rows
-                    .iter()
-                    .skip(offset as usize)
-                    .map(simulation_from_row)
-                    .collect();
-            }
+        Ok(delta)
+    }
+
+    /// The rows of `ids`, in that order (one deleted since is left out).
+    async fn by_ids(&self, ids: &[i64]) -> Result<Vec<Simulation>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let limit = next(limit.into(), &mut params);
-        let offset = next(offset.into(), &mut params);
-        let order = if ranked {
-            format!("({}) DESC, created_at_ms DESC, id DESC", score.join(" + "))
-        } else {
-            "created_at_ms DESC, id DESC".to_string()
-        };
-        let sql = format!(
-            "SELECT {SIM_COLUMNS} FROM simulations {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-        );
-        let rows = self.sql.query_planned(&sql, params).await?;
-        rows.iter().map(simulation_from_row).collect()
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let rows = self
+            .sql
+            .query(
+                &format!(
+                    "SELECT {SIM_COLUMNS} FROM simulations WHERE id IN ({})",
+                    marks.join(",")
+                ),
+                ids.iter().map(|&i| i.into()).collect(),
+            )
+            .await?;
+        let mut found: std::collections::HashMap<i64, Simulation> = rows
+            .iter()
+            .map(|r| simulation_from_row(r).map(|s| (s.id, s)))
+            .collect::<Result<_>>()?;
+        Ok(ids.iter().filter_map(|i| found.remove(i)).collect())
     }
 
     /// Sets a version's status (`active`, `deprecated`); false when unknown.
@@ -647,10 +646,5 @@ mod tests {
             ["thermal", "stress"]
         );
         assert!(tokenize(" ").is_empty());
-    }
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(like_contains("50%_a\\b"), "%50\\%\\_a\\\\b%");
     }
 }
