@@ -13,6 +13,7 @@ use simcache_web::ApiError;
 
 use crate::limiter::LoginLimiter;
 use crate::privileges::{Privilege, PrivilegeSet, Role};
+use crate::session_cache::SessionCache;
 use crate::{password, token};
 
 pub const SESSION_HEADER: &str = "x-session-id";
@@ -73,7 +74,7 @@ pub struct IssuedSession {
 pub struct Authenticator {
     store: Arc<dyn SessionStore>,
     cfg: AuthConfig,
-    cache: moka::sync::Cache<String, Arc<Session>>,
+    cache: SessionCache<Session>,
     limiter: LoginLimiter,
     no_auth_session: Arc<Session>,
 }
@@ -108,10 +109,7 @@ fn dummy_hash() -> &'static str {
 
 impl Authenticator {
     pub fn new(store: Arc<dyn SessionStore>, cfg: AuthConfig) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(cfg.session_cache_ttl)
-            .build();
+        let cache = SessionCache::new(cfg.session_cache_ttl, 100_000);
         let limiter = LoginLimiter::new(cfg.login_max_attempts, cfg.login_window);
         let no_auth_session = Arc::new(Session {
             token_hash: String::new(),
@@ -168,21 +166,22 @@ impl Authenticator {
         if !token::looks_valid(token) {
             return Err(invalid());
         }
-        let h = token::hash(token);
+        let digest = token::digest(token);
         let now = now_ms();
-        if let Some(s) = self.cache.get(&h) {
+        if let Some(s) = self.cache.get(&digest) {
             if s.expires_at_ms > now {
                 return Ok(s);
             }
-            self.cache.invalidate(&h);
+            self.cache.invalidate(&digest);
             return Err(invalid());
         }
+        let h = hex::encode(digest);
         let rec = self.store.find_session(&h).await?.ok_or_else(invalid)?;
         if rec.expires_at_ms <= now {
             return Err(invalid());
         }
         let s = Arc::new(session_from_record(rec));
-        self.cache.insert(h, s.clone());
+        self.cache.insert(digest, s.clone());
         Ok(s)
     }
 
@@ -286,13 +285,20 @@ impl Authenticator {
         {
             return Err(ApiError::unauthorized("invalid or expired session"));
         }
-        self.cache.invalidate(&session.token_hash);
+        self.forget(session);
         Ok(expires)
     }
 
     pub async fn logout(&self, session: &Session) -> Result<bool, ApiError> {
-        self.cache.invalidate(&session.token_hash);
+        self.forget(session);
         Ok(self.store.delete_session(&session.token_hash).await?)
+    }
+
+    /// Drops a session from this process's cache (it is read again).
+    fn forget(&self, session: &Session) {
+        if let Some(d) = token::digest_of_hash(&session.token_hash) {
+            self.cache.invalidate(&d);
+        }
     }
 
     /// Creates a user with an argon2-hashed password.

@@ -6,6 +6,7 @@ pub mod limiter;
 pub mod password;
 pub mod privileges;
 pub mod routes;
+pub mod session_cache;
 pub mod token;
 
 pub use authenticator::{AuthConfig, Authenticator, IssuedSession, Session};

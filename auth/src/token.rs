@@ -11,7 +11,19 @@ pub fn generate() -> Result<String, getrandom::Error> {
 }
 
 pub fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(digest(token))
+}
+
+/// The token's SHA-256, raw: what [`hash`] writes as hex.
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A stored hash (hex) back to its digest; `None` if it is not one.
+pub fn digest_of_hash(hash: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hash, &mut out).ok()?;
+    Some(out)
 }
 
 /// Cheap shape check before any lookup: anything else cannot be ours.
