@@ -142,11 +142,7 @@ pub async fn start(
         None => None,
     };
     let http_metrics = HttpMetrics::register(&registry)?;
-    let state = AppState {
-        cache: cache.clone(),
-        auth: auth.clone(),
-        registry,
-    };
+    let state = AppState::new(cache.clone(), auth.clone(), registry);
     let app = router(state, run.clone(), http_metrics, cfg.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await

@@ -13,21 +13,23 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use moka::notification::RemovalCause;
 use simcache_store::cache::{CacheEntry, InvalidationFilter, KeyPattern};
 
-/// A cached entry, its running hit count, and the timestamps it is served
-/// with (formatted once, not on every hit).
+use super::wire::EntryBody;
+
+/// A cached entry, its running hit count, and the JSON it is served as
+/// (prepared once, not on every hit).
 #[derive(Debug)]
 pub struct HotEntry {
     pub entry: CacheEntry,
     pub hit_count: AtomicI64,
-    pub created_at: String,
-    pub expires_at: Option<String>,
+    /// The entry's JSON around its hit count; an error names why the entry
+    /// cannot be written as JSON (it is answered with a 500).
+    pub body: Result<EntryBody, String>,
 }
 
 impl HotEntry {
     pub fn new(entry: CacheEntry, hit_count: i64) -> Self {
         HotEntry {
-            created_at: simcache_store::clock::format_ms(entry.created_at_ms),
-            expires_at: entry.expires_at_ms.map(simcache_store::clock::format_ms),
+            body: EntryBody::new(&entry).map_err(|e| e.to_string()),
             hit_count: AtomicI64::new(hit_count),
             entry,
         }
@@ -55,6 +57,7 @@ impl HotTier {
             .weigher(|k: &String, v: &Arc<HotEntry>| {
                 (k.len() as u32)
                     .saturating_add(v.entry.size_bytes.clamp(0, u32::MAX as i64) as u32)
+                    .saturating_add(v.body.as_ref().map_or(0, |b| b.len() as u32))
                     .saturating_add(OVERHEAD_BYTES)
             })
             .eviction_policy(moka::policy::EvictionPolicy::lru())

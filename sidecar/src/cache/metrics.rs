@@ -5,6 +5,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 #[derive(Clone)]
 pub struct CacheMetrics {
     pub hits: IntCounterVec,
+    /// `hits{tier="memory"}` and `hits{tier="store"}`, resolved once: a
+    /// label lookup per hit hashes the label and takes a lock.
+    pub memory_hits: IntCounter,
+    pub store_hits: IntCounter,
     pub misses: IntCounter,
     pub writes: IntCounter,
     pub invalidations: IntCounter,
@@ -26,17 +30,20 @@ impl CacheMetrics {
             r.register(Box::new(m.clone()))?;
             Ok(m)
         }
-        Ok(CacheMetrics {
-            hits: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "simcache_cache_hits_total",
-                        "Cache lookups answered, by tier (memory, store).",
-                    ),
-                    &["tier"],
-                )?,
+        let hits = reg(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "simcache_cache_hits_total",
+                    "Cache lookups answered, by tier (memory, store).",
+                ),
+                &["tier"],
             )?,
+        )?;
+        Ok(CacheMetrics {
+            memory_hits: hits.with_label_values(&["memory"]),
+            store_hits: hits.with_label_values(&["store"]),
+            hits,
             misses: reg(
                 r,
                 IntCounter::new(

@@ -6,6 +6,7 @@ pub mod hot;
 pub mod key;
 pub mod metrics;
 pub mod request;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -73,7 +74,7 @@ impl CacheService {
         if let Some(e) = self.hot.get(key, now) {
             let hit_count = e.hit_count.fetch_add(1, Ordering::Relaxed) + 1;
             self.hits.record_hit(key, now);
-            self.metrics.hits.with_label_values(&["memory"]).inc();
+            self.metrics.memory_hits.inc();
             return Ok(Some(Hit {
                 entry: e,
                 hit_count,
@@ -87,7 +88,7 @@ impl CacheService {
                 let e = Arc::new(HotEntry::new(entry, hit_count));
                 self.hot.insert_loaded(e.clone(), epoch);
                 self.hits.record_hit(key, now);
-                self.metrics.hits.with_label_values(&["store"]).inc();
+                self.metrics.store_hits.inc();
                 Ok(Some(Hit {
                     entry: e,
                     hit_count,

@@ -33,56 +33,16 @@ pub fn routes() -> Router<AppState> {
         .route("/cache/{*key}", get(get_entry).delete(delete_entry))
 }
 
-/// The seed's full entry, serialized straight from the cached entry (the hot
-/// path: no intermediate JSON map, no timestamp formatting).
-#[derive(serde::Serialize)]
-struct EntryView<'a> {
-    cache_key: &'a str,
-    simulation_id: i64,
-    simulation_name: &'a str,
-    simulation_version: &'a str,
-    execution_id: &'a str,
-    squid_id: &'a str,
-    input_hash: &'a str,
-    run_db_path: Option<&'a str>,
-    created_at: &'a str,
-    expires_at: Option<&'a str>,
-    ttl_hours: Option<f64>,
-    hit_count: i64,
-    metadata: Option<&'a Value>,
-}
-
 fn hit_response(h: &crate::cache::hot::HotEntry, hit_count: i64) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let e = &h.entry;
-    let view = EntryView {
-        cache_key: &e.cache_key,
-        simulation_id: e.simulation_id,
-        simulation_name: &e.simulation_name,
-        simulation_version: &e.simulation_version,
-        execution_id: &e.execution_id,
-        squid_id: &e.squid_id,
-        input_hash: &e.input_hash,
-        run_db_path: e.run_db_path.as_deref(),
-        created_at: &h.created_at,
-        expires_at: h.expires_at.as_deref(),
-        ttl_hours: e
-            .expires_at_ms
-            .map(|x| (x - e.created_at_ms) as f64 / 3_600_000.0),
-        hit_count,
-        metadata: e.metadata.as_ref(),
-    };
-    match serde_json::to_vec(&view) {
+    match &h.body {
         Ok(body) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body,
+            body.with_hit_count(hit_count),
         )
             .into_response(),
-        Err(err) => ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            err.to_string(),
-        )
-        .into_response(),
+        Err(err) => ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, err.clone())
+            .into_response(),
     }
 }
 

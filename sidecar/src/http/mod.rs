@@ -20,11 +20,32 @@ use simcache_web::metrics::HttpMetrics;
 use crate::cache::CacheService;
 use crate::run::RunService;
 
+/// What the handlers share. One `Arc`: axum clones the state for every
+/// request, and one reference count is cheaper than three.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+pub struct Services {
     pub cache: Arc<CacheService>,
     pub auth: Arc<Authenticator>,
     pub registry: Registry,
+}
+
+impl AppState {
+    pub fn new(cache: Arc<CacheService>, auth: Arc<Authenticator>, registry: Registry) -> Self {
+        AppState(Arc::new(Services {
+            cache,
+            auth,
+            registry,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
 }
 
 pub fn router(
