@@ -375,4 +375,43 @@ mod tests {
         });
         assert_eq!(got, vec![3, 2]);
     }
+
+    /// On a catalog of 30,000 versions, the ranking and the page are what a
+    /// plain check of every text gives.
+    #[test]
+    fn a_large_catalog_ranks_as_a_plain_check_does() {
+        let rocks = ["quartz", "basalt", "gneiss", "schist", "marble", "shale"];
+        let rows: Vec<IndexRow> = (0..30_000i64)
+            .map(|i| {
+                let w = |k: i64| rocks[((i * 7 + k * 13) % 6) as usize];
+                let text = format!("model-{i} {} {} survey of layer {}", w(1), w(i % 5), i % 97);
+                row(i, &text, &[])
+            })
+            .collect();
+        let ix = SearchIndex::build(1, rows.clone());
+        for q in ["quartz shale", "basalt layer 42", "marble gneiss schist"] {
+            let tokens = words(q);
+            let mut want: Vec<(usize, i64)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        tokens
+                            .iter()
+                            .filter(|t| r.search_text.contains(t.as_str()))
+                            .count(),
+                        r.id,
+                    )
+                })
+                .filter(|(n, _)| *n > 0)
+                .collect();
+            want.sort_by_key(|&(n, id)| (Reverse(n), Reverse(id)));
+            let want: Vec<i64> = want
+                .into_iter()
+                .skip(5)
+                .take(40)
+                .map(|(_, id)| id)
+                .collect();
+            assert_eq!(search(&ix, q, &[], 5, 40), want, "{q}");
+        }
+    }
 }
