@@ -158,8 +158,8 @@ async fn search_by_text_and_all_tags_with_pages(c: Ctx) {
 
 /// sim2l matches each token anywhere in the text (`LIKE '%tok%'`): inside a
 /// word, across a hyphen, in the description or a tag, whatever whitespace
-/// separates the words. PostgreSQL answers through word postings, SQLite by
-/// scanning; both must give exactly this.
+/// separates the words. Both backends answer from the in-memory index kept
+/// from their tables; both must give exactly this.
 async fn search_matches_substrings_of_words_as_sim2l_does(c: Ctx) {
     let a = c
         .register(
