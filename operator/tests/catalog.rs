@@ -665,3 +665,52 @@ async fn a_change_committed_late_is_never_missed() {
     both.sort();
     assert_eq!(both, ["moraine-fast", "moraine-slow"]);
 }
+
+/// A database recreated under a running process (or restored from a
+/// backup) starts its generations over; the process's index must follow it,
+/// not keep what the old database held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_a_recreated_database() {
+    let url = simcache_testkit::fresh_database("catalog_recreated").await;
+    let backend =
+        simcache_store::Backend::Postgres(simcache_store::postgres::PgOptions::new(url.clone()));
+    let a = simcache_store::Stores::open(&backend, "a").await.unwrap();
+    a.catalog
+        .register(&spec_named("reset-before", "old"), None)
+        .await
+        .unwrap();
+    assert_eq!(found(&a, "reset", None).await, ["reset-before"]);
+
+    let (raw, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    raw.batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .await
+        .unwrap();
+    let b = simcache_store::Stores::open(&backend, "b").await.unwrap();
+    b.catalog
+        .register(&spec_named("reset-after", "new"), None)
+        .await
+        .unwrap();
+    // The new database is at the same generation the old one was.
+    assert_eq!(found(&a, "reset", None).await, ["reset-after"]);
+
+    // Restored to an earlier state: the generation goes back.
+    b.catalog
+        .register(&spec_named("reset-later", "newer"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        found(&a, "reset", None).await,
+        ["reset-later", "reset-after"]
+    );
+    raw.batch_execute(
+        "DELETE FROM simulations WHERE name = 'reset-later';
+         DELETE FROM catalog_deletions;
+         UPDATE catalog_generation SET gen = 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(found(&a, "reset", None).await, ["reset-after"]);
+}

@@ -3,12 +3,16 @@
 -- each change to what search reads takes the next number of one counter, and
 -- the counter's row lock orders those numbers as the commits are ordered. A
 -- reader that sees generation G has therefore seen every change numbered up
--- to G, and asks only for what is newer.
+-- to G, and asks only for what is newer. `instance` names this database's
+-- catalog, so an index built from another one (the database was recreated)
+-- starts over.
 CREATE TABLE catalog_generation (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    instance TEXT NOT NULL,
     gen BIGINT NOT NULL
 );
-INSERT INTO catalog_generation (singleton, gen) VALUES (TRUE, 0);
+INSERT INTO catalog_generation (singleton, instance, gen)
+    VALUES (TRUE, md5(random()::text || clock_timestamp()::text), 0);
 
 ALTER TABLE simulations ADD COLUMN change_gen BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX simulations_change_gen ON simulations (change_gen);

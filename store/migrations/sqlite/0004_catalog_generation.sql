@@ -3,12 +3,15 @@
 -- each change to what search reads takes the next number of one counter
 -- (SQLite runs one writer at a time, so the numbers follow the commits). A
 -- reader that sees generation G has seen every change numbered up to G, and
--- asks only for what is newer.
+-- asks only for what is newer. `instance` names this database's catalog, so
+-- an index built from another one (the file was replaced) starts over.
 CREATE TABLE catalog_generation (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    instance TEXT NOT NULL,
     gen INTEGER NOT NULL
 );
-INSERT INTO catalog_generation (singleton, gen) VALUES (1, 0);
+INSERT INTO catalog_generation (singleton, instance, gen)
+    VALUES (1, lower(hex(randomblob(16))), 0);
 
 ALTER TABLE simulations ADD COLUMN change_gen INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX simulations_change_gen ON simulations (change_gen);

@@ -30,9 +30,11 @@ pub struct IndexRow {
     pub tags: Vec<String>,
 }
 
-/// The changes after one generation, up to `gen`.
+/// The changes after one generation, up to `generation`, of the database
+/// `instance` (an id chosen when its catalog was created).
 #[derive(Debug, Default)]
 pub struct Delta {
+    pub instance: String,
     pub generation: i64,
     /// Inserted or changed rows, with the generation of their change.
     pub upserts: Vec<(i64, IndexRow)>,
@@ -77,6 +79,8 @@ const SEPARATOR: u8 = 0;
 /// the SQL search ordered them.
 #[derive(Default)]
 pub struct SearchIndex {
+    /// The database it was built from; `None` for the empty start.
+    instance: Option<String>,
     generation: i64,
     entries: Vec<Entry>,
     text: Vec<u8>,
@@ -86,6 +90,22 @@ impl SearchIndex {
     /// The generation this snapshot reflects; -1 for the empty start.
     pub fn generation(&self) -> i64 {
         self.generation
+    }
+
+    /// Whether `delta` (asked for since this snapshot's generation) carries
+    /// it forward. Not when it comes from another database (recreated) or
+    /// from one behind this snapshot (restored from a backup): then the
+    /// index must start over.
+    pub fn continued_by(&self, delta: &Delta) -> bool {
+        self.instance.as_deref().is_none_or(|i| i == delta.instance)
+            && delta.generation >= self.generation
+    }
+
+    /// Whether the database is where this snapshot is: nothing to apply.
+    pub fn is_current(&self, delta: &Delta) -> bool {
+        self.instance.as_deref() == Some(delta.instance.as_str())
+            && delta.generation == self.generation
+            && delta.is_empty()
     }
 
     pub fn empty() -> Self {
@@ -143,7 +163,9 @@ impl SearchIndex {
                 }
             }
         }
-        SearchIndex::build(delta.generation, rows.into_values().collect())
+        let mut next = SearchIndex::build(delta.generation, rows.into_values().collect());
+        next.instance = Some(delta.instance);
+        next
     }
 
     /// A snapshot of exactly these rows.
@@ -168,6 +190,7 @@ impl SearchIndex {
             })
             .collect();
         SearchIndex {
+            instance: None,
             generation,
             entries,
             text,
@@ -316,6 +339,7 @@ mod tests {
         assert_eq!(search(&ix, "beam", &["heat"], 0, 10), vec![3]);
         assert_eq!(search(&ix, "", &[], 1, 2), vec![4, 3]);
         ix = ix.apply(Delta {
+            instance: "db".into(),
             generation: 8,
             upserts: vec![(
                 8,
@@ -340,6 +364,7 @@ mod tests {
     #[test]
     fn deltas_apply_in_generation_order() {
         let ix = catalog().apply(Delta {
+            instance: "db".into(),
             generation: 12,
             upserts: vec![
                 (9, row(6, "new thermal model", &[])),
@@ -354,6 +379,7 @@ mod tests {
         assert_eq!(search(&ix, "thermal", &[], 0, 10), vec![6, 5, 3, 2]);
         assert_eq!(search(&ix, "again", &[], 0, 10), vec![4]);
         let gone = ix.apply(Delta {
+            instance: "db".into(),
             generation: 13,
             upserts: vec![],
             deletions: vec![(6, 13)],
@@ -413,5 +439,27 @@ mod tests {
                 .collect();
             assert_eq!(search(&ix, q, &[], 5, 40), want, "{q}");
         }
+    }
+
+    #[test]
+    fn a_delta_from_another_or_an_older_database_does_not_continue_the_index() {
+        let delta = |instance: &str, generation| Delta {
+            instance: instance.into(),
+            generation,
+            ..Default::default()
+        };
+        let start = SearchIndex::empty();
+        assert!(start.continued_by(&delta("a", 0)));
+        assert!(
+            !start.is_current(&delta("a", -1)),
+            "the start is never current"
+        );
+        let ix = start.apply(delta("a", 5));
+        assert!(ix.is_current(&delta("a", 5)));
+        assert!(ix.continued_by(&delta("a", 7)));
+        assert!(!ix.is_current(&delta("a", 7)));
+        assert!(!ix.continued_by(&delta("b", 5)), "recreated");
+        assert!(!ix.is_current(&delta("b", 5)));
+        assert!(!ix.continued_by(&delta("a", 3)), "restored from a backup");
     }
 }

@@ -423,6 +423,7 @@ impl CatalogStore {
         };
         for r in &rows {
             delta.generation = r.i64(0).unwrap_or(since);
+            delta.instance = r.text(8).unwrap_or_default();
             let (Some(change), Some(id)) = (r.i64(1), r.i64(2)) else {
                 continue; // the generation row alone: nothing changed
             };
