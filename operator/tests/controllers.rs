@@ -568,6 +568,31 @@ async fn a_cache_policy_expires_and_evicts_entries_and_reports_them() {
         rows[0].get::<_, String>(0).contains("t310"),
         "the most recent entry stays"
     );
+
+    // Its gauges are exported while it exists and dropped once it is deleted.
+    let series = format!(
+        "simcache_operator_cache_entries{{namespace=\"{}\",policy=\"tiny\"}}",
+        env.ns.name
+    );
+    let metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = metrics().await;
+    assert!(text.contains(&format!("{series} 1")), "{series} in\n{text}");
+    policies.delete("tiny", &Default::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics().await.contains(&series) {
+        assert!(
+            Instant::now() < deadline,
+            "{series} still exported after the policy was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A kubeconfig for `cluster` that acts as service account `sa` of `ns`

@@ -156,6 +156,34 @@ impl ControllerMetrics {
         })
     }
 
+    /// Drops the per-policy gauges of policies that no longer exist (no
+    /// reconcile runs for a deleted object, so nothing else would): a
+    /// deleted policy's entries must not stay on dashboards.
+    pub fn forget_policies_except(&self, live: &std::collections::HashSet<(String, String)>) {
+        use prometheus::core::Collector;
+        for gauge in [&self.policy_entries, &self.policy_bytes] {
+            let mut gone: Vec<(String, String)> = Vec::new();
+            for family in gauge.collect() {
+                for m in family.get_metric() {
+                    let label = |name: &str| {
+                        m.get_label()
+                            .iter()
+                            .find(|l| l.name() == name)
+                            .map(|l| l.value().to_string())
+                            .unwrap_or_default()
+                    };
+                    let key = (label("namespace"), label("policy"));
+                    if !live.contains(&key) {
+                        gone.push(key);
+                    }
+                }
+            }
+            for (ns, name) in gone {
+                let _ = gauge.remove_label_values(&[&ns, &name]);
+            }
+        }
+    }
+
     /// Records one reconciliation: `result` is `success`, `requeue`,
     /// `requeue_after` or `error`, as controller-runtime labels them.
     pub fn reconciled(&self, controller: &str, result: &str, took: Duration) {

@@ -279,6 +279,7 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|r| log_outcome("cachepolicy", r));
+    let gauges = forget_deleted_policies(ctx.clone(), stop());
     // Runs are judged against Simulations and policies: start them only
     // once those watches have listed everything.
     let (sims_ready, policies_ready) = (ctx.simulations.clone(), ctx.policies.clone());
@@ -299,7 +300,34 @@ pub async fn run(
             .for_each(|r| log_outcome("simulationrun", r))
     });
     tracing::info!("controllers started");
-    tokio::join!(sims, policies, runs);
+    tokio::join!(sims, policies, runs, gauges);
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Every few seconds until `stop`, drops the gauges of deleted policies.
+async fn forget_deleted_policies(ctx: Arc<Context>, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        // Before the first list the store is empty, not the cluster.
+        if ctx.policies.wait_until_ready().await.is_err() {
+            return;
+        }
+        let live = ctx
+            .policies
+            .state()
+            .iter()
+            .map(|p| {
+                use kube::ResourceExt;
+                (p.namespace().unwrap_or_default(), p.name_any())
+            })
+            .collect();
+        ctx.metrics.forget_policies_except(&live);
+    }
 }
