@@ -404,20 +404,7 @@ async fn privileges_and_bad_input(c: Ctx) {
 /// common word follow newest-first order, and two words rank versions with
 /// both first.
 async fn search_orders_and_pages_many_versions(c: Ctx) {
-    let spec = |i: usize, desc: &str| simcache_store::catalog::SimulationSpec {
-        name: format!("sim-{i:04}"),
-        version: "1".into(),
-        description: Some(desc.to_string()),
-        author: None,
-        tags: vec![],
-        input_schema: json!({}),
-        output_schema: json!({}),
-        image: None,
-        workflow_type: "container".into(),
-        workflow_hash: None,
-        visibility: "public".into(),
-        metadata: None,
-    };
+    let spec = |i: usize, desc: &str| spec_named(&format!("sim-{i:04}"), desc);
     // "rare" in the 5 oldest and the 20 newest of 1,300; "common" in every third.
     for i in 0..1300 {
         let mut d = String::from("plain");
