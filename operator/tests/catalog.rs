@@ -662,10 +662,12 @@ async fn the_index_follows_a_recreated_database() {
     let backend =
         simcache_store::Backend::Postgres(simcache_store::postgres::PgOptions::new(url.clone()));
     let a = simcache_store::Stores::open(&backend, "a").await.unwrap();
-    a.catalog
-        .register(&spec_named("reset-before", "old"), None)
-        .await
-        .unwrap();
+    for name in ["reset-before", "other-old"] {
+        a.catalog
+            .register(&spec_named(name, "old"), None)
+            .await
+            .unwrap();
+    }
     assert_eq!(found(&a, "reset", None).await, ["reset-before"]);
 
     let (raw, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -676,28 +678,28 @@ async fn the_index_follows_a_recreated_database() {
         .await
         .unwrap();
     let b = simcache_store::Stores::open(&backend, "b").await.unwrap();
-    b.catalog
-        .register(&spec_named("reset-after", "new"), None)
-        .await
-        .unwrap();
-    // The new database is at the same generation the old one was.
+    // Same ids and the same generation as the old database, other versions.
+    for name in ["filler-new", "reset-after"] {
+        b.catalog
+            .register(&spec_named(name, "new"), None)
+            .await
+            .unwrap();
+    }
     assert_eq!(found(&a, "reset", None).await, ["reset-after"]);
+    assert_eq!(found(&a, "other", None).await, Vec::<String>::new());
 
-    // Restored to an earlier state: the generation goes back.
-    b.catalog
-        .register(&spec_named("reset-later", "newer"), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        found(&a, "reset", None).await,
-        ["reset-later", "reset-after"]
-    );
+    // Restored to an earlier state: a version the index never saw, at a
+    // generation behind the index's.
     raw.batch_execute(
-        "DELETE FROM simulations WHERE name = 'reset-later';
-         DELETE FROM catalog_deletions;
+        "INSERT INTO simulations (name, version, input_schema, output_schema, search_text, content_hash, created_at_ms, updated_at_ms)
+             VALUES ('reset-restored', '1', '{}', '{}', 'reset-restored', 'x', 1, 1);
+         UPDATE simulations SET change_gen = 1;
          UPDATE catalog_generation SET gen = 1",
     )
     .await
     .unwrap();
-    assert_eq!(found(&a, "reset", None).await, ["reset-after"]);
+    assert_eq!(
+        found(&a, "reset", None).await,
+        ["reset-after", "reset-restored"]
+    );
 }

@@ -207,10 +207,11 @@ struct SearchState {
 /// deletion after it, in one statement: one snapshot of the database.
 const DELTA_SQL: &str =
     "SELECT g.gen, s.change_gen, s.id, s.created_at_ms, s.status, s.search_text, s.tags,
-        CAST(0 AS BIGINT)
+        CAST(0 AS BIGINT), g.instance
     FROM catalog_generation g LEFT JOIN simulations s ON s.change_gen > $1
     UNION ALL
-    SELECT g.gen, d.change_gen, d.simulation_id, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT)
+    SELECT g.gen, d.change_gen, d.simulation_id, NULL, NULL, NULL, NULL, CAST(1 AS BIGINT),
+        g.instance
     FROM catalog_generation g JOIN catalog_deletions d ON d.change_gen > $1";
 
 impl CatalogStore {
@@ -374,33 +375,31 @@ impl CatalogStore {
             self.by_ids(&ids).await
         };
         let (delta, page) = tokio::join!(self.delta_since(current.generation()), page);
-        let delta = delta?;
-        if delta.generation == current.generation() {
+        if current.is_current(&delta?) {
             return page;
         }
-        let index = self.refreshed(&current, delta).await?;
+        let index = self.refreshed().await?;
         self.by_ids(&index.search(&query)).await
     }
 
-    /// The snapshot after `current` with `delta` applied, shared with every
-    /// search from now on.
-    async fn refreshed(
-        &self,
-        current: &Arc<SearchIndex>,
-        delta: Delta,
-    ) -> Result<Arc<SearchIndex>> {
+    /// The index brought up to the database, shared with every search from
+    /// now on. One refresh at a time; each asks again for what changed since
+    /// the latest snapshot, which another refresh may have moved on.
+    async fn refreshed(&self) -> Result<Arc<SearchIndex>> {
         let _one_refresh = self.search.refresh.lock().await;
         let latest = self.snapshot();
-        if latest.generation() >= delta.generation {
-            // Another search brought it this far meanwhile.
+        let delta = self.delta_since(latest.generation()).await?;
+        if latest.is_current(&delta) {
             return Ok(latest);
         }
-        let delta = if latest.generation() == current.generation() {
-            delta
+        let next = if latest.continued_by(&delta) {
+            latest.apply(delta)
         } else {
-            self.delta_since(latest.generation()).await?
+            // Another database, or this one restored to an earlier state.
+            tracing::info!("catalog database replaced or restored; rebuilding the search index");
+            SearchIndex::empty().apply(self.delta_since(-1).await?)
         };
-        let next = Arc::new(latest.apply(delta));
+        let next = Arc::new(next);
         if let Ok(mut w) = self.search.current.write() {
             *w = next.clone();
         }
@@ -458,6 +457,7 @@ impl CatalogStore {
             return Ok(Vec::new());
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let params = ids.iter().map(|&i| i.into()).collect();
         let rows = self
             .sql
             .query(
@@ -465,7 +465,7 @@ impl CatalogStore {
                     "SELECT {SIM_COLUMNS} FROM simulations WHERE id IN ({})",
                     marks.join(",")
                 ),
-                ids.iter().map(|&i| i.into()).collect(),
+                params,
             )
             .await?;
         let mut found: std::collections::HashMap<i64, Simulation> = rows
