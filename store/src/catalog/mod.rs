@@ -456,8 +456,15 @@ impl CatalogStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let params = ids.iter().map(|&i| i.into()).collect();
+        // The list is padded (with its last id) to a power of two, so that
+        // a page of any size is one of eleven statements: each connection
+        // keeps the statements it prepared.
+        let slots = ids.len().next_power_of_two();
+        let marks: Vec<String> = (1..=slots).map(|i| format!("${i}")).collect();
+        let last = ids[ids.len() - 1];
+        let params = (0..slots)
+            .map(|i| ids.get(i).copied().unwrap_or(last).into())
+            .collect();
         let rows = self
             .sql
             .query(
