@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use simcache_store::clock::now_ms;
 use simcache_store::sessions::{SessionRecord, SessionStore, UserRecord};
 use simcache_web::ApiError;
@@ -159,6 +159,22 @@ impl Authenticator {
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("missing X-Session-ID header"))?;
         self.session_for_token(token).await
+    }
+
+    /// The live session behind `value` if this process has already checked
+    /// it against the store, without waiting on anything: the hot path's
+    /// check. `None` means "ask `authenticate`", never "refused".
+    pub fn recent_session(&self, value: Option<&HeaderValue>) -> Option<Arc<Session>> {
+        if self.cfg.no_auth {
+            return Some(self.no_auth_session.clone());
+        }
+        let token = value?.to_str().ok()?.trim();
+        if !token::looks_valid(token) {
+            return None;
+        }
+        self.cache
+            .get(&token::digest(token))
+            .filter(|s| s.expires_at_ms > now_ms())
     }
 
     pub async fn session_for_token(&self, token: &str) -> Result<Arc<Session>, ApiError> {

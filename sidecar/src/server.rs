@@ -2,21 +2,24 @@
 //! loops (hit flushing, expiry sweeping, cross-process coherence), and shut
 //! down gracefully.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::IncomingStream;
 use prometheus::Registry;
 use simcache_auth::{AuthConfig, Authenticator};
 use simcache_store::{Backend, Stores};
 use simcache_web::metrics::HttpMetrics;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::cache::{CacheService, coherence, metrics::CacheMetrics};
-use crate::http::{AppState, router};
+use crate::http::{AppState, FrontDoor, HotGet, router};
 use crate::run::{RunConfig, RunService};
 
 #[derive(Debug, Clone)]
@@ -143,6 +146,8 @@ pub async fn start(
     };
     let http_metrics = HttpMetrics::register(&registry)?;
     let state = AppState::new(cache.clone(), auth.clone(), registry);
+    let hot =
+        (cfg.memory_tier_bytes > 0).then(|| Arc::new(HotGet::new(state.clone(), &http_metrics)));
     let app = router(state, run.clone(), http_metrics, cfg.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
@@ -166,12 +171,13 @@ pub async fn start(
                 _ = stop_rx => {}
             }
         };
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped)
-        .await;
+        let doors = tower::service_fn(move |conn: IncomingStream<'_, TcpListener>| {
+            let door = FrontDoor::new(app.clone(), hot.clone(), *conn.remote_addr());
+            std::future::ready(Ok::<_, Infallible>(door))
+        });
+        let served = axum::serve(listener, doors)
+            .with_graceful_shutdown(stopped)
+            .await;
         for b in &background {
             b.abort();
         }

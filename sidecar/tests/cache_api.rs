@@ -22,6 +22,7 @@ simcache_testkit::on_both_backends!(
     health_names_the_backend,
     metrics_are_exported,
     hit_counts_are_batched_not_written_per_get,
+    the_memory_tier_answers_as_the_router_would,
 );
 
 async fn put_then_get_returns_the_seed_entry(c: Ctx) {
@@ -402,4 +403,82 @@ async fn hit_counts_are_batched_not_written_per_get(c: Ctx) {
     assert_eq!(stored_hits().await, 0, "no write per GET");
     c.srv.cache.flush().await.unwrap();
     assert_eq!(stored_hits().await, 5, "one batched write");
+}
+
+/// Memory-tier hits are answered before the router (`http/hot_get.rs`); this
+/// checks that the shortcut never answers what the router would answer
+/// differently.
+async fn the_memory_tier_answers_as_the_router_would(c: Ctx) {
+    // Keys named like the fixed /cache routes stay those routes.
+    for key in ["stats", "entries", "invalidate"] {
+        c.put_entry(key, 7, json!({})).await;
+    }
+    let (s, stats) = c.get("/cache/stats", Some(&c.user)).await;
+    assert_eq!(s, StatusCode::OK, "{stats}");
+    assert!(stats.get("total_entries").is_some(), "{stats}");
+    let (s, list) = c.get("/cache/entries", Some(&c.user)).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert!(list.get("cache_key").is_none(), "{list}");
+    let (s, b) = c.get("/cache/invalidate", Some(&c.user)).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{b}");
+
+    // The shortcut's body is the router's, hit count aside.
+    c.put_entry("fd/1", 7, json!({"metadata": {"note": "\"hit_count\":0"}}))
+        .await;
+    let (s, fast) = c.get("/cache/fd/1", Some(&c.user)).await;
+    assert_eq!(s, StatusCode::OK, "{fast}");
+    let (s, routed) = c.get("/cache/fd%2F1", Some(&c.user)).await;
+    assert_eq!(s, StatusCode::OK, "{routed}");
+    assert_eq!(fast["hit_count"], 1);
+    assert_eq!(routed["hit_count"], 2);
+    let without_count = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("hit_count");
+        v
+    };
+    assert_eq!(without_count(fast), without_count(routed));
+
+    // A path is percent-decoded before it names a key, even when the raw
+    // path is itself a key in memory.
+    c.put_entry("pct/x%41", 7, json!({})).await;
+    c.put_entry("pct/xA", 7, json!({})).await;
+    let (s, b) = c.get("/cache/pct/x%41", Some(&c.user)).await;
+    assert_eq!(
+        (s, b["cache_key"].clone()),
+        (StatusCode::OK, json!("pct/xA"))
+    );
+
+    // A session without read_cache is refused every time, also once this
+    // process knows it.
+    let runner = c
+        .srv
+        .auth
+        .create_anonymous(
+            simcache_auth::PrivilegeSet::of(&[simcache_auth::Privilege::ExecuteSimulation]),
+            Some(1.0),
+        )
+        .await
+        .unwrap()
+        .token;
+    for _ in 0..2 {
+        let (s, b) = c.get("/cache/fd/1", Some(&runner)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    }
+    // Unknown sessions get the router's 401, not a hit.
+    let (s, b) = c.get("/cache/fd/1", Some(&"0".repeat(64))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+
+    // Hits answered early are counted like any other request.
+    let m = c.metrics().await;
+    assert!(
+        m.contains(
+            "simcache_http_requests_total{method=\"GET\",route=\"/cache/{*key}\",status=\"200\"} 3"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "simcache_http_request_duration_seconds_count{method=\"GET\",route=\"/cache/{*key}\"} 6"
+        ),
+        "{m}"
+    );
 }

@@ -43,6 +43,31 @@ impl HttpMetrics {
     }
 }
 
+impl HttpMetrics {
+    /// The series of one route, method and status, resolved once for a path
+    /// that answers outside the router (same labels as `track` gives it).
+    pub fn series(&self, route: &str, method: &str, status: &str) -> RouteSeries {
+        RouteSeries {
+            requests: self.requests.with_label_values(&[route, method, status]),
+            latency: self.latency.with_label_values(&[route, method]),
+        }
+    }
+}
+
+/// One route's request counter and latency histogram.
+#[derive(Clone)]
+pub struct RouteSeries {
+    requests: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+}
+
+impl RouteSeries {
+    pub fn record(&self, started: Instant) {
+        self.requests.inc();
+        self.latency.observe(started.elapsed().as_secs_f64());
+    }
+}
+
 /// Middleware: `axum::middleware::from_fn_with_state(metrics, track)`.
 pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();

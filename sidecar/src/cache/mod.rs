@@ -69,17 +69,25 @@ impl CacheService {
         self.store.backend()
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Hit>, StoreError> {
+    /// A hit from the memory tier, counted; `None` when the tier lacks the
+    /// key (then `get` asks the store).
+    pub fn get_hot(&self, key: &str) -> Option<Hit> {
         let now = now_ms();
-        if let Some(e) = self.hot.get(key, now) {
-            let hit_count = e.hit_count.fetch_add(1, Ordering::Relaxed) + 1;
-            self.hits.record_hit(key, now);
-            self.metrics.memory_hits.inc();
-            return Ok(Some(Hit {
-                entry: e,
-                hit_count,
-            }));
+        let e = self.hot.get(key, now)?;
+        let hit_count = e.hit_count.fetch_add(1, Ordering::Relaxed) + 1;
+        self.hits.record_hit(key, now);
+        self.metrics.memory_hits.inc();
+        Some(Hit {
+            entry: e,
+            hit_count,
+        })
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Hit>, StoreError> {
+        if let Some(hit) = self.get_hot(key) {
+            return Ok(Some(hit));
         }
+        let now = now_ms();
         let epoch = self.hot.epoch();
         match self.store.get(key, now).await? {
             Some(entry) => {

@@ -24,13 +24,19 @@ use crate::cache::request::PutRequest;
 pub const DEFAULT_PAGE: i64 = 25;
 pub const MAX_PAGE: i64 = 1000;
 
+/// The route of one entry, as the request metrics name it.
+pub const ENTRY_ROUTE: &str = "/cache/{*key}";
+
+/// The `/cache/...` paths that are routes of their own, never entry keys.
+pub const FIXED_CACHE_PATHS: [&str; 3] = ["stats", "entries", "invalidate"];
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/cache", post(put).delete(delete_all))
         .route("/cache/stats", get(stats))
         .route("/cache/entries", get(entries))
         .route("/cache/invalidate", post(invalidate))
-        .route("/cache/{*key}", get(get_entry).delete(delete_entry))
+        .route(ENTRY_ROUTE, get(get_entry).delete(delete_entry))
 }
 
 fn hit_response(h: &crate::cache::hot::HotEntry, hit_count: i64) -> axum::response::Response {

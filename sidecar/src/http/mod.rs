@@ -2,7 +2,12 @@
 //! health, metrics.
 
 mod cache_routes;
+mod front_door;
+mod hot_get;
 mod run_routes;
+
+pub use front_door::FrontDoor;
+pub use hot_get::HotGet;
 
 use std::sync::Arc;
 
