@@ -99,6 +99,8 @@ async fn every_bad_input_is_refused_and_nothing_changes(c: Ctx) {
         (json!({"ttl_seconds": true}), "ttl_seconds"),
         (json!({"ttl_hours": 1e15}), "maximum"),
         (json!({"metadata": "not an object"}), "metadata"),
+        (json!({"metadata": {"note": "a\u{0}b"}}), "NUL"),
+        (json!({"metadata": {"deep": [{"a\u{0}": 1}]}}), "NUL"),
         (json!({"simulation_name": ""}), "simulation_name"),
         (json!({"simulation_id": -1}), "simulation_id"),
     ] {

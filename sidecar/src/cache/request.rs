@@ -80,6 +80,17 @@ fn check_text(name: &str, v: &str, max: usize) -> Result<(), InvalidRequest> {
     Ok(())
 }
 
+/// Whether any string or key in `v` contains U+0000. (The parser's depth
+/// limit bounds the recursion.)
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 impl PutRequest {
     /// Validates the request and builds the entry to store at `now_ms`.
     pub fn into_entry(
@@ -109,6 +120,12 @@ impl PutRequest {
             Some(m @ Value::Object(_)) => Some(m),
             Some(_) => return Err(bad("metadata must be a JSON object")),
         };
+        if metadata.as_ref().is_some_and(has_nul) {
+            // PostgreSQL's jsonb cannot hold one; refused on every backend alike.
+            return Err(bad(
+                "metadata contains a NUL character (\\u0000), which cannot be stored",
+            ));
+        }
         let size = self.cache_key.len()
             + self.simulation_name.len()
             + self.simulation_version.len()
