@@ -23,6 +23,7 @@ simcache_testkit::on_both_backends!(
     metrics_are_exported,
     hit_counts_are_batched_not_written_per_get,
     the_memory_tier_answers_as_the_router_would,
+    concurrent_puts_all_land_and_a_bad_one_fails_alone,
 );
 
 async fn put_then_get_returns_the_seed_entry(c: Ctx) {
@@ -481,4 +482,39 @@ async fn the_memory_tier_answers_as_the_router_would(c: Ctx) {
         ),
         "{m}"
     );
+}
+
+/// PostgreSQL commits puts in flight together in one transaction; a put the
+/// database refuses must fail alone, and every other put of its batch land.
+async fn concurrent_puts_all_land_and_a_bad_one_fails_alone(c: Ctx) {
+    let entry =
+        |key: &str| {
+            serde_json::from_value::<simcache_sidecar::cache::request::PutRequest>(
+                common::entry_body(key, 3, json!({})),
+            )
+            .unwrap()
+            .into_entry(simcache_store::clock::now_ms(), None)
+            .unwrap()
+        };
+    // Past the HTTP checks: PostgreSQL cannot store a NUL in text.
+    let mut bad = entry("batch/bad");
+    bad.simulation_name = "nul\0name".into();
+    let goods: Vec<_> = (0..60).map(|i| entry(&format!("batch/{i:02}"))).collect();
+    let mut puts: Vec<_> = goods.into_iter().map(|e| c.srv.cache.put(e)).collect();
+    puts.insert(30, c.srv.cache.put(bad));
+    let mut results = futures_util::future::join_all(puts).await;
+    let bad_result = results.remove(30);
+    for (i, r) in results.into_iter().enumerate() {
+        assert!(r.is_ok(), "put {i}: {r:?}");
+    }
+    let stored_bad = match c.backend {
+        simcache_store::Backend::Postgres(_) => {
+            assert!(bad_result.is_err(), "a NUL was accepted by PostgreSQL");
+            0
+        }
+        _ => 1,
+    };
+    let (s, st) = c.get("/cache/stats", Some(&c.user)).await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st["total_entries"], 60 + stored_bad, "{st}");
 }
