@@ -136,29 +136,12 @@ async fn write_batcher(db: PgDb, origin: String, queue: Queue<WriteRequest>) {
     }
 }
 
-const UPSERT: &str = "INSERT INTO cache_entries (cache_key, simulation_id, simulation_name,
-        simulation_version, execution_id, squid_id, input_hash, run_db_path,
-        metadata, user_id, created_at_ms, expires_at_ms, last_accessed_ms,
-        access_count, hit_count, size_bytes, status, invalidation_reason)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0, 0, $14, 'valid', NULL)
-     ON CONFLICT (cache_key) DO UPDATE SET
-        simulation_id = EXCLUDED.simulation_id,
-        simulation_name = EXCLUDED.simulation_name,
-        simulation_version = EXCLUDED.simulation_version,
-        execution_id = EXCLUDED.execution_id, squid_id = EXCLUDED.squid_id,
-        input_hash = EXCLUDED.input_hash, run_db_path = EXCLUDED.run_db_path,
-        metadata = EXCLUDED.metadata, user_id = EXCLUDED.user_id,
-        created_at_ms = EXCLUDED.created_at_ms, expires_at_ms = EXCLUDED.expires_at_ms,
-        last_accessed_ms = EXCLUDED.last_accessed_ms,
-        access_count = 0, hit_count = 0, size_bytes = EXCLUDED.size_bytes,
-        status = 'valid', invalidation_reason = NULL";
-
 /// Writes `entries` in order and announces each, in one transaction. The
 /// statements are pipelined: all are sent before the first reply is read.
 async fn put_all(db: &PgDb, origin: &str, entries: &[&CacheEntry]) -> Result<()> {
     let mut c = db.client().await?;
     let tx = c.transaction().await?;
-    let upsert = tx.prepare_cached(UPSERT).await?;
+    let upsert = tx.prepare_cached(UPSERT_ENTRY).await?;
     let notify = tx.prepare_cached(NOTIFY).await?;
     let payloads: Vec<String> = entries
         .iter()

@@ -18,6 +18,9 @@ impl SqliteCacheStore {
     }
 }
 
+static UPSERT_SQLITE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::sql::sqlite_placeholders(UPSERT_ENTRY));
+
 const COLUMNS: &str = "cache_key, simulation_id, simulation_name, simulation_version, execution_id, \
     squid_id, input_hash, run_db_path, metadata, user_id, created_at_ms, expires_at_ms, \
     last_accessed_ms, access_count, hit_count, size_bytes, status";
@@ -109,26 +112,7 @@ impl CacheStore for SqliteCacheStore {
         self.db
             .write(move |c| {
                 let metadata = e.metadata.as_ref().map(|m| m.to_string());
-                c.prepare_cached(
-                    "INSERT INTO cache_entries (cache_key, simulation_id, simulation_name,
-                        simulation_version, execution_id, squid_id, input_hash, run_db_path,
-                        metadata, user_id, created_at_ms, expires_at_ms, last_accessed_ms,
-                        access_count, hit_count, size_bytes, status, invalidation_reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, 0, ?14, 'valid', NULL)
-                     ON CONFLICT (cache_key) DO UPDATE SET
-                        simulation_id = excluded.simulation_id,
-                        simulation_name = excluded.simulation_name,
-                        simulation_version = excluded.simulation_version,
-                        execution_id = excluded.execution_id, squid_id = excluded.squid_id,
-                        input_hash = excluded.input_hash, run_db_path = excluded.run_db_path,
-                        metadata = excluded.metadata, user_id = excluded.user_id,
-                        created_at_ms = excluded.created_at_ms,
-                        expires_at_ms = excluded.expires_at_ms,
-                        last_accessed_ms = excluded.last_accessed_ms,
-                        access_count = 0, hit_count = 0, size_bytes = excluded.size_bytes,
-                        status = 'valid', invalidation_reason = NULL",
-                )?
-                .execute(params![
+                c.prepare_cached(&UPSERT_SQLITE)?.execute(params![
                     e.cache_key,
                     e.simulation_id,
                     e.simulation_name,
