@@ -1,5 +1,6 @@
 //! The sidecar's HTTP surface: cache routes, session routes, the run API,
-//! health, metrics.
+//! health, metrics. Each connection is served by a [`FrontDoor`]: memory-tier
+//! hits are answered there ([`HotGet`]), everything else by the router.
 
 mod cache_routes;
 mod front_door;
