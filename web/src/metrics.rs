@@ -41,9 +41,7 @@ impl HttpMetrics {
         registry.register(Box::new(latency.clone()))?;
         Ok(HttpMetrics { requests, latency })
     }
-}
 
-impl HttpMetrics {
     /// The series of one route, method and status, resolved once for a path
     /// that answers outside the router (same labels as `track` gives it).
     pub fn series(&self, route: &str, method: &str, status: &str) -> RouteSeries {

@@ -119,9 +119,7 @@ async fn write_batcher(db: PgDb, origin: String, queue: Queue<WriteRequest>) {
                     let _ = r.reply.send(Ok(()));
                 }
             }
-            // One bad entry must not fail the others: nothing of the batch
-            // was committed, so each is tried again on its own.
-            Err(_) if batch.len() > 1 => {
+            Err(e) if retry_alone(&e, batch.len()) => {
                 for r in batch.drain(..) {
                     let alone = put_all(&db, &origin, &[&r.entry]).await;
                     let _ = r.reply.send(alone);
@@ -134,6 +132,14 @@ async fn write_batcher(db: PgDb, origin: String, queue: Queue<WriteRequest>) {
             }
         }
     }
+}
+
+/// Whether the puts of a failed batch are tried again one by one. One bad
+/// entry must not fail the others, and nothing of the batch was committed.
+/// But not when the database is unreachable: that would only make every
+/// caller wait out the pool's timeout once more, one after another.
+fn retry_alone(e: &StoreError, batch_len: usize) -> bool {
+    batch_len > 1 && !matches!(e, StoreError::Unavailable(_))
 }
 
 /// Writes `entries` in order and announces each, in one transaction. The
@@ -496,5 +502,19 @@ impl CacheStore for PgCacheStore {
         let c = self.db.client().await?;
         c.query_one("SELECT 1", &[]).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_is_retried_alone_only_for_what_the_database_refused() {
+        let refused = || StoreError::Database("22021: invalid byte sequence".into());
+        let gone = || StoreError::Unavailable("pool timed out".into());
+        assert!(retry_alone(&refused(), 2));
+        assert!(!retry_alone(&refused(), 1), "a batch of one has its answer");
+        assert!(!retry_alone(&gone(), 64));
     }
 }
