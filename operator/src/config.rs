@@ -140,6 +140,13 @@ pub struct ControllerArgs {
     pub sidecar_image: String,
     #[arg(long, env = "SIMCACHE_SIDECAR_IMAGE_PULL_POLICY")]
     pub sidecar_image_pull_policy: Option<String>,
+    /// A Secret that exists in every namespace runs are made in, whose key
+    /// `url` is a PostgreSQL URL (normally the operator's database):
+    /// simulation pods' sidecars then share the cache and sessions through
+    /// it. Default: each pod keeps its own SQLite cache. The operator never
+    /// copies database credentials into run namespaces.
+    #[arg(long, env = "SIMCACHE_SIDECAR_CACHE_DB_SECRET")]
+    pub sidecar_cache_db_secret: Option<String>,
     /// This API's URL as simulation pods reach it (sidecars upload run
     /// databases to it). Default: the address it binds.
     #[arg(long, env = "SIMCACHE_OPERATOR_URL")]

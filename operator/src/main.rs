@@ -129,6 +129,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             operator_url: c.operator_url.clone().unwrap_or_else(|| api.url()),
             startup_probe: native_sidecars,
             node_selector: c.pod_node_selector.iter().cloned().collect(),
+            cache_db_secret: c.sidecar_cache_db_secret.clone(),
         },
         runs_base: runs,
         lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),

@@ -234,6 +234,7 @@ fn default_values_render_a_secure_two_replica_operator() {
     );
     assert_eq!(env["POD_NAME"]["fieldRef"]["fieldPath"], "metadata.name");
     assert!(!env.contains_key("SIMCACHE_NO_LEADER_ELECTION"));
+    assert!(!env.contains_key("SIMCACHE_SIDECAR_CACHE_DB_SECRET"));
     // The operator's flags exist: the chart only sets documented ones.
     let help = std::process::Command::new(OPERATOR)
         .args(["serve", "--help"])
@@ -316,7 +317,8 @@ fn everything_on(ns: &str) -> Value {
         "replicaCount": 1,
         "image": {"digest": format!("sha256:{}", "a".repeat(64))},
         "sidecar": {"image": {"tag": "9.9.9", "pullPolicy": "Always"},
-                    "nodeSelector": {"pool": "compute", "zone": "b"}},
+                    "nodeSelector": {"pool": "compute", "zone": "b"},
+                    "cacheDatabaseSecret": "sims-cache-db"},
         "operator": {"watchNamespace": ns, "logFormat": "text", "logLevel": "debug",
                      "leaderElection": {"enabled": false, "leaseSeconds": 15},
                      "adminPassword": {"existingSecret": "admin-pw", "key": "pw"},
@@ -374,6 +376,7 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     );
     assert_eq!(env["SIMCACHE_SIDECAR_IMAGE_PULL_POLICY"], "Always");
     assert_eq!(env["SIMCACHE_POD_NODE_SELECTOR"], "pool=compute,zone=b");
+    assert_eq!(env["SIMCACHE_SIDECAR_CACHE_DB_SECRET"], "sims-cache-db");
     assert_eq!(env["SIMCACHE_WATCH_NAMESPACE"], json!(ns.name));
     assert_eq!(env["SIMCACHE_NO_LEADER_ELECTION"], "true");
     assert_eq!(env["SIMCACHE_TRUSTED_PROXIES"], "10.0.0.1,10.0.0.2");

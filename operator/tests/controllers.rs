@@ -36,6 +36,8 @@ struct Env {
     port: u16,
     runs: tempfile::TempDir,
     operator_kubeconfig: PathBuf,
+    /// Extra operator flags of this test.
+    flags: &'static [&'static str],
 }
 
 fn free_port() -> u16 {
@@ -48,15 +50,28 @@ fn free_port() -> u16 {
 
 impl Env {
     async fn new(hint: &str) -> Env {
+        Env::with_flags(hint, &[]).await
+    }
+
+    /// An environment whose operator also gets `flags`.
+    async fn with_flags(hint: &str, flags: &'static [&'static str]) -> Env {
         let c: &'static KubeCluster = cluster();
         c.install_crds();
         let ns = c.namespace(hint);
-        Env::in_namespace(ns, c.kubeconfig.clone()).await
+        Env::start(ns, c.kubeconfig.clone(), flags).await
     }
 
     /// An environment in `ns` whose operator talks to the cluster through
     /// `operator_kubeconfig` (e.g. as the chart's service account).
     async fn in_namespace(ns: Namespace<'static>, operator_kubeconfig: PathBuf) -> Env {
+        Env::start(ns, operator_kubeconfig, &[]).await
+    }
+
+    async fn start(
+        ns: Namespace<'static>,
+        operator_kubeconfig: PathBuf,
+        flags: &'static [&'static str],
+    ) -> Env {
         let c: &'static KubeCluster = cluster();
         let hint = ns.name.replace('-', "_");
         let hint = hint.as_str();
@@ -71,6 +86,7 @@ impl Env {
             node,
             operator: None,
             operator_kubeconfig,
+            flags,
         };
         env.start_operator().await;
         env
@@ -82,6 +98,18 @@ impl Env {
 
     async fn start_operator(&mut self) {
         let log = std::env::var("SIMCACHE_TEST_OPERATOR_LOG").unwrap_or_else(|_| "warn".into());
+        let extra = [
+            &[
+                "--leader-lease-seconds",
+                "3",
+                "--sweep-seconds",
+                "1",
+                "--pod-node-selector",
+                simcache_testkit::kubelet::NODE_LABEL,
+            ][..],
+            self.flags,
+        ]
+        .concat();
         let launch = OperatorLaunch {
             bin: OPERATOR.as_ref(),
             kubeconfig: &self.operator_kubeconfig,
@@ -89,14 +117,7 @@ impl Env {
             db_url: &self.db_url,
             runs_dir: self.runs.path(),
             port: self.port,
-            extra: &[
-                "--leader-lease-seconds",
-                "3",
-                "--sweep-seconds",
-                "1",
-                "--pod-node-selector",
-                simcache_testkit::kubelet::NODE_LABEL,
-            ],
+            extra: &extra,
             log: &log,
         };
         self.operator = Some(launch.spawn().await);
@@ -784,4 +805,76 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
         "the chart grants what the operator never used: {unused:?}\nused: {used:?}"
     );
     helm().uninstall(&c.kubeconfig, &ns_name, &release);
+}
+
+/// With `--sidecar-cache-db-secret` every simulation pod's sidecar keeps its
+/// cache API (entries and sessions) in the shared PostgreSQL: a session made
+/// outside the pod works inside it, and what the pod writes is in the
+/// operator's database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_share_the_cache_api_through_postgres_when_a_secret_names_it() {
+    let env = Env::with_flags("shared", &["--sidecar-cache-db-secret", "sims-cache-db"]).await;
+    let out = env.cluster().kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "sims-cache-db",
+        "-n",
+        &env.ns.name,
+        &format!("--from-literal=url={}", env.db_url),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made = std::process::Command::new(workspace_bin("simcache-sidecar"))
+        .args([
+            "session",
+            "create",
+            "--role",
+            "developer",
+            "--backend",
+            "postgresql",
+        ])
+        .args(["--db-url", &env.db_url])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+
+    // The simulation first writes an entry through its own pod's cache API.
+    let post = format!(
+        r#"import json, os, urllib.request
+body = json.dumps({{"cache_key": "from-the-pod/1", "simulation_id": 1,
+    "simulation_name": "thermal", "simulation_version": "1.0.0",
+    "execution_id": "pod-write", "squid_id": "s", "input_hash": "h"}}).encode()
+req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
+    headers={{"Content-Type": "application/json", "X-Session-ID": "{token}"}})
+urllib.request.urlopen(req).read()
+"#
+    );
+    let thermal = example("examples/run-api/thermal.py");
+    let script = format!("python3 -c '{post}' && python3 {thermal}");
+    env.simulation("thermal", json!(["sh", "-c", script]), "");
+    env.apply(&env.run(
+        "shared-350",
+        "thermal",
+        json!({"temperature": 350, "material": "copper"}),
+    ));
+    let run = env.finished("shared-350", Duration::from_secs(90)).await;
+    let s = run.status.unwrap();
+    assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
+    let rows = env
+        .sql(
+            "SELECT execution_id FROM cache_entries WHERE cache_key = 'from-the-pod/1'",
+            &[],
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "the pod's write is in the shared database");
+    assert_eq!(rows[0].get::<_, String>(0), "pod-write");
 }

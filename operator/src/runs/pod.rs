@@ -44,7 +44,18 @@ pub struct SidecarSettings {
     pub startup_probe: bool,
     /// Node labels simulation pods must match (`--pod-node-selector`).
     pub node_selector: BTreeMap<String, String>,
+    /// A Secret in each run's namespace whose key `url` is the PostgreSQL
+    /// URL sidecars share the cache (and sessions) through; `None` gives each
+    /// pod its own SQLite cache (`--sidecar-cache-db-secret`).
+    pub cache_db_secret: Option<String>,
 }
+
+/// The key of the PostgreSQL URL in `--sidecar-cache-db-secret`.
+pub const CACHE_DB_SECRET_KEY: &str = "url";
+
+/// Connections each simulation pod's sidecar may hold (plus one for
+/// LISTEN): pods are many and PostgreSQL's connection limit is not.
+const SIDECAR_DB_POOL_SIZE: &str = "2";
 
 /// Whether an API server at `major.minor` knows native sidecars (1.28+).
 pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
@@ -136,6 +147,22 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// Where the pod's cache API keeps entries and sessions: the shared
+/// PostgreSQL when a Secret names it, else a SQLite file in the pod.
+fn cache_backend_env(s: &SidecarSettings, sqlite_path: &str) -> Vec<EnvVar> {
+    match &s.cache_db_secret {
+        Some(secret) => vec![
+            env("SIMCACHE_CACHE_BACKEND", "postgresql"),
+            secret_env("SIMCACHE_CACHE_DB_URL", secret, CACHE_DB_SECRET_KEY),
+            env("SIMCACHE_DB_POOL_SIZE", SIDECAR_DB_POOL_SIZE),
+        ],
+        None => vec![
+            env("SIMCACHE_CACHE_BACKEND", "sqlite"),
+            env("SIMCACHE_CACHE_DB_PATH", sqlite_path),
+        ],
+    }
+}
+
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -212,8 +239,6 @@ pub fn build_pod(p: &PodPlan) -> Pod {
     let mut sidecar_env = vec![
         env("SIMCACHE_CACHE_HOST", "0.0.0.0"),
         env("SIMCACHE_CACHE_PORT", SIDECAR_PORT.to_string()),
-        env("SIMCACHE_CACHE_BACKEND", "sqlite"),
-        env("SIMCACHE_CACHE_DB_PATH", file("cache.db")),
         env("SIMCACHE_EXECUTION_ID", &exec_id),
         env("SIMCACHE_SIMULATION_NAME", p.simulation_name),
         env("SIMCACHE_SIMULATION_VERSION", p.simulation_version),
@@ -238,6 +263,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
     if let Some((_, digest)) = p.image.split_once('@') {
         sidecar_env.push(env("SIMCACHE_IMAGE_DIGEST", digest));
     }
+    sidecar_env.extend(cache_backend_env(p.sidecar, &file("cache.db")));
     let sidecar = Container {
         name: SIDECAR_CONTAINER.into(),
         image: Some(p.sidecar.image.clone()),
@@ -395,6 +421,64 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_shares_the_postgres_cache_only_when_a_secret_names_it() {
+        let inputs = BTreeMap::new();
+        let schema = json!({"inputs": {}, "outputs": {}});
+        let cmd = vec!["true".to_string()];
+        let sidecar_env = |secret: Option<&str>| {
+            let s = SidecarSettings {
+                image: "sidecar".into(),
+                image_pull_policy: None,
+                operator_url: "http://op:8080".into(),
+                startup_probe: false,
+                node_selector: BTreeMap::new(),
+                cache_db_secret: secret.map(str::to_string),
+            };
+            let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
+            let spec = pod.spec.unwrap();
+            let init = spec.init_containers.unwrap().remove(0);
+            init.env
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.name.clone(), e))
+                .collect::<BTreeMap<_, _>>()
+        };
+
+        let own = sidecar_env(None);
+        assert_eq!(
+            own["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
+            Some("sqlite")
+        );
+        assert_eq!(
+            own["SIMCACHE_CACHE_DB_PATH"].value.as_deref(),
+            Some("/simcache/run/cache.db")
+        );
+        assert!(!own.contains_key("SIMCACHE_CACHE_DB_URL"));
+
+        let shared = sidecar_env(Some("simcache-cache-db"));
+        assert_eq!(
+            shared["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
+            Some("postgresql")
+        );
+        assert!(!shared.contains_key("SIMCACHE_CACHE_DB_PATH"));
+        // The URL (with its password) comes from the Secret, never inline.
+        let url = &shared["SIMCACHE_CACHE_DB_URL"];
+        assert!(url.value.is_none());
+        let from = url
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("simcache-cache-db", "url")
+        );
+        assert_eq!(shared["SIMCACHE_DB_POOL_SIZE"].value.as_deref(), Some("2"));
+    }
+
+    #[test]
     fn the_pod_has_a_native_sidecar_a_shared_volume_and_the_inputs() {
         let inputs: BTreeMap<String, Value> =
             serde_json::from_value(json!({"temperature": 350, "material": "copper"})).unwrap();
@@ -405,6 +489,7 @@ mod tests {
             operator_url: "http://op.simcache:8080/".into(),
             startup_probe: true,
             node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
+            cache_db_secret: None,
         };
         let cmd = vec!["python3".to_string(), "/app/t.py".to_string()];
         let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
