@@ -251,6 +251,18 @@ impl Authenticator {
         self.issue(None, "anonymous", None, privileges, ttl).await
     }
 
+    /// A session for a service rather than a person (e.g. one simulation
+    /// run), named so the sessions table says whose it is.
+    pub async fn create_for_service(
+        &self,
+        name: &str,
+        privileges: PrivilegeSet,
+        ttl_hours: f64,
+    ) -> Result<IssuedSession, ApiError> {
+        self.issue(None, name, None, privileges, ttl_ms(ttl_hours)?)
+            .await
+    }
+
     async fn issue(
         &self,
         user: Option<&UserRecord>,

@@ -809,7 +809,8 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
 
 /// With `--sidecar-cache-db-secret` every simulation pod's sidecar keeps its
 /// cache API (entries and sessions) in the shared PostgreSQL: a session made
-/// outside the pod works inside it, and what the pod writes is in the
+/// outside the pod works inside it, the run gets a session of its own that
+/// may only read and write entries, and what the pod writes is in the
 /// operator's database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_share_the_cache_api_through_postgres_when_a_secret_names_it() {
@@ -847,15 +848,19 @@ async fn pods_share_the_cache_api_through_postgres_when_a_secret_names_it() {
     );
     let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
 
-    // The simulation first writes an entry through its own pod's cache API.
+    // The simulation first writes entries through its own pod's cache API:
+    // with a session made outside, and with the run's own session.
     let post = format!(
         r#"import json, os, urllib.request
-body = json.dumps({{"cache_key": "from-the-pod/1", "simulation_id": 1,
-    "simulation_name": "thermal", "simulation_version": "1.0.0",
-    "execution_id": "pod-write", "squid_id": "s", "input_hash": "h"}}).encode()
-req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
-    headers={{"Content-Type": "application/json", "X-Session-ID": "{token}"}})
-urllib.request.urlopen(req).read()
+def put(key, session):
+    body = json.dumps({{"cache_key": key, "simulation_id": 1,
+        "simulation_name": "thermal", "simulation_version": "1.0.0",
+        "execution_id": "pod-write", "squid_id": "s", "input_hash": "h"}}).encode()
+    req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
+        headers={{"Content-Type": "application/json", "X-Session-ID": session}})
+    urllib.request.urlopen(req).read()
+put("from-the-pod/1", "{token}")
+put("from-the-pod/2", os.environ["SIMCACHE_SESSION_ID"])
 "#
     );
     let thermal = example("examples/run-api/thermal.py");
@@ -871,10 +876,27 @@ urllib.request.urlopen(req).read()
     assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
     let rows = env
         .sql(
-            "SELECT execution_id FROM cache_entries WHERE cache_key = 'from-the-pod/1'",
+            "SELECT cache_key FROM cache_entries WHERE execution_id = 'pod-write'
+             ORDER BY cache_key",
             &[],
         )
         .await;
-    assert_eq!(rows.len(), 1, "the pod's write is in the shared database");
-    assert_eq!(rows[0].get::<_, String>(0), "pod-write");
+    let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        keys,
+        ["from-the-pod/1", "from-the-pod/2"],
+        "the pod's writes"
+    );
+    let owner = format!("run:{}/shared-350", env.ns.name);
+    let rows = env
+        .sql(
+            "SELECT privileges FROM sessions WHERE username = $1",
+            &[&owner],
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "one session for the run");
+    let privileges: String = rows[0].get(0);
+    let mut privileges: Vec<String> = serde_json::from_str(&privileges).unwrap();
+    privileges.sort();
+    assert_eq!(privileges, ["read_cache", "write_cache"]);
 }

@@ -174,12 +174,13 @@ async fn resolve_env(
                     .get(&r.name)
                     .await
                     .map_err(|e| format!("secret {}: {e}", r.name))?;
-                let b = s
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .ok_or_else(|| format!("secret {} has no key {}", r.name, r.key))?;
-                String::from_utf8_lossy(&b.0).into_owned()
+                match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+                    Some(b) => String::from_utf8_lossy(&b.0).into_owned(),
+                    // As the kubelet does: an optional key that is missing
+                    // leaves the variable out.
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(format!("secret {} has no key {}", r.name, r.key)),
+                }
             } else if let Some(f) = &from.field_ref {
                 match f.field_path.as_str() {
                     "metadata.name" => pod.name_any(),

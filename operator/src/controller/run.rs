@@ -29,13 +29,14 @@ use simcache_store::ledger::LeaseOutcome;
 use super::{Context, Error, Result, condition, now};
 use crate::runs::identity::{cache_key, catalog_name, input_hash, resolve_inputs, run_schema};
 use crate::runs::pod::{
-    PodPlan, TOKEN_KEY_INGEST, TOKEN_KEY_RUN, build_pod, execution_id, pod_name, secret_name,
-    token_secret,
+    PodPlan, RunTokens, TOKEN_KEY_INGEST, TOKEN_KEY_RUN, TOKEN_KEY_SESSION, build_pod,
+    execution_id, pod_name, secret_name, token_secret,
 };
 use crate::runs::record::{self, Execution, RunKey};
 use crate::runs::state::{
     AfterFailure, AttemptFacts, Ingested, Verdict, after_failure, conclude, pod_outcome,
 };
+use simcache_auth::{AuthConfig, Authenticator, Privilege, PrivilegeSet};
 
 /// While a pod runs, how often the run is looked at (and its lease renewed).
 const WATCH_RUNNING: Duration = Duration::from_secs(2);
@@ -392,10 +393,10 @@ async fn ensure_pod(
     if pods.get_opt(&pod).await?.is_some() {
         return Ok(pod);
     }
-    let (_, ingest_token) = ensure_tokens(ctx, &ns, &name, uid).await?;
+    let tokens = ensure_tokens(ctx, run, uid).await?;
     ctx.stores
         .ledger
-        .expect_ingest(exec_id, uid, &ingest_token, now_ms())
+        .expect_ingest(exec_id, uid, &tokens.ingest, now_ms())
         .await?;
     let schema = serde_json::to_value(run_schema(&id.sim.spec)).unwrap_or(Value::Null);
     let spec = &id.sim.spec;
@@ -431,39 +432,76 @@ fn random_token() -> String {
     hex::encode(b)
 }
 
-/// The run's two tokens: from its Secret when it exists, else new ones in a
-/// new Secret (so a restarted operator hands out the same tokens).
-async fn ensure_tokens(ctx: &Context, ns: &str, run: &str, uid: &str) -> Result<(String, String)> {
-    let secrets = ctx.api::<Secret>(ns);
-    let name = secret_name(run, uid);
-    let read = |s: &Secret, k: &str| {
+/// The run's tokens: from its Secret when it exists, else new ones in a new
+/// Secret (so a restarted operator hands out the same tokens).
+async fn ensure_tokens(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunTokens> {
+    let ns = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    let secrets = ctx.api::<Secret>(&ns);
+    let secret = secret_name(&name, uid);
+    if let Some(s) = secrets.get_opt(&secret).await?
+        && let Some(t) = read_tokens(&s)
+    {
+        return Ok(t);
+    }
+    let tokens = RunTokens {
+        run: random_token(),
+        ingest: random_token(),
+        cache_session: cache_session(ctx, &ns, &name, run.spec.timeout_seconds).await?,
+    };
+    match secrets
+        .create(
+            &PostParams::default(),
+            &token_secret(&ns, &name, uid, &tokens),
+        )
+        .await
+    {
+        Ok(_) => Ok(tokens),
+        // Another reconcile made it first; the session made here expires
+        // unused.
+        Err(kube::Error::Api(e)) if e.code == 409 => read_tokens(&secrets.get(&secret).await?)
+            .ok_or_else(|| Error::Other(format!("Secret {ns}/{secret} lacks the run tokens"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_tokens(s: &Secret) -> Option<RunTokens> {
+    let read = |k: &str| {
         s.data
             .as_ref()
             .and_then(|d| d.get(k))
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
     };
-    if let Some(s) = secrets.get_opt(&name).await?
-        && let (Some(r), Some(i)) = (read(&s, TOKEN_KEY_RUN), read(&s, TOKEN_KEY_INGEST))
-    {
-        return Ok((r, i));
+    Some(RunTokens {
+        run: read(TOKEN_KEY_RUN)?,
+        ingest: read(TOKEN_KEY_INGEST)?,
+        cache_session: read(TOKEN_KEY_SESSION),
+    })
+}
+
+/// With a cache shared through PostgreSQL, a session for the run's
+/// simulation: it may read and write cache entries and nothing else, for as
+/// long as the run may take (its timeout plus an hour, else a day).
+async fn cache_session(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    timeout_seconds: Option<i64>,
+) -> Result<Option<String>> {
+    if ctx.cfg.sidecar.cache_db_secret.is_none() {
+        return Ok(None);
     }
-    let (r, i) = (random_token(), random_token());
-    match secrets
-        .create(&PostParams::default(), &token_secret(ns, run, uid, &r, &i))
+    let hours = timeout_seconds.map_or(24.0, |s| s as f64 / 3600.0 + 1.0);
+    let auth = Authenticator::new(ctx.stores.sessions.clone(), AuthConfig::default());
+    let issued = auth
+        .create_for_service(
+            &format!("run:{ns}/{name}"),
+            PrivilegeSet::of(&[Privilege::ReadCache, Privilege::WriteCache]),
+            hours,
+        )
         .await
-    {
-        Ok(_) => Ok((r, i)),
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let s = secrets.get(&name).await?;
-            match (read(&s, TOKEN_KEY_RUN), read(&s, TOKEN_KEY_INGEST)) {
-                (Some(r), Some(i)) => Ok((r, i)),
-                _ => Err(Error::Other(format!(
-                    "Secret {ns}/{name} lacks the run tokens"
-                ))),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+        .map_err(|e| Error::Other(format!("creating the run's cache session: {e}")))?;
+    Ok(Some(issued.token))
 }
 
 /// A pod is running: has it finished, failed, timed out?

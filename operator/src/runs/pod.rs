@@ -29,6 +29,9 @@ pub const LABEL_RUN: &str = "simcache.io/run";
 pub const LABEL_EXECUTION: &str = "simcache.io/execution-id";
 pub const LABEL_SIMULATION: &str = "simcache.io/simulation";
 pub const TOKEN_KEY_RUN: &str = "run-token";
+/// The run's own cache session (`read_cache`, `write_cache`), present when
+/// pods share the cache through PostgreSQL.
+pub const TOKEN_KEY_SESSION: &str = "cache-session";
 pub const TOKEN_KEY_INGEST: &str = "ingest-token";
 
 /// The sidecar as the operator injects it.
@@ -48,6 +51,14 @@ pub struct SidecarSettings {
     /// URL sidecars share the cache (and sessions) through; `None` gives each
     /// pod its own SQLite cache (`--sidecar-cache-db-secret`).
     pub cache_db_secret: Option<String>,
+}
+
+/// The secrets of one run, kept in its Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTokens {
+    pub run: String,
+    pub ingest: String,
+    pub cache_session: Option<String>,
 }
 
 /// The key of the PostgreSQL URL in `--sidecar-cache-db-secret`.
@@ -178,15 +189,17 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// The Secret holding the run's two tokens (one for the simulation talking
-/// to its sidecar, one for the sidecar uploading to the operator).
-pub fn token_secret(
-    namespace: &str,
-    run_name: &str,
-    run_uid: &str,
-    run_token: &str,
-    ingest_token: &str,
-) -> Secret {
+/// The Secret holding the run's tokens: one for the simulation talking to
+/// its sidecar's run API, one for the sidecar uploading to the operator, and
+/// with a shared cache the run's session for the cache API.
+pub fn token_secret(namespace: &str, run_name: &str, run_uid: &str, tokens: &RunTokens) -> Secret {
+    let mut data = BTreeMap::from([
+        (TOKEN_KEY_RUN.to_string(), tokens.run.clone()),
+        (TOKEN_KEY_INGEST.to_string(), tokens.ingest.clone()),
+    ]);
+    if let Some(s) = &tokens.cache_session {
+        data.insert(TOKEN_KEY_SESSION.to_string(), s.clone());
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(run_name, run_uid)),
@@ -198,10 +211,7 @@ pub fn token_secret(
             owner_references: Some(vec![owner_reference(run_name, run_uid)]),
             ..Default::default()
         },
-        string_data: Some(BTreeMap::from([
-            (TOKEN_KEY_RUN.into(), run_token.into()),
-            (TOKEN_KEY_INGEST.into(), ingest_token.into()),
-        ])),
+        string_data: Some(data),
         type_: Some("Opaque".into()),
         ..Default::default()
     }
@@ -309,6 +319,19 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         env("SIMCACHE_INPUTS", file("inputs.json")),
         env("SIMCACHE_OUTPUTS", file("outputs.json")),
     ];
+    if p.sidecar.cache_db_secret.is_some() {
+        // The cache API's `X-Session-ID`, as sim2l's CacheClient sends it.
+        // Optional: a Secret made before the cache was shared has none.
+        let mut session = secret_env("SIMCACHE_SESSION_ID", &secret, TOKEN_KEY_SESSION);
+        if let Some(r) = session
+            .value_from
+            .as_mut()
+            .and_then(|f| f.secret_key_ref.as_mut())
+        {
+            r.optional = Some(true);
+        }
+        sim_env.push(session);
+    }
     sim_env.extend(
         p.inputs
             .iter()
@@ -436,15 +459,19 @@ mod tests {
             };
             let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
             let spec = pod.spec.unwrap();
+            let by_name = |c: Container| {
+                c.env
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| (e.name.clone(), e))
+                    .collect::<BTreeMap<_, _>>()
+            };
             let init = spec.init_containers.unwrap().remove(0);
-            init.env
-                .unwrap()
-                .into_iter()
-                .map(|e| (e.name.clone(), e))
-                .collect::<BTreeMap<_, _>>()
+            (by_name(init), by_name(spec.containers[0].clone()))
         };
 
-        let own = sidecar_env(None);
+        let (own, own_sim) = sidecar_env(None);
+        assert!(!own_sim.contains_key("SIMCACHE_SESSION_ID"));
         assert_eq!(
             own["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
             Some("sqlite")
@@ -455,7 +482,23 @@ mod tests {
         );
         assert!(!own.contains_key("SIMCACHE_CACHE_DB_URL"));
 
-        let shared = sidecar_env(Some("simcache-cache-db"));
+        let (shared, shared_sim) = sidecar_env(Some("simcache-cache-db"));
+        // The simulation gets the run's cache session from the run's Secret.
+        let session = shared_sim["SIMCACHE_SESSION_ID"]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (session.name.as_str(), session.key.as_str()),
+            (
+                secret_name("thermal-350k", "0a1b2c3d-uid").as_str(),
+                TOKEN_KEY_SESSION
+            )
+        );
+        assert_eq!(session.optional, Some(true));
         assert_eq!(
             shared["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
             Some("postgresql")
