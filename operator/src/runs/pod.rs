@@ -482,15 +482,15 @@ mod tests {
         );
         assert!(!own.contains_key("SIMCACHE_CACHE_DB_URL"));
 
+        let secret_ref = |e: &EnvVar| {
+            e.value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.clone())
+                .unwrap()
+        };
         let (shared, shared_sim) = sidecar_env(Some("simcache-cache-db"));
         // The simulation gets the run's cache session from the run's Secret.
-        let session = shared_sim["SIMCACHE_SESSION_ID"]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
+        let session = secret_ref(&shared_sim["SIMCACHE_SESSION_ID"]);
         assert_eq!(
             (session.name.as_str(), session.key.as_str()),
             (
@@ -507,13 +507,7 @@ mod tests {
         // The URL (with its password) comes from the Secret, never inline.
         let url = &shared["SIMCACHE_CACHE_DB_URL"];
         assert!(url.value.is_none());
-        let from = url
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
+        let from = secret_ref(url);
         assert_eq!(
             (from.name.as_str(), from.key.as_str()),
             ("simcache-cache-db", "url")
