@@ -4,10 +4,9 @@ use sha2::{Digest, Sha256};
 
 pub const TOKEN_HEX_LEN: usize = 64;
 
-pub fn generate() -> Result<String, getrandom::Error> {
-    let mut buf = [0u8; 32];
-    getrandom::fill(&mut buf)?;
-    Ok(hex::encode(buf))
+/// A new session token, from the one generator (fails closed).
+pub fn generate() -> Result<String, simcache_store::random::RandomError> {
+    simcache_store::random::token()
 }
 
 pub fn hash(token: &str) -> String {

@@ -39,7 +39,7 @@ pub enum Eviction {
     kind = "CachePolicy",
     namespaced,
     status = "CachePolicyStatus",
-    shortname = "cpol",
+    shortname = "simcp",
     category = "simcache",
     doc = "Lifetime and size limits of cached simulation results, and when they are invalidated.",
     printcolumn(

@@ -59,6 +59,13 @@ pub enum CacheMode {
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1,
+        description = "why the run is in its phase"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +87,10 @@ pub struct SimulationRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
     pub retry_limit: Option<i32>,
+    /// Seconds after the run finishes until its pod and token Secret are deleted (0: at once). The run's status, results and run database stay. Default: the Simulation's ttlSecondsAfterFinished, else the operator's --run-ttl-seconds-after-finished (1 hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i64>,
 }
 
 /// Where a run is in its life.
@@ -156,13 +167,19 @@ pub struct SimulationRunStatus {
     /// Attempts made so far.
     #[serde(default)]
     pub attempts: i32,
+    /// While a failed attempt backs off: when the next attempt may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// When the finished run's pod and token Secret were deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_time: Option<Time>,
     /// Why the run is in its phase, for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// InputsValid, CacheChecked, Completed.
+    /// Conditions: InputsValid, CacheChecked, Completed, Ready (and SpecChanged when a finished run's spec was edited).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

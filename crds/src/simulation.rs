@@ -135,6 +135,10 @@ pub struct SimulationSpec {
     /// Name of the CachePolicy that applies to this simulation's results by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_policy_ref: Option<String>,
+    /// Default for its runs: seconds after a run finishes until its pod and token Secret are deleted (0: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i64>,
 }
 
 /// What the operator observed about a Simulation.
@@ -153,7 +157,7 @@ pub struct SimulationStatus {
     /// Share of finished runs that succeeded, e.g. "95%".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_rate: Option<String>,
-    /// Registered, Ready.
+    /// Conditions: Registered, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -148,7 +148,7 @@ fn crds_are_accepted_and_validate_resources() {
             assert!(msg.contains(w), "expected {w:?} in:\n{msg}");
         }
     }
-    let out = k.kubectl(&["get", "simrun,sim,cpol", "-n", &ns.name, "-o", "name"]);
+    let out = k.kubectl(&["get", "simrun,sim,simcp", "-n", &ns.name, "-o", "name"]);
     let names = text(&out);
     assert!(
         !names.contains("bad-") && !names.contains("no-image"),

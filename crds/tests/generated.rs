@@ -145,11 +145,11 @@ fn names_short_names_categories_and_columns() {
         (
             "simulationruns.simcache.io.yaml",
             "simrun",
-            vec!["Simulation", "Phase", "Cache", "Duration", "Age"],
+            vec!["Simulation", "Phase", "Cache", "Duration", "Age", "Message"],
         ),
         (
             "cachepolicies.simcache.io.yaml",
-            "cpol",
+            "simcp",
             vec!["TTL", "Entries", "Hit rate", "Age"],
         ),
     ] {
@@ -171,5 +171,25 @@ fn names_short_names_categories_and_columns() {
             .map(|c| c["name"].as_str().unwrap())
             .collect();
         assert_eq!(cols, columns, "{file}");
+        // Short names share one namespace with every other CRD installed
+        // (kubectl picks one silently): none of the common ones.
+        for taken in [
+            "cpol", "pol", "polr", "cpolr", "sc", "svc", "cm", "po", "pv", "pvc", "sa", "ns", "no",
+            "ep", "ev", "ds", "rs", "sts", "hpa", "pdb", "pc", "psp", "cs", "crd", "netpol", "ing",
+            "vs", "dr", "gw", "se", "sp", "sm", "pm", "cert", "issuer",
+        ] {
+            assert_ne!(
+                short, taken,
+                "{file}: short name {short} is taken by a common CRD"
+            );
+        }
     }
+    // The Message column only with -o wide.
+    let y: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(dir.join("simulationruns.simcache.io.yaml")).unwrap(),
+    )
+    .unwrap();
+    let message = &y["spec"]["versions"][0]["additionalPrinterColumns"][5];
+    assert_eq!(message["jsonPath"], ".status.message");
+    assert_eq!(message["priority"], 1);
 }

@@ -182,6 +182,15 @@ pub struct ControllerArgs {
     /// Seconds between CachePolicy sweeps.
     #[arg(long, env = "SIMCACHE_SWEEP_SECONDS", default_value_t = 60)]
     pub sweep_seconds: u64,
+    /// Seconds a finished run keeps its pod and token Secret (0: delete at
+    /// once), unless the run or its Simulation sets ttlSecondsAfterFinished.
+    /// The run's status, results and run database stay.
+    #[arg(
+        long,
+        env = "SIMCACHE_RUN_TTL_SECONDS_AFTER_FINISHED",
+        default_value_t = 3600
+    )]
+    pub run_ttl_seconds_after_finished: u64,
     /// Parallel reconciliations per controller.
     #[arg(
         long = "reconcile-concurrency",

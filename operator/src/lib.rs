@@ -4,6 +4,7 @@
 //! databases into results (`introspect`).
 
 pub mod api;
+pub mod conditions;
 pub mod config;
 pub mod controller;
 pub mod introspect;

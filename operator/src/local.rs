@@ -16,18 +16,15 @@ use simcache_crds::{CacheMode, Simulation, SimulationRun};
 use simcache_rundb::{Provenance, RunInit};
 use simcache_sidecar::run::RunConfig;
 use simcache_sidecar::run::recorded::{Program, record_program};
-use simcache_sidecar::run::settings::new_run_token;
 use simcache_store::cache::HitDelta;
-use simcache_store::catalog::{Registration, SearchQuery};
+use simcache_store::catalog::{CacheOutcome, Registration, SearchQuery};
 use simcache_store::clock::now_ms;
 use simcache_store::results::{ResultQuery, Upsert};
 use simcache_store::{Backend, Stores};
 
 use crate::introspect::introspect;
-use crate::runs::identity::{
-    cache_key, catalog_name, catalog_spec, input_hash, resolve_inputs, run_schema,
-};
-use crate::runs::record::{self, Execution, RunKey};
+use crate::runs::identity::{RunIdentity, catalog_spec, identify, run_schema};
+use crate::runs::record::{self, Completed, Execution, RunKey};
 
 /// The annotation giving the command to run outside the image (relative
 /// paths resolve against the YAML file's folder); else `command` + `args`.
@@ -221,35 +218,23 @@ async fn run_one(
     tag: &str,
 ) -> anyhow::Result<bool> {
     let sim = &ls.sim;
-    if let Some(v) = &run.spec.simulation.version
-        && v != &sim.spec.version
-    {
-        println!(
-            "{tag}: FAILED: Simulation {:?} is at version {:?}; this run asks for {v:?}",
-            run.spec.simulation.name, sim.spec.version
-        );
-        return Ok(false);
-    }
-    let inputs = match resolve_inputs(&sim.spec, &run.spec.inputs) {
-        Ok(i) => i,
-        Err(m) => {
-            println!("{tag}: FAILED: invalid inputs: {m}");
+    let id = match identify(sim, &run.spec) {
+        Ok(id) => id,
+        Err(refusal) => {
+            println!("{tag}: FAILED: {refusal}");
             return Ok(false);
         }
     };
-    let sim_name = catalog_name(sim);
-    let version = sim.spec.version.clone();
-    let hash = input_hash(&sim_name, &version, &sim.spec.image, &inputs);
-    let key = cache_key(&sim_name, &version, &hash);
-    let run_key = RunKey {
-        simulation_id: sim_id,
-        name: &sim_name,
-        version: &version,
-        hash: &hash,
-        cache_key: &key,
-    };
+    let run_key = id.run_key(sim_id);
+    let RunIdentity {
+        name: sim_name,
+        version,
+        inputs,
+        hash,
+        key,
+    } = &id;
     if run.spec.cache_mode == CacheMode::Use
-        && let Some(e) = stores.cache.get(&key, now_ms()).await?
+        && let Some(e) = stores.cache.get(key, now_ms()).await?
         && e.run_db_path
             .as_deref()
             .is_some_and(|p| Path::new(p).exists())
@@ -268,17 +253,7 @@ async fn run_one(
             )
             .await?;
         let exec = format!("local.{name}.{}.cached.{}", &hash[..8], now_ms());
-        record(
-            stores,
-            &run_key,
-            Execution {
-                cache_hit: true,
-                run_db_path: e.run_db_path.clone(),
-                run_db_size_bytes: Some(e.size_bytes),
-                ..Execution::new(&exec, "cached", "Hit")
-            },
-        )
-        .await?;
+        record(stores, &run_key, Execution::cache_hit(&exec, &e)).await?;
         println!(
             "{tag}: Cached (computed by {}; {}): {}",
             e.execution_id,
@@ -292,9 +267,8 @@ async fn run_one(
     }
 
     let command = local_command(ls)?;
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    let execution_id = format!("local.{name}.{}.{}", &hash[..8], hex::encode(b));
+    let suffix = simcache_store::random::hex_id::<4>()?;
+    let execution_id = format!("local.{name}.{}.{suffix}", &hash[..8]);
     let runs_dir = home.join("runs");
     let mut init = RunInit::new(sim_name.clone(), version.clone());
     init.executor_type = Some("local".into());
@@ -308,7 +282,7 @@ async fn run_one(
         inputs: Some(inputs.clone().into_iter().collect()),
         inputs_file: None,
         outputs_file: None,
-        token: Some(new_run_token()),
+        token: Some(simcache_store::random::token()?),
         provenance: Provenance {
             host: None,
             image: Some(sim.spec.image.clone()),
@@ -351,20 +325,21 @@ async fn run_one(
     let size = std::fs::metadata(&done.db_path)
         .map(|m| m.len() as i64)
         .unwrap_or(0);
+    let cache = match (ok, run.spec.cache_mode) {
+        (false, _) | (true, CacheMode::Bypass) => CacheOutcome::Skipped,
+        (true, _) => CacheOutcome::Populated,
+    };
+    let completed = Completed {
+        duration,
+        node: None,
+        run_db_path: Some(done.db_path.display().to_string()),
+        run_db_size_bytes: Some(size),
+        output_count: rec.outputs.len() as i64,
+    };
     record(
         stores,
         &run_key,
-        Execution {
-            duration,
-            run_db_path: Some(done.db_path.display().to_string()),
-            run_db_size_bytes: Some(size),
-            output_count: rec.outputs.len() as i64,
-            ..Execution::new(
-                &execution_id,
-                if ok { "completed" } else { "failed" },
-                if ok { "Populated" } else { "Skipped" },
-            )
-        },
+        Execution::completed(&execution_id, ok, cache, completed),
     )
     .await?;
     if !ok {

@@ -11,7 +11,7 @@ use simcache_operator::config::{
 use simcache_operator::controller::leader::LeaderElector;
 use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics};
 use simcache_operator::local;
-use simcache_operator::runs::pod::{SidecarSettings, supports_native_sidecars};
+use simcache_operator::runs::pod::SidecarSettings;
 use simcache_operator::server::{self, ApiConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
@@ -105,22 +105,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         return api.wait().await;
     }
     let c = &a.controllers;
-    let client = kube::Client::try_default().await.context(
-        "no Kubernetes configuration (in-cluster service account or KUBECONFIG); \
-         give --no-controllers to serve the API only",
-    )?;
-    let version = client
-        .apiserver_version()
+    let metrics = ControllerMetrics::register(&api.registry)?;
+    let client = kube_client(&metrics).await?;
+    let native_sidecars = controller::version::check(&client, &metrics)
         .await
         .context("asking the Kubernetes API server for its version")?;
-    let native_sidecars = supports_native_sidecars(&version.major, &version.minor);
-    if !native_sidecars {
-        tracing::warn!(
-            version = version.git_version,
-            "this API server predates native sidecars (1.28): simulation pods need a node that runs them"
-        );
-    }
-    let metrics = ControllerMetrics::register(&api.registry)?;
     let identity = c.identity.clone().unwrap_or_else(default_identity);
     let ccfg = ControllerConfig {
         sidecar: SidecarSettings {
@@ -137,6 +126,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         identity: identity.clone(),
         namespace: c.watch_namespace.clone(),
         concurrency: c.concurrency.max(1),
+        run_ttl_after_finished: Duration::from_secs(c.run_ttl_seconds_after_finished),
     };
     let elector = (!c.no_leader_election).then(|| {
         LeaderElector::new(
@@ -176,10 +166,29 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     served.and(ran)
 }
 
+/// The Kubernetes client, counting its requests by verb
+/// (`simcache_operator_kube_requests_total`).
+async fn kube_client(metrics: &ControllerMetrics) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer().await.context(
+        "no Kubernetes configuration (in-cluster service account or KUBECONFIG); \
+         give --no-controllers to serve the API only",
+    )?;
+    let counter = metrics.kube_requests.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        let verb =
+            controller::metrics::kube_verb(req.method(), req.uri().query(), req.uri().path());
+        counter.with_label_values(&[verb]).inc();
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
 /// The pod name when in a pod, else host name plus a random suffix.
 fn default_identity() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "simcache-operator".into());
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    format!("{host}-{}", hex::encode(b))
+    // At start-up: no randomness, no start.
+    let suffix = simcache_store::random::hex_id::<4>().expect("random source for the replica id");
+    format!("{host}-{suffix}")
 }

@@ -296,6 +296,11 @@ async fn executions_feed_statistics(c: Ctx) {
             "status \"exploded\"",
         ),
         (
+            json!({"execution_id": "x", "simulation_id": id, "started_at": "1", "status": "completed", "cache_status": "hit-ish"}),
+            StatusCode::BAD_REQUEST,
+            "cache_status \"hit-ish\" must be one of Hit, Miss",
+        ),
+        (
             json!({"execution_id": "x", "simulation_id": id, "started_at": "1", "status": "failed", "bogus": 1}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown field `bogus`",

@@ -710,7 +710,7 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
     loop {
         let out = c.kubectl(&[
             "get",
-            "cpol",
+            "simcp",
             "-n",
             &ns_name,
             "-o",

@@ -10,7 +10,7 @@ use simcache_sidecar::config::{
 };
 use simcache_sidecar::run::ingest::{IngestTarget, finish_and_upload};
 use simcache_sidecar::run::recorded::{Program, record_program};
-use simcache_sidecar::run::settings::{new_execution_id, new_run_token};
+use simcache_sidecar::run::settings::new_execution_id;
 use simcache_sidecar::server::{self, ServerConfig};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
@@ -171,8 +171,14 @@ async fn services(
 
 /// `simcache-sidecar exec -- program args`: one recorded run of a local program.
 async fn exec(backend: Backend, e: ExecArgs) -> anyhow::Result<()> {
-    let token = e.run.run_token.clone().unwrap_or_else(new_run_token);
-    let id = e.run.execution_id.clone().unwrap_or_else(new_execution_id);
+    let token = match e.run.run_token.clone() {
+        Some(t) => t,
+        None => simcache_store::random::token()?,
+    };
+    let id = match e.run.execution_id.clone() {
+        Some(i) => i,
+        None => new_execution_id()?,
+    };
     let rc = e
         .run
         .to_run_config(Some(id), "local", Some(token), &e.command)?

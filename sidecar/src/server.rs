@@ -82,10 +82,8 @@ impl RunningServer {
     }
 }
 
-fn process_id() -> String {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    hex::encode(b)
+fn process_id() -> anyhow::Result<String> {
+    Ok(simcache_store::random::hex_id::<8>()?)
 }
 
 /// Opens the store and the services over it (no HTTP).
@@ -93,7 +91,7 @@ pub async fn open_services(
     cfg: &ServerConfig,
     registry: &Registry,
 ) -> anyhow::Result<(Stores, Arc<CacheService>, Arc<Authenticator>)> {
-    let origin = process_id();
+    let origin = process_id()?;
     let stores = Stores::open(&cfg.backend, &origin)
         .await
         .context("opening the store")?;

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// Stored data that cannot be decoded (corrupt JSON and the like).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// No randomness for a new id (fails closed).
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -26,14 +26,13 @@ pub struct FileObject {
 }
 
 /// `YYYYmm-ddHH-MMSS-` + a random UUID, the shape sim2l's ids have.
-fn new_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
+fn new_id() -> Result<String> {
+    let mut b = crate::random::bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
     let t = time::OffsetDateTime::now_utc();
-    format!(
+    Ok(format!(
         "{:04}{:02}-{:02}{:02}-{:02}{:02}-{}-{}-{}-{}-{}",
         t.year(),
         u8::from(t.month()),
@@ -46,7 +45,7 @@ fn new_id() -> String {
         &h[12..16],
         &h[16..20],
         &h[20..32]
-    )
+    ))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -134,7 +133,7 @@ impl FileStore {
                 Some(_) => {}
             }
         }
-        let id = new_id();
+        let id = new_id()?;
         let now = now_ms();
         self.sql
             .script(vec![Stmt::new(

@@ -11,6 +11,7 @@ pub mod files;
 pub mod ledger;
 pub mod migrate;
 pub mod postgres;
+pub mod random;
 pub mod results;
 pub mod sessions;
 pub mod sql;

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use simcache_auth::Privilege;
 use simcache_rundb::ValueType;
 use simcache_store::catalog::{
-    ExecutionRecord, Registration, SearchQuery, Simulation, SimulationSpec,
+    CacheOutcome, ExecutionRecord, ExecutionStatus, Registration, SearchQuery, Simulation,
+    SimulationSpec,
 };
 use simcache_store::clock::parse_timestamp_ms;
 use simcache_web::{ApiError, JsonBody};
@@ -480,14 +481,21 @@ async fn record_execution(
     simcache_rundb::validate_execution_id(&execution_id)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let status = req(b.status, "status")?;
-    if !matches!(
-        status.as_str(),
-        "running" | "completed" | "succeeded" | "failed" | "cached" | "pending"
-    ) {
-        return Err(ApiError::bad_request(format!(
+    let status = ExecutionStatus::parse(&status).ok_or_else(|| {
+        ApiError::bad_request(format!(
             "status {status:?} must be one of pending, running, completed, failed, cached"
-        )));
-    }
+        ))
+    })?;
+    let cache_status = b
+        .cache_status
+        .map(|c| {
+            CacheOutcome::parse(&c).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "cache_status {c:?} must be one of Hit, Miss, Populated, Skipped, LookupFailure, PutFailure"
+                ))
+            })
+        })
+        .transpose()?;
     let time = |v: Option<String>, f: &str| -> Result<Option<i64>, ApiError> {
         v.map(|t| {
             parse_timestamp_ms(&t).ok_or_else(|| {
@@ -552,7 +560,7 @@ async fn record_execution(
             status,
             executor_type: b.executor_type.unwrap_or_else(|| "kubernetes".into()),
             cache_hit: b.cache_hit,
-            cache_status: b.cache_status,
+            cache_status,
             node: b.node,
             run_db_path: b.run_db_path,
             run_db_size_bytes: b.run_db_size_bytes,

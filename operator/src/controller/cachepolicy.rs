@@ -13,7 +13,8 @@ use simcache_crds::{CachePolicy, CachePolicyStatus};
 use simcache_store::cache::{EntryStatus, ListQuery};
 use simcache_store::clock::now_ms;
 
-use super::{Context, Result, condition};
+use super::{Context, Result};
+use crate::conditions;
 use crate::runs::identity::catalog_name;
 use crate::runs::policy::{EntryUse, choose_evictions};
 
@@ -123,21 +124,24 @@ pub async fn reconcile(policy: Arc<CachePolicy>, ctx: Arc<Context>) -> Result<Ac
         hit_rate: (total_runs > 0)
             .then(|| format!("{:.0}%", hits as f64 * 100.0 / total_runs as f64)),
         observed_generation: policy.metadata.generation,
-        conditions: vec![condition(
-            &previous.conditions,
-            "Ready",
-            true,
-            "Swept",
-            format!(
-                "governs {}",
-                if names.is_empty() {
-                    "no simulations".into()
-                } else {
-                    names.join(", ")
-                }
-            ),
-            policy.metadata.generation,
-        )],
+        conditions: {
+            let governs = if names.is_empty() {
+                "no simulations".into()
+            } else {
+                names.join(", ")
+            };
+            let mut c = previous.conditions.clone();
+            conditions::set(
+                &mut c,
+                "Ready",
+                true,
+                "Swept",
+                format!("governs {governs}"),
+                policy.metadata.generation,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            c
+        },
     };
     if status != previous {
         ctx.api::<CachePolicy>(&ns)

@@ -2,7 +2,7 @@
 //! controller-runtime's names and labels so that existing dashboards for Go
 //! operators work unchanged.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -27,6 +27,12 @@ pub struct ControllerMetrics {
     reconcile_total: IntCounterVec,
     reconcile_errors: IntCounterVec,
     reconcile_time: HistogramVec,
+    /// Failed reconciliations by controller and kind of error.
+    reconcile_failures: IntCounterVec,
+    /// Requests the operator sent the Kubernetes API, by verb.
+    pub kube_requests: IntCounterVec,
+    /// 1 when the API server is new enough for native sidecars.
+    pub kubernetes_supported: IntGauge,
     /// Runs reaching each phase (transitions, not a gauge of current state).
     pub run_phase: IntCounterVec,
     /// Cache decisions at the operator: hit, miss, wait, bypass.
@@ -64,6 +70,24 @@ impl ControllerMetrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
             &["controller"],
+        )?;
+        let reconcile_failures = IntCounterVec::new(
+            Opts::new(
+                "simcache_operator_reconcile_failures_total",
+                "Failed reconciliations by controller and kind of error",
+            ),
+            &["controller", "error"],
+        )?;
+        let kube_requests = IntCounterVec::new(
+            Opts::new(
+                "simcache_operator_kube_requests_total",
+                "Requests sent to the Kubernetes API, by verb (get, list, watch, create, update, patch, delete)",
+            ),
+            &["verb"],
+        )?;
+        let kubernetes_supported = IntGauge::new(
+            "simcache_operator_kubernetes_version_supported",
+            "1 when the API server is Kubernetes 1.29 or newer (native sidecars); 0 below it",
         )?;
         let run_phase = IntCounterVec::new(
             Opts::new(
@@ -122,6 +146,12 @@ impl ControllerMetrics {
             }
             reconcile_errors.with_label_values(&[c]);
             reconcile_time.with_label_values(&[c]);
+            for e in super::Error::LABELS {
+                reconcile_failures.with_label_values(&[c, e]);
+            }
+        }
+        for v in KUBE_VERBS {
+            kube_requests.with_label_values(&[v]);
         }
         for p in PHASES {
             run_phase.with_label_values(&[p]);
@@ -137,6 +167,9 @@ impl ControllerMetrics {
         r.register(Box::new(reconcile_total.clone()))?;
         r.register(Box::new(reconcile_errors.clone()))?;
         r.register(Box::new(reconcile_time.clone()))?;
+        r.register(Box::new(reconcile_failures.clone()))?;
+        r.register(Box::new(kube_requests.clone()))?;
+        r.register(Box::new(kubernetes_supported.clone()))?;
         r.register(Box::new(run_phase.clone()))?;
         r.register(Box::new(cache_lookups.clone()))?;
         r.register(Box::new(run_duration.clone()))?;
@@ -146,6 +179,9 @@ impl ControllerMetrics {
             reconcile_total,
             reconcile_errors,
             reconcile_time,
+            reconcile_failures,
+            kube_requests,
+            kubernetes_supported,
             run_phase,
             cache_lookups,
             run_duration,
@@ -184,17 +220,143 @@ impl ControllerMetrics {
         }
     }
 
-    /// Records one reconciliation: `result` is `success`, `requeue`,
-    /// `requeue_after` or `error`, as controller-runtime labels them.
-    pub fn reconciled(&self, controller: &str, result: &str, took: Duration) {
+    /// Counts one reconciliation's result: `success`, `requeue_after` or
+    /// `error`, as controller-runtime labels them.
+    pub fn reconcile_result(&self, controller: &str, result: &str) {
         self.reconcile_total
             .with_label_values(&[controller, result])
             .inc();
         if result == "error" {
             self.reconcile_errors.with_label_values(&[controller]).inc();
         }
-        self.reconcile_time
-            .with_label_values(&[controller])
-            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed reconciliation by its kind of error.
+    pub fn reconcile_failed(&self, controller: &str, error: &str) {
+        self.reconcile_failures
+            .with_label_values(&[controller, error])
+            .inc();
+    }
+
+    /// Times a reconciliation until the guard is dropped.
+    pub fn reconcile_timer(&self, controller: &str) -> ReconcileTimer {
+        ReconcileTimer {
+            histogram: self.reconcile_time.with_label_values(&[controller]),
+            start: Instant::now(),
+        }
+    }
+}
+
+/// Observes the time since it was made when dropped (however the
+/// reconciliation ended).
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The verbs of `simcache_operator_kube_requests_total`.
+pub const KUBE_VERBS: [&str; 8] = [
+    "get", "list", "watch", "create", "update", "patch", "delete", "other",
+];
+
+/// The Kubernetes verb of an API request.
+pub fn kube_verb(method: &http::Method, query: Option<&str>, path: &str) -> &'static str {
+    let watch = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    match *method {
+        http::Method::GET if watch => "watch",
+        // A collection ends in its plural; a named object has one more segment.
+        http::Method::GET => {
+            if is_collection(path) {
+                "list"
+            } else {
+                "get"
+            }
+        }
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// `/api/v1/namespaces/ns/pods` and `/apis/g/v/pods` are collections;
+/// `/api/v1/namespaces/ns/pods/p` and `/api/v1/namespaces/ns` are objects.
+fn is_collection(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segs.first() {
+        Some(&"api") => &segs[segs.len().min(2)..],
+        Some(&"apis") => &segs[segs.len().min(3)..],
+        _ => return false,
+    };
+    match rest {
+        ["namespaces", _, _] | [_] => true,
+        ["namespaces", _] => false,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_named_by_their_kubernetes_verb() {
+        let get = http::Method::GET;
+        assert_eq!(kube_verb(&get, None, "/api/v1/namespaces/n/pods"), "list");
+        assert_eq!(
+            kube_verb(&get, Some("watch=true&rv=1"), "/api/v1/namespaces/n/pods"),
+            "watch"
+        );
+        assert_eq!(kube_verb(&get, None, "/api/v1/namespaces/n/pods/p"), "get");
+        assert_eq!(
+            kube_verb(&get, None, "/apis/simcache.io/v1alpha1/simulationruns"),
+            "list"
+        );
+        assert_eq!(kube_verb(&get, None, "/version"), "get");
+        assert_eq!(
+            kube_verb(
+                &http::Method::PATCH,
+                None,
+                "/apis/simcache.io/v1alpha1/namespaces/n/simulationruns/r/status"
+            ),
+            "patch"
+        );
+        assert_eq!(
+            kube_verb(
+                &http::Method::POST,
+                None,
+                "/apis/events.k8s.io/v1/namespaces/n/events"
+            ),
+            "create"
+        );
+        assert_eq!(
+            kube_verb(
+                &http::Method::DELETE,
+                None,
+                "/api/v1/namespaces/n/secrets/s"
+            ),
+            "delete"
+        );
+    }
+
+    #[test]
+    fn the_timer_observes_when_dropped() {
+        let m = ControllerMetrics::register(&Registry::new()).unwrap();
+        {
+            let _t = m.reconcile_timer("simulation");
+        }
+        assert_eq!(
+            m.reconcile_time
+                .with_label_values(&["simulation"])
+                .get_sample_count(),
+            1
+        );
     }
 }

@@ -3,47 +3,38 @@
 //! and size limits). Each reconciler is a function of one object and a small
 //! shared [`Context`]; errors become requeues with backoff.
 
+pub mod backoff;
 pub mod cachepolicy;
+pub mod context;
+pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod simulation;
+pub mod status;
+pub mod tokens;
+pub mod version;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use simcache_crds::{CachePolicy, Simulation, SimulationRun};
 use simcache_store::Stores;
 use tokio_util::sync::CancellationToken;
 
+pub use context::Context;
+pub use error::{Error, Result};
 pub use metrics::ControllerMetrics;
 
 use crate::runs::pod::SidecarSettings;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("store: {0}")]
-    Store(#[from] simcache_store::StoreError),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Settings of the controllers.
 #[derive(Debug, Clone)]
@@ -61,76 +52,9 @@ pub struct ControllerConfig {
     pub namespace: Option<String>,
     /// Parallel reconciliations per controller.
     pub concurrency: u16,
-}
-
-/// What every reconciliation shares.
-pub struct Context {
-    pub client: Client,
-    pub stores: Stores,
-    pub cfg: ControllerConfig,
-    pub metrics: ControllerMetrics,
-    pub recorder: Recorder,
-    /// Simulations and policies as the watches last saw them.
-    pub simulations: Store<Simulation>,
-    pub policies: Store<CachePolicy>,
-}
-
-impl Context {
-    pub fn api<K>(&self, namespace: &str) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// The CachePolicies of a namespace, as the watch last saw them.
-    pub fn policies_in(&self, namespace: &str) -> Vec<CachePolicy> {
-        self.policies
-            .state()
-            .into_iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-            .map(|p| (*p).clone())
-            .collect()
-    }
-
-    /// The policy governing a Simulation (its `cachePolicyRef`, else the
-    /// first whose selector picks it).
-    pub fn policy_of(&self, sim: &Simulation) -> Option<CachePolicy> {
-        let ns = sim.metadata.namespace.clone().unwrap_or_default();
-        let policies = self.policies_in(&ns);
-        crate::runs::policy::policy_for(
-            &policies,
-            sim.spec.cache_policy_ref.as_deref(),
-            &crate::runs::identity::catalog_name(sim),
-            sim.metadata.labels.as_ref().unwrap_or(&Default::default()),
-        )
-        .cloned()
-    }
-
-    /// Publishes an Event about `obj` (a failure to publish is only logged:
-    /// events are for people, not for correctness).
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        note: String,
-    ) {
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::debug!(error = %e, reason, "could not publish an event");
-        }
-    }
+    /// How long a finished run keeps its pod and token Secret, unless the
+    /// run or its Simulation says otherwise.
+    pub run_ttl_after_finished: Duration,
 }
 
 fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -143,63 +67,61 @@ where
     }
 }
 
-pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+/// `namespace/name`: the object's key in the backoff table.
+fn object_key<K: Resource>(obj: &K) -> String {
+    let m = obj.meta();
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    )
 }
 
-/// A condition with the transition time kept when its status is unchanged.
-pub fn condition(
-    previous: &[Condition],
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let since = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(now);
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: since,
-    }
-}
-
-/// Wraps a reconciler with the controller-runtime metrics.
-async fn measured<F: Future<Output = Result<Action>>>(
-    metrics: &ControllerMetrics,
-    controller: &str,
-    f: F,
-) -> Result<Action> {
-    let start = Instant::now();
+/// Runs a reconciler with controller-runtime's metrics (the timer records
+/// when dropped, so a reconciliation cut short still counts) and forgets
+/// the object's backoff when it succeeds.
+async fn measured<K, F>(ctx: &Context, controller: &'static str, obj: &K, f: F) -> Result<Action>
+where
+    K: Resource,
+    F: std::future::Future<Output = Result<Action>>,
+{
+    let _timer = ctx.metrics.reconcile_timer(controller);
     let r = f.await;
-    let label = match &r {
-        Ok(a) if *a == Action::await_change() => "success",
-        Ok(_) => "requeue_after",
-        Err(_) => "error",
-    };
-    metrics.reconciled(controller, label, start.elapsed());
+    match &r {
+        Ok(a) => {
+            ctx.backoff.succeeded(&object_key(obj));
+            let label = if *a == Action::await_change() {
+                "success"
+            } else {
+                "requeue_after"
+            };
+            ctx.metrics.reconcile_result(controller, label);
+        }
+        Err(_) => ctx.metrics.reconcile_result(controller, "error"),
+    }
     r
 }
 
-fn error_policy<K>(obj: Arc<K>, e: &Error, _: Arc<Context>) -> Action
-where
-    K: Resource<DynamicType = ()>,
-{
+/// A failed reconciliation: counted by kind, retried after the object's
+/// own exponential backoff.
+fn error_policy<K: Resource>(
+    controller: &'static str,
+    obj: &K,
+    e: &Error,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics.reconcile_failed(controller, e.metric_label());
+    let wait = ctx.backoff.failed(&object_key(obj));
     tracing::warn!(
+        controller,
         name = obj.meta().name.as_deref().unwrap_or(""),
         namespace = obj.meta().namespace.as_deref().unwrap_or(""),
         error = %e,
+        kind = e.metric_label(),
+        retry_in_ms = wait.as_millis() as u64,
         "reconcile failed; retrying"
     );
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(wait)
 }
 
 async fn log_outcome<T, E: std::fmt::Display>(
@@ -258,24 +180,25 @@ pub async fn run(
         metrics,
         simulations: sim_ctl.store(),
         policies: policy_ctl.store(),
+        backoff: Default::default(),
     });
     let sims = sim_ctl
         .run(
             |o, c| async move {
-                let m = c.metrics.clone();
-                measured(&m, "simulation", simulation::reconcile(o, c)).await
+                let (ctx, obj) = (c.clone(), o.clone());
+                measured(&ctx, "simulation", &*obj, simulation::reconcile(o, c)).await
             },
-            error_policy,
+            |o, e, c| error_policy("simulation", &*o, e, &c),
             ctx.clone(),
         )
         .for_each(|r| log_outcome("simulation", r));
     let policies = policy_ctl
         .run(
             |o, c| async move {
-                let m = c.metrics.clone();
-                measured(&m, "cachepolicy", cachepolicy::reconcile(o, c)).await
+                let (ctx, obj) = (c.clone(), o.clone());
+                measured(&ctx, "cachepolicy", &*obj, cachepolicy::reconcile(o, c)).await
             },
-            error_policy,
+            |o, e, c| error_policy("cachepolicy", &*o, e, &c),
             ctx.clone(),
         )
         .for_each(|r| log_outcome("cachepolicy", r));
@@ -291,10 +214,10 @@ pub async fn run(
         run_ctl
             .run(
                 |o, c| async move {
-                    let m = c.metrics.clone();
-                    measured(&m, "simulationrun", run::reconcile(o, c)).await
+                    let (ctx, obj) = (c.clone(), o.clone());
+                    measured(&ctx, "simulationrun", &*obj, run::reconcile(o, c)).await
                 },
-                error_policy,
+                |o, e, c| error_policy("simulationrun", &*o, e, &c),
                 ctx.clone(),
             )
             .for_each(|r| log_outcome("simulationrun", r))

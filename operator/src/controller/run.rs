@@ -1,12 +1,12 @@
-//! The SimulationRun controller. Level-triggered: every step reads the run's
-//! status, the ledger and the pod, and moves one step on, so an operator
-//! restarted at any point picks up where the last one stopped (names are
-//! deterministic, creations tolerate "already exists", the ledger ingests
-//! an execution once).
+//! The SimulationRun controller: gather facts → decide → apply.
 //!
-//! Pending → (cache hit) Cached
-//!         → (another run holds the key's lease) WaitingForCache → Cached | Running
-//!         → (lease taken) Running → Succeeded | Failed | Pending (retry)
+//! The decisions and the status they lead to are pure (`runs::lifecycle`);
+//! this file only asks the cluster and the stores, acts on a decision, and
+//! applies the transition (one patch, one event, the metrics). It is
+//! level-triggered: names are deterministic, creations tolerate "already
+//! exists", the ledger ingests an execution once, and a finished run's
+//! clean-up is read from its status, so an operator restarted at any point
+//! picks up where the last one stopped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,29 +14,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 use simcache_crds::{
     CacheMode, CacheStatus, Phase, Simulation, SimulationRun, SimulationRunStatus,
 };
 use simcache_store::cache::{CacheEntry, HitDelta};
 use simcache_store::clock::now_ms;
-use simcache_store::ledger::LeaseOutcome;
+use simcache_store::ledger::{IngestRecord, LeaseOutcome};
 
-use super::{Context, Error, Result, condition, now};
-use crate::runs::identity::{cache_key, catalog_name, input_hash, resolve_inputs, run_schema};
+use super::status::patch_run;
+use super::{Context, Error, Result, tokens};
+use crate::runs::identity::{RunIdentity, identify, run_schema};
+use crate::runs::lifecycle::{
+    self, CacheCheck, CachedResult, Cleanup, FinishedFacts, Ident, Lease, Lookup, Outcome,
+    PendingDecision, PendingFacts, RunningDecision, Transition, decide_finished, decide_pending,
+    decide_running, transition,
+};
 use crate::runs::pod::{
-    PodPlan, RunTokens, TOKEN_KEY_INGEST, TOKEN_KEY_RUN, TOKEN_KEY_SESSION, build_pod,
-    execution_id, pod_name, secret_name, token_secret,
+    PodPlan, SIMULATION_CONTAINER, build_pod, execution_id, pod_name, secret_name,
 };
-use crate::runs::record::{self, Execution, RunKey};
-use crate::runs::state::{
-    AfterFailure, AttemptFacts, Ingested, Verdict, after_failure, conclude, pod_outcome,
-};
-use simcache_auth::{AuthConfig, Authenticator, Privilege, PrivilegeSet};
+use crate::runs::record::{self, Completed, Execution, cache_outcome};
+use crate::runs::state::{AttemptFacts, Ingested, pod_outcome};
 
 /// While a pod runs, how often the run is looked at (and its lease renewed).
 const WATCH_RUNNING: Duration = Duration::from_secs(2);
@@ -44,510 +46,628 @@ const WATCH_RUNNING: Duration = Duration::from_secs(2);
 const WATCH_WAITING: Duration = Duration::from_secs(1);
 /// How often a run whose Simulation is missing looks again.
 const WATCH_MISSING: Duration = Duration::from_secs(10);
+/// How soon a run whose pod was refused tries again.
+const RETRY_POD: Duration = Duration::from_secs(30);
 
-/// What identifies the run's result.
-struct Identity {
-    sim: Arc<Simulation>,
+/// One reconciliation's view of a run.
+struct Run<'a> {
+    ctx: &'a Context,
+    obj: &'a SimulationRun,
+    ns: String,
     name: String,
-    version: String,
-    inputs: BTreeMap<String, Value>,
-    hash: String,
-    key: String,
-}
-
-impl Identity {
-    fn run_key(&self, simulation_id: i64) -> RunKey<'_> {
-        RunKey {
-            simulation_id,
-            name: &self.name,
-            version: &self.version,
-            hash: &self.hash,
-            cache_key: &self.key,
-        }
-    }
-}
-
-fn terminal(p: Phase) -> bool {
-    matches!(p, Phase::Succeeded | Phase::Failed | Phase::Cached)
 }
 
 pub async fn reconcile(run: Arc<SimulationRun>, ctx: Arc<Context>) -> Result<Action> {
+    let r = Run {
+        ns: run.namespace().unwrap_or_default(),
+        name: run.name_any(),
+        ctx: &ctx,
+        obj: &run,
+    };
     let status = run.status.clone().unwrap_or_default();
-    if terminal(status.phase) {
-        return Ok(Action::await_change());
+    let sim = ctx.simulation(&r.ns, &run.spec.simulation.name);
+    if lifecycle::is_finished(status.phase) {
+        return r.finished(status, sim.as_deref()).await;
     }
-    let ns = run.namespace().unwrap_or_default();
-    let sim_name = &run.spec.simulation.name;
-    let Some(sim) = ctx
-        .simulations
-        .get(&ObjectRef::<Simulation>::new(sim_name).within(&ns))
-    else {
+    let Some(sim) = sim else {
         if status.phase != Phase::Pending {
             // Started already: the Simulation was deleted since, or the
             // watch has not caught up. Keep the attempt; look again.
             return Ok(Action::requeue(WATCH_MISSING));
         }
-        let mut s = status.clone();
-        s.message = Some(format!(
-            "waiting for Simulation {sim_name:?} in namespace {ns:?}"
-        ));
-        set_ready(&mut s, false, "SimulationNotFound", run.metadata.generation);
-        patch(&ctx, &run, &status, s).await?;
+        let missing = Outcome::SimulationMissing {
+            simulation: run.spec.simulation.name.clone(),
+            namespace: r.ns.clone(),
+        };
+        r.apply(&status, missing).await?;
         return Ok(Action::requeue(WATCH_MISSING));
     };
-    if let Some(v) = &run.spec.simulation.version
-        && v != &sim.spec.version
-    {
-        let msg = format!(
-            "Simulation {sim_name:?} is at version {:?}; this run asks for {v:?}",
-            sim.spec.version
-        );
-        return fail(&ctx, &run, &status, "VersionMismatch", msg, None).await;
-    }
-    let inputs = match resolve_inputs(&sim.spec, &run.spec.inputs) {
-        Ok(i) => i,
-        Err(m) => {
-            return fail(
-                &ctx,
-                &run,
-                &status,
-                "InvalidInputs",
-                format!("invalid inputs: {m}"),
-                None,
-            )
-            .await;
+    let id = match identify(&sim, &run.spec) {
+        Ok(id) => id,
+        Err(refusal) => {
+            let done = r.apply(&status, Outcome::Refused(refusal)).await?;
+            return r.finished(done, Some(&sim)).await;
         }
-    };
-    let name = catalog_name(&sim);
-    let version = sim.spec.version.clone();
-    let hash = input_hash(&name, &version, &sim.spec.image, &inputs);
-    let id = Identity {
-        key: cache_key(&name, &version, &hash),
-        sim,
-        name,
-        version,
-        inputs,
-        hash,
     };
     match status.phase {
-        Phase::Running => watch_attempt(&ctx, &run, &status, &id).await,
-        _ => start(&ctx, &run, &status, &id).await,
+        Phase::Running => r.running(status, &sim, &id).await,
+        _ => r.pending(status, &sim, &id).await,
     }
 }
 
-fn uid(run: &SimulationRun) -> Result<String> {
-    run.uid()
-        .ok_or_else(|| Error::Other("the SimulationRun has no uid yet".into()))
-}
-
-fn holder_name(run: &SimulationRun) -> String {
-    format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any())
-}
-
-fn set_ready(s: &mut SimulationRunStatus, ok: bool, reason: &str, generation: Option<i64>) {
-    let msg = s.message.clone().unwrap_or_default();
-    let c = condition(&s.conditions, "Ready", ok, reason, msg, generation);
-    s.conditions = vec![c];
-    s.observed_generation = generation;
-}
-
-/// Not yet started (or retrying): serve from the cache, wait for an
-/// identical run, or start a pod.
-async fn start(
-    ctx: &Context,
-    run: &SimulationRun,
-    status: &SimulationRunStatus,
-    id: &Identity,
-) -> Result<Action> {
-    // Retry backoff: the Ready condition says since when we wait.
-    if let Some(wait) = remaining_backoff(status) {
-        return Ok(Action::requeue(wait));
+fn ident(id: &RunIdentity) -> Ident {
+    Ident {
+        hash: id.hash.clone(),
+        key: id.key.clone(),
     }
-    let mut s = status.clone();
-    s.input_hash = Some(id.hash.clone());
-    s.cache_key = Some(id.key.clone());
-    let mode = run.spec.cache_mode;
-    let mut cache_status = CacheStatus::Miss;
-    if mode == CacheMode::Use {
-        match lookup(ctx, &id.key).await {
-            Ok(Some(entry)) => return serve_cached(ctx, run, status, s, id, entry).await,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(key = id.key, error = %e, "cache lookup failed; running without the cache");
-                cache_status = CacheStatus::LookupFailure;
+}
+
+impl Run<'_> {
+    fn uid(&self) -> Result<String> {
+        self.obj.uid().ok_or_else(|| Error::MissingUid {
+            kind: "SimulationRun",
+            name: format!("{}/{}", self.ns, self.name),
+        })
+    }
+
+    /// `namespace/name`: who holds a cache key's lease.
+    fn holder(&self) -> String {
+        format!("{}/{}", self.ns, self.name)
+    }
+
+    /// Applies a transition: the status patch, the event, the metrics.
+    async fn apply(
+        &self,
+        before: &SimulationRunStatus,
+        outcome: Outcome,
+    ) -> Result<SimulationRunStatus> {
+        let Transition {
+            status,
+            event,
+            entered,
+            lookup,
+        } = transition(
+            before,
+            outcome,
+            Timestamp::now(),
+            self.obj.metadata.generation,
+        );
+        patch_run(self.ctx, self.obj, before, &status).await?;
+        let m = &self.ctx.metrics;
+        if let Some(p) = entered {
+            m.run_phase
+                .with_label_values(&[lifecycle::phase_name(p)])
+                .inc();
+            if p == Phase::Succeeded
+                && let Some(d) = status.duration_seconds
+            {
+                m.run_duration.observe(d);
+            }
+        }
+        if let Some(l) = lookup {
+            m.cache_lookups.with_label_values(&[l]).inc();
+        }
+        if let Some(n) = event {
+            self.ctx
+                .event(self.obj, n.warning, n.reason, n.message)
+                .await;
+        }
+        Ok(status)
+    }
+
+    // ------------------------------------------------------------ Pending
+
+    /// Not yet started (or retrying): serve from the cache, wait for an
+    /// identical run, or start a pod.
+    async fn pending(
+        &self,
+        status: SimulationRunStatus,
+        sim: &Simulation,
+        id: &RunIdentity,
+    ) -> Result<Action> {
+        let uid = self.uid()?;
+        let attempt = status.attempts + 1;
+        let exec_id = execution_id(&self.ns, &self.name, &uid, attempt);
+        let mut facts = PendingFacts {
+            mode: self.obj.spec.cache_mode,
+            backoff_left: lifecycle::backoff_left(&status, Timestamp::now()),
+            lookup: Lookup::NotAsked,
+            lease: Lease::NotAsked,
+        };
+        loop {
+            match decide_pending(&facts) {
+                PendingDecision::Backoff(left) => return Ok(Action::requeue(left)),
+                PendingDecision::LookUp => facts.lookup = self.look_up(&id.key).await,
+                PendingDecision::AcquireLease => {
+                    facts.lease = self.acquire_lease(&id.key, &uid, &exec_id).await?
+                }
+                PendingDecision::Serve(entry) => {
+                    return self.serve_cached(status, sim, id, &uid, *entry).await;
+                }
+                PendingDecision::WaitFor {
+                    holder,
+                    execution_id,
+                } => {
+                    let waiting = Outcome::Waiting {
+                        ident: ident(id),
+                        holder,
+                        execution_id,
+                    };
+                    self.apply(&status, waiting).await?;
+                    return Ok(Action::requeue(WATCH_WAITING));
+                }
+                PendingDecision::Start { cache, check, .. } => {
+                    return self
+                        .start(status, sim, id, &uid, attempt, &exec_id, cache, check)
+                        .await;
+                }
             }
         }
     }
-    if mode == CacheMode::Bypass {
-        cache_status = CacheStatus::Skipped;
-        ctx.metrics
-            .cache_lookups
-            .with_label_values(&["bypass"])
-            .inc();
+
+    /// A live entry whose run database is still there.
+    async fn look_up(&self, key: &str) -> Lookup {
+        let store = &self.ctx.stores.cache;
+        let entry = match store.get(key, now_ms()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Lookup::Miss,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cache lookup failed; running without the cache");
+                return Lookup::Failed(e.to_string());
+            }
+        };
+        let present = match &entry.run_db_path {
+            Some(p) => tokio::fs::try_exists(Path::new(p)).await.unwrap_or(false),
+            None => false,
+        };
+        if present {
+            return Lookup::Hit(Box::new(entry));
+        }
+        tracing::info!(key, "cache entry without its run database; dropping it");
+        match store.delete(key).await {
+            Ok(_) => Lookup::Miss,
+            Err(e) => Lookup::Failed(e.to_string()),
+        }
     }
-    let uid = uid(run)?;
-    let ns = run.namespace().unwrap_or_default();
-    let attempt = status.attempts + 1;
-    let exec_id = execution_id(&ns, &run.name_any(), &uid, attempt);
-    if mode != CacheMode::Bypass && cache_status != CacheStatus::LookupFailure {
-        let outcome = ctx
+
+    async fn acquire_lease(&self, key: &str, uid: &str, exec_id: &str) -> Result<Lease> {
+        let ttl = self.ctx.cfg.lease_ttl.as_millis() as i64;
+        let outcome = self
+            .ctx
             .stores
             .ledger
-            .acquire(
-                &id.key,
-                &holder_name(run),
-                &uid,
-                &exec_id,
-                ctx.cfg.lease_ttl.as_millis() as i64,
-                now_ms(),
-            )
+            .acquire(key, &self.holder(), uid, exec_id, ttl, now_ms())
             .await?;
-        if let LeaseOutcome::HeldBy(h) = outcome {
-            if status.phase != Phase::WaitingForCache {
-                ctx.metrics.cache_lookups.with_label_values(&["wait"]).inc();
-                ctx.metrics
-                    .run_phase
-                    .with_label_values(&["WaitingForCache"])
-                    .inc();
-                ctx.event(
-                    run,
-                    false,
-                    "WaitingForCache",
-                    format!(
-                        "{} is computing the same inputs; waiting for its result",
-                        h.holder
-                    ),
-                )
-                .await;
-            }
-            s.phase = Phase::WaitingForCache;
-            s.waiting_for = Some(h.holder.clone());
-            s.message = Some(format!(
-                "waiting for {} (execution {}), which is computing the same inputs",
-                h.holder, h.execution_id
-            ));
-            set_ready(&mut s, false, "WaitingForCache", run.metadata.generation);
-            patch(ctx, run, status, s).await?;
-            return Ok(Action::requeue(WATCH_WAITING));
-        }
-    }
-    if mode == CacheMode::Use && cache_status == CacheStatus::Miss {
-        ctx.metrics.cache_lookups.with_label_values(&["miss"]).inc();
-        let _ = ctx.stores.cache.record_accesses(&[], 1).await;
-    }
-    let pod = match ensure_pod(ctx, run, id, &uid, attempt, &exec_id).await {
-        Ok(p) => p,
-        // The API server refuses the pod (quota, admission, an invalid
-        // field): say so on the run and try again later.
-        Err(Error::Kube(kube::Error::Api(e))) if (400..500).contains(&e.code) && e.code != 409 => {
-            let msg = format!("cannot create the pod: {}", e.message);
-            if status.message.as_deref() != Some(msg.as_str()) {
-                ctx.event(run, true, "PodCreateFailed", msg.clone()).await;
-            }
-            s.message = Some(msg);
-            set_ready(&mut s, false, "PodCreateFailed", run.metadata.generation);
-            patch(ctx, run, status, s).await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
-        Err(e) => return Err(e),
-    };
-    tracing::info!(
-        run = holder_name(run),
-        attempt,
-        pod,
-        execution_id = exec_id,
-        "attempt running"
-    );
-    s.phase = Phase::Running;
-    s.cache_status = Some(cache_status);
-    s.waiting_for = None;
-    s.execution_id = Some(exec_id.clone());
-    s.pod_name = Some(pod.clone());
-    s.attempts = attempt;
-    s.start_time = s.start_time.or_else(|| Some(now()));
-    s.message = Some(format!("attempt {attempt} running in pod {pod}"));
-    set_ready(&mut s, false, "Running", run.metadata.generation);
-    ctx.metrics.run_phase.with_label_values(&["Running"]).inc();
-    patch(ctx, run, status, s).await?;
-    ctx.event(
-        run,
-        false,
-        "Started",
-        format!("attempt {attempt}: pod {pod}, execution {exec_id}"),
-    )
-    .await;
-    Ok(Action::requeue(WATCH_RUNNING))
-}
-
-/// The time left of a retry backoff, if the run is in one.
-fn remaining_backoff(status: &SimulationRunStatus) -> Option<Duration> {
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.reason == "RetryBackoff")?;
-    let AfterFailure::Retry { after, .. } = after_failure(status.attempts, i32::MAX) else {
-        return None;
-    };
-    let since = c.last_transition_time.0;
-    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since);
-    let left = after.as_secs_f64() - elapsed.as_secs_f64();
-    (left > 0.0).then(|| Duration::from_secs_f64(left))
-}
-
-/// A live entry whose run database is still there.
-async fn lookup(ctx: &Context, key: &str) -> Result<Option<CacheEntry>> {
-    let Some(entry) = ctx.stores.cache.get(key, now_ms()).await? else {
-        return Ok(None);
-    };
-    let present = match &entry.run_db_path {
-        Some(p) => tokio::fs::try_exists(Path::new(p)).await.unwrap_or(false),
-        None => false,
-    };
-    if !present {
-        tracing::info!(key, "cache entry without its run database; dropping it");
-        ctx.stores.cache.delete(key).await?;
-        return Ok(None);
-    }
-    Ok(Some(entry))
-}
-
-async fn serve_cached(
-    ctx: &Context,
-    run: &SimulationRun,
-    status: &SimulationRunStatus,
-    mut s: SimulationRunStatus,
-    id: &Identity,
-    entry: CacheEntry,
-) -> Result<Action> {
-    let meta = entry.metadata.clone().unwrap_or(Value::Null);
-    s.phase = Phase::Cached;
-    s.cache_status = Some(CacheStatus::Hit);
-    s.cached_from = Some(entry.execution_id.clone());
-    s.waiting_for = None;
-    s.outputs = meta
-        .get("outputs")
-        .and_then(|o| serde_json::from_value(o.clone()).ok())
-        .unwrap_or_default();
-    s.result_id = meta.get("result_id").and_then(Value::as_i64);
-    s.completion_time = Some(now());
-    s.message = Some(format!(
-        "served from the cache: execution {} computed these inputs",
-        entry.execution_id
-    ));
-    set_ready(&mut s, true, "Cached", run.metadata.generation);
-    let _ = ctx
-        .stores
-        .cache
-        .record_accesses(
-            &[HitDelta {
-                cache_key: id.key.clone(),
-                hits: 1,
-                last_accessed_ms: now_ms(),
-            }],
-            0,
-        )
-        .await;
-    if let Ok(uid) = uid(run) {
-        // Our own execution record of the hit, so the catalog's hit rate is right.
-        let ns = run.namespace().unwrap_or_default();
-        let exec = execution_id(&ns, &run.name_any(), &uid, 0);
-        record_execution(
-            ctx,
-            id,
-            Execution {
-                cache_hit: true,
-                run_db_path: entry.run_db_path.clone(),
-                run_db_size_bytes: Some(entry.size_bytes),
-                ..Execution::new(&exec, "cached", "Hit")
+        Ok(match outcome {
+            LeaseOutcome::HeldBy(h) => Lease::HeldBy {
+                holder: h.holder,
+                execution_id: h.execution_id,
             },
-        )
-        .await;
+            _ => Lease::Taken,
+        })
     }
-    ctx.metrics.cache_lookups.with_label_values(&["hit"]).inc();
-    ctx.metrics.run_phase.with_label_values(&["Cached"]).inc();
-    let from = entry.execution_id.clone();
-    patch(ctx, run, status, s).await?;
-    ctx.event(
-        run,
-        false,
-        "CacheHit",
-        format!("served from the cache (execution {from}); no pod started"),
-    )
-    .await;
-    Ok(Action::await_change())
-}
 
-/// The run's token Secret and the attempt's pod, created unless they exist.
-async fn ensure_pod(
-    ctx: &Context,
-    run: &SimulationRun,
-    id: &Identity,
-    uid: &str,
-    attempt: i32,
-    exec_id: &str,
-) -> Result<String> {
-    let ns = run.namespace().unwrap_or_default();
-    let name = run.name_any();
-    let pods = ctx.api::<Pod>(&ns);
-    let pod = pod_name(&name, uid, attempt);
-    if pods.get_opt(&pod).await?.is_some() {
-        return Ok(pod);
+    async fn serve_cached(
+        &self,
+        status: SimulationRunStatus,
+        sim: &Simulation,
+        id: &RunIdentity,
+        uid: &str,
+        entry: CacheEntry,
+    ) -> Result<Action> {
+        let hit = HitDelta {
+            cache_key: id.key.clone(),
+            hits: 1,
+            last_accessed_ms: now_ms(),
+        };
+        if let Err(e) = self.ctx.stores.cache.record_accesses(&[hit], 0).await {
+            tracing::debug!(error = %e, "could not count the cache hit");
+        }
+        // Our own execution record of the hit, so the catalog's hit rate is right.
+        let exec = execution_id(&self.ns, &self.name, uid, 0);
+        self.record_execution(sim, id, Execution::cache_hit(&exec, &entry))
+            .await;
+        let hit = Outcome::CacheHit {
+            ident: ident(id),
+            result: CachedResult::of(&entry),
+        };
+        let done = self.apply(&status, hit).await?;
+        self.finished(done, Some(sim)).await
     }
-    let tokens = ensure_tokens(ctx, run, uid).await?;
-    ctx.stores
-        .ledger
-        .expect_ingest(exec_id, uid, &tokens.ingest, now_ms())
-        .await?;
-    let schema = serde_json::to_value(run_schema(&id.sim.spec)).unwrap_or(Value::Null);
-    let spec = &id.sim.spec;
-    let plan = PodPlan {
-        namespace: &ns,
-        run_name: &name,
-        run_uid: uid,
-        attempt,
-        simulation_name: &id.name,
-        simulation_version: &id.version,
-        image: &spec.image,
-        command: &spec.command,
-        args: &spec.args,
-        resources: spec.resources.as_ref(),
-        schema: &schema,
-        inputs: &id.inputs,
-        input_hash: &id.hash,
-        cache_key: &id.key,
-        timeout_seconds: run.spec.timeout_seconds,
-        sidecar: &ctx.cfg.sidecar,
-    };
-    match pods.create(&PostParams::default(), &build_pod(&plan)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(pod)
-}
 
-fn random_token() -> String {
-    let mut b = [0u8; 32];
-    let _ = getrandom::fill(&mut b);
-    hex::encode(b)
-}
-
-/// The run's tokens: from its Secret when it exists, else new ones in a new
-/// Secret (so a restarted operator hands out the same tokens).
-async fn ensure_tokens(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunTokens> {
-    let ns = run.namespace().unwrap_or_default();
-    let name = run.name_any();
-    let secrets = ctx.api::<Secret>(&ns);
-    let secret = secret_name(&name, uid);
-    if let Some(s) = secrets.get_opt(&secret).await?
-        && let Some(t) = read_tokens(&s)
-    {
-        return Ok(t);
-    }
-    let tokens = RunTokens {
-        run: random_token(),
-        ingest: random_token(),
-        cache_session: cache_session(ctx, &ns, &name, run.spec.timeout_seconds).await?,
-    };
-    match secrets
-        .create(
-            &PostParams::default(),
-            &token_secret(&ns, &name, uid, &tokens),
-        )
-        .await
-    {
-        Ok(_) => Ok(tokens),
-        // Another reconcile made it first; the session made here expires
-        // unused.
-        Err(kube::Error::Api(e)) if e.code == 409 => read_tokens(&secrets.get(&secret).await?)
-            .ok_or_else(|| Error::Other(format!("Secret {ns}/{secret} lacks the run tokens"))),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn read_tokens(s: &Secret) -> Option<RunTokens> {
-    let read = |k: &str| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    };
-    Some(RunTokens {
-        run: read(TOKEN_KEY_RUN)?,
-        ingest: read(TOKEN_KEY_INGEST)?,
-        cache_session: read(TOKEN_KEY_SESSION),
-    })
-}
-
-/// With a cache shared through PostgreSQL, a session for the run's
-/// simulation: it may read and write cache entries and nothing else, for as
-/// long as the run may take (its timeout plus an hour, else a day).
-async fn cache_session(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    timeout_seconds: Option<i64>,
-) -> Result<Option<String>> {
-    if ctx.cfg.sidecar.cache_db_secret.is_none() {
-        return Ok(None);
-    }
-    let hours = timeout_seconds.map_or(24.0, |s| s as f64 / 3600.0 + 1.0);
-    let auth = Authenticator::new(ctx.stores.sessions.clone(), AuthConfig::default());
-    let issued = auth
-        .create_for_service(
-            &format!("run:{ns}/{name}"),
-            PrivilegeSet::of(&[Privilege::ReadCache, Privilege::WriteCache]),
-            hours,
-        )
-        .await
-        .map_err(|e| Error::Other(format!("creating the run's cache session: {e}")))?;
-    Ok(Some(issued.token))
-}
-
-/// A pod is running: has it finished, failed, timed out?
-async fn watch_attempt(
-    ctx: &Context,
-    run: &SimulationRun,
-    status: &SimulationRunStatus,
-    id: &Identity,
-) -> Result<Action> {
-    let ns = run.namespace().unwrap_or_default();
-    let uid = uid(run)?;
-    let (Some(exec_id), Some(pod_name)) = (status.execution_id.clone(), status.pod_name.clone())
-    else {
-        // A Running status without its attempt: start over.
-        tracing::warn!(
-            run = holder_name(run),
-            "Running without an execution id; starting over"
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &self,
+        status: SimulationRunStatus,
+        sim: &Simulation,
+        id: &RunIdentity,
+        uid: &str,
+        attempt: i32,
+        exec_id: &str,
+        cache: CacheStatus,
+        check: CacheCheck,
+    ) -> Result<Action> {
+        if check == CacheCheck::Miss
+            && let Err(e) = self.ctx.stores.cache.record_accesses(&[], 1).await
+        {
+            tracing::debug!(error = %e, "could not count the cache miss");
+        }
+        let pod = match self.ensure_pod(sim, id, uid, attempt, exec_id).await {
+            Ok(p) => p,
+            // The API server refuses the pod (quota, admission, an invalid
+            // field): say so on the run and try again later.
+            Err(Error::Kube(kube::Error::Api(e)))
+                if (400..500).contains(&e.code) && e.code != 409 =>
+            {
+                let refused = Outcome::PodRefused {
+                    ident: ident(id),
+                    message: e.message,
+                };
+                self.apply(&status, refused).await?;
+                return Ok(Action::requeue(RETRY_POD));
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(
+            run = self.holder(),
+            attempt,
+            pod,
+            execution_id = exec_id,
+            "attempt running"
         );
-        let mut s = status.clone();
-        s.phase = Phase::Pending;
-        patch(ctx, run, status, s).await?;
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    };
-    let holds_lease = !matches!(
-        status.cache_status,
-        Some(CacheStatus::Skipped | CacheStatus::LookupFailure)
-    );
-    if holds_lease {
+        let started = Outcome::Started {
+            ident: ident(id),
+            cache,
+            check,
+            attempt,
+            pod,
+            execution_id: exec_id.to_string(),
+        };
+        self.apply(&status, started).await?;
+        Ok(Action::requeue(WATCH_RUNNING))
+    }
+
+    /// The run's token Secret and the attempt's pod, created unless they exist.
+    async fn ensure_pod(
+        &self,
+        sim: &Simulation,
+        id: &RunIdentity,
+        uid: &str,
+        attempt: i32,
+        exec_id: &str,
+    ) -> Result<String> {
+        let pods = self.ctx.api::<Pod>(&self.ns);
+        let pod = pod_name(&self.name, uid, attempt);
+        if pods.get_opt(&pod).await?.is_some() {
+            return Ok(pod);
+        }
+        let tokens = tokens::ensure(self.ctx, self.obj, uid).await?;
+        self.ctx
+            .stores
+            .ledger
+            .expect_ingest(exec_id, uid, &tokens.ingest, now_ms())
+            .await?;
+        let schema = serde_json::to_value(run_schema(&sim.spec)).unwrap_or(Value::Null);
+        let spec = &sim.spec;
+        let plan = PodPlan {
+            namespace: &self.ns,
+            run_name: &self.name,
+            run_uid: uid,
+            attempt,
+            simulation_name: &id.name,
+            simulation_version: &id.version,
+            image: &spec.image,
+            command: &spec.command,
+            args: &spec.args,
+            resources: spec.resources.as_ref(),
+            schema: &schema,
+            inputs: &id.inputs,
+            input_hash: &id.hash,
+            cache_key: &id.key,
+            timeout_seconds: self.obj.spec.timeout_seconds,
+            sidecar: &self.ctx.cfg.sidecar,
+        };
+        match pods.create(&PostParams::default(), &build_pod(&plan)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(pod)
+    }
+
+    // ------------------------------------------------------------ Running
+
+    /// A pod is running: has it finished, failed, timed out?
+    async fn running(
+        &self,
+        status: SimulationRunStatus,
+        sim: &Simulation,
+        id: &RunIdentity,
+    ) -> Result<Action> {
+        let uid = self.uid()?;
+        let (Some(exec_id), Some(pod_name)) =
+            (status.execution_id.clone(), status.pod_name.clone())
+        else {
+            tracing::warn!(
+                run = self.holder(),
+                "Running without an execution id; starting over"
+            );
+            self.apply(&status, Outcome::AttemptLost).await?;
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        };
+        let holds_lease = !matches!(
+            status.cache_status,
+            Some(CacheStatus::Skipped | CacheStatus::LookupFailure)
+        );
+        if holds_lease {
+            self.renew_lease(&id.key, &uid, &exec_id).await?;
+        }
+        let pods = self.ctx.api::<Pod>(&self.ns);
+        let pod = pods.get_opt(&pod_name).await?;
+        let ingest = self.ctx.stores.ledger.ingest(&exec_id).await?;
+        let facts = attempt_facts(&status, self.obj, pod.as_ref(), ingest.as_ref());
+        let limit = self.obj.spec.retry_limit.unwrap_or(0);
+        let decision = decide_running(&facts, status.attempts, limit);
+        let (RunningDecision::Retry { stop_pod, .. } | RunningDecision::Fail { stop_pod, .. }) =
+            &decision
+        else {
+            if decision == RunningDecision::Succeed
+                && let Some(rec) = ingest
+            {
+                return self
+                    .succeed(status, sim, id, &uid, rec, pod.as_ref(), holds_lease)
+                    .await;
+            }
+            return Ok(Action::requeue(WATCH_RUNNING));
+        };
+        if *stop_pod && let Err(e) = pods.delete(&pod_name, &DeleteParams::default()).await {
+            tracing::debug!(pod = pod_name, error = %e, "could not stop the timed-out pod");
+        }
+        if holds_lease {
+            self.ctx.stores.ledger.release(&id.key, &uid).await?;
+        }
+        tracing::info!(
+            run = self.holder(),
+            attempt = status.attempts,
+            limit,
+            ?decision,
+            "attempt failed"
+        );
+        match decision {
+            RunningDecision::Retry {
+                message,
+                next_attempt,
+                after,
+                ..
+            } => {
+                let failed = Outcome::AttemptFailed {
+                    message,
+                    next_attempt,
+                    limit,
+                    after,
+                };
+                self.apply(&status, failed).await?;
+                Ok(Action::requeue(after))
+            }
+            RunningDecision::Fail { message, .. } => {
+                self.record_execution(sim, id, Execution::failed(&exec_id))
+                    .await;
+                let done = self.apply(&status, Outcome::Failed { message }).await?;
+                self.finished(done, Some(sim)).await
+            }
+            RunningDecision::Wait | RunningDecision::Succeed => Ok(Action::requeue(WATCH_RUNNING)),
+        }
+    }
+
+    /// Renews the cache key's lease; one lost while nobody renewed it (the
+    /// operator was down) is taken back if free. Either way the attempt goes on.
+    async fn renew_lease(&self, key: &str, uid: &str, exec_id: &str) -> Result<()> {
+        let ledger = &self.ctx.stores.ledger;
+        let ttl = self.ctx.cfg.lease_ttl.as_millis() as i64;
         let now = now_ms();
-        let ttl = ctx.cfg.lease_ttl.as_millis() as i64;
-        if !ctx.stores.ledger.heartbeat(&id.key, &uid, ttl, now).await? {
-            // Lost it while nobody heartbeat (e.g. the operator was down):
-            // take it back if free; either way this attempt goes on.
-            let _ = ctx
-                .stores
-                .ledger
-                .acquire(&id.key, &holder_name(run), &uid, &exec_id, ttl, now)
+        if !ledger.heartbeat(key, uid, ttl, now).await? {
+            ledger
+                .acquire(key, &self.holder(), uid, exec_id, ttl, now)
                 .await?;
         }
+        Ok(())
     }
-    let pods = ctx.api::<Pod>(&ns);
-    let pod = pods.get_opt(&pod_name).await?;
-    let ingest = ctx.stores.ledger.ingest(&exec_id).await?;
+
+    #[allow(clippy::too_many_arguments)]
+    async fn succeed(
+        &self,
+        status: SimulationRunStatus,
+        sim: &Simulation,
+        id: &RunIdentity,
+        uid: &str,
+        rec: IngestRecord,
+        pod: Option<&Pod>,
+        holds_lease: bool,
+    ) -> Result<Action> {
+        let outputs: BTreeMap<String, Value> =
+            serde_json::from_value(rec.outputs.clone()).unwrap_or_default();
+        let duration = rec.duration_seconds.or_else(|| {
+            status
+                .start_time
+                .as_ref()
+                .map(|t| Timestamp::now().duration_since(t.0).as_secs_f64())
+        });
+        let cache = if self.obj.spec.cache_mode == CacheMode::Bypass {
+            status.cache_status.unwrap_or(CacheStatus::Skipped)
+        } else {
+            self.put_result(sim, id, &rec, &outputs, duration).await
+        };
+        let done = Completed {
+            duration,
+            node: pod
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|sp| sp.node_name.clone()),
+            run_db_path: rec.run_db_path.clone(),
+            run_db_size_bytes: rec.size_bytes,
+            output_count: rec.outputs.as_object().map_or(0, |o| o.len() as i64),
+        };
+        let execution = Execution::completed(&rec.execution_id, true, cache_outcome(cache), done);
+        self.record_execution(sim, id, execution).await;
+        if holds_lease {
+            self.ctx.stores.ledger.release(&id.key, uid).await?;
+        }
+        let succeeded = Outcome::Succeeded {
+            execution_id: rec.execution_id.clone(),
+            cache,
+            outputs,
+            result_id: rec.result_id,
+            duration,
+        };
+        let done = self.apply(&status, succeeded).await?;
+        self.finished(done, Some(sim)).await
+    }
+
+    /// Writes the succeeded run's result to the cache, expiring as its
+    /// policy says: `Populated`, or `PutFailure` (the run stands either way).
+    async fn put_result(
+        &self,
+        sim: &Simulation,
+        id: &RunIdentity,
+        rec: &IngestRecord,
+        outputs: &BTreeMap<String, Value>,
+        duration: Option<f64>,
+    ) -> CacheStatus {
+        let sim_id = match self.catalog_id(sim, id).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(key = id.key, error = %e, "could not build the cache entry");
+                return CacheStatus::PutFailure;
+            }
+        };
+        let ttl = self.ctx.policy_of(sim).and_then(|p| p.spec.ttl_seconds);
+        let entry = record::cache_entry(
+            &id.run_key(sim_id),
+            &rec.execution_id,
+            rec.run_db_path.clone(),
+            rec.size_bytes.unwrap_or(0),
+            &json!(outputs),
+            rec.result_id,
+            &self.holder(),
+            duration,
+            ttl,
+            now_ms(),
+        );
+        match self.ctx.stores.cache.put(entry).await {
+            Ok(()) => CacheStatus::Populated,
+            Err(e) => {
+                tracing::warn!(key = id.key, error = %e, "could not write the cache entry");
+                CacheStatus::PutFailure
+            }
+        }
+    }
+
+    async fn catalog_id(&self, sim: &Simulation, id: &RunIdentity) -> Result<i64> {
+        let catalog = &self.ctx.stores.catalog;
+        if let Some(s) = catalog.get(&id.name, Some(&id.version)).await? {
+            return Ok(s.id);
+        }
+        // The Simulation controller registers it; do it here if it has not yet.
+        let spec = crate::runs::identity::catalog_spec(sim);
+        match catalog.register(&spec, Some("simcache-operator")).await? {
+            simcache_store::catalog::Registration::Created(i)
+            | simcache_store::catalog::Registration::Unchanged(i) => Ok(i),
+        }
+    }
+
+    /// Records an execution in the catalog (idempotent per execution id). A
+    /// failure is logged, not fatal: the run's own outcome stands.
+    async fn record_execution(&self, sim: &Simulation, id: &RunIdentity, e: Execution<'_>) {
+        let Ok(sim_id) = self.catalog_id(sim, id).await else {
+            return;
+        };
+        let rec = e.record(&id.run_key(sim_id), "kubernetes", now_ms());
+        if let Err(err) = self.ctx.stores.catalog.record_execution(&rec).await {
+            tracing::warn!(execution_id = e.id, error = %err, "could not record the execution in the catalog");
+        }
+    }
+
+    // ------------------------------------------------------------ Finished
+
+    /// A finished run: report an edited spec, and delete its pod and token
+    /// Secret once its TTL has passed.
+    async fn finished(
+        &self,
+        status: SimulationRunStatus,
+        sim: Option<&Simulation>,
+    ) -> Result<Action> {
+        let now = Timestamp::now();
+        let generation = self.obj.metadata.generation;
+        let facts = FinishedFacts {
+            leftovers: lifecycle::has_leftovers(&status),
+            finished_for: lifecycle::finished_for(&status, now),
+            ttl: lifecycle::ttl_after_finished(
+                self.obj.spec.ttl_seconds_after_finished,
+                sim.and_then(|s| s.spec.ttl_seconds_after_finished),
+                self.ctx.cfg.run_ttl_after_finished,
+            ),
+            spec_changed: lifecycle::spec_change_unreported(&status, generation),
+        };
+        let plan = decide_finished(&facts);
+        let mut status = status;
+        if plan.report_spec_change
+            && let Some(g) = generation
+        {
+            status = self
+                .apply(&status, Outcome::SpecChanged { generation: g })
+                .await?;
+        }
+        match plan.clean_up {
+            Cleanup::Nothing => Ok(Action::await_change()),
+            Cleanup::After(left) => Ok(Action::requeue(left)),
+            Cleanup::Now => {
+                self.delete_leftovers(status.attempts).await?;
+                self.apply(&status, Outcome::CleanedUp).await?;
+                Ok(Action::await_change())
+            }
+        }
+    }
+
+    /// Deletes every attempt's pod and the token Secret (gone already is fine).
+    async fn delete_leftovers(&self, attempts: i32) -> Result<()> {
+        let uid = self.uid()?;
+        let gone = |r: std::result::Result<_, kube::Error>| match r {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(Error::Kube(e)),
+        };
+        let pods = self.ctx.api::<Pod>(&self.ns);
+        for attempt in 1..=attempts {
+            let name = pod_name(&self.name, &uid, attempt);
+            gone(
+                pods.delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            )?;
+        }
+        let secrets = self.ctx.api::<Secret>(&self.ns);
+        let secret = secret_name(&self.name, &uid);
+        gone(
+            secrets
+                .delete(&secret, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        )?;
+        Ok(())
+    }
+}
+
+/// What the operator observes about a running attempt.
+fn attempt_facts(
+    status: &SimulationRunStatus,
+    run: &SimulationRun,
+    pod: Option<&Pod>,
+    ingest: Option<&IngestRecord>,
+) -> AttemptFacts {
+    let now = Timestamp::now();
     let now_ms_ = now_ms();
+    let since =
+        |t: Timestamp| Duration::from_secs_f64(now.duration_since(t).as_secs_f64().max(0.0));
     let ingested = ingest
-        .as_ref()
         .filter(|r| r.ingested_at_ms.is_some())
         .map(|r| Ingested {
             run_status: r.run_status.clone().unwrap_or_default(),
@@ -557,358 +677,29 @@ async fn watch_attempt(
                 (now_ms_ - r.ingested_at_ms.unwrap_or(now_ms_)).max(0) as u64
             ),
         });
-    let started = status
-        .start_time
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
-    let since = |t: k8s_openapi::jiff::Timestamp| {
-        Duration::from_secs_f64(
-            k8s_openapi::jiff::Timestamp::now()
-                .duration_since(t)
-                .as_secs_f64()
-                .max(0.0),
-        )
-    };
-    let facts = AttemptFacts {
-        pod: pod.as_ref().map(pod_outcome),
+    let started = status.start_time.as_ref().map_or(now, |t| t.0);
+    AttemptFacts {
+        pod: pod.map(pod_outcome),
         ingested,
         elapsed: since(started),
         timeout: run
             .spec
             .timeout_seconds
             .map(|t| Duration::from_secs(t.max(1) as u64)),
-        pod_finished_for: pod.as_ref().and_then(finished_at).map(since),
-    };
-    match conclude(&facts) {
-        Verdict::Wait => Ok(Action::requeue(WATCH_RUNNING)),
-        Verdict::Succeeded => {
-            let Some(rec) = ingest else {
-                return Ok(Action::requeue(WATCH_RUNNING));
-            };
-            succeed(ctx, run, status, id, &uid, rec, pod.as_ref(), holds_lease).await
-        }
-        Verdict::TimedOut(msg) => {
-            let _ = pods.delete(&pod_name, &DeleteParams::default()).await;
-            attempt_failed(ctx, run, status, id, &uid, msg, holds_lease).await
-        }
-        Verdict::Failed(msg) => attempt_failed(ctx, run, status, id, &uid, msg, holds_lease).await,
+        pod_finished_for: pod.and_then(finished_at).map(since),
     }
 }
 
 /// When the simulation container (or else the pod) finished.
-fn finished_at(pod: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
+fn finished_at(pod: &Pod) -> Option<Timestamp> {
     let st = pod.status.as_ref()?;
     let from_container = st
         .container_statuses
         .as_ref()
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.name == crate::runs::pod::SIMULATION_CONTAINER)
-        })
+        .and_then(|cs| cs.iter().find(|c| c.name == SIMULATION_CONTAINER))
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
         .map(|t| t.0);
     from_container.or_else(|| {
-        matches!(st.phase.as_deref(), Some("Succeeded" | "Failed"))
-            .then(k8s_openapi::jiff::Timestamp::now)
+        matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")).then(Timestamp::now)
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn succeed(
-    ctx: &Context,
-    run: &SimulationRun,
-    status: &SimulationRunStatus,
-    id: &Identity,
-    uid: &str,
-    rec: simcache_store::ledger::IngestRecord,
-    pod: Option<&Pod>,
-    holds_lease: bool,
-) -> Result<Action> {
-    let mut s = status.clone();
-    let outputs: BTreeMap<String, Value> =
-        serde_json::from_value(rec.outputs.clone()).unwrap_or_default();
-    let duration = rec.duration_seconds.or_else(|| {
-        status.start_time.as_ref().map(|t| {
-            k8s_openapi::jiff::Timestamp::now()
-                .duration_since(t.0)
-                .as_secs_f64()
-        })
-    });
-    let mut cache_status = status.cache_status.unwrap_or(CacheStatus::Miss);
-    if run.spec.cache_mode != CacheMode::Bypass {
-        let entry = cache_entry(ctx, run, id, &rec, &outputs, duration).await;
-        match entry {
-            Ok(e) => match ctx.stores.cache.put(e).await {
-                Ok(()) => cache_status = CacheStatus::Populated,
-                Err(err) => {
-                    tracing::warn!(key = id.key, error = %err, "could not write the cache entry");
-                    cache_status = CacheStatus::PutFailure;
-                }
-            },
-            Err(err) => {
-                tracing::warn!(key = id.key, error = %err, "could not build the cache entry");
-                cache_status = CacheStatus::PutFailure;
-            }
-        }
-    }
-    let node = pod
-        .and_then(|p| p.spec.as_ref())
-        .and_then(|sp| sp.node_name.clone());
-    record_execution(
-        ctx,
-        id,
-        Execution {
-            duration,
-            node,
-            run_db_path: rec.run_db_path.clone(),
-            run_db_size_bytes: rec.size_bytes,
-            output_count: rec.outputs.as_object().map(|o| o.len() as i64).unwrap_or(0),
-            ..Execution::new(&rec.execution_id, "completed", &format!("{cache_status:?}"))
-        },
-    )
-    .await;
-    if holds_lease {
-        ctx.stores.ledger.release(&id.key, uid).await?;
-    }
-    s.phase = Phase::Succeeded;
-    s.cache_status = Some(cache_status);
-    s.outputs = outputs;
-    s.result_id = rec.result_id;
-    s.duration_seconds = duration;
-    s.completion_time = Some(now());
-    s.message = Some(format!("execution {} succeeded", rec.execution_id));
-    set_ready(&mut s, true, "Succeeded", run.metadata.generation);
-    if let Some(d) = duration {
-        ctx.metrics.run_duration.observe(d);
-    }
-    ctx.metrics
-        .run_phase
-        .with_label_values(&["Succeeded"])
-        .inc();
-    patch(ctx, run, status, s).await?;
-    ctx.event(
-        run,
-        false,
-        "Succeeded",
-        format!(
-            "execution {} succeeded in {:.1} s; result cached: {:?}",
-            rec.execution_id,
-            duration.unwrap_or_default(),
-            cache_status
-        ),
-    )
-    .await;
-    Ok(Action::await_change())
-}
-
-/// The cache entry of a succeeded run, expiring as its policy says.
-async fn cache_entry(
-    ctx: &Context,
-    run: &SimulationRun,
-    id: &Identity,
-    rec: &simcache_store::ledger::IngestRecord,
-    outputs: &BTreeMap<String, Value>,
-    duration: Option<f64>,
-) -> Result<CacheEntry> {
-    let sim_id = catalog_id(ctx, id).await?;
-    let ttl = ctx.policy_of(&id.sim).and_then(|p| p.spec.ttl_seconds);
-    Ok(record::cache_entry(
-        &id.run_key(sim_id),
-        &rec.execution_id,
-        rec.run_db_path.clone(),
-        rec.size_bytes.unwrap_or(0),
-        &json!(outputs),
-        rec.result_id,
-        &holder_name(run),
-        duration,
-        ttl,
-        now_ms(),
-    ))
-}
-
-async fn catalog_id(ctx: &Context, id: &Identity) -> Result<i64> {
-    match ctx.stores.catalog.get(&id.name, Some(&id.version)).await? {
-        Some(s) => Ok(s.id),
-        None => {
-            // The Simulation controller registers it; do it here if it has not yet.
-            let spec = crate::runs::identity::catalog_spec(&id.sim);
-            match ctx
-                .stores
-                .catalog
-                .register(&spec, Some("simcache-operator"))
-                .await?
-            {
-                simcache_store::catalog::Registration::Created(i)
-                | simcache_store::catalog::Registration::Unchanged(i) => Ok(i),
-            }
-        }
-    }
-}
-
-/// Records an execution in the catalog (idempotent per execution id). A
-/// failure is logged, not fatal: the run's own outcome stands.
-async fn record_execution(ctx: &Context, id: &Identity, e: Execution<'_>) {
-    let Ok(sim_id) = catalog_id(ctx, id).await else {
-        return;
-    };
-    let rec = e.record(&id.run_key(sim_id), "kubernetes", now_ms());
-    if let Err(err) = ctx.stores.catalog.record_execution(&rec).await {
-        tracing::warn!(execution_id = e.id, error = %err, "could not record the execution in the catalog");
-    }
-}
-
-/// An attempt failed: retry after a backoff, or fail the run. A failed run
-/// is never cached.
-async fn attempt_failed(
-    ctx: &Context,
-    run: &SimulationRun,
-    status: &SimulationRunStatus,
-    id: &Identity,
-    uid: &str,
-    msg: String,
-    holds_lease: bool,
-) -> Result<Action> {
-    if holds_lease {
-        ctx.stores.ledger.release(&id.key, uid).await?;
-    }
-    let limit = run.spec.retry_limit.unwrap_or(0);
-    tracing::info!(
-        run = holder_name(run),
-        attempt = status.attempts,
-        limit,
-        reason = msg,
-        "attempt failed"
-    );
-    match after_failure(status.attempts, limit) {
-        AfterFailure::Retry {
-            next_attempt,
-            after,
-        } => {
-            let mut s = status.clone();
-            s.phase = Phase::Pending;
-            s.message = Some(format!(
-                "attempt {} failed: {msg}; attempt {next_attempt} of {} in {} s",
-                status.attempts,
-                limit + 1,
-                after.as_secs()
-            ));
-            // A fresh transition time: the backoff counts from now.
-            s.conditions.clear();
-            set_ready(&mut s, false, "RetryBackoff", run.metadata.generation);
-            patch(ctx, run, status, s).await?;
-            ctx.event(
-                run,
-                true,
-                "AttemptFailed",
-                format!("attempt {} failed: {msg}", status.attempts),
-            )
-            .await;
-            Ok(Action::requeue(after))
-        }
-        AfterFailure::GiveUp => {
-            if let Some(exec_id) = &status.execution_id {
-                record_execution(ctx, id, Execution::new(exec_id, "failed", "Skipped")).await;
-            }
-            fail(ctx, run, status, "Failed", msg, Some(status.attempts)).await
-        }
-    }
-}
-
-/// Ends the run as Failed with a message (no pod for invalid runs).
-async fn fail(
-    ctx: &Context,
-    run: &SimulationRun,
-    status: &SimulationRunStatus,
-    reason: &str,
-    msg: String,
-    attempts: Option<i32>,
-) -> Result<Action> {
-    let mut s = status.clone();
-    s.phase = Phase::Failed;
-    s.waiting_for = None;
-    s.completion_time = Some(now());
-    if let Some(a) = attempts {
-        s.attempts = a;
-    }
-    if let Some(t) = &status.start_time {
-        s.duration_seconds = Some(
-            k8s_openapi::jiff::Timestamp::now()
-                .duration_since(t.0)
-                .as_secs_f64(),
-        );
-    }
-    s.message = Some(msg.clone());
-    set_ready(&mut s, false, reason, run.metadata.generation);
-    ctx.metrics.run_phase.with_label_values(&["Failed"]).inc();
-    patch(ctx, run, status, s).await?;
-    ctx.event(run, true, reason, msg).await;
-    Ok(Action::await_change())
-}
-
-/// Every optional field the status may have to clear (a merge patch only
-/// removes what it names as null).
-const CLEARABLE: &[&str] = &[
-    "cacheStatus",
-    "inputHash",
-    "cacheKey",
-    "executionId",
-    "podName",
-    "cachedFrom",
-    "waitingFor",
-    "startTime",
-    "completionTime",
-    "durationSeconds",
-    "outputs",
-    "resultId",
-    "message",
-];
-
-fn status_patch(s: &SimulationRunStatus) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
-    if let Value::Object(m) = &mut v {
-        for k in CLEARABLE {
-            m.entry(k.to_string()).or_insert(Value::Null);
-        }
-    }
-    json!({ "status": v })
-}
-
-async fn patch(
-    ctx: &Context,
-    run: &SimulationRun,
-    before: &SimulationRunStatus,
-    after: SimulationRunStatus,
-) -> Result<()> {
-    if before == &after && run.status.is_some() {
-        return Ok(());
-    }
-    let ns = run.namespace().unwrap_or_default();
-    ctx.api::<SimulationRun>(&ns)
-        .patch_status(
-            &run.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(status_patch(&after)),
-        )
-        .await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_status_patch_clears_what_the_status_no_longer_has() {
-        let s = SimulationRunStatus {
-            phase: Phase::Running,
-            pod_name: Some("p".into()),
-            ..Default::default()
-        };
-        let p = status_patch(&s);
-        assert_eq!(p["status"]["phase"], "Running");
-        assert_eq!(p["status"]["podName"], "p");
-        assert!(p["status"]["waitingFor"].is_null());
-        assert!(p["status"].as_object().unwrap().contains_key("waitingFor"));
-    }
 }

@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use serde_json::json;
 use simcache_crds::{Simulation, SimulationStatus};
 use simcache_store::StoreError;
 use simcache_store::cache::{InvalidationFilter, InvalidationRecord};
 use simcache_store::catalog::Registration;
 
-use super::{Context, Error, Result, condition};
+use super::status::patch_simulation;
+use super::{Context, Error, Result};
+use crate::conditions;
 
 pub const FINALIZER: &str = "simcache.io/catalog";
 
@@ -37,12 +37,11 @@ pub async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+        other => Error::Finalizer(Box::new(other)),
     })
 }
 
 async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
-    let ns = sim.namespace().unwrap_or_default();
     let spec = crate::runs::identity::catalog_spec(sim);
     let previous = sim.status.clone().unwrap_or_default();
     let generation = sim.metadata.generation;
@@ -62,19 +61,19 @@ async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
             if !was {
                 ctx.event(sim, true, "VersionConflict", m.clone()).await;
             }
+            let message = format!("{m} (bump spec.version to change a registered simulation)");
             let status = SimulationStatus {
                 observed_generation: generation,
-                conditions: vec![condition(
-                    &previous.conditions,
-                    "Registered",
+                conditions: simulation_conditions(
+                    &previous,
                     false,
                     "VersionConflict",
-                    format!("{m} (bump spec.version to change a registered simulation)"),
+                    &message,
                     generation,
-                )],
+                ),
                 ..previous.clone()
             };
-            patch_status(ctx, &ns, sim, &previous, status).await?;
+            patch_simulation(ctx, sim, &previous, &status).await?;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e.into()),
@@ -98,16 +97,15 @@ async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
         observed_generation: generation,
         runs: stats.total_executions,
         success_rate: stats.success_rate.map(|r| format!("{:.0}%", r * 100.0)),
-        conditions: vec![condition(
-            &previous.conditions,
-            "Registered",
+        conditions: simulation_conditions(
+            &previous,
             true,
             "Registered",
-            format!("catalog id {id}"),
+            &format!("catalog id {id}"),
             generation,
-        )],
+        ),
     };
-    patch_status(ctx, &ns, sim, &previous, status).await?;
+    patch_simulation(ctx, sim, &previous, &status).await?;
     Ok(Action::requeue(STATS_REFRESH))
 }
 
@@ -168,22 +166,39 @@ async fn cleanup(sim: &Simulation, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-async fn patch_status(
-    ctx: &Context,
-    ns: &str,
-    sim: &Simulation,
+/// `Registered` (in the catalog) and `Ready` (runs can use it): a
+/// Simulation is ready exactly when its version is registered.
+fn simulation_conditions(
     previous: &SimulationStatus,
-    status: SimulationStatus,
-) -> Result<()> {
-    if &status == previous {
-        return Ok(());
-    }
-    ctx.api::<Simulation>(ns)
-        .patch_status(
-            &sim.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    Ok(())
+    registered: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut c = previous.conditions.clone();
+    conditions::set(
+        &mut c,
+        "Registered",
+        registered,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    let ready_message = if registered {
+        "registered; runs can use it"
+    } else {
+        message
+    };
+    conditions::set(
+        &mut c,
+        "Ready",
+        registered,
+        reason,
+        ready_message,
+        generation,
+        now,
+    );
+    c
 }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use simcache_crds::run::SimulationRunSpec;
 use simcache_crds::{ParameterSpec, ParameterType, Simulation, SimulationSpec};
+
+use super::record::RunKey;
 use simcache_rundb::{ParamSpec, RunSchema, ValueType, write_canonical};
 
 fn value_type(t: ParameterType) -> ValueType {
@@ -157,6 +160,79 @@ pub fn cache_key(simulation: &str, version: &str, hash: &str) -> String {
     format!("{simulation}/{version}/{hash}")
 }
 
+/// What identifies a run's result: the catalog name and version, the inputs
+/// after defaults, their hash and the cache key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunIdentity {
+    pub name: String,
+    pub version: String,
+    pub inputs: BTreeMap<String, Value>,
+    pub hash: String,
+    pub key: String,
+}
+
+impl RunIdentity {
+    /// The identity as the store names it, under the catalog's id.
+    pub fn run_key(&self, simulation_id: i64) -> RunKey<'_> {
+        RunKey {
+            simulation_id,
+            name: &self.name,
+            version: &self.version,
+            hash: &self.hash,
+            cache_key: &self.key,
+        }
+    }
+}
+
+/// Why a run cannot be run at all (it fails without a pod).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("Simulation {simulation:?} is at version {have:?}; this run asks for {want:?}")]
+    VersionMismatch {
+        simulation: String,
+        have: String,
+        want: String,
+    },
+    #[error("invalid inputs: {0}")]
+    InvalidInputs(String),
+}
+
+impl Refusal {
+    /// The reason its condition and event carry.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::VersionMismatch { .. } => "VersionMismatch",
+            Refusal::InvalidInputs(_) => "InvalidInputs",
+        }
+    }
+}
+
+/// Identifies a run of `sim`: the version check, the inputs checked and
+/// defaulted, the hash and the cache key. The controller and local mode both
+/// call this, so a run is identified the same way wherever it runs.
+pub fn identify(sim: &Simulation, run: &SimulationRunSpec) -> Result<RunIdentity, Refusal> {
+    if let Some(want) = &run.simulation.version
+        && want != &sim.spec.version
+    {
+        return Err(Refusal::VersionMismatch {
+            simulation: run.simulation.name.clone(),
+            have: sim.spec.version.clone(),
+            want: want.clone(),
+        });
+    }
+    let inputs = resolve_inputs(&sim.spec, &run.inputs).map_err(Refusal::InvalidInputs)?;
+    let name = catalog_name(sim);
+    let version = sim.spec.version.clone();
+    let hash = input_hash(&name, &version, &sim.spec.image, &inputs);
+    Ok(RunIdentity {
+        key: cache_key(&name, &version, &hash),
+        name,
+        version,
+        inputs,
+        hash,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +352,45 @@ mod tests {
         assert_eq!(
             cache_key("thermal", "1.0.0", &base),
             format!("thermal/1.0.0/{base}")
+        );
+    }
+
+    #[test]
+    fn identify_checks_the_version_and_inputs_and_names_the_result() {
+        let sim: Simulation = serde_json::from_value(json!({
+            "apiVersion": "simcache.io/v1alpha1", "kind": "Simulation",
+            "metadata": {"name": "thermal"}, "spec": sim()
+        }))
+        .unwrap();
+        let run = |v: Value| -> SimulationRunSpec { serde_json::from_value(v).unwrap() };
+        let id = identify(
+            &sim,
+            &run(json!({"simulation": {"name": "thermal"}, "inputs": {"temperature": 350}})),
+        )
+        .unwrap();
+        assert_eq!(id.inputs["material"], json!("steel"));
+        assert_eq!(id.key, format!("thermal/1.0.0/{}", id.hash));
+        assert_eq!(
+            id.hash,
+            input_hash("thermal", "1.0.0", "ghcr.io/x/thermal:1", &id.inputs)
+        );
+        let wrong = identify(
+            &sim,
+            &run(json!({"simulation": {"name": "thermal", "version": "2.0.0"}})),
+        )
+        .unwrap_err();
+        assert_eq!(wrong.reason(), "VersionMismatch");
+        assert!(wrong.to_string().contains("\"2.0.0\""), "{wrong}");
+        let bad = identify(
+            &sim,
+            &run(json!({"simulation": {"name": "thermal"}, "inputs": {"temperature": "hot"}})),
+        )
+        .unwrap_err();
+        assert_eq!(bad.reason(), "InvalidInputs");
+        assert!(
+            bad.to_string()
+                .starts_with("invalid inputs: temperature: expected number"),
+            "{bad}"
         );
     }
 }

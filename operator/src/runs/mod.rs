@@ -3,6 +3,7 @@
 //! attempt ends, and which cache policy applies and what it evicts.
 
 pub mod identity;
+pub mod lifecycle;
 pub mod pod;
 pub mod policy;
 pub mod record;

@@ -68,12 +68,6 @@ pub const CACHE_DB_SECRET_KEY: &str = "url";
 /// LISTEN): pods are many and PostgreSQL's connection limit is not.
 const SIDECAR_DB_POOL_SIZE: &str = "2";
 
-/// Whether an API server at `major.minor` knows native sidecars (1.28+).
-pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
-    let num = |s: &str| s.trim_end_matches('+').parse::<u32>().unwrap_or(0);
-    (num(major), num(minor)) >= (1, 28)
-}
-
 /// Everything one attempt's pod is made of.
 #[derive(Debug, Clone)]
 pub struct PodPlan<'a> {
@@ -414,14 +408,6 @@ mod tests {
             timeout_seconds: Some(600),
             sidecar: s,
         }
-    }
-
-    #[test]
-    fn native_sidecars_from_1_28() {
-        assert!(supports_native_sidecars("1", "28"));
-        assert!(supports_native_sidecars("1", "30+"));
-        assert!(!supports_native_sidecars("1", "20"));
-        assert!(!supports_native_sidecars("1", "27+"));
     }
 
     #[test]

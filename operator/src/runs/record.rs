@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use simcache_store::cache::{CacheEntry, EntryStatus};
-use simcache_store::catalog::ExecutionRecord;
+use simcache_store::catalog::{CacheOutcome, ExecutionRecord, ExecutionStatus};
 
 /// A run's identity as the store names it.
 #[derive(Debug, Clone, Copy)]
@@ -24,14 +24,24 @@ impl RunKey<'_> {
     }
 }
 
-/// One execution as the catalog records it.
+/// One execution as the catalog records it. Built by [`Execution::cache_hit`],
+/// [`Execution::completed`] or [`Execution::failed`].
 #[derive(Debug, Clone)]
 pub struct Execution<'a> {
     pub id: &'a str,
-    /// `completed`, `failed` or `cached`.
-    pub status: &'a str,
+    pub status: ExecutionStatus,
     pub cache_hit: bool,
-    pub cache_status: String,
+    pub cache_status: CacheOutcome,
+    pub duration: Option<f64>,
+    pub node: Option<String>,
+    pub run_db_path: Option<String>,
+    pub run_db_size_bytes: Option<i64>,
+    pub output_count: i64,
+}
+
+/// What a run that executed left behind.
+#[derive(Debug, Clone, Default)]
+pub struct Completed {
     pub duration: Option<f64>,
     pub node: Option<String>,
     pub run_db_path: Option<String>,
@@ -40,18 +50,45 @@ pub struct Execution<'a> {
 }
 
 impl<'a> Execution<'a> {
-    pub fn new(id: &'a str, status: &'a str, cache_status: &str) -> Self {
+    /// A run answered from the cache entry `entry`, recorded under its own id
+    /// (`id`) so the catalog's hit rate counts it.
+    pub fn cache_hit(id: &'a str, entry: &CacheEntry) -> Self {
         Execution {
             id,
-            status,
-            cache_hit: false,
-            cache_status: cache_status.into(),
+            status: ExecutionStatus::Cached,
+            cache_hit: true,
+            cache_status: CacheOutcome::Hit,
             duration: None,
             node: None,
-            run_db_path: None,
-            run_db_size_bytes: None,
+            run_db_path: entry.run_db_path.clone(),
+            run_db_size_bytes: Some(entry.size_bytes),
             output_count: 0,
         }
+    }
+
+    /// A run that executed to the end (`ok`: it succeeded), with what the
+    /// cache did with its result.
+    pub fn completed(id: &'a str, ok: bool, cache: CacheOutcome, done: Completed) -> Self {
+        Execution {
+            id,
+            status: if ok {
+                ExecutionStatus::Completed
+            } else {
+                ExecutionStatus::Failed
+            },
+            cache_hit: false,
+            cache_status: cache,
+            duration: done.duration,
+            node: done.node,
+            run_db_path: done.run_db_path,
+            run_db_size_bytes: done.run_db_size_bytes,
+            output_count: done.output_count,
+        }
+    }
+
+    /// A run that failed without leaving a run database to describe it.
+    pub fn failed(id: &'a str) -> Self {
+        Self::completed(id, false, CacheOutcome::Skipped, Completed::default())
     }
 
     /// The catalog row, completed at `now_ms` by `executor`.
@@ -65,10 +102,10 @@ impl<'a> Execution<'a> {
             started_at_ms: now_ms - took,
             completed_at_ms: Some(now_ms),
             duration_seconds: self.duration,
-            status: self.status.into(),
+            status: self.status,
             executor_type: executor.into(),
             cache_hit: self.cache_hit,
-            cache_status: Some(self.cache_status.clone()),
+            cache_status: Some(self.cache_status),
             node: self.node.clone(),
             run_db_path: self.run_db_path.clone(),
             run_db_size_bytes: self.run_db_size_bytes,
@@ -79,6 +116,19 @@ impl<'a> Execution<'a> {
             warning_count: 0,
             environment: None,
         }
+    }
+}
+
+/// The CRD's cache status as the catalog stores it.
+pub fn cache_outcome(c: simcache_crds::CacheStatus) -> CacheOutcome {
+    use simcache_crds::CacheStatus as S;
+    match c {
+        S::Hit => CacheOutcome::Hit,
+        S::Miss => CacheOutcome::Miss,
+        S::Populated => CacheOutcome::Populated,
+        S::Skipped => CacheOutcome::Skipped,
+        S::LookupFailure => CacheOutcome::LookupFailure,
+        S::PutFailure => CacheOutcome::PutFailure,
     }
 }
 
@@ -137,13 +187,31 @@ mod tests {
             cache_key: "thermal/1.0.0/0123456789abcdef",
         };
         assert_eq!(key.squid_id(), "thermal/1.0.0/0123456789ab");
-        let e = Execution {
-            duration: Some(2.5),
-            ..Execution::new("x.1", "completed", "Populated")
-        };
+        let e = Execution::completed(
+            "x.1",
+            true,
+            CacheOutcome::Populated,
+            Completed {
+                duration: Some(2.5),
+                ..Default::default()
+            },
+        );
         let r = e.record(&key, "kubernetes", 10_000);
         assert_eq!((r.started_at_ms, r.completed_at_ms), (7_500, Some(10_000)));
         assert_eq!(r.input_hash.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(
+            (r.status, r.cache_status, r.cache_hit),
+            (
+                ExecutionStatus::Completed,
+                Some(CacheOutcome::Populated),
+                false
+            )
+        );
+        let f = Execution::failed("x.2").record(&key, "local", 10_000);
+        assert_eq!(
+            (f.status, f.cache_status),
+            (ExecutionStatus::Failed, Some(CacheOutcome::Skipped))
+        );
         let c = cache_entry(
             &key,
             "x.1",
@@ -171,5 +239,20 @@ mod tests {
             1_000,
         );
         assert_eq!(forever.expires_at_ms, None);
+        let hit = Execution::cache_hit("x.3", &forever).record(&key, "kubernetes", 5_000);
+        assert_eq!(
+            (
+                hit.status,
+                hit.cache_status,
+                hit.cache_hit,
+                hit.run_db_size_bytes
+            ),
+            (
+                ExecutionStatus::Cached,
+                Some(CacheOutcome::Hit),
+                true,
+                Some(10)
+            )
+        );
     }
 }

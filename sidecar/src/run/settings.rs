@@ -31,21 +31,13 @@ fn host_name() -> Option<String> {
 }
 
 /// A fresh execution id: time plus randomness, valid as a file name.
-pub fn new_execution_id() -> String {
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
+pub fn new_execution_id() -> Result<String, simcache_store::random::RandomError> {
+    let b = simcache_store::random::bytes::<4>()?;
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("run-{secs}-{}", hex::encode(b))
-}
-
-/// A random per-run token.
-pub fn new_run_token() -> String {
-    let mut b = [0u8; 32];
-    let _ = getrandom::fill(&mut b);
-    hex::encode(b)
+    Ok(format!("run-{secs}-{}", hex::encode(b)))
 }
 
 impl RunArgs {

@@ -93,6 +93,85 @@ pub struct SearchQuery {
     pub offset: i64,
 }
 
+/// Where an execution stands, as the registry stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    /// Answered from the cache (recorded under its own execution id).
+    Cached,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 5] = [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cached,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Completed => "completed",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cached => "cached",
+        }
+    }
+
+    /// The stored text, and sim2l's `succeeded` as `completed`.
+    pub fn parse(s: &str) -> Option<ExecutionStatus> {
+        match s {
+            "succeeded" => Some(ExecutionStatus::Completed),
+            _ => Self::ALL.into_iter().find(|v| v.as_str() == s),
+        }
+    }
+}
+
+/// What the cache did for an execution, as the registry stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    /// Its result was written to the cache.
+    Populated,
+    /// The cache was not used.
+    Skipped,
+    LookupFailure,
+    PutFailure,
+}
+
+impl CacheOutcome {
+    pub const ALL: [CacheOutcome; 6] = [
+        CacheOutcome::Hit,
+        CacheOutcome::Miss,
+        CacheOutcome::Populated,
+        CacheOutcome::Skipped,
+        CacheOutcome::LookupFailure,
+        CacheOutcome::PutFailure,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "Hit",
+            CacheOutcome::Miss => "Miss",
+            CacheOutcome::Populated => "Populated",
+            CacheOutcome::Skipped => "Skipped",
+            CacheOutcome::LookupFailure => "LookupFailure",
+            CacheOutcome::PutFailure => "PutFailure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CacheOutcome> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// One execution, as recorded in the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionRecord {
@@ -103,10 +182,10 @@ pub struct ExecutionRecord {
     pub started_at_ms: i64,
     pub completed_at_ms: Option<i64>,
     pub duration_seconds: Option<f64>,
-    pub status: String,
+    pub status: ExecutionStatus,
     pub executor_type: String,
     pub cache_hit: bool,
-    pub cache_status: Option<String>,
+    pub cache_status: Option<CacheOutcome>,
     pub node: Option<String>,
     pub run_db_path: Option<String>,
     pub run_db_size_bytes: Option<i64>,
@@ -520,7 +599,7 @@ impl CatalogStore {
             e.status.as_str().into(),
             e.executor_type.as_str().into(),
             e.cache_hit.into(),
-            e.cache_status.clone().into(),
+            e.cache_status.map(CacheOutcome::as_str).into(),
             e.node.clone().into(),
             e.run_db_path.clone().into(),
             e.run_db_size_bytes.into(),
@@ -654,5 +733,21 @@ mod tests {
             ["thermal", "stress"]
         );
         assert!(tokenize(" ").is_empty());
+    }
+
+    #[test]
+    fn execution_and_cache_statuses_read_back_what_they_write() {
+        for s in ExecutionStatus::ALL {
+            assert_eq!(ExecutionStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(
+            ExecutionStatus::parse("succeeded"),
+            Some(ExecutionStatus::Completed)
+        );
+        assert_eq!(ExecutionStatus::parse("Completed"), None);
+        for c in CacheOutcome::ALL {
+            assert_eq!(CacheOutcome::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(CacheOutcome::parse("hit"), None);
     }
 }

@@ -1,0 +1,55 @@
+//! What a reconciliation can fail with. Each kind has a metric label, so
+//! `simcache_operator_reconcile_failures_total{error=…}` says what breaks.
+
+use simcache_store::StoreError;
+use simcache_store::random::RandomError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{kind} {name} has no uid yet")]
+    MissingUid { kind: &'static str, name: String },
+    #[error("Secret {namespace}/{name} lacks the run tokens")]
+    TokensMissing { namespace: String, name: String },
+    #[error("creating the run's cache session: {0}")]
+    Session(#[source] simcache_web::ApiError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The `error` label of the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "kube_api",
+            Error::Kube(_) => "kube_client",
+            Error::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            Error::Store(_) => "store",
+            Error::Finalizer(_) => "finalizer",
+            Error::MissingUid { .. } => "missing_uid",
+            Error::TokensMissing { .. } => "tokens_missing",
+            Error::Session(_) => "session",
+            Error::Random(_) => "random",
+        }
+    }
+
+    /// Every label, so each series exists from the first scrape.
+    pub const LABELS: [&'static str; 9] = [
+        "kube_api",
+        "kube_client",
+        "store_unavailable",
+        "store",
+        "finalizer",
+        "missing_uid",
+        "tokens_missing",
+        "session",
+        "random",
+    ];
+}
