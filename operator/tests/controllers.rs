@@ -900,3 +900,255 @@ put("from-the-pod/2", os.environ["SIMCACHE_SESSION_ID"])
     privileges.sort();
     assert_eq!(privileges, ["read_cache", "write_cache"]);
 }
+
+/// The condition types a CRD's generated YAML documents for its status
+/// (`Conditions: A, B, C (…)`), as `kubectl explain` shows them to users.
+fn documented_conditions(crd_file: &str) -> Vec<String> {
+    let y: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(example(&format!("crds/{crd_file}"))).unwrap(),
+    )
+    .unwrap();
+    let d =
+        y["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+            ["conditions"]["description"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let list = d.split_once("Conditions:").unwrap().1;
+    let list = list.split(['(', '.']).next().unwrap();
+    let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+    assert!(names.len() >= 2, "{d}");
+    names
+}
+
+fn kubectl_wait(env: &Env, what: &str, condition: &str) {
+    let out = env.cluster().kubectl(&[
+        "wait",
+        "-n",
+        &env.ns.name,
+        &format!("--for=condition={condition}"),
+        "--timeout=90s",
+        what,
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl wait --for=condition={condition} {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn condition<'a>(
+    r: &'a SimulationRun,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The documented conditions, `kubectl wait` on every terminal phase, pods
+/// and Secrets deleted after ttlSecondsAfterFinished (and kept while a run
+/// backs off), and edits to a finished run reported, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finished() {
+    let env = Env::new("lifecycle").await;
+    env.simulation("thermal", thermal_command(), "");
+    let with = |name: &str, sim: &str, inputs: Value, extra: Value| {
+        let mut doc: Value = serde_yaml::from_str(&env.run(name, sim, inputs)).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            doc["spec"][k] = v.clone();
+        }
+        serde_yaml::to_string(&doc).unwrap()
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+
+    // Succeeded: kubectl wait returns, every documented condition is set.
+    env.apply(&with(
+        "ok",
+        "thermal",
+        json!({"temperature": 420}),
+        json!({"ttlSecondsAfterFinished": 0}),
+    ));
+    kubectl_wait(&env, "simrun/ok", "Completed");
+    kubectl_wait(&env, "simrun/ok", "Ready");
+    let ok = env.runs_api().get("ok").await.unwrap();
+    let s = ok.status.clone().unwrap();
+    assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
+    for t in documented_conditions("simulationruns.simcache.io.yaml") {
+        let c = condition(&ok, &t).unwrap_or_else(|| panic!("condition {t} in {:?}", s.conditions));
+        assert_eq!(c.status, "True", "{c:?}");
+        assert_eq!(c.observed_generation, ok.metadata.generation, "{c:?}");
+    }
+    assert_eq!(condition(&ok, "CacheChecked").unwrap().reason, "Miss");
+    assert_eq!(condition(&ok, "Completed").unwrap().reason, "Succeeded");
+    let sims: Api<Simulation> = Api::namespaced(env.client.clone(), &env.ns.name);
+    kubectl_wait(&env, "simulation/thermal", "Ready");
+    let sim = sims.get("thermal").await.unwrap();
+    for t in documented_conditions("simulations.simcache.io.yaml") {
+        let c = sim
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("Simulation condition {t}"));
+        assert_eq!(c.status, "True", "{c:?}");
+    }
+
+    // TTL 0: the pod and the token Secret go; the record stays.
+    let pod = s.pod_name.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = env.runs_api().get("ok").await.unwrap();
+        let cleaned = r.status.as_ref().unwrap().cleanup_time.is_some();
+        let pod_gone = pods.get_opt(&pod).await.unwrap().is_none();
+        let secrets_left = secrets
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=simcache-operator"))
+            .await
+            .unwrap()
+            .items
+            .len();
+        if cleaned && pod_gone && secrets_left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod} gone: {pod_gone}; Secrets left: {secrets_left}; cleaned: {cleaned}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = env.runs_api().get("ok").await.unwrap().status.unwrap();
+    assert_eq!(after.phase, Phase::Succeeded);
+    assert_eq!(after.outputs, s.outputs, "outputs stay");
+    let exec = s.execution_id.clone().unwrap();
+    let rows = env
+        .sql(
+            "SELECT count(*) FROM execution_results WHERE execution_id = $1",
+            &[&exec],
+        )
+        .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "the result stays");
+    assert!(env.events().contains("\"CleanedUp\""));
+
+    // Cached: kubectl wait returns too.
+    env.apply(&env.run("again", "thermal", json!({"temperature": 420})));
+    kubectl_wait(&env, "simrun/again", "Completed");
+    let again = env.runs_api().get("again").await.unwrap();
+    assert_eq!(again.status.as_ref().unwrap().phase, Phase::Cached);
+    assert_eq!(condition(&again, "CacheChecked").unwrap().reason, "Hit");
+    assert_eq!(condition(&again, "Completed").unwrap().reason, "Cached");
+
+    // Failed (after a retry): kubectl wait returns; while the run backs off
+    // its Secret stays for the next attempt; once failed, both go.
+    env.simulation("broken", json!(["sh", "-c", "exit 3"]), "");
+    env.apply(&with(
+        "bad",
+        "broken",
+        json!({"temperature": 300}),
+        json!({"retryLimit": 1, "ttlSecondsAfterFinished": 0}),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = env.runs_api().get("bad").await.unwrap();
+        if let Some(st) = &r.status
+            && st.next_attempt_time.is_some()
+        {
+            assert_eq!(st.phase, Phase::Pending);
+            assert_eq!(condition(&r, "Ready").unwrap().reason, "RetryBackoff");
+            assert_eq!(condition(&r, "Completed").unwrap().status, "False");
+            let uid = r.metadata.uid.clone().unwrap();
+            let left = secrets
+                .list(
+                    &ListParams::default().labels("app.kubernetes.io/managed-by=simcache-operator"),
+                )
+                .await
+                .unwrap()
+                .items;
+            assert_eq!(
+                left.len(),
+                1,
+                "the Secret of {uid} stays while it backs off"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never backed off: {:?}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    kubectl_wait(&env, "simrun/bad", "Completed");
+    let bad = env.runs_api().get("bad").await.unwrap();
+    let bs = bad.status.clone().unwrap();
+    assert_eq!(
+        (bs.phase, bs.attempts),
+        (Phase::Failed, 2),
+        "{:?}",
+        bs.message
+    );
+    assert_eq!(condition(&bad, "Completed").unwrap().reason, "Failed");
+    assert_eq!(condition(&bad, "Ready").unwrap().status, "False");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .runs_api()
+        .get("bad")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .cleanup_time
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the failed run was not cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = pods
+        .list(&ListParams::default().labels("simcache.io/run=bad"))
+        .await
+        .unwrap()
+        .items;
+    assert!(left.is_empty(), "both attempts' pods deleted: {left:?}");
+
+    // An edit to a finished run is reported, never silently ignored.
+    env.apply(&with(
+        "ok",
+        "thermal",
+        json!({"temperature": 421}),
+        json!({"ttlSecondsAfterFinished": 0}),
+    ));
+    kubectl_wait(&env, "simrun/ok", "SpecChanged");
+    let edited = env.runs_api().get("ok").await.unwrap();
+    let c = condition(&edited, "SpecChanged").unwrap();
+    assert_eq!(c.observed_generation, edited.metadata.generation);
+    assert!(
+        c.message.contains("immutable") && c.message.contains("cacheMode: Refresh"),
+        "{c:?}"
+    );
+    let es = edited.status.unwrap();
+    assert_eq!((es.phase, &es.outputs), (Phase::Succeeded, &s.outputs));
+    let events = env.events();
+    assert!(events.contains("\"SpecChanged\"") && events.contains("\"Warning\""));
+
+    // `kubectl get -o wide` shows why each run is where it is.
+    let wide = String::from_utf8_lossy(
+        &env.cluster()
+            .kubectl(&["get", "simrun", "-n", &env.ns.name, "-o", "wide"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        wide.contains("MESSAGE") && wide.contains("served from the cache"),
+        "{wide}"
+    );
+}
