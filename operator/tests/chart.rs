@@ -29,10 +29,20 @@ fn repo(path: &str) -> std::path::PathBuf {
 }
 
 /// Installs the chart into `ns` and returns every rendered object.
+/// The chart as the test API server (1.20, below its kubeVersion) takes it,
+/// copied once for this test binary.
+fn test_chart() -> std::path::PathBuf {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    COPY.get_or_init(simcache_testkit::helm::chart_for_test_apiserver)
+        .1
+        .clone()
+}
+
 fn render(ns: &Namespace, release: &str, values: Value) -> Vec<Value> {
     let c = cluster();
     let rel = helm()
-        .install(&c.kubeconfig, &ns.name, release, &chart_dir(), &values)
+        .install(&c.kubeconfig, &ns.name, release, &test_chart(), &values)
         .unwrap_or_else(|e| panic!("helm install {release} with {values}: {}", e.0));
     let manifest = rel["manifest"]
         .as_str()
@@ -234,6 +244,7 @@ fn default_values_render_a_secure_two_replica_operator() {
     );
     assert_eq!(env["POD_NAME"]["fieldRef"]["fieldPath"], "metadata.name");
     assert!(!env.contains_key("SIMCACHE_NO_LEADER_ELECTION"));
+    assert_eq!(env["SIMCACHE_RUN_TTL_SECONDS_AFTER_FINISHED"], "3600");
     assert!(!env.contains_key("SIMCACHE_SIDECAR_CACHE_DB_SECRET"));
     // The operator's flags exist: the chart only sets documented ones.
     let help = std::process::Command::new(OPERATOR)
@@ -322,7 +333,8 @@ fn everything_on(ns: &str) -> Value {
         "operator": {"watchNamespace": ns, "logFormat": "text", "logLevel": "debug",
                      "leaderElection": {"enabled": false, "leaseSeconds": 15},
                      "adminPassword": {"existingSecret": "admin-pw", "key": "pw"},
-                     "trustedProxies": ["10.0.0.1", "10.0.0.2"]},
+                     "trustedProxies": ["10.0.0.1", "10.0.0.2"],
+                     "runTtlSecondsAfterFinished": 0},
         "postgresql": {"enabled": true},
         "runStorage": {"existingClaim": "shared-runs"},
         "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
@@ -380,6 +392,7 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     assert_eq!(env["SIMCACHE_WATCH_NAMESPACE"], json!(ns.name));
     assert_eq!(env["SIMCACHE_NO_LEADER_ELECTION"], "true");
     assert_eq!(env["SIMCACHE_TRUSTED_PROXIES"], "10.0.0.1,10.0.0.2");
+    assert_eq!(env["SIMCACHE_RUN_TTL_SECONDS_AFTER_FINISHED"], "0");
     assert_eq!(
         env["SIMCACHE_ADMIN_PASSWORD"]["secretKeyRef"],
         json!({"name": "admin-pw", "key": "pw"})
@@ -460,7 +473,7 @@ fn bad_values_are_refused_with_a_message_naming_them() {
         ),
     ] {
         let err = helm()
-            .install(&c.kubeconfig, &ns.name, "bad", &chart_dir(), &values)
+            .install(&c.kubeconfig, &ns.name, "bad", &test_chart(), &values)
             .err()
             .unwrap_or_else(|| panic!("helm installed the chart with {values}"));
         assert!(err.0.contains(expect), "{values}: {}", err.0);
@@ -635,6 +648,12 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
     let chart: Value =
         serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
+    let (major, minor) = simcache_operator::controller::version::MINIMUM;
+    assert_eq!(
+        chart["kubeVersion"],
+        format!(">={major}.{minor}.0-0"),
+        "the chart asks for the Kubernetes the operator checks for"
+    );
     let version = chart["appVersion"].as_str().unwrap();
     assert_eq!(
         version,

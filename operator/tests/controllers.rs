@@ -664,18 +664,19 @@ fn granted(manifest: &str) -> BTreeSet<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
-    use simcache_testkit::helm::{chart_dir, helm};
+    use simcache_testkit::helm::{chart_for_test_apiserver, helm};
     let c = cluster();
     c.install_crds();
     let ns = c.namespace("rbac");
     // A release name unique to this namespace: the ClusterRole is cluster-wide.
     let release = format!("r{}", &ns.name[ns.name.len() - 6..]);
+    let (_copy, chart) = chart_for_test_apiserver();
     let rel = helm()
         .install(
             &c.kubeconfig,
             &ns.name,
             &release,
-            &chart_dir(),
+            &chart,
             &json!({"database": {"existingSecret": "db"}}),
         )
         .unwrap_or_else(|e| panic!("helm install: {}", e.0));
@@ -687,12 +688,33 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
     let mut env = Env::in_namespace(ns, kubeconfig).await;
 
     // Everything the controllers do: register, run, serve from the cache,
-    // time a run out (its pod is deleted), and remove a Simulation (finalizer).
+    // time a run out (its pod is deleted), clean a finished run up (its pod
+    // and token Secret are deleted), and remove a Simulation (finalizer).
     env.simulation("thermal", thermal_command(), "");
     env.simulation("slow", slow_thermal_command(60), "");
-    env.apply(&env.run("first", "thermal", json!({"temperature": 350})));
+    let mut first: Value =
+        serde_yaml::from_str(&env.run("first", "thermal", json!({"temperature": 350}))).unwrap();
+    first["spec"]["ttlSecondsAfterFinished"] = json!(0);
+    env.apply(&serde_yaml::to_string(&first).unwrap());
     let r = env.finished("first", Duration::from_secs(90)).await;
     assert_eq!(r.status.unwrap().phase, Phase::Succeeded);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .runs_api()
+        .get("first")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .cleanup_time
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not cleaned up under the chart's RBAC"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     env.apply(&env.run("again", "thermal", json!({"temperature": 350})));
     let r = env.finished("again", Duration::from_secs(60)).await;
     assert_eq!(r.status.unwrap().phase, Phase::Cached);

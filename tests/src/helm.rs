@@ -28,6 +28,35 @@ pub fn chart_dir() -> PathBuf {
     tests_dir().join("../charts/simcache")
 }
 
+/// A copy of the chart that installs on the test API server (1.20, below the
+/// chart's `kubeVersion`: the test node plays a kubelet that runs sidecars
+/// natively). The copy lives as long as the returned directory.
+pub fn chart_for_test_apiserver() -> (tempfile::TempDir, PathBuf) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("simcache");
+    copy(&chart_dir(), &chart);
+    let meta = chart.join("Chart.yaml");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("kubeVersion:"))
+        .expect("the chart declares kubeVersion");
+    std::fs::write(&meta, text.replace(line, "kubeVersion: \">=1.20.0-0\"")).unwrap();
+    (dir, chart)
+}
+
 /// Helm for this test binary; panics with the reason when it is missing.
 pub fn helm() -> &'static Helm {
     match HELM.get_or_init(provision) {
