@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,11 +19,15 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    Sqlite,
-    #[value(alias = "postgres")]
-    Postgresql,
+simcache_web::store_args! {
+    /// Where the catalog, results, files and sessions live.
+    pub struct StoreArgs {
+        backend_env: "SIMCACHE_BACKEND",
+        path_env: "SIMCACHE_DB_PATH",
+        url_env: "SIMCACHE_DB_URL",
+        default_file: "catalog.db",
+        global: false,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,17 +97,8 @@ impl LocalHome {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Where the catalog, results, files and sessions live.
-    #[arg(long, env = "SIMCACHE_BACKEND", value_enum, default_value_t = BackendKind::Sqlite)]
-    pub backend: BackendKind,
-    /// SQLite file (default: ~/.simcache/catalog.db).
-    #[arg(long, env = "SIMCACHE_DB_PATH")]
-    pub db_path: Option<PathBuf>,
-    /// PostgreSQL URL (required with --backend postgresql).
-    #[arg(long, env = "SIMCACHE_DB_URL", hide_env_values = true)]
-    pub db_url: Option<String>,
-    #[arg(long, env = "SIMCACHE_DB_POOL_SIZE", default_value_t = 16)]
-    pub db_pool_size: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, env = "SIMCACHE_API_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// 0 picks a free port.

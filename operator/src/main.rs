@@ -1,20 +1,17 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use simcache_auth::AuthConfig;
 use simcache_operator::config::{
-    BackendKind, Cli, Command, LocalCatalog, LocalCommand, LocalResults, ServeArgs,
+    Cli, Command, LocalCatalog, LocalCommand, LocalResults, ServeArgs,
 };
 use simcache_operator::controller::leader::LeaderElector;
 use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics};
 use simcache_operator::local;
 use simcache_operator::runs::pod::SidecarSettings;
 use simcache_operator::server::{self, ApiConfig};
-use simcache_store::Backend;
-use simcache_store::postgres::PgOptions;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -24,31 +21,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(run(cli))
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn backend(a: &ServeArgs) -> anyhow::Result<Backend> {
-    Ok(match a.backend {
-        BackendKind::Sqlite => Backend::Sqlite {
-            path: a
-                .db_path
-                .clone()
-                .unwrap_or_else(|| home().join(".simcache").join("catalog.db")),
-        },
-        BackendKind::Postgresql => {
-            let Some(url) = &a.db_url else {
-                bail!("--backend postgresql needs --db-url (or SIMCACHE_DB_URL)");
-            };
-            let mut o = PgOptions::new(url.clone());
-            o.pool_size = a.db_pool_size;
-            Backend::Postgres(o)
-        }
-    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,7 +50,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .run_db_base_path
         .clone()
         .unwrap_or_else(simcache_rundb::default_base_path);
-    let mut cfg = ApiConfig::new(backend(&a)?, runs.clone());
+    let mut cfg = ApiConfig::new(a.store.backend()?, runs.clone());
     cfg.addr = SocketAddr::new(a.host, a.port);
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.max_ingest_bytes = a.max_ingest_bytes;

@@ -1,6 +1,5 @@
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,7 +12,6 @@ use simcache_sidecar::run::recorded::{Program, record_program};
 use simcache_sidecar::run::settings::new_execution_id;
 use simcache_sidecar::server::{self, ServerConfig};
 use simcache_store::Backend;
-use simcache_store::postgres::PgOptions;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_with_aliases();
@@ -24,33 +22,8 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cli))
 }
 
-fn backend(args: &StoreArgs) -> anyhow::Result<Backend> {
-    Ok(match args.backend {
-        BackendKind::Sqlite => {
-            let path = match &args.db_path {
-                Some(p) => p.clone(),
-                None => {
-                    let home = std::env::var_os("HOME")
-                        .map(PathBuf::from)
-                        .unwrap_or_else(|| PathBuf::from("."));
-                    home.join(".simcache").join("cache.db")
-                }
-            };
-            Backend::Sqlite { path }
-        }
-        BackendKind::Postgresql => {
-            let Some(url) = &args.db_url else {
-                bail!("--backend postgresql needs --db-url (or SIMCACHE_CACHE_DB_URL)");
-            };
-            let mut o = PgOptions::new(url.clone());
-            o.pool_size = args.db_pool_size;
-            Backend::Postgres(o)
-        }
-    })
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let backend = backend(&cli.store)?;
+    let backend = cli.store.backend()?;
     match cli.command {
         Command::Serve(a) => {
             let mut cfg = ServerConfig::new(backend);

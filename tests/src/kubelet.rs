@@ -54,6 +54,17 @@ impl TestNode {
     /// Starts playing the node for `namespace`. `sidecar_bin` runs for our
     /// sidecar image.
     pub fn start(client: Client, namespace: &str, sidecar_bin: PathBuf) -> TestNode {
+        Self::with_capacity(client, namespace, sidecar_bin, usize::MAX)
+    }
+
+    /// A node that runs at most `max_pods` pods at once (as a kubelet's
+    /// `maxPods` does); the others wait until one finishes.
+    pub fn with_capacity(
+        client: Client,
+        namespace: &str,
+        sidecar_bin: PathBuf,
+        max_pods: usize,
+    ) -> TestNode {
         let started = Arc::new(Mutex::new(Vec::new()));
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let secrets: Api<Secret> = Api::namespaced(client, namespace);
@@ -79,9 +90,14 @@ impl TestNode {
                                     .split_once('=')
                                     .is_some_and(|(k, v)| n.get(k).is_some_and(|x| x == v))
                             });
-                        if done || !ours || !handled.insert(uid) {
+                        if done || !ours || handled.contains(&uid) {
                             continue;
                         }
+                        runs.retain(|h| !h.is_finished());
+                        if runs.len() >= max_pods {
+                            break;
+                        }
+                        handled.insert(uid);
                         seen.lock().push(pod.name_any());
                         let (api, secrets, bin) =
                             (api.clone(), secrets.clone(), sidecar_bin.clone());

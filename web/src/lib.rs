@@ -5,6 +5,7 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod store_flags;
 pub mod stream;
 
 pub use error::ApiError;

@@ -24,8 +24,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Client, Resource};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
 use simcache_crds::{CachePolicy, Simulation, SimulationRun};
 use simcache_store::Stores;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,9 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+/// kubectl's copy of the last applied spec, kept on every applied object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// `namespace/name`: the object's key in the backoff table.
 fn object_key<K: Resource>(obj: &K) -> String {
@@ -161,7 +164,19 @@ pub async fn run(
     let policy_ctl = Controller::new(policies_api, watcher::Config::default())
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
-    let run_ctl = Controller::new(runs_api, watcher::Config::default())
+    // Runs are the objects there are tens of thousands of: the cache keeps
+    // them without what the controller never reads (managed fields, kubectl's
+    // last-applied copy of the spec), which is most of a small run's bytes.
+    let (runs_cache, runs_writer) = reflector::store();
+    let runs = watcher(runs_api, watcher::Config::default())
+        .default_backoff()
+        .modify(|r: &mut SimulationRun| {
+            r.managed_fields_mut().clear();
+            r.annotations_mut().remove(LAST_APPLIED);
+        })
+        .reflect(runs_writer)
+        .touched_objects();
+    let run_ctl = Controller::for_stream(runs, runs_cache)
         .owns(
             pods_api,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=simcache-operator"),

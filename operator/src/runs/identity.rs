@@ -393,4 +393,21 @@ mod tests {
             "{bad}"
         );
     }
+
+    /// The API server hands inputs over as JSON text, local mode reads them
+    /// from YAML: a number must parse to the same f64 either way, or the two
+    /// hash to different keys. serde_json's default float parser was one ulp
+    /// off for numbers like these until `float_roundtrip` was turned on.
+    #[test]
+    fn inputs_parsed_from_json_hash_like_the_numbers_they_spell() {
+        for i in (0..10_000).step_by(5) {
+            let t = 300.0 + f64::from(i) * 0.05;
+            let text = format!("{{\"temperature\": {t}}}");
+            let from_json: BTreeMap<String, Value> = serde_json::from_str(&text).unwrap();
+            let from_yaml: BTreeMap<String, Value> = serde_yaml::from_str(&text).unwrap();
+            assert_eq!(from_json["temperature"].as_f64(), Some(t), "{text}");
+            let h = |m: &BTreeMap<String, Value>| input_hash("t", "1", "i", m);
+            assert_eq!(h(&from_json), h(&from_yaml), "{text}");
+        }
+    }
 }

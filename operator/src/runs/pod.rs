@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use simcache_rundb::{input_env_name, input_env_value};
+use simcache_sidecar::pod_env;
 
 /// The sidecar's container name (the test node recognises it by this name
 /// too, because API servers before 1.28 drop `restartPolicy` from init
@@ -157,13 +158,13 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 fn cache_backend_env(s: &SidecarSettings, sqlite_path: &str) -> Vec<EnvVar> {
     match &s.cache_db_secret {
         Some(secret) => vec![
-            env("SIMCACHE_CACHE_BACKEND", "postgresql"),
-            secret_env("SIMCACHE_CACHE_DB_URL", secret, CACHE_DB_SECRET_KEY),
-            env("SIMCACHE_DB_POOL_SIZE", SIDECAR_DB_POOL_SIZE),
+            env(pod_env::CACHE_BACKEND, "postgresql"),
+            secret_env(pod_env::CACHE_DB_URL, secret, CACHE_DB_SECRET_KEY),
+            env(pod_env::DB_POOL_SIZE, SIDECAR_DB_POOL_SIZE),
         ],
         None => vec![
-            env("SIMCACHE_CACHE_BACKEND", "sqlite"),
-            env("SIMCACHE_CACHE_DB_PATH", sqlite_path),
+            env(pod_env::CACHE_BACKEND, "sqlite"),
+            env(pod_env::CACHE_DB_PATH, sqlite_path),
         ],
     }
 }
@@ -241,31 +242,31 @@ pub fn build_pod(p: &PodPlan) -> Pod {
     }];
     let inputs_json = serde_json::to_string(p.inputs).unwrap_or_else(|_| "{}".into());
     let mut sidecar_env = vec![
-        env("SIMCACHE_CACHE_HOST", "0.0.0.0"),
-        env("SIMCACHE_CACHE_PORT", SIDECAR_PORT.to_string()),
-        env("SIMCACHE_EXECUTION_ID", &exec_id),
-        env("SIMCACHE_SIMULATION_NAME", p.simulation_name),
-        env("SIMCACHE_SIMULATION_VERSION", p.simulation_version),
-        env("SIMCACHE_RUN_DB_PATH", file("run.db")),
-        env("SIMCACHE_SCHEMA", p.schema.to_string()),
-        env("SIMCACHE_INPUT_VALUES", &inputs_json),
-        env("SIMCACHE_INPUTS", file("inputs.json")),
-        env("SIMCACHE_OUTPUTS", file("outputs.json")),
-        env("SIMCACHE_CACHE_KEY", p.cache_key),
-        env("SIMCACHE_INPUT_HASH", p.input_hash),
-        env("SIMCACHE_IMAGE", p.image),
+        env(pod_env::CACHE_HOST, "0.0.0.0"),
+        env(pod_env::CACHE_PORT, SIDECAR_PORT.to_string()),
+        env(pod_env::EXECUTION_ID, &exec_id),
+        env(pod_env::SIMULATION_NAME, p.simulation_name),
+        env(pod_env::SIMULATION_VERSION, p.simulation_version),
+        env(pod_env::RUN_DB_PATH, file("run.db")),
+        env(pod_env::SCHEMA, p.schema.to_string()),
+        env(pod_env::INPUT_VALUES, &inputs_json),
+        env(pod_env::INPUTS, file("inputs.json")),
+        env(pod_env::OUTPUTS, file("outputs.json")),
+        env(pod_env::CACHE_KEY, p.cache_key),
+        env(pod_env::INPUT_HASH, p.input_hash),
+        env(pod_env::IMAGE, p.image),
         env(
-            "SIMCACHE_INGEST_URL",
+            pod_env::INGEST_URL,
             format!(
                 "{}/ingest/{exec_id}",
                 p.sidecar.operator_url.trim_end_matches('/')
             ),
         ),
-        secret_env("SIMCACHE_RUN_TOKEN", &secret, TOKEN_KEY_RUN),
-        secret_env("SIMCACHE_INGEST_TOKEN", &secret, TOKEN_KEY_INGEST),
+        secret_env(pod_env::RUN_TOKEN, &secret, TOKEN_KEY_RUN),
+        secret_env(pod_env::INGEST_TOKEN, &secret, TOKEN_KEY_INGEST),
     ];
     if let Some((_, digest)) = p.image.split_once('@') {
-        sidecar_env.push(env("SIMCACHE_IMAGE_DIGEST", digest));
+        sidecar_env.push(env(pod_env::IMAGE_DIGEST, digest));
     }
     sidecar_env.extend(cache_backend_env(p.sidecar, &file("cache.db")));
     let sidecar = Container {
@@ -307,16 +308,16 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         ..Default::default()
     };
     let mut sim_env = vec![
-        env("SIMCACHE_URL", format!("http://127.0.0.1:{SIDECAR_PORT}")),
-        secret_env("SIMCACHE_RUN_TOKEN", &secret, TOKEN_KEY_RUN),
-        env("SIMCACHE_EXECUTION_ID", &exec_id),
-        env("SIMCACHE_INPUTS", file("inputs.json")),
-        env("SIMCACHE_OUTPUTS", file("outputs.json")),
+        env(pod_env::URL, format!("http://127.0.0.1:{SIDECAR_PORT}")),
+        secret_env(pod_env::RUN_TOKEN, &secret, TOKEN_KEY_RUN),
+        env(pod_env::EXECUTION_ID, &exec_id),
+        env(pod_env::INPUTS, file("inputs.json")),
+        env(pod_env::OUTPUTS, file("outputs.json")),
     ];
     if p.sidecar.cache_db_secret.is_some() {
         // The cache API's `X-Session-ID`, as sim2l's CacheClient sends it.
         // Optional: a Secret made before the cache was shared has none.
-        let mut session = secret_env("SIMCACHE_SESSION_ID", &secret, TOKEN_KEY_SESSION);
+        let mut session = secret_env(pod_env::SESSION_ID, &secret, TOKEN_KEY_SESSION);
         if let Some(r) = session
             .value_from
             .as_mut()

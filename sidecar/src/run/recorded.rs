@@ -57,8 +57,8 @@ pub async fn record_program(
         command: program.command.clone(),
         workdir: program.workdir.clone(),
         env: vec![
-            ("SIMCACHE_URL".into(), srv.url()),
-            ("SIMCACHE_RUN_TOKEN".into(), token),
+            (crate::pod_env::URL.into(), srv.url()),
+            (crate::pod_env::RUN_TOKEN.into(), token),
         ],
         timeout: program.timeout,
     };
