@@ -976,7 +976,7 @@ fn condition<'a>(
 /// backs off), and edits to a finished run reported, not ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finished() {
-    let env = Env::new("lifecycle").await;
+    let mut env = Env::new("lifecycle").await;
     env.simulation("thermal", thermal_command(), "");
     let with = |name: &str, sim: &str, inputs: Value, extra: Value| {
         let mut doc: Value = serde_yaml::from_str(&env.run(name, sim, inputs)).unwrap();
@@ -1173,4 +1173,30 @@ async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finish
         wide.contains("MESSAGE") && wide.contains("served from the cache"),
         "{wide}"
     );
+
+    // The clean-up is read from the status, not remembered: an operator
+    // killed before a run's TTL is up still deletes its pod afterwards.
+    env.apply(&with(
+        "later",
+        "thermal",
+        json!({"temperature": 430}),
+        json!({"ttlSecondsAfterFinished": 4}),
+    ));
+    let later = env.finished("later", Duration::from_secs(90)).await;
+    let pod = later.status.unwrap().pod_name.unwrap();
+    env.operator.take().unwrap().kill().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        pods.get_opt(&pod).await.unwrap().is_some(),
+        "nobody deleted it while the operator was down"
+    );
+    env.start_operator().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pods.get_opt(&pod).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted operator never deleted {pod}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
