@@ -99,6 +99,8 @@ impl LocalHome {
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub limits: simcache_web::server::LimitArgs,
     #[arg(long, env = "SIMCACHE_API_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// 0 picks a free port.

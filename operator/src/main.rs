@@ -53,6 +53,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = ApiConfig::new(a.store.backend()?, runs.clone());
     cfg.addr = SocketAddr::new(a.host, a.port);
     cfg.max_body_bytes = a.max_body_bytes;
+    cfg.limits = a.limits.limits();
     cfg.max_ingest_bytes = a.max_ingest_bytes;
     cfg.auth = AuthConfig {
         no_auth: a.no_auth,

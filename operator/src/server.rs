@@ -26,6 +26,8 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// Creates user `admin` with this password when no admin exists.
     pub admin_password: Option<String>,
+    /// Timeouts and the connection cap of the listener.
+    pub limits: simcache_web::server::Limits,
 }
 
 impl ApiConfig {
@@ -38,6 +40,7 @@ impl ApiConfig {
             max_ingest_bytes: 1 << 30,
             auth: AuthConfig::default(),
             admin_password: None,
+            limits: Default::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ pub async fn start(
     }
     let registry = Registry::new();
     let http_metrics = HttpMetrics::register(&registry)?;
+    let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let pinger = spawn_store_pinger(stores.clone(), &registry)?;
     let state = AppState {
         stores: stores.clone(),
@@ -156,6 +160,7 @@ pub async fn start(
         .with_context(|| format!("binding {}", cfg.addr))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let limits = cfg.limits;
     let task = tokio::spawn(async move {
         let stopped = async move {
             tokio::select! {
@@ -163,13 +168,10 @@ pub async fn start(
                 _ = stop_rx => {}
             }
         };
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped)
-        .await
-        .context("HTTP server failed")
+        let with_peer = move |peer| simcache_web::server::with_peer(app.clone(), peer);
+        simcache_web::server::serve(listener, limits, Some(connections), with_peer, stopped)
+            .await
+            .context("HTTP server failed")
     });
     Ok(RunningApi {
         addr,

@@ -121,6 +121,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub limits: simcache_web::server::LimitArgs,
     #[arg(long, env = crate::pod_env::CACHE_HOST, default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// 0 picks a free port.

@@ -29,6 +29,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = ServerConfig::new(backend);
             cfg.addr = SocketAddr::new(a.host, a.port);
             cfg.max_body_bytes = a.max_body_bytes;
+            cfg.limits = a.limits.limits();
             cfg.memory_tier_bytes = a.memory_tier_bytes;
             cfg.hit_flush_interval = Duration::from_millis(a.hit_flush_interval_ms.max(10));
             cfg.sweep_interval = Duration::from_secs(a.sweep_interval_secs.max(1));

@@ -2,19 +2,16 @@
 //! loops (hit flushing, expiry sweeping, cross-process coherence), and shut
 //! down gracefully.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::IncomingStream;
 use prometheus::Registry;
 use simcache_auth::{AuthConfig, Authenticator};
 use simcache_store::{Backend, Stores};
 use simcache_web::metrics::HttpMetrics;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -35,6 +32,8 @@ pub struct ServerConfig {
     pub admin_password: Option<String>,
     /// The run this sidecar records; serves `/run/*` when set.
     pub run: Option<RunConfig>,
+    /// Timeouts and the connection cap of the listener.
+    pub limits: simcache_web::server::Limits,
 }
 
 impl ServerConfig {
@@ -49,6 +48,7 @@ impl ServerConfig {
             auth: AuthConfig::default(),
             admin_password: None,
             run: None,
+            limits: Default::default(),
         }
     }
 }
@@ -143,6 +143,7 @@ pub async fn start(
         None => None,
     };
     let http_metrics = HttpMetrics::register(&registry)?;
+    let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let state = AppState::new(cache.clone(), auth.clone(), registry);
     let hot =
         (cfg.memory_tier_bytes > 0).then(|| Arc::new(HotGet::new(state.clone(), &http_metrics)));
@@ -162,6 +163,7 @@ pub async fn start(
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let flush_cache = cache.clone();
+    let limits = cfg.limits;
     let task = tokio::spawn(async move {
         let stopped = async move {
             tokio::select! {
@@ -169,13 +171,9 @@ pub async fn start(
                 _ = stop_rx => {}
             }
         };
-        let doors = tower::service_fn(move |conn: IncomingStream<'_, TcpListener>| {
-            let door = FrontDoor::new(app.clone(), hot.clone(), *conn.remote_addr());
-            std::future::ready(Ok::<_, Infallible>(door))
-        });
-        let served = axum::serve(listener, doors)
-            .with_graceful_shutdown(stopped)
-            .await;
+        let doors = move |peer| FrontDoor::new(app.clone(), hot.clone(), peer);
+        let served =
+            simcache_web::server::serve(listener, limits, Some(connections), doors, stopped).await;
         for b in &background {
             b.abort();
         }

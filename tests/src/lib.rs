@@ -7,6 +7,7 @@ pub mod kubelet;
 pub mod pg;
 pub mod process;
 pub mod roles;
+pub mod slow_clients;
 
 pub use pg::{PgServer, fresh_database};
 pub use process::ServerProcess;

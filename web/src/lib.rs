@@ -4,6 +4,7 @@ pub mod error;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod server;
 pub mod shutdown;
 pub mod store_flags;
 pub mod stream;
