@@ -153,11 +153,14 @@ impl Authenticator {
         if self.cfg.no_auth {
             return Ok(self.no_auth_session.clone());
         }
-        let token = headers
+        let value = headers
             .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("missing X-Session-ID header"))?;
+        // Present but not visible ASCII: say so, not "missing".
+        let token = value
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| ApiError::unauthorized("invalid X-Session-ID header"))?;
         self.session_for_token(token).await
     }
 

@@ -90,6 +90,21 @@ async fn every_route_checks_its_privilege(c: Ctx) {
         let (s, b) = call(Some(tok)).await;
         assert!(s.is_success(), "{method} {path} with {role:?}: {s} {b}");
     }
+    // A session header that is there but not visible ASCII is called
+    // invalid, not missing.
+    let r = c
+        .http
+        .get(format!("{}/cache/stats", c.url))
+        .header(
+            "X-Session-ID",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "invalid X-Session-ID header");
     // Health and metrics are open (probes and Prometheus scrape them).
     assert_eq!(c.get("/health", None).await.0, StatusCode::OK);
     assert_eq!(

@@ -57,6 +57,18 @@ async fn every_bad_input_is_refused_and_nothing_changes(c: Ctx) {
     );
     let (s, b) = c.post("/cache", dev, json!([1, 2])).await;
     assert_names(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    // Every field, in order, as an array: serde alone would take it.
+    let as_array = json!([
+        "keep/me", 9, "thermal_sim", "1.0.0", "exec-001", "thermal_sim/1.0.0/xyz",
+        "hash123", "/path/to/run.db", 24, null, {"node": "n1"}
+    ]);
+    let (s, b) = c.post("/cache", dev, as_array).await;
+    assert_names(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "must be a JSON object, not an array",
+    );
     let (s, b) = c
         .post_raw("/cache", dev, "text/plain", b"{}".to_vec())
         .await;
