@@ -280,3 +280,56 @@ async fn dropped_connections_are_survived() {
     assert!(ok >= 15, "the pool did not recover: {ok}/20 succeeded");
     assert_eq!(c.get("/readyz", None).await.0, StatusCode::OK);
 }
+
+/// Every route the document marks as needing a session refuses a caller
+/// without one with 401 — before its body is read, so an empty or wrong
+/// body does not turn the answer into a 422 that describes the route.
+#[tokio::test]
+async fn every_session_route_refuses_a_caller_without_a_session_before_parsing() {
+    let c = common::sqlite().await;
+    let (_, doc) = c.get("/openapi.json", None).await;
+    let http = reqwest::Client::new();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("session").is_some()));
+            if !secured {
+                continue;
+            }
+            // Path parameters get plausible values; the body is empty JSON.
+            let concrete = path
+                .replace("{id}", "1")
+                .replace("{execution_id}", "x.1")
+                .replace("{name}", "thermal")
+                .replace("{version}", "1.0.0")
+                .replace("{file_id}", "f")
+                .replace("{folder_id}", "f");
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = http
+                .request(m, format!("{}{concrete}", c.api.url()))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} without a session: {body}"
+            );
+            assert_eq!(
+                body["error"], "missing X-Session-ID header",
+                "{method} {path}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} secured routes in the document"
+    );
+}

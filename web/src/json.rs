@@ -137,11 +137,18 @@ mod tests {
     fn a_struct_comes_from_an_object_only() {
         assert_eq!(
             parse::<Two>(br#"{"a": 1, "b": "x"}"#).unwrap(),
-            Two { a: 1, b: "x".into() }
+            Two {
+                a: 1,
+                b: "x".into()
+            }
         );
         let e = parse::<Two>(br#" [1, "x"]"#).unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(e.message.contains("must be a JSON object, not an array"), "{}", e.message);
+        assert!(
+            e.message.contains("must be a JSON object, not an array"),
+            "{}",
+            e.message
+        );
         let e = parse::<Two>(b"42").unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.message.contains("expected struct Two"), "{}", e.message);
@@ -149,6 +156,9 @@ mod tests {
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         // Anything that is not a struct reads as before.
         assert_eq!(parse::<Vec<i64>>(b"[1,2]").unwrap(), vec![1, 2]);
-        assert_eq!(parse::<serde_json::Value>(b"[1]").unwrap(), serde_json::json!([1]));
+        assert_eq!(
+            parse::<serde_json::Value>(b"[1]").unwrap(),
+            serde_json::json!([1])
+        );
     }
 }

@@ -79,10 +79,13 @@ pub fn router(
     http_metrics: HttpMetrics,
     max_body_bytes: usize,
 ) -> (Router, utoipa::openapi::OpenApi) {
+    // Authentication before anything reads a body: a caller without a valid
+    // session learns only that (401), not what the route expects.
+    let session = || axum::middleware::from_fn_with_state(state.auth.clone(), require_session);
     let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(catalog::routes())
-        .merge(results::routes())
-        .merge(files::routes())
+        .merge(catalog::routes().route_layer(session()))
+        .merge(results::routes().route_layer(session()))
+        .merge(files::routes().route_layer(session()))
         .merge(system::routes())
         .merge(ingest::routes())
         .with_state(state.clone())
@@ -105,6 +108,20 @@ pub fn router(
             simcache_web::metrics::track,
         ));
     (app, doc)
+}
+
+/// Refuses a request without a valid session before its handler (and its
+/// body extractor) runs; the handler still checks its privilege.
+async fn require_session(
+    axum::extract::State(auth): axum::extract::State<Arc<Authenticator>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match auth.authenticate(req.headers()).await {
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// sim2l's naive UTC timestamps (`2024-01-01T12:00:00`).
