@@ -14,7 +14,160 @@ simcache_testkit::on_both_backends!(
     another_replica_sees_each_change_at_once,
     executions_feed_statistics,
     privileges_and_bad_input,
+    patch_changes_a_version_as_sim2l_does_and_every_replica_sees_it,
 );
+
+async fn patch(c: &Ctx, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    let rb = c
+        .client
+        .http
+        .patch(format!("{}{path}", c.api.url()))
+        .json(&body);
+    c.client.send(rb, token).await
+}
+
+/// sim2l's CatalogClient.update_simulation and deprecate_simulation:
+/// `PATCH /simulations/{id}` changes the editable fields, lists the keys it
+/// ignored, refuses bad values and unknown ids, needs `update_catalog`, and
+/// another process's search index sees the change at once.
+async fn patch_changes_a_version_as_sim2l_does_and_every_replica_sees_it(c: Ctx) {
+    let id = c
+        .register(
+            "glacier-flow",
+            "1",
+            json!({"description": "Ice sheet model", "tags": ["geo"]}),
+        )
+        .await;
+    let replica = simcache_store::Stores::open(&c.backend, "replica-b")
+        .await
+        .unwrap();
+    assert_eq!(found(&replica, "moraine", None).await, Vec::<String>::new());
+    let path = format!("/simulations/{id}");
+    let (s, b) = patch(
+        &c,
+        &path,
+        Some(&c.dev),
+        json!({"description": "Moraine and ice sheet model", "tags": ["geo", "ice"],
+               "metadata": {"group": "glaciology"}, "dependencies": {"numpy": ">=1.26"},
+               "license": "MIT", "colour": "blue", "owner": "x"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"status": "updated", "ignored_keys": ["colour", "owner"]})
+    );
+    let (_, got) = c
+        .get("/simulations/glacier-flow?version=1", Some(&c.user))
+        .await;
+    assert_eq!(got["description"], "Moraine and ice sheet model");
+    assert_eq!(got["tags"], json!(["geo", "ice"]));
+    assert_eq!(got["metadata"]["group"], "glaciology");
+    assert_eq!(got["metadata"]["dependencies"]["numpy"], ">=1.26");
+    assert_eq!(got["metadata"]["license"], "MIT");
+    // The other process's index: the new words and the new tag.
+    assert_eq!(found(&replica, "moraine", None).await, ["glacier-flow"]);
+    let by_tag = simcache_store::catalog::SearchQuery {
+        tags: vec!["ice".into()],
+        ..text_query("", None)
+    };
+    assert_eq!(replica.catalog.search(&by_tag).await.unwrap().len(), 1);
+
+    // deprecate_simulation: the default (active) search drops it everywhere.
+    let (s, _) = patch(&c, &path, Some(&c.dev), json!({"status": "deprecated"})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(found(&replica, "glacier", Some("active")).await.is_empty());
+    assert_eq!(
+        found(&replica, "glacier", Some("deprecated")).await,
+        ["glacier-flow"]
+    );
+
+    // Refusals, and nothing changed by them.
+    for (who, p, body, want, needle) in [
+        (
+            Some(c.dev.as_str()),
+            "/simulations/999999".to_string(),
+            json!({"status": "active"}),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            Some(c.dev.as_str()),
+            "/simulations/glacier".to_string(),
+            json!({"status": "active"}),
+            StatusCode::BAD_REQUEST,
+            "is not a simulation id",
+        ),
+        (
+            Some(c.dev.as_str()),
+            path.clone(),
+            json!({"status": "retired"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "must be one of active, deprecated, archived",
+        ),
+        (
+            Some(c.dev.as_str()),
+            path.clone(),
+            json!({"tags": "geo"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tags must be an array of strings",
+        ),
+        (
+            Some(c.dev.as_str()),
+            path.clone(),
+            json!({"description": 7}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "description must be a string",
+        ),
+        (
+            Some(c.dev.as_str()),
+            path.clone(),
+            json!({"metadata": [1]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "metadata must be a JSON object",
+        ),
+        (
+            Some(c.dev.as_str()),
+            path.clone(),
+            json!({"colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "No valid fields to update",
+        ),
+        (
+            Some(c.dev.as_str()),
+            path.clone(),
+            json!([{"status": "active"}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            Some(c.user.as_str()),
+            path.clone(),
+            json!({"status": "active"}),
+            StatusCode::FORBIDDEN,
+            "update_catalog",
+        ),
+        (
+            None,
+            path.clone(),
+            json!({"status": "active"}),
+            StatusCode::UNAUTHORIZED,
+            "X-Session-ID",
+        ),
+    ] {
+        let (s, b) = patch(&c, &p, who, body.clone()).await;
+        assert_eq!(s, want, "{p} {body}: {b}");
+        assert!(
+            b["error"].as_str().unwrap_or("").contains(needle),
+            "{p} {body}: {b}"
+        );
+    }
+    let (_, after) = c
+        .get("/simulations/glacier-flow?version=1", Some(&c.user))
+        .await;
+    assert_eq!(after["status"], "deprecated", "refusals changed nothing");
+    assert_eq!(after["tags"], json!(["geo", "ice"]));
+}
 
 async fn registration_is_idempotent_and_conflicts_are_refused(c: Ctx) {
     let body = json!({"name": "thermal", "version": "1.0.0", "description": "Thermal stress", "tags": ["heat"],

@@ -24,7 +24,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(search))
-        .routes(routes!(get_simulation, delete_simulation))
+        .routes(routes!(
+            get_simulation,
+            update_simulation,
+            delete_simulation
+        ))
         .routes(routes!(versions))
         .routes(routes!(stats))
         .routes(routes!(record_execution))
@@ -343,6 +347,116 @@ async fn get_simulation(
         .await?
         .ok_or_else(|| ApiError::not_found("Not found"))?;
     Ok(Json(sim.into()))
+}
+
+/// The simulation statuses sim2l knows.
+const STATUSES: [&str; 3] = ["active", "deprecated", "archived"];
+
+/// Change a version's editable fields by id (needs `update_catalog`), as
+/// sim2l's `PATCH`: `tags`, `dependencies`, `metadata`, `input_schema`,
+/// `output_schema` (JSON), `description`, `status` (`active`, `deprecated`,
+/// `archived`), `visibility`, `license`, `workflow_type`, `workflow_hash`
+/// (strings). `dependencies` and `license` are kept in `metadata`. Other
+/// keys are listed in `ignored_keys`. Unlike sim2l, an unknown id is a 404.
+#[utoipa::path(patch, path = "/simulations/{name}", tag = "catalog", request_body = Value,
+    params(("name" = i64, Path, description = "simulation id (sim2l's route)")),
+    responses((status = 200, body = Value), (status = 400, body = Value), (status = 404, body = Value), (status = 422, body = Value), (status = 403, body = Value)), security(("session" = [])))]
+async fn update_simulation(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    s.auth.authorize(&headers, Privilege::UpdateCatalog).await?;
+    let id: i64 = name
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name:?} is not a simulation id")))?;
+    let sim = s
+        .stores
+        .catalog
+        .get_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Simulation not found"))?;
+    let (spec, status, ignored) = patched(sim.spec, &sim.status, body)?;
+    if !s.stores.catalog.update(id, &spec, &status).await? {
+        return Err(ApiError::not_found("Simulation not found"));
+    }
+    let mut answer = json!({"status": "updated"});
+    if !ignored.is_empty() {
+        answer["ignored_keys"] = json!(ignored);
+    }
+    Ok(Json(answer))
+}
+
+/// `spec` and `status` with a PATCH body applied; the keys it ignored.
+fn patched(
+    mut spec: SimulationSpec,
+    status: &str,
+    body: serde_json::Map<String, Value>,
+) -> Result<(SimulationSpec, String, Vec<String>), ApiError> {
+    let mut status = status.to_string();
+    let mut ignored = Vec::new();
+    let mut changed = false;
+    let text = |k: &str, v: &Value| -> Result<String, ApiError> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::unprocessable(format!("{k} must be a string")))
+    };
+    let object = |k: &str, v: Value| -> Result<Value, ApiError> {
+        if v.is_object() {
+            Ok(v)
+        } else {
+            Err(ApiError::unprocessable(format!(
+                "{k} must be a JSON object"
+            )))
+        }
+    };
+    // `dependencies` and `license` go into metadata after a new `metadata`.
+    let (into_metadata, rest): (Vec<_>, Vec<_>) = body
+        .into_iter()
+        .partition(|(k, _)| k == "dependencies" || k == "license");
+    for (k, v) in rest.into_iter().chain(into_metadata) {
+        match k.as_str() {
+            "tags" => {
+                spec.tags = serde_json::from_value(v)
+                    .map_err(|_| ApiError::unprocessable("tags must be an array of strings"))?;
+            }
+            "metadata" => spec.metadata = Some(object(&k, v)?),
+            "input_schema" => spec.input_schema = schema(&k, Some(v))?,
+            "output_schema" => spec.output_schema = schema(&k, Some(v))?,
+            "dependencies" | "license" => {
+                let meta = spec.metadata.get_or_insert_with(|| json!({}));
+                if !meta.is_object() {
+                    *meta = json!({});
+                }
+                meta[k.as_str()] = v;
+            }
+            "description" => spec.description = Some(text(&k, &v)?),
+            "visibility" => spec.visibility = text(&k, &v)?,
+            "workflow_type" => spec.workflow_type = text(&k, &v)?,
+            "workflow_hash" => spec.workflow_hash = Some(text(&k, &v)?),
+            "status" => {
+                let st = text(&k, &v)?;
+                if !STATUSES.contains(&st.as_str()) {
+                    return Err(ApiError::unprocessable(format!(
+                        "status {st:?} must be one of {}",
+                        STATUSES.join(", ")
+                    )));
+                }
+                status = st;
+            }
+            _ => {
+                ignored.push(k);
+                continue;
+            }
+        }
+        changed = true;
+    }
+    if !changed {
+        return Err(ApiError::bad_request("No valid fields to update"));
+    }
+    ignored.sort();
+    Ok((spec, status, ignored))
 }
 
 /// Delete a simulation by id, with its recorded executions (needs `update_catalog`).

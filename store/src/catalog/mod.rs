@@ -562,6 +562,48 @@ impl CatalogStore {
     }
 
     /// Sets a version's status (`active`, `deprecated`); false when unknown.
+    /// Rewrites a version's editable fields (sim2l's `PATCH`): `spec` is the
+    /// whole new description, read and changed by the caller. Its name,
+    /// version and registration content hash stay. The search index of every
+    /// process follows (the change bumps the catalog generation). False when
+    /// there is no such id.
+    pub async fn update(&self, id: i64, spec: &SimulationSpec, status: &str) -> Result<bool> {
+        let tags = serde_json::to_string(&spec.tags)?;
+        let mut script = vec![Stmt::new(
+            "UPDATE simulations SET description = $2, tags = $3, input_schema = $4, output_schema = $5,
+                workflow_type = $6, workflow_hash = $7, visibility = $8, metadata = $9, status = $10,
+                search_text = $11, updated_at_ms = $12
+             WHERE id = $1 RETURNING id",
+            vec![
+                id.into(),
+                spec.description.clone().into(),
+                tags.into(),
+                spec.input_schema.to_string().into(),
+                spec.output_schema.to_string().into(),
+                spec.workflow_type.as_str().into(),
+                spec.workflow_hash.clone().into(),
+                spec.visibility.as_str().into(),
+                spec.metadata.as_ref().map(Value::to_string).into(),
+                status.into(),
+                spec.search_text().into(),
+                now_ms().into(),
+            ],
+        )];
+        script.push(Stmt::new(
+            "DELETE FROM simulation_tags WHERE simulation_id = $1",
+            vec![id.into()],
+        ));
+        for t in &spec.tags {
+            script.push(Stmt::new(
+                "INSERT INTO simulation_tags (simulation_id, tag) SELECT id, $2 FROM simulations WHERE id = $1
+                 ON CONFLICT DO NOTHING",
+                vec![id.into(), t.to_lowercase().into()],
+            ));
+        }
+        let done = self.sql.script(script).await?;
+        Ok(!done[0].is_empty())
+    }
+
     pub async fn set_status(&self, id: i64, status: &str) -> Result<bool> {
         let done = self
             .sql
