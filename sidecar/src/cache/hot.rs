@@ -36,8 +36,74 @@ impl HotEntry {
     }
 }
 
-/// Rough per-entry bookkeeping cost beyond the entry's own bytes.
-const OVERHEAD_BYTES: u32 = 256;
+/// What moka keeps per entry besides key and value (its entry record, the
+/// LRU node, the hash table's bucket), measured: see `tests/memory_tier.rs`.
+const CACHE_OVERHEAD_BYTES: usize = 300;
+/// What the allocator adds to each allocation (glibc: 8 bytes of header,
+/// rounded to 16).
+const ALLOC_OVERHEAD_BYTES: usize = 16;
+
+/// Bytes of one heap allocation of `n` bytes (none for zero).
+fn alloc(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + ALLOC_OVERHEAD_BYTES).next_multiple_of(16)
+    }
+}
+
+/// The heap bytes under a JSON value. A `serde_json::Map` is a B-tree whose
+/// every node has room for 11 keys and values however few it holds, so
+/// even a one-key object costs a whole node; larger ones fill nodes about
+/// two thirds.
+fn json_heap(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => alloc(s.capacity()),
+        Value::Array(a) => {
+            alloc(a.capacity() * std::mem::size_of::<Value>())
+                + a.iter().map(json_heap).sum::<usize>()
+        }
+        Value::Object(m) => {
+            const SLOTS: usize = 11;
+            let node = SLOTS * (std::mem::size_of::<String>() + std::mem::size_of::<Value>()) + 16;
+            let nodes = if m.len() <= SLOTS {
+                usize::from(!m.is_empty())
+            } else {
+                m.len().div_ceil(SLOTS * 2 / 3)
+            };
+            nodes * alloc(node)
+                + m.iter()
+                    .map(|(k, v)| alloc(k.capacity()) + json_heap(v))
+                    .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
+/// What an entry costs in memory: the map's key, the shared entry and its
+/// strings, its metadata as parsed JSON, the prepared response, and the
+/// cache's own bookkeeping. (Not the run database it names: that is on disk.)
+pub fn footprint(key: &str, v: &HotEntry) -> u64 {
+    let e = &v.entry;
+    let strings: usize = [
+        &e.cache_key,
+        &e.simulation_name,
+        &e.simulation_version,
+        &e.execution_id,
+        &e.squid_id,
+        &e.input_hash,
+    ]
+    .iter()
+    .map(|s| alloc(s.capacity()))
+    .sum::<usize>()
+        + e.run_db_path.as_ref().map_or(0, |p| alloc(p.capacity()))
+        + e.metadata.as_ref().map_or(0, json_heap);
+    let body = v.body.as_ref().map_or(0, EntryBody::heap_bytes);
+    // The Arc's block: two counters and the entry itself.
+    let shared = alloc(16 + std::mem::size_of::<HotEntry>());
+    (alloc(key.len()) + shared + strings + body + CACHE_OVERHEAD_BYTES) as u64
+}
 
 pub struct HotTier {
     cache: moka::sync::Cache<String, Arc<HotEntry>>,
@@ -55,10 +121,7 @@ impl HotTier {
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &Arc<HotEntry>| {
-                (k.len() as u32)
-                    .saturating_add(v.entry.size_bytes.clamp(0, u32::MAX as i64) as u32)
-                    .saturating_add(v.body.as_ref().map_or(0, |b| b.len() as u32))
-                    .saturating_add(OVERHEAD_BYTES)
+                u32::try_from(footprint(k, v)).unwrap_or(u32::MAX)
             })
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .eviction_listener(move |_k, _v, cause| {

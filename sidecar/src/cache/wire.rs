@@ -83,6 +83,15 @@ impl EntryBody {
         self.head.len() + self.tail.len()
     }
 
+    /// The bytes it holds on the heap (its two buffers, with allocator overhead).
+    pub fn heap_bytes(&self) -> usize {
+        [self.head.capacity(), self.tail.capacity()]
+            .iter()
+            .filter(|c| **c > 0)
+            .map(|c| (c + 16).next_multiple_of(16))
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
