@@ -8,6 +8,10 @@ pub enum StoreError {
     /// Callers map this to 503 and retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk is full: writes fail until space is freed, reads
+    /// go on. Callers map this to 507.
+    #[error("the database's disk is full: {0}")]
+    Full(String),
     /// A write would break a uniqueness rule (e.g. a username taken).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -41,6 +45,7 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::CannotOpen) | Some(ErrorCode::DatabaseBusy) => {
                 StoreError::Unavailable(e.to_string())
             }
+            Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
             _ => StoreError::Database(e.to_string()),
         }
     }
@@ -57,6 +62,10 @@ impl From<tokio_postgres::Error> for StoreError {
             // (57P01 admin, 57P02 crash, 57P03 cannot connect now) are an
             // unavailable database, worth a retry, not a fault of the query.
             let code = db.code().code();
+            // 53100 disk_full (and 53xxx insufficient resources of the disk kind).
+            if code == "53100" {
+                return StoreError::Full(db.message().to_string());
+            }
             if code.starts_with("08") || code.starts_with("57P") {
                 return StoreError::Unavailable(format!("{code}: {}", db.message()));
             }

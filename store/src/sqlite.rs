@@ -228,6 +228,12 @@ fn writer_loop(conn: Connection, rx: Receiver<Box<dyn WriteJob>>) {
         for job in batch.drain(..) {
             let outcome = match &commit {
                 Ok(()) => Ok(()),
+                // Each job gets the commit's error, of the same kind (a full
+                // disk stays a full disk, not a generic database error).
+                Err(StoreError::Full(m)) => Err(StoreError::Full(format!("commit failed: {m}"))),
+                Err(StoreError::Unavailable(m)) => {
+                    Err(StoreError::Unavailable(format!("commit failed: {m}")))
+                }
                 Err(e) => Err(StoreError::Database(format!("commit failed: {e}"))),
             };
             job.finish(outcome);

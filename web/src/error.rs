@@ -67,6 +67,13 @@ impl From<StoreError> for ApiError {
                     "store unavailable, retry later",
                 )
             }
+            StoreError::Full(_) => {
+                tracing::error!(error = %e, "store disk full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the database's disk is full; writes resume once space is freed",
+                )
+            }
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m.clone()),
             StoreError::NotFound(m) => ApiError::not_found(m.clone()),
             StoreError::Invalid(m) => ApiError::bad_request(m.clone()),

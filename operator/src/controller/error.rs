@@ -31,6 +31,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
             Error::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            Error::Store(StoreError::Full(_)) => "store_full",
             Error::Store(_) => "store",
             Error::Finalizer(_) => "finalizer",
             Error::MissingUid { .. } => "missing_uid",
@@ -41,10 +42,11 @@ impl Error {
     }
 
     /// Every label, so each series exists from the first scrape.
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "kube_api",
         "kube_client",
         "store_unavailable",
+        "store_full",
         "store",
         "finalizer",
         "missing_uid",

@@ -1,0 +1,223 @@
+//! Faults with real processes: a sidecar killed with SIGKILL in the middle
+//! of a burst of cache writes loses none that it acknowledged.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use simcache_testkit::ServerProcess;
+
+const BIN: &str = env!("CARGO_BIN_EXE_simcache-sidecar");
+
+async fn session(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .args(["session", "create", "--role", "developer"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// 10,000 writes from 16 clients; SIGKILL once 3,000 are acknowledged;
+/// after a restart on the same database every acknowledged key is there.
+async fn acknowledged_writes_survive_a_kill(store: &[&str]) {
+    let tok = session(store).await;
+    let mut args = vec!["serve", "--port", "0"];
+    args.extend_from_slice(store);
+    let p = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
+    let url = p.url.clone();
+    let acked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..16 {
+        let (url, tok, acked, count, next) = (
+            url.clone(),
+            tok.clone(),
+            acked.clone(),
+            count.clone(),
+            next.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= 10_000 {
+                    return;
+                }
+                let key = format!("burst/{i}");
+                let body = common::entry_body(&key, 1, json!({"execution_id": format!("e{i}")}));
+                let sent = http
+                    .post(format!("{url}/cache"))
+                    .header("X-Session-ID", &tok)
+                    .json(&body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        acked.lock().push(key);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Refused or cut off by the kill: not acknowledged.
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while count.load(Ordering::Relaxed) < 3_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.kill().await;
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().clone();
+    assert!(
+        acked.len() >= 3_000 && acked.len() < 10_000,
+        "{} acknowledged",
+        acked.len()
+    );
+
+    let p = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
+    let http = reqwest::Client::new();
+    let mut missing = Vec::new();
+    for key in &acked {
+        let r = http
+            .get(format!("{}/cache/{key}", p.url))
+            .header("X-Session-ID", &tok)
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::OK {
+            missing.push(key.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_during_a_write_burst_loses_no_acknowledged_write_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    acknowledged_writes_survive_a_kill(&["--db-path", db.to_str().unwrap()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_during_a_write_burst_loses_no_acknowledged_write_postgres() {
+    let url = simcache_testkit::fresh_database("sigkill_burst").await;
+    acknowledged_writes_survive_a_kill(&["--backend", "postgresql", "--db-url", &url]).await;
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "the disk-full test mounts a {size} tmpfs and needs root for it (CI runs as root; \
+             run the tests as root or under sudo): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// SQLite on a filesystem that fills: writes get 507 saying so, reads go
+/// on, the database opens clean afterwards, and writes work again once
+/// space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_is_freed() {
+    let fs = Tmpfs::mount("3m");
+    let db = fs.dir.path().join("c.db");
+    let db = db.to_str().unwrap().to_string();
+    // Room to give back later.
+    let ballast = fs.dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 1 << 20]).unwrap();
+    let tok = session(&["--db-path", &db]).await;
+    let args = ["serve", "--port", "0", "--db-path", &db];
+    let p = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
+    let http = reqwest::Client::new();
+    let put = |i: usize| {
+        let body = common::entry_body(
+            &format!("fill/{i}"),
+            1,
+            json!({"metadata": {"blob": "x".repeat(100_000)}}),
+        );
+        http.post(format!("{}/cache", p.url))
+            .header("X-Session-ID", &tok)
+            .json(&body)
+            .send()
+    };
+    let mut stored = 0;
+    let refused = loop {
+        let r = put(stored).await.unwrap();
+        if r.status() != StatusCode::OK {
+            break r;
+        }
+        stored += 1;
+        assert!(stored < 100, "a 3 MiB filesystem never filled");
+    };
+    assert!(stored > 0, "some writes fit");
+    assert_eq!(refused.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let b: serde_json::Value = refused.json().await.unwrap();
+    assert!(b["error"].as_str().unwrap().contains("disk is full"), "{b}");
+    // Reads go on.
+    let r = http
+        .get(format!("{}/cache/fill/0", p.url))
+        .header("X-Session-ID", &tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Space freed: writes succeed again, without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let r = put(1000).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    // And the database opens clean.
+    p.terminate().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM cache_entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n as usize, stored + 1, "every acknowledged write is there");
+}
