@@ -221,3 +221,170 @@ async fn a_full_disk_refuses_writes_with_507_and_recovers_when_space_is_freed() 
         .unwrap();
     assert_eq!(n as usize, stored + 1, "every acknowledged write is there");
 }
+
+/// What the load saw.
+#[derive(Default)]
+struct Seen {
+    ok: usize,
+    unavailable_with_retry_after: usize,
+    other_errors: Vec<String>,
+    acked_keys: Vec<String>,
+    acked_sims: Vec<String>,
+}
+
+/// PostgreSQL stopped under steady load on a sidecar and the operator's API:
+/// while it is down requests get 503 with Retry-After and nothing else goes
+/// wrong; once it is back both serve again within seconds, without a
+/// restart; every write acknowledged before or after is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_under_load_is_a_503_and_service_resumes_without_a_restart() {
+    let pg = tokio::task::spawn_blocking(|| simcache_testkit::PgServer::start(false))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a private PostgreSQL: {e}"));
+    let (admin, conn) = tokio_postgres::connect(&pg.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin.batch_execute("CREATE DATABASE faults").await.unwrap();
+    let url = simcache_testkit::pg::with_database(&pg.admin_url, "faults");
+    let store = ["--backend", "postgresql", "--db-url", url.as_str()];
+    let tok = session(&store).await;
+    let mut args = vec!["serve", "--port", "0"];
+    args.extend_from_slice(&store);
+    let sidecar = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
+    let runs = tempfile::tempdir().unwrap();
+    let operator = ServerProcess::spawn(
+        &simcache_testkit::k8s::workspace_bin("simcache-operator"),
+        &[
+            "serve",
+            "--no-controllers",
+            "--port",
+            "0",
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &url,
+            "--run-db-base-path",
+            runs.path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+
+    let seen = Arc::new(parking_lot::Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for w in 0..6 {
+        let (seen, stop, tok) = (seen.clone(), stop.clone(), tok.clone());
+        let (side, op) = (sidecar.url.clone(), operator.url.clone());
+        load.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let (req, key) = if w < 4 {
+                    let key = format!("w{w}/{i}");
+                    let body = common::entry_body(&key, 1, json!({}));
+                    (http.post(format!("{side}/cache")).json(&body), key)
+                } else {
+                    let name = format!("sim-{w}-{i}");
+                    let body = json!({"name": name, "version": "1",
+                        "input_schema": {"t": {"type": "number"}}, "output_schema": {}});
+                    (http.post(format!("{op}/simulations")).json(&body), name)
+                };
+                let r = req
+                    .header("X-Session-ID", &tok)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                {
+                    let mut s = seen.lock();
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            s.ok += 1;
+                            if w < 4 {
+                                s.acked_keys.push(key);
+                            } else {
+                                s.acked_sims.push(key);
+                            }
+                        }
+                        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                            if r.headers().contains_key("retry-after") {
+                                s.unavailable_with_retry_after += 1;
+                            } else {
+                                s.other_errors.push("503 without Retry-After".into());
+                            }
+                        }
+                        Ok(r) => s.other_errors.push(format!("{} for {key}", r.status())),
+                        Err(e) => s.other_errors.push(format!("{key}: {e}")),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = seen.lock().ok;
+    assert!(before > 20, "load ran: {before} writes");
+    pg.stop().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = seen.lock().unavailable_with_retry_after;
+    assert!(during > 0, "503s while PostgreSQL is down");
+    pg.start_again().unwrap();
+    // Both resume within seconds, each without a restart.
+    let back = std::time::Instant::now();
+    let ok_at_restart = seen.lock().ok;
+    loop {
+        let s = seen.lock();
+        let sims_after = s.acked_sims.len();
+        let ok = s.ok;
+        drop(s);
+        if ok > ok_at_restart + 20 && sims_after > 0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "service did not resume within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed_in = back.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let s = seen.lock();
+    eprintln!(
+        "{} writes acknowledged, {} answered 503 with Retry-After; resumed {:?} after PostgreSQL was back",
+        s.ok, s.unavailable_with_retry_after, resumed_in
+    );
+    assert!(
+        s.other_errors.is_empty(),
+        "only 503s: {:?}",
+        &s.other_errors[..s.other_errors.len().min(5)]
+    );
+    assert!(std::path::Path::new(&format!("/proc/{}", sidecar.pid())).exists());
+    assert!(std::path::Path::new(&format!("/proc/{}", operator.pid())).exists());
+    // Every acknowledged write is there.
+    let http = reqwest::Client::new();
+    for key in &s.acked_keys {
+        let r = http
+            .get(format!("{}/cache/{key}", sidecar.url))
+            .header("X-Session-ID", &tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{key}");
+    }
+    for name in &s.acked_sims {
+        let r = http
+            .get(format!("{}/simulations/{name}", operator.url))
+            .header("X-Session-ID", &tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+    }
+}

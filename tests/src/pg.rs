@@ -16,6 +16,14 @@ pub struct PgServer {
     pub admin_url: String,
     pub port: u16,
     pub data_dir: Option<PathBuf>,
+    /// How to stop and start it again (a private cluster only).
+    control: Option<Control>,
+}
+
+struct Control {
+    bin: PathBuf,
+    opts: String,
+    ids: Option<(u32, u32)>,
 }
 
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) are needed for these tests. \
@@ -31,6 +39,7 @@ pub fn server() -> &'static PgServer {
             admin_url: url,
             port: 0,
             data_dir: None,
+            control: None,
         }),
         _ => PgServer::start(false),
     }) {
@@ -219,6 +228,7 @@ impl PgServer {
                         admin_url: format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
                         port,
                         data_dir: Some(dir),
+                        control: Some(Control { bin, opts, ids }),
                     });
                 }
                 Err(e) => {
@@ -230,6 +240,43 @@ impl PgServer {
             }
         }
         Err(last_err)
+    }
+}
+
+impl PgServer {
+    /// Stops a private cluster (fast shutdown: clients are disconnected).
+    pub fn stop(&self) -> Result<(), String> {
+        let (c, dir) = self.controls()?;
+        run(
+            Command::new(c.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-w", "-m", "fast", "stop"]),
+            c.ids,
+            "pg_ctl stop",
+        )
+    }
+
+    /// Starts a stopped private cluster again, on the same port.
+    pub fn start_again(&self) -> Result<(), String> {
+        let (c, dir) = self.controls()?;
+        run(
+            Command::new(c.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .arg("-l")
+                .arg(dir.join("log"))
+                .args(["-w", "-t", "60", "-o", &c.opts, "start"]),
+            c.ids,
+            "pg_ctl start",
+        )
+    }
+
+    fn controls(&self) -> Result<(&Control, &Path), String> {
+        match (&self.control, &self.data_dir) {
+            (Some(c), Some(d)) => Ok((c, d)),
+            _ => Err("only a private cluster (PgServer::start) can be stopped".into()),
+        }
     }
 }
 
