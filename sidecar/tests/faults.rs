@@ -336,11 +336,11 @@ async fn postgres_down_under_load_is_a_503_and_service_resumes_without_a_restart
     let back = std::time::Instant::now();
     let ok_at_restart = seen.lock().ok;
     loop {
-        let s = seen.lock();
-        let sims_after = s.acked_sims.len();
-        let ok = s.ok;
-        drop(s);
-        if ok > ok_at_restart + 20 && sims_after > 0 {
+        let (ok, sims) = {
+            let s = seen.lock();
+            (s.ok, s.acked_sims.len())
+        };
+        if ok > ok_at_restart + 20 && sims > 0 {
             break;
         }
         assert!(
@@ -355,7 +355,7 @@ async fn postgres_down_under_load_is_a_503_and_service_resumes_without_a_restart
     for l in load {
         l.await.unwrap();
     }
-    let s = seen.lock();
+    let s = std::mem::take(&mut *seen.lock());
     eprintln!(
         "{} writes acknowledged, {} answered 503 with Retry-After; resumed {:?} after PostgreSQL was back",
         s.ok, s.unavailable_with_retry_after, resumed_in
