@@ -1200,3 +1200,102 @@ async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finish
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The operator killed (SIGKILL) every few seconds for a minute while 200
+/// runs are processed: every run completes exactly once, with one pod and
+/// one ingest each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_killed_every_few_seconds_completes_200_runs_exactly_once() {
+    let mut env = Env::new("chaos").await;
+    // Pod i runs (300 + i) % 40 seconds, so runs finish over most of the
+    // minute and every kill lands while pods run and upload.
+    env.simulation(
+        "thermal",
+        json!([
+            "sh",
+            "-c",
+            format!(
+                "sleep $(( ${{SIMCACHE_INPUT_TEMPERATURE%.*}} % 40 )); exec python3 {}",
+                example("examples/run-api/thermal.py")
+            )
+        ]),
+        "",
+    );
+    let n = 200;
+    let docs: Vec<String> = (0..n)
+        .map(|i| env.run(&format!("c{i}"), "thermal", json!({"temperature": 300 + i})))
+        .collect();
+    env.apply(&docs.join("---\n"));
+    let all_finished = |list: &[SimulationRun]| {
+        list.len() == n
+            && list.iter().all(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    matches!(s.phase, Phase::Succeeded | Phase::Failed | Phase::Cached)
+                })
+            })
+    };
+    let start = Instant::now();
+    let mut kills = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        env.operator.take().unwrap().kill().await;
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.start_operator().await;
+        let list = env
+            .runs_api()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        if all_finished(&list) {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let list = loop {
+        let list = env
+            .runs_api()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        if all_finished(&list) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "not all {n} runs finished");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!("{n} runs through {kills} kills in {:?}", start.elapsed());
+    for r in &list {
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(
+            (s.phase, s.attempts),
+            (Phase::Succeeded, 1),
+            "{}: {:?}",
+            r.metadata.name.as_deref().unwrap_or(""),
+            s.message
+        );
+    }
+    // One pod each: the test node started exactly n, one per run.
+    let started = env.node.pods_started();
+    let distinct: BTreeSet<&String> = started.iter().collect();
+    assert_eq!((started.len(), distinct.len()), (n, n), "one pod per run");
+    let rows = env
+        .sql(
+            "SELECT count(*), count(DISTINCT execution_id) FROM run_ingests WHERE ingested_at_ms IS NOT NULL",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (rows[0].get::<_, i64>(0), rows[0].get::<_, i64>(1)),
+        (n as i64, n as i64),
+        "one ingest per run"
+    );
+    let rows = env.sql("SELECT count(*) FROM execution_results", &[]).await;
+    assert_eq!(rows[0].get::<_, i64>(0), n as i64, "one result per run");
+    assert!(
+        kills >= 3,
+        "the operator was killed while runs were processed"
+    );
+}
