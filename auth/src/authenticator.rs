@@ -71,6 +71,9 @@ pub struct IssuedSession {
     pub session: Session,
 }
 
+/// Sessions the cache holds and login-limiter buckets at most.
+pub const SESSION_CACHE_CAPACITY: usize = 100_000;
+
 pub struct Authenticator {
     store: Arc<dyn SessionStore>,
     cfg: AuthConfig,
@@ -109,7 +112,7 @@ fn dummy_hash() -> &'static str {
 
 impl Authenticator {
     pub fn new(store: Arc<dyn SessionStore>, cfg: AuthConfig) -> Self {
-        let cache = SessionCache::new(cfg.session_cache_ttl, 100_000);
+        let cache = SessionCache::new(cfg.session_cache_ttl, SESSION_CACHE_CAPACITY);
         let limiter = LoginLimiter::new(cfg.login_max_attempts, cfg.login_window);
         let no_auth_session = Arc::new(Session {
             token_hash: String::new(),
@@ -146,6 +149,16 @@ impl Authenticator {
             )));
         }
         Ok(session)
+    }
+
+    /// Sessions cached in memory (at most [`SESSION_CACHE_CAPACITY`]).
+    pub fn cached_sessions(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Login rate-limit buckets in memory (at most `LoginLimiter::CAPACITY`).
+    pub fn limiter_buckets(&self) -> u64 {
+        self.limiter.buckets()
     }
 
     /// The live session behind the request, whatever it may do.

@@ -17,12 +17,15 @@ pub struct LoginLimiter {
 }
 
 impl LoginLimiter {
+    /// Buckets kept at most; the least recently used go first.
+    pub const CAPACITY: u64 = 100_000;
+
     pub fn new(max_attempts: usize, window: Duration) -> Self {
         LoginLimiter {
             max_attempts,
             window,
             buckets: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(Self::CAPACITY)
                 .time_to_idle(window)
                 .build(),
         }
@@ -49,6 +52,12 @@ impl LoginLimiter {
         }
         q.push_back(now);
         true
+    }
+
+    /// Buckets held now.
+    pub fn buckets(&self) -> u64 {
+        self.buckets.run_pending_tasks();
+        self.buckets.entry_count()
     }
 
     pub fn reset(&self, ip: IpAddr, username: &str) {

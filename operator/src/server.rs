@@ -145,6 +145,25 @@ pub async fn start(
     }
     let registry = Registry::new();
     let http_metrics = HttpMetrics::register(&registry)?;
+    let (a, b) = (auth.clone(), auth.clone());
+    simcache_web::metrics::register_auth_sizes(
+        &registry,
+        move || a.cached_sessions() as i64,
+        move || b.limiter_buckets() as i64,
+    )?;
+    let (c1, c2) = (stores.catalog.clone(), stores.catalog.clone());
+    simcache_web::metrics::register_sampled_gauge(
+        &registry,
+        "simcache_catalog_index_versions",
+        "Simulation versions in this process's catalog search index",
+        move || c1.index_size().0 as i64,
+    )?;
+    simcache_web::metrics::register_sampled_gauge(
+        &registry,
+        "simcache_catalog_index_bytes",
+        "Estimated heap bytes of this process's catalog search index (it holds every version's search text)",
+        move || c2.index_size().1 as i64,
+    )?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let pinger = spawn_store_pinger(stores.clone(), &registry)?;
     let state = AppState {

@@ -333,3 +333,40 @@ async fn every_session_route_refuses_a_caller_without_a_session_before_parsing()
         "only {checked} secured routes in the document"
     );
 }
+
+/// The in-memory structures that grow with use report their sizes: the
+/// session cache, the login limiter and the catalog's search index.
+#[tokio::test]
+async fn in_memory_structures_report_their_sizes() {
+    let c = common::sqlite().await;
+    c.register(
+        "glacier-flow",
+        "1",
+        json!({"description": "Ice sheet model"}),
+    )
+    .await;
+    let (s, _) = c
+        .get("/simulations/search?query=glacier", Some(&c.user))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = reqwest::get(format!("{}/metrics", c.api.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> i64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    assert_eq!(value("simcache_catalog_index_versions"), 1);
+    assert!(value("simcache_catalog_index_bytes") > 0);
+    assert!(
+        value("simcache_auth_session_cache_entries") >= 1,
+        "the sessions used above"
+    );
+    assert!(value("simcache_auth_login_limiter_buckets") >= 0);
+}

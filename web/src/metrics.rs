@@ -94,3 +94,73 @@ pub fn render(registry: &Registry) -> String {
     }
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// A gauge whose value is read when Prometheus scrapes (the size of an
+/// in-memory structure, say), so nothing has to keep it up to date.
+pub fn register_sampled_gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    read: impl Fn() -> i64 + Send + Sync + 'static,
+) -> prometheus::Result<()> {
+    let gauge = prometheus::IntGauge::new(name, help)?;
+    registry.register(Box::new(Sampled {
+        gauge,
+        read: Box::new(read),
+    }))
+}
+
+struct Sampled {
+    gauge: prometheus::IntGauge,
+    read: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl prometheus::core::Collector for Sampled {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.set((self.read)());
+        self.gauge.collect()
+    }
+}
+
+/// The sizes of the authenticator's in-memory structures.
+pub fn register_auth_sizes(
+    registry: &Registry,
+    cached_sessions: impl Fn() -> i64 + Send + Sync + 'static,
+    limiter_buckets: impl Fn() -> i64 + Send + Sync + 'static,
+) -> prometheus::Result<()> {
+    register_sampled_gauge(
+        registry,
+        "simcache_auth_session_cache_entries",
+        "Sessions cached in memory (bounded: at most 100,000; then re-read from the store)",
+        cached_sessions,
+    )?;
+    register_sampled_gauge(
+        registry,
+        "simcache_auth_login_limiter_buckets",
+        "Login rate-limit buckets in memory (bounded: at most 100,000, least recently used go)",
+        limiter_buckets,
+    )
+}
+
+#[cfg(test)]
+mod sampled_tests {
+    use super::*;
+
+    #[test]
+    fn a_sampled_gauge_reads_its_value_at_scrape_time() {
+        let r = Registry::new();
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(3));
+        let m = n.clone();
+        register_sampled_gauge(&r, "x_size", "x", move || {
+            m.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .unwrap();
+        assert!(render(&r).contains("x_size 3"));
+        n.store(7, std::sync::atomic::Ordering::Relaxed);
+        assert!(render(&r).contains("x_size 7"));
+    }
+}

@@ -119,6 +119,21 @@ impl SearchIndex {
         self.entries.len()
     }
 
+    /// An estimate of its heap bytes from its layout: the text buffer, the
+    /// entries, and each entry's status and tags.
+    pub fn heap_bytes(&self) -> usize {
+        let per_entry: usize = self
+            .entries
+            .iter()
+            .map(|e| {
+                e.status.capacity()
+                    + e.tags.capacity() * std::mem::size_of::<String>()
+                    + e.tags.iter().map(String::capacity).sum::<usize>()
+            })
+            .sum();
+        self.text.capacity() + self.entries.capacity() * std::mem::size_of::<Entry>() + per_entry
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

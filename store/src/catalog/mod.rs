@@ -461,6 +461,12 @@ impl CatalogStore {
         self.by_ids(&index.search(&query)).await
     }
 
+    /// How many versions the search index holds and its estimated heap bytes.
+    pub fn index_size(&self) -> (usize, usize) {
+        let s = self.snapshot();
+        (s.len(), s.heap_bytes())
+    }
+
     /// The index brought up to the database, shared with every search from
     /// now on. One refresh at a time; each asks again for what changed since
     /// the latest snapshot, which another refresh may have moved on.
