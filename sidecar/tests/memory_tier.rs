@@ -8,17 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use simcache_sidecar::cache::hot::{HotEntry, HotTier, footprint};
 use simcache_store::cache::{CacheEntry, EntryStatus};
-
-fn rss_bytes() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = text
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
-}
+use simcache_testkit::memory::rss_bytes;
 
 /// An entry as a simulation's client writes one: a readable key, ids, a
 /// run database path and a few outputs with provenance.

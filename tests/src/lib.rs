@@ -4,6 +4,7 @@ pub mod helm;
 pub mod http;
 pub mod k8s;
 pub mod kubelet;
+pub mod memory;
 pub mod pg;
 pub mod process;
 pub mod roles;
