@@ -151,6 +151,19 @@ impl Authenticator {
         Ok(session)
     }
 
+    /// Exports the sizes of its in-memory structures (read at scrape time).
+    pub fn register_size_metrics(
+        self: &Arc<Self>,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<()> {
+        let (a, b) = (self.clone(), self.clone());
+        simcache_web::metrics::register_auth_sizes(
+            registry,
+            move || a.cached_sessions() as i64,
+            move || b.limiter_buckets() as i64,
+        )
+    }
+
     /// Sessions cached in memory (at most [`SESSION_CACHE_CAPACITY`]).
     pub fn cached_sessions(&self) -> usize {
         self.cache.len()

@@ -145,12 +145,7 @@ pub async fn start(
     }
     let registry = Registry::new();
     let http_metrics = HttpMetrics::register(&registry)?;
-    let (a, b) = (auth.clone(), auth.clone());
-    simcache_web::metrics::register_auth_sizes(
-        &registry,
-        move || a.cached_sessions() as i64,
-        move || b.limiter_buckets() as i64,
-    )?;
+    auth.register_size_metrics(&registry)?;
     let (c1, c2) = (stores.catalog.clone(), stores.catalog.clone());
     simcache_web::metrics::register_sampled_gauge(
         &registry,

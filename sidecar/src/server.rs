@@ -143,12 +143,7 @@ pub async fn start(
         None => None,
     };
     let http_metrics = HttpMetrics::register(&registry)?;
-    let (a, b) = (auth.clone(), auth.clone());
-    simcache_web::metrics::register_auth_sizes(
-        &registry,
-        move || a.cached_sessions() as i64,
-        move || b.limiter_buckets() as i64,
-    )?;
+    auth.register_size_metrics(&registry)?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let state = AppState::new(cache.clone(), auth.clone(), registry);
     let hot =

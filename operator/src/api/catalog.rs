@@ -349,6 +349,21 @@ async fn get_simulation(
     Ok(Json(sim.into()))
 }
 
+/// The version a path's `{id}` names: 400 when it is not a number, 404
+/// when no version has it.
+async fn by_id(s: &AppState, name: &str) -> Result<(i64, Simulation), ApiError> {
+    let id: i64 = name
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{name:?} is not a simulation id")))?;
+    let sim = s
+        .stores
+        .catalog
+        .get_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Simulation not found"))?;
+    Ok((id, sim))
+}
+
 /// The simulation statuses sim2l knows.
 const STATUSES: [&str; 3] = ["active", "deprecated", "archived"];
 
@@ -368,15 +383,7 @@ async fn update_simulation(
     JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::UpdateCatalog).await?;
-    let id: i64 = name
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{name:?} is not a simulation id")))?;
-    let sim = s
-        .stores
-        .catalog
-        .get_by_id(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Simulation not found"))?;
+    let (id, sim) = by_id(&s, &name).await?;
     let (spec, status, ignored) = patched(sim.spec, &sim.status, body)?;
     if !s.stores.catalog.update(id, &spec, &status).await? {
         return Err(ApiError::not_found("Simulation not found"));
@@ -469,15 +476,7 @@ async fn delete_simulation(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     s.auth.authorize(&headers, Privilege::UpdateCatalog).await?;
-    let id: i64 = name
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{name:?} is not a simulation id")))?;
-    let sim = s
-        .stores
-        .catalog
-        .get_by_id(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Simulation not found"))?;
+    let (id, sim) = by_id(&s, &name).await?;
     if !s.stores.catalog.delete(id).await? {
         return Err(ApiError::not_found("Simulation not found"));
     }
