@@ -18,10 +18,14 @@ pub enum Privilege {
     ExecuteSimulation = 1 << 6,
     ManageUsers = 1 << 7,
     Admin = 1 << 8,
+    /// Read a seismograph's data through the shared SFM proxy.
+    ReadSfm = 1 << 9,
+    /// Write to a seismograph (config, monitoring, erase) through it.
+    ControlSfm = 1 << 10,
 }
 
 impl Privilege {
-    pub const ALL: [Privilege; 9] = [
+    pub const ALL: [Privilege; 11] = [
         Privilege::ReadCache,
         Privilege::WriteCache,
         Privilege::InvalidateCache,
@@ -31,6 +35,8 @@ impl Privilege {
         Privilege::ExecuteSimulation,
         Privilege::ManageUsers,
         Privilege::Admin,
+        Privilege::ReadSfm,
+        Privilege::ControlSfm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +50,8 @@ impl Privilege {
             Privilege::ExecuteSimulation => "execute_simulation",
             Privilege::ManageUsers => "manage_users",
             Privilege::Admin => "admin",
+            Privilege::ReadSfm => "read_sfm",
+            Privilege::ControlSfm => "control_sfm",
         }
     }
 
@@ -85,8 +93,19 @@ impl Role {
 
     pub fn privileges(self) -> PrivilegeSet {
         use Privilege::*;
-        let user = PrivilegeSet::of(&[ReadCache, WriteCache, ReadCatalog, ExecuteSimulation]);
-        let dev = user.with(&[RegisterSimulation, UpdateCatalog, InvalidateCache]);
+        let user = PrivilegeSet::of(&[
+            ReadCache,
+            WriteCache,
+            ReadCatalog,
+            ExecuteSimulation,
+            ReadSfm,
+        ]);
+        let dev = user.with(&[
+            RegisterSimulation,
+            UpdateCatalog,
+            InvalidateCache,
+            ControlSfm,
+        ]);
         match self {
             Role::User => user,
             Role::Developer => dev,

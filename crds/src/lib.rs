@@ -10,6 +10,7 @@ pub mod policy;
 pub mod reference;
 pub mod run;
 mod schema;
+pub mod sfm;
 pub mod simulation;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -19,17 +20,23 @@ pub use policy::{CachePolicy, CachePolicySpec, CachePolicyStatus};
 pub use run::{
     CacheMode, CacheStatus, Phase, SimulationRun, SimulationRunSpec, SimulationRunStatus,
 };
+pub use sfm::{SFMDevice, SFMDeviceSpec, SFMDeviceStatus};
 pub use simulation::{ParameterSpec, ParameterType, Simulation, SimulationSpec, SimulationStatus};
 
 /// Every CRD with the file name it is written to.
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
-    [Simulation::crd(), SimulationRun::crd(), CachePolicy::crd()]
-        .into_iter()
-        .map(|c| {
-            let name = c.metadata.name.clone().unwrap_or_default();
-            (format!("{name}.yaml"), c)
-        })
-        .collect()
+    [
+        Simulation::crd(),
+        SimulationRun::crd(),
+        CachePolicy::crd(),
+        SFMDevice::crd(),
+    ]
+    .into_iter()
+    .map(|c| {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        (format!("{name}.yaml"), c)
+    })
+    .collect()
 }
 
 /// The YAML a CRD is written as (with a header saying it is generated).

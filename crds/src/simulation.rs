@@ -139,6 +139,10 @@ pub struct SimulationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i64>,
+    /// SFMDevices (in this namespace) its pods may read through the sidecar's SFM proxy at $SIMCACHE_SFM_URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub sfm_devices: Vec<String>,
 }
 
 /// What the operator observed about a Simulation.

@@ -46,6 +46,9 @@ pub enum Command {
     /// Manage sessions.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Serve the shared SFM proxy (for clients outside simulation pods):
+    /// SFM's routes, cached and shared through the store, with sessions.
+    SfmProxy(SfmProxyArgs),
     /// Run a program as a recorded simulation run: hand it its inputs, serve
     /// the run API to it, capture its output lines as logs, read its outputs
     /// file, and print the run summary (exit status: 0 when it completed).
@@ -161,6 +164,61 @@ pub struct ServeArgs {
     /// How long to keep retrying the upload.
     #[arg(long, env = "SIMCACHE_INGEST_TIMEOUT_SECS", default_value_t = 25)]
     pub ingest_timeout_secs: u64,
+    /// Also serve the pod-local SFM proxy here (loopback only: it has no auth), e.g. 127.0.0.1:8200.
+    #[arg(long, env = crate::pod_env::SFM_LISTEN)]
+    pub sfm_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub sfm: SfmArgs,
+}
+
+/// Settings of the SFM proxy, in a pod or stand-alone.
+#[derive(Debug, Clone, Args)]
+pub struct SfmArgs {
+    /// Serve only these SFMDevices (`namespace/name`, comma-separated); all registered ones when absent.
+    #[arg(long = "sfm-devices", env = crate::pod_env::SFM_DEVICES, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Bytes of SFM bodies kept in memory.
+    #[arg(long, env = "SIMCACHE_SFM_MEMORY_BYTES", default_value_t = 256 << 20)]
+    pub sfm_memory_bytes: u64,
+}
+
+impl SfmArgs {
+    pub fn config(&self) -> simcache_sfm::SfmConfig {
+        simcache_sfm::SfmConfig {
+            allow: (!self.devices.is_empty()).then(|| self.devices.clone()),
+            memory_bytes: self.sfm_memory_bytes,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SfmProxyArgs {
+    #[command(flatten)]
+    pub limits: simcache_web::server::LimitArgs,
+    #[arg(long, env = "SIMCACHE_SFM_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    #[arg(long, env = "SIMCACHE_SFM_PORT", default_value_t = 8200)]
+    pub port: u16,
+    /// Disable authentication and privilege checks. Only as an explicit flag.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// SFMDevice YAML files to register at start (without an operator: local use).
+    #[arg(
+        long = "device-file",
+        env = "SIMCACHE_SFM_DEVICE_FILES",
+        value_delimiter = ','
+    )]
+    pub device_files: Vec<PathBuf>,
+    /// Largest request body passed to the SFM service.
+    #[arg(long, env = "SIMCACHE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How long a validated session is trusted before asking the store again.
+    #[arg(long, env = "SIMCACHE_SESSION_CACHE_TTL_SECS", default_value_t = 5)]
+    pub session_cache_ttl_secs: u64,
+    #[command(flatten)]
+    pub sfm: SfmArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,3 +8,4 @@ pub mod http;
 pub mod pod_env;
 pub mod run;
 pub mod server;
+pub mod sfm_proxy;

@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies,
                 ..AuthConfig::default()
             };
+            cfg.sfm = a.sfm_listen.map(|addr| (addr, a.sfm.config()));
             cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty());
@@ -67,6 +68,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
             // The first stdout line is the URL: scripts and tests read it.
             println!("simcache-sidecar serving cache API on {}", srv.url());
+            if let Some(sfm) = srv.sfm_addr {
+                eprintln!("SFM proxy (pod-local, no auth) on http://{sfm}");
+            }
             if !a.no_auth {
                 eprintln!(
                     "auth is on: send X-Session-ID. Create one with:\n  simcache-sidecar session create --role developer{}",
@@ -82,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Exec(e) => exec(backend, e).await,
+        Command::SfmProxy(a) => simcache_sidecar::sfm_proxy::run(backend, a).await,
         Command::User(UserCommand::Create {
             username,
             role,

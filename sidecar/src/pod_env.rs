@@ -33,3 +33,11 @@ pub const OUTPUTS: &str = "SIMCACHE_OUTPUTS";
 pub const URL: &str = "SIMCACHE_URL";
 /// The run's own cache session, when pods share the cache.
 pub const SESSION_ID: &str = "SIMCACHE_SESSION_ID";
+/// The pod-local SFM proxy (set when the Simulation lists `sfmDevices`).
+pub const SFM_URL: &str = "SIMCACHE_SFM_URL";
+
+// SFM proxy settings the operator sets on the sidecar.
+/// Address of the pod-local SFM listener (`127.0.0.1:8200`).
+pub const SFM_LISTEN: &str = "SIMCACHE_SFM_LISTEN";
+/// The Simulation's SFMDevices, `namespace/name`, comma-separated.
+pub const SFM_DEVICES: &str = "SIMCACHE_SFM_DEVICES";

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub run: Option<RunConfig>,
     /// Timeouts and the connection cap of the listener.
     pub limits: simcache_web::server::Limits,
+    /// The pod-local SFM proxy: its loopback address and settings.
+    pub sfm: Option<(SocketAddr, simcache_sfm::SfmConfig)>,
 }
 
 impl ServerConfig {
@@ -49,12 +51,15 @@ impl ServerConfig {
             admin_password: None,
             run: None,
             limits: Default::default(),
+            sfm: None,
         }
     }
 }
 
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where the pod-local SFM proxy listens, when it does.
+    pub sfm_addr: Option<SocketAddr>,
     pub cache: Arc<CacheService>,
     pub auth: Arc<Authenticator>,
     pub run: Option<Arc<RunService>>,
@@ -145,7 +150,7 @@ pub async fn start(
     let http_metrics = HttpMetrics::register(&registry)?;
     auth.register_size_metrics(&registry)?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
-    let state = AppState::new(cache.clone(), auth.clone(), registry);
+    let state = AppState::new(cache.clone(), auth.clone(), registry.clone());
     let hot =
         (cfg.memory_tier_bytes > 0).then(|| Arc::new(HotGet::new(state.clone(), &http_metrics)));
     let app = router(state, run.clone(), http_metrics, cfg.max_body_bytes);
@@ -160,6 +165,14 @@ pub async fn start(
     ];
     if let Some(pg) = &stores.pg {
         background.push(coherence::spawn(cache.clone(), pg.config().clone()));
+    }
+
+    let mut sfm_addr = None;
+    if let Some((addr, sfm_cfg)) = cfg.sfm.clone() {
+        let (bound, tasks) =
+            start_pod_sfm(&stores, &registry, addr, sfm_cfg, limits_of(&cfg)).await?;
+        sfm_addr = Some(bound);
+        background.extend(tasks);
     }
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -186,12 +199,57 @@ pub async fn start(
     });
     Ok(RunningServer {
         addr,
+        sfm_addr,
         cache,
         auth,
         run,
         stop: Some(stop_tx),
         task,
     })
+}
+
+fn limits_of(cfg: &ServerConfig) -> simcache_web::server::Limits {
+    cfg.limits
+}
+
+/// The pod-local SFM proxy: loopback only, because it has no auth (the pod
+/// is the boundary); it serves only the Simulation's devices.
+async fn start_pod_sfm(
+    stores: &Stores,
+    registry: &Registry,
+    addr: SocketAddr,
+    sfm_cfg: simcache_sfm::SfmConfig,
+    limits: simcache_web::server::Limits,
+) -> anyhow::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "the pod-local SFM listener has no authentication, so it binds loopback only (got {addr}); use `simcache-sidecar sfm-proxy` to serve others"
+        );
+    }
+    let metrics = simcache_sfm::metrics::SfmMetrics::register(registry)?;
+    let service = simcache_sfm::SfmService::new(stores.sfm.clone(), sfm_cfg, metrics)?;
+    service
+        .registry()
+        .reload()
+        .await
+        .context("loading SFM devices")?;
+    let mut tasks = service.spawn_background(stores.pg.as_ref().map(|p| p.config().clone()));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the SFM proxy on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let router = simcache_sfm::http::router(simcache_sfm::http::SfmState {
+        service,
+        auth: None,
+        max_body_bytes: 1 << 20,
+    });
+    tasks.push(tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        if let Err(e) = simcache_sfm::http::serve(listener, router, limits, None, forever).await {
+            tracing::error!(error = %e, "SFM proxy stopped");
+        }
+    }));
+    Ok((bound, tasks))
 }
 
 fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {

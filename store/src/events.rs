@@ -36,28 +36,41 @@ pub struct Envelope {
 
 /// What a subscriber hears.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Signal {
+pub enum Signal<T = Envelope> {
     /// LISTEN is in place: from now on every change is reported.
     Connected,
     /// The channel is gone; changes may be missed until the next `Connected`.
     Lost,
-    Event(Envelope),
+    Event(T),
 }
 
-/// Keeps a LISTEN connection open for the life of the returned task, reconnecting
-/// with backoff, and forwards what it hears to `tx`. Ends when `tx` is closed.
+/// Keeps a LISTEN connection on the cache channel open for the life of the
+/// returned task, reconnecting with backoff, and forwards what it hears to
+/// `tx`. Ends when `tx` is closed.
 pub fn listen(
     config: tokio_postgres::Config,
     tx: mpsc::Sender<Signal>,
 ) -> tokio::task::JoinHandle<()> {
+    listen_on(config, CHANNEL, tx)
+}
+
+/// [`listen`] on any channel whose payloads are JSON of `T`.
+pub fn listen_on<T>(
+    config: tokio_postgres::Config,
+    channel: &'static str,
+    tx: mpsc::Sender<Signal<T>>,
+) -> tokio::task::JoinHandle<()>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match listen_once(&config, &tx).await {
+            match listen_once(&config, channel, &tx).await {
                 Ok(()) => return, // subscriber gone
                 Err(e) => {
                     tracing::warn!(error = %e, "cache event channel lost; memory tier bypassed until it is back");
-                    if tx.send(Signal::Lost).await.is_err() {
+                    if tx.send(Signal::<T>::Lost).await.is_err() {
                         return;
                     }
                 }
@@ -68,7 +81,11 @@ pub fn listen(
     })
 }
 
-async fn listen_once(config: &tokio_postgres::Config, tx: &mpsc::Sender<Signal>) -> Result<()> {
+async fn listen_once<T: serde::de::DeserializeOwned>(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    tx: &mpsc::Sender<Signal<T>>,
+) -> Result<()> {
     let (client, mut conn) = config.connect(tokio_postgres::NoTls).await?;
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -92,14 +109,14 @@ async fn listen_once(config: &tokio_postgres::Config, tx: &mpsc::Sender<Signal>)
         )));
     });
     let result = async {
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
         if tx.send(Signal::Connected).await.is_err() {
             return Ok(());
         }
         loop {
             tokio::select! {
                 m = msg_rx.recv() => match m {
-                    Some(Ok(payload)) => match serde_json::from_str::<Envelope>(&payload) {
+                    Some(Ok(payload)) => match serde_json::from_str::<T>(&payload) {
                         Ok(env) => if tx.send(Signal::Event(env)).await.is_err() { return Ok(()) },
                         Err(e) => tracing::warn!(error = %e, "ignoring malformed cache event"),
                     },

@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod random;
 pub mod results;
 pub mod sessions;
+pub mod sfm;
 pub mod sql;
 pub mod sqlite;
 
@@ -42,6 +43,8 @@ pub struct Stores {
     pub files: files::FileStore,
     /// Leases and expected ingests of runs in flight (the operator's).
     pub ledger: ledger::RunLedger,
+    /// What the SFM proxies share.
+    pub sfm: sfm::SfmStore,
     /// Portable SQL on the same database (health checks, benchmarks).
     pub sql: sql::Sql,
     /// Set for PostgreSQL: what a LISTEN connection needs.
@@ -68,6 +71,7 @@ impl Stores {
                     results: results::ResultsStore::new(sql.clone()),
                     files: files::FileStore::new(sql.clone()),
                     ledger: ledger::RunLedger::new(sql.clone()),
+                    sfm: sfm::SfmStore::new(sql.clone(), origin),
                     sql,
                     pg: None,
                 })
@@ -82,6 +86,7 @@ impl Stores {
                     results: results::ResultsStore::new(sql.clone()),
                     files: files::FileStore::new(sql.clone()),
                     ledger: ledger::RunLedger::new(sql.clone()),
+                    sfm: sfm::SfmStore::new(sql.clone(), origin),
                     sql,
                     pg: Some(db),
                 })

@@ -35,6 +35,11 @@ pub const SQLITE: &[Migration] = &[
         name: "catalog_generation",
         sql: include_str!("../migrations/sqlite/0004_catalog_generation.sql"),
     },
+    Migration {
+        version: 5,
+        name: "sfm",
+        sql: include_str!("../migrations/sqlite/0005_sfm.sql"),
+    },
 ];
 
 /// The store's schema for PostgreSQL, oldest first.
@@ -58,6 +63,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "catalog_generation",
         sql: include_str!("../migrations/postgres/0004_catalog_generation.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "sfm",
+        sql: include_str!("../migrations/postgres/0005_sfm.sql"),
     },
 ];
 

@@ -21,6 +21,14 @@ pub enum SqlValue {
     F64(f64),
     Bool(bool),
     Text(String),
+    /// Raw bytes (BLOB / BYTEA): response bodies stored verbatim.
+    Bytes(bytes::Bytes),
+}
+
+impl From<bytes::Bytes> for SqlValue {
+    fn from(v: bytes::Bytes) -> Self {
+        SqlValue::Bytes(v)
+    }
 }
 
 impl From<i64> for SqlValue {
@@ -125,6 +133,16 @@ impl DbRow {
     pub fn text(&self, i: usize) -> Option<String> {
         match self.at(i) {
             SqlValue::Text(s) => Some(s.clone()),
+            SqlValue::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// Raw bytes (cheap to clone: shares the buffer).
+    pub fn bytes(&self, i: usize) -> Option<bytes::Bytes> {
+        match self.at(i) {
+            SqlValue::Bytes(b) => Some(b.clone()),
+            SqlValue::Text(s) => Some(bytes::Bytes::copy_from_slice(s.as_bytes())),
             _ => None,
         }
     }
@@ -189,6 +207,7 @@ fn sqlite_params(v: &[SqlValue]) -> Vec<rusqlite::types::Value> {
             SqlValue::F64(f) => V::Real(*f),
             SqlValue::Bool(b) => V::Integer(i64::from(*b)),
             SqlValue::Text(s) => V::Text(s.clone()),
+            SqlValue::Bytes(b) => V::Blob(b.to_vec()),
         })
         .collect()
 }
@@ -208,7 +227,7 @@ fn sqlite_run(c: &rusqlite::Connection, sql: &str, params: &[SqlValue]) -> Resul
                 R::Integer(i) => SqlValue::I64(i),
                 R::Real(f) => SqlValue::F64(f),
                 R::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
-                R::Blob(b) => SqlValue::Text(String::from_utf8_lossy(b).into_owned()),
+                R::Blob(b) => SqlValue::Bytes(bytes::Bytes::copy_from_slice(b)),
             });
         }
         out.push(DbRow(vals));
@@ -265,6 +284,7 @@ impl ToSql for SqlValue {
             },
             SqlValue::Bool(b) => b.to_sql(ty, out),
             SqlValue::Text(s) => s.to_sql(ty, out),
+            SqlValue::Bytes(b) => b.as_ref().to_sql(ty, out),
         }
     }
 
@@ -295,6 +315,9 @@ fn pg_row(r: &tokio_postgres::Row) -> Result<DbRow> {
             Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
                 r.try_get::<_, Option<String>>(i)?.map(SqlValue::Text)
             }
+            Type::BYTEA => r
+                .try_get::<_, Option<Vec<u8>>>(i)?
+                .map(|v| SqlValue::Bytes(v.into())),
             _ => {
                 return Err(StoreError::Database(format!(
                     "column {} has type {t}, which the portable layer does not read",

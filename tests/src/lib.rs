@@ -8,6 +8,7 @@ pub mod memory;
 pub mod pg;
 pub mod process;
 pub mod roles;
+pub mod sfm_sim;
 pub mod slow_clients;
 
 pub use pg::{PgServer, fresh_database};

@@ -1,0 +1,129 @@
+//! Checks an SFMDevice spec beyond what the schema can say, and registers
+//! it in the shared store. The operator and the stand-alone proxy's
+//! `--device-file` use the same code.
+
+use simcache_crds::sfm::{SFMDevice, SFMDeviceSpec};
+use simcache_store::sfm::{Registration, SfmStore};
+
+/// Why a spec cannot be served, in words for a condition message.
+pub fn validate(spec: &SFMDeviceSpec) -> Result<String, String> {
+    let key = spec
+        .conn_key()
+        .ok_or_else(|| "spec.address must set exactly one of tcp or serial".to_string())?;
+    let url = spec.upstream.url.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            format!("spec.upstream.url must be an http:// or https:// URL, not {url:?}")
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains('@') {
+        return Err(format!(
+            "spec.upstream.url needs a host and no user info, not {url:?}"
+        ));
+    }
+    if rest.contains(['?', '#']) {
+        return Err("spec.upstream.url must not carry a query or fragment".into());
+    }
+    if let Some(t) = &spec.address.tcp {
+        if t.host.trim().is_empty() {
+            return Err("spec.address.tcp.host is empty".into());
+        }
+        if !(1..=65535).contains(&t.port) {
+            return Err(format!("spec.address.tcp.port {} is not 1-65535", t.port));
+        }
+    }
+    if let Some(s) = &spec.address.serial
+        && s.port.trim().is_empty()
+    {
+        return Err("spec.address.serial.port is empty".into());
+    }
+    if !(1..=16).contains(&spec.max_concurrent_sessions) {
+        return Err(format!(
+            "spec.maxConcurrentSessions {} is not 1-16",
+            spec.max_concurrent_sessions
+        ));
+    }
+    Ok(key)
+}
+
+/// Validates and registers a device. `Err` carries the validation message.
+pub async fn register(
+    store: &SfmStore,
+    dev: &SFMDevice,
+    now_ms: i64,
+) -> anyhow::Result<Result<(String, Registration), String>> {
+    let key = match validate(&dev.spec) {
+        Ok(k) => k,
+        Err(why) => return Ok(Err(why)),
+    };
+    let ns = dev
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = dev.metadata.name.clone().unwrap_or_default();
+    let uid = dev
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("local:{ns}/{name}"));
+    let settings = serde_json::to_string(&dev.spec)?;
+    let r = store
+        .register(&key, &ns, &name, &uid, &settings, now_ms)
+        .await?;
+    Ok(Ok((key, r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simcache_crds::sfm::*;
+
+    fn spec() -> SFMDeviceSpec {
+        serde_json::from_value(serde_json::json!({
+            "upstream": {"url": "http://sfm.field:8200"},
+            "address": {"tcp": {"host": "10.1.2.3"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_the_connection_key() {
+        let s = spec();
+        assert_eq!(s.upstream.timeout_seconds, 120);
+        assert_eq!(s.max_concurrent_sessions, 1);
+        assert_eq!(s.cache.monitor_status_ttl_seconds, 30);
+        assert_eq!(s.cache.events_fresh_seconds, 0);
+        assert_eq!(validate(&s).unwrap(), "tcp:10.1.2.3:12345");
+        let mut s = spec();
+        s.address = Address {
+            tcp: None,
+            serial: Some(SerialAddress {
+                port: "/dev/ttyUSB0".into(),
+                baud: 38400,
+            }),
+        };
+        assert_eq!(validate(&s).unwrap(), "serial:/dev/ttyUSB0:38400");
+    }
+
+    #[test]
+    fn bad_specs_are_explained() {
+        let mut s = spec();
+        s.address.serial = Some(SerialAddress {
+            port: "COM1".into(),
+            baud: 9600,
+        });
+        assert!(validate(&s).unwrap_err().contains("exactly one"));
+        let mut s = spec();
+        s.upstream.url = "ftp://x".into();
+        assert!(validate(&s).unwrap_err().contains("spec.upstream.url"));
+        let mut s = spec();
+        s.upstream.url = "http://user:pw@x".into();
+        assert!(validate(&s).unwrap_err().contains("user info"));
+        let mut s = spec();
+        s.max_concurrent_sessions = 0;
+        assert!(validate(&s).unwrap_err().contains("maxConcurrentSessions"));
+    }
+}

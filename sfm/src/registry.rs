@@ -1,0 +1,179 @@
+//! The devices this process may serve: the registrations in the shared
+//! store (written by the operator), narrowed in a pod to its Simulation's
+//! list. Refreshed on change events and on a timer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use parking_lot::RwLock;
+use simcache_crds::sfm::SFMDeviceSpec;
+use simcache_store::sfm::{DeviceRow, SfmStore};
+
+use crate::freshness::{Reach, Rules};
+
+/// A registered device as the proxy uses it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub conn_key: String,
+    /// `namespace/name`: the metric label and what logs name.
+    pub label: String,
+    pub uid: String,
+    pub spec: SFMDeviceSpec,
+    pub rules: Rules,
+    /// The `Authorization` header for upstream, from the environment.
+    pub authorization: Option<HeaderValue>,
+    pub serial: Option<String>,
+    pub failures: i64,
+    pub unreachable_until_ms: i64,
+    pub last_error: Option<String>,
+}
+
+impl Device {
+    pub fn reach(&self, now_ms: i64) -> Reach {
+        if self.spec.suspend {
+            Reach::Suspended
+        } else if self.failures == 0 {
+            Reach::Ok
+        } else if now_ms < self.unreachable_until_ms {
+            Reach::BackingOff
+        } else {
+            Reach::ProbeDue
+        }
+    }
+
+    pub fn backoff_ms(&self) -> i64 {
+        self.spec.cache.unreachable_backoff_seconds.max(1) * 1000
+    }
+}
+
+/// The environment variable holding a device's upstream `Authorization`
+/// header: `SIMCACHE_SFM_AUTHORIZATION_<NAMESPACE>_<NAME>`, upper case,
+/// other characters as `_`. The operator sets it from the Secret the
+/// SFMDevice names.
+pub fn authorization_env(namespace: &str, name: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "SIMCACHE_SFM_AUTHORIZATION_{}_{}",
+        clean(namespace),
+        clean(name)
+    )
+}
+
+fn device_from_row(r: &DeviceRow) -> Option<Device> {
+    let spec: SFMDeviceSpec = match serde_json::from_str(&r.settings) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(conn_key = %r.conn_key, error = %e, "ignoring a registration whose settings do not parse");
+            return None;
+        }
+    };
+    let authorization = std::env::var(authorization_env(&r.namespace, &r.name))
+        .ok()
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+        .map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+    Some(Device {
+        conn_key: r.conn_key.clone(),
+        label: format!("{}/{}", r.namespace, r.name),
+        uid: r.uid.clone(),
+        rules: Rules::from(&spec.cache),
+        spec,
+        authorization,
+        serial: r.serial.clone(),
+        failures: r.failures,
+        unreachable_until_ms: r.unreachable_until_ms,
+        last_error: r.last_error.clone(),
+    })
+}
+
+pub struct Registry {
+    store: SfmStore,
+    /// `namespace/name` of the devices this process may serve (a pod's list).
+    allow: Option<Vec<String>>,
+    devices: RwLock<HashMap<String, Arc<Device>>>,
+}
+
+impl Registry {
+    pub fn new(store: SfmStore, allow: Option<Vec<String>>) -> Self {
+        Registry {
+            store,
+            allow,
+            devices: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn allowed(&self, d: &Device) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.contains(&d.label))
+    }
+
+    /// The device at `conn_key`, if registered and allowed here.
+    pub fn get(&self, conn_key: &str) -> Option<Arc<Device>> {
+        self.devices.read().get(conn_key).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Device>> {
+        self.devices.read().values().cloned().collect()
+    }
+
+    /// Reloads every registration. Returns the labels that went away.
+    pub async fn reload(&self) -> simcache_store::Result<Vec<String>> {
+        let rows = self.store.devices().await?;
+        let fresh: HashMap<String, Arc<Device>> = rows
+            .iter()
+            .filter_map(device_from_row)
+            .filter(|d| self.allowed(d))
+            .map(|d| (d.conn_key.clone(), Arc::new(d)))
+            .collect();
+        let mut map = self.devices.write();
+        let gone = map
+            .values()
+            .filter(|d| !fresh.values().any(|f| f.label == d.label))
+            .map(|d| d.label.clone())
+            .collect();
+        *map = fresh;
+        Ok(gone)
+    }
+
+    /// Reloads one registration (after a change event or our own write).
+    pub async fn reload_one(&self, conn_key: &str) -> simcache_store::Result<Option<String>> {
+        let row = self.store.device(conn_key).await?;
+        let d = row
+            .as_ref()
+            .and_then(device_from_row)
+            .filter(|d| self.allowed(d));
+        let mut map = self.devices.write();
+        match d {
+            Some(d) => {
+                map.insert(conn_key.to_string(), Arc::new(d));
+                Ok(None)
+            }
+            None => Ok(map.remove(conn_key).map(|d| d.label.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_variables_are_named_from_namespace_and_name() {
+        assert_eq!(
+            authorization_env("field-ops", "unit-7.a"),
+            "SIMCACHE_SFM_AUTHORIZATION_FIELD_OPS_UNIT_7_A"
+        );
+    }
+}
