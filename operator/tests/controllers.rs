@@ -744,6 +744,29 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
         assert!(Instant::now() < deadline, "the CachePolicy got no status");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // An SFMDevice gets its finalizer and status, and is unregistered on delete.
+    env.apply(&sfm_device("unit", "http://127.0.0.1:9", "10.0.0.1", ""));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sfm_status(&env, "unit")
+        .await
+        .is_none_or(|s| s.conditions.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the SFMDevice got no status");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = c.kubectl(&[
+        "delete",
+        "sfmdevice",
+        "unit",
+        "-n",
+        &ns_name,
+        "--timeout=60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = c.kubectl(&[
         "delete",
         "simulation",
@@ -1298,4 +1321,203 @@ async fn an_operator_killed_every_few_seconds_completes_200_runs_exactly_once() 
         kills >= 3,
         "the operator was killed while runs were processed"
     );
+}
+
+fn sfm_device(name: &str, upstream: &str, host: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: simcache.io/v1alpha1
+kind: SFMDevice
+metadata:
+  name: {name}
+spec:
+  upstream:
+    url: {upstream}
+    timeoutSeconds: 5
+  address:
+    tcp:
+      host: {host}
+{extra}"
+    )
+}
+
+async fn sfm_status(env: &Env, name: &str) -> Option<simcache_crds::SFMDeviceStatus> {
+    Api::<simcache_crds::SFMDevice>::namespaced(env.client.clone(), &env.ns.name)
+        .get(name)
+        .await
+        .ok()
+        .and_then(|d| d.status)
+}
+
+fn cond<'a>(
+    cs: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    cs.iter().find(|c| c.type_ == type_)
+}
+
+async fn metrics_text(env: &Env) -> String {
+    reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sfm_devices_are_probed_through_the_cache_registered_once_per_address_and_unregistered() {
+    use simcache_testkit::sfm_sim::{SfmSimulator, Unit};
+    let sim = SfmSimulator::start(0.005).await;
+    sim.add_unit("tcp:10.0.0.1:12345", Unit::new("BE11529", 3, 100));
+    let env = Env::new("sfmdevice").await;
+    let probe = "  probe:\n    intervalSeconds: 1\n";
+    env.apply(&sfm_device("unit-a", &sim.url(), "10.0.0.1", probe));
+    // The probe fills serial and firmware, and the unit is Reachable.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = sfm_status(&env, "unit-a").await
+            && s.serial.is_some()
+            && cond(&s.conditions, "Reachable").is_some_and(|c| c.status == "True")
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no probe result: {:?}",
+            sfm_status(&env, "unit-a").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.serial.as_deref(), Some("BE11529"));
+    assert_eq!(status.firmware.as_deref(), Some("S338.17"));
+    assert_eq!(status.event_count, Some(3));
+    assert_eq!(status.conn_key.as_deref(), Some("tcp:10.0.0.1:12345"));
+    assert!(cond(&status.conditions, "Ready").is_some_and(|c| c.status == "True"));
+    assert!(cond(&status.conditions, "Conflict").is_some_and(|c| c.status == "False"));
+    // Probes go through the cache: info is cached until a config write, so
+    // more probes ask the unit for it no more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.calls("info"), 1, "the probe never bypasses the cache");
+    assert_eq!(sim.calls("monitor_status"), 1, "status is fresh for 30 s");
+    let rows = env
+        .sql(
+            "SELECT COUNT(*) FROM sfm_bodies WHERE conn_key = 'tcp:10.0.0.1:12345'",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        2,
+        "info and status warmed the shared cache"
+    );
+
+    // Both addresses: refused by the API server's schema.
+    let both = sfm_device(
+        "both",
+        &sim.url(),
+        "10.0.0.9",
+        "    serial:\n      port: COM1\n",
+    );
+    let out = env
+        .cluster()
+        .kubectl_stdin(&["apply", "-n", &env.ns.name, "-f", "-"], Some(&both));
+    assert!(
+        !out.status.success(),
+        "a spec with both addresses was accepted"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("address"), "{err}");
+
+    // A second SFMDevice at the same address: Conflict, not served.
+    env.apply(&sfm_device("unit-b", &sim.url(), "10.0.0.1", ""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        if let Some(s) = sfm_status(&env, "unit-b").await
+            && cond(&s.conditions, "Conflict").is_some_and(|c| c.status == "True")
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Conflict: {:?}",
+            sfm_status(&env, "unit-b").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let c = cond(&b.conditions, "Conflict").unwrap();
+    assert!(c.message.contains("unit-a"), "{}", c.message);
+    assert!(cond(&b.conditions, "Ready").is_some_and(|c| c.status == "False"));
+
+    // An address nobody answers: Reachable=False with the reason.
+    env.apply(&sfm_device("unit-c", &sim.url(), "10.0.0.3", probe));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = sfm_status(&env, "unit-c").await
+            && let Some(c) = cond(&s.conditions, "Reachable")
+            && c.status == "False"
+        {
+            assert_eq!(c.reason, "ConnectRefused");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unit-c not unreachable: {:?}",
+            sfm_status(&env, "unit-c").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Gauges: per device, and devices by condition.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics_text(&env).await;
+        let ok = m.contains(&format!(
+            "simcache_operator_sfm_device_reachable{{sfmdevice=\"unit-a\",sfmdevice_namespace=\"{}\"}} 1",
+            env.ns.name
+        )) && m.contains("simcache_operator_sfm_devices{condition=\"Conflict\",status=\"True\"} 1")
+            && m.contains("simcache_operator_sfm_devices{condition=\"Reachable\",status=\"False\"} 1");
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gauges missing:\n{}",
+            m.lines()
+                .filter(|l| l.contains("sfm"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Deleting unit-a drops its registration and its gauges.
+    let out = env.cluster().kubectl(&[
+        "delete",
+        "sfmdevice",
+        "unit-a",
+        "-n",
+        &env.ns.name,
+        "--timeout=60s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = env
+        .sql("SELECT namespace, name FROM sfm_devices WHERE conn_key = 'tcp:10.0.0.1:12345' AND name = 'unit-a'", &[])
+        .await;
+    assert!(rows.is_empty(), "unit-a still registered");
+    let m = metrics_text(&env).await;
+    assert!(
+        !m.lines().any(|l| l.contains("sfmdevice=\"unit-a\"")),
+        "unit-a's gauges outlived it"
+    );
+    // Without purgeOnDelete the cached bodies stay for a successor.
+    let rows = env
+        .sql(
+            "SELECT COUNT(*) FROM sfm_bodies WHERE conn_key = 'tcp:10.0.0.1:12345'",
+            &[],
+        )
+        .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
 }

@@ -48,6 +48,25 @@ pub fn validate(spec: &SFMDeviceSpec) -> Result<String, String> {
     Ok(key)
 }
 
+/// The transport parameters that name the unit, as SFM clients send them.
+pub fn query_for(spec: &SFMDeviceSpec) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    match (&spec.address.tcp, &spec.address.serial) {
+        (Some(t), _) => format!("host={}&tcp_port={}", enc(&t.host), t.port),
+        (None, Some(s)) => format!("port={}&baud={}", enc(&s.port), s.baud),
+        (None, None) => String::new(),
+    }
+}
+
 /// Validates and registers a device. `Err` carries the validation message.
 pub async fn register(
     store: &SfmStore,
@@ -106,6 +125,11 @@ mod tests {
             }),
         };
         assert_eq!(validate(&s).unwrap(), "serial:/dev/ttyUSB0:38400");
+        // The probe's query names the same unit the proxy's parser reads.
+        let (t, _) = crate::route::parse_query(&query_for(&s)).unwrap();
+        assert_eq!(t.conn_key(), "serial:/dev/ttyUSB0:38400");
+        let (t, _) = crate::route::parse_query(&query_for(&spec())).unwrap();
+        assert_eq!(t.conn_key(), "tcp:10.1.2.3:12345");
     }
 
     #[test]

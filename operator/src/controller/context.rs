@@ -25,6 +25,10 @@ pub struct Context {
     pub policies: Store<CachePolicy>,
     /// Consecutive failures per object, for `error_policy`.
     pub backoff: Backoff,
+    /// The SFM proxies' cache path, for SFMDevice probes.
+    pub sfm: std::sync::Arc<simcache_sfm::SfmService>,
+    /// SFMDevices as the watch last saw them (for the pods of Simulations that list them).
+    pub sfm_devices: Store<simcache_crds::SFMDevice>,
 }
 
 impl Context {

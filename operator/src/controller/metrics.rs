@@ -9,7 +9,17 @@ use prometheus::{
 };
 
 /// The controllers, as the `controller` label names them.
-pub const CONTROLLERS: [&str; 3] = ["simulation", "simulationrun", "cachepolicy"];
+pub const CONTROLLERS: [&str; 4] = ["simulation", "simulationrun", "cachepolicy", "sfmdevice"];
+/// The counters of an SFMDevice copied into `simcache_operator_sfm_device_counters`.
+pub const SFM_COUNTERS: [&str; 5] = [
+    "hits",
+    "misses",
+    "upstream_calls",
+    "coalesced",
+    "stale_served",
+];
+/// The condition types of an SFMDevice.
+pub const SFM_CONDITIONS: [&str; 3] = ["Ready", "Reachable", "Conflict"];
 const RESULTS: [&str; 4] = ["success", "requeue", "requeue_after", "error"];
 const PHASES: [&str; 6] = [
     "Pending",
@@ -43,6 +53,14 @@ pub struct ControllerMetrics {
     /// Valid entries and their bytes per CachePolicy, as its last sweep saw.
     pub policy_entries: IntGaugeVec,
     pub policy_bytes: IntGaugeVec,
+    /// SFMDevices by condition type and status.
+    pub sfm_devices: IntGaugeVec,
+    /// 1 while an SFMDevice's unit is reachable.
+    pub sfm_device_reachable: IntGaugeVec,
+    /// An SFMDevice's counters (hits, misses, …) summed over every proxy.
+    pub sfm_device_counters: IntGaugeVec,
+    /// The SFM cache path the probes use (`simcache_sfm_*`).
+    pub sfm: simcache_sfm::metrics::SfmMetrics,
 }
 
 impl ControllerMetrics {
@@ -137,6 +155,35 @@ impl ControllerMetrics {
             ),
             &["namespace", "policy"],
         )?;
+        let sfm_devices = IntGaugeVec::new(
+            Opts::new(
+                "simcache_operator_sfm_devices",
+                "SFMDevices by condition type and status",
+            ),
+            &["condition", "status"],
+        )?;
+        let sfm_device_reachable = IntGaugeVec::new(
+            Opts::new(
+                "simcache_operator_sfm_device_reachable",
+                "1 while the SFMDevice's unit answers, 0 while the proxies back off",
+            ),
+            &["sfmdevice_namespace", "sfmdevice"],
+        )?;
+        let sfm_device_counters = IntGaugeVec::new(
+            Opts::new(
+                "simcache_operator_sfm_device_counters",
+                "An SFMDevice's request counters summed over every proxy (as in its status)",
+            ),
+            &["sfmdevice_namespace", "sfmdevice", "counter"],
+        )?;
+        for c in SFM_CONDITIONS {
+            for st in ["True", "False", "Unknown"] {
+                sfm_devices.with_label_values(&[c, st]);
+            }
+        }
+        r.register(Box::new(sfm_devices.clone()))?;
+        r.register(Box::new(sfm_device_reachable.clone()))?;
+        r.register(Box::new(sfm_device_counters.clone()))?;
         // Every known label set starts at zero, so that rates and alert
         // ratios exist from the first scrape instead of appearing only after
         // the first error (Prometheus cannot rate a series it never saw).
@@ -189,7 +236,24 @@ impl ControllerMetrics {
             evictions,
             policy_entries,
             policy_bytes,
+            sfm_devices,
+            sfm_device_reachable,
+            sfm_device_counters,
+            sfm: simcache_sfm::metrics::SfmMetrics::register(r)?,
         })
+    }
+
+    /// Drops an SFMDevice's series (it was deleted).
+    pub fn forget_sfm_device(&self, namespace: &str, name: &str) {
+        let _ = self
+            .sfm_device_reachable
+            .remove_label_values(&[namespace, name]);
+        for c in SFM_COUNTERS {
+            let _ = self
+                .sfm_device_counters
+                .remove_label_values(&[namespace, name, c]);
+        }
+        self.sfm.forget(&format!("{namespace}/{name}"));
     }
 
     /// Drops the per-policy gauges of policies that no longer exist (no

@@ -10,6 +10,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod sfmdevice;
 pub mod simulation;
 pub mod status;
 pub mod tokens;
@@ -26,7 +27,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use simcache_crds::{CachePolicy, Simulation, SimulationRun};
+use simcache_crds::{CachePolicy, SFMDevice, Simulation, SimulationRun};
 use simcache_store::Stores;
 use tokio_util::sync::CancellationToken;
 
@@ -156,6 +157,7 @@ pub async fn run(
     let runs_api: Api<SimulationRun> = api_for(&client, ns);
     let pods_api: Api<Pod> = api_for(&client, ns);
     let policies_api: Api<CachePolicy> = api_for(&client, ns);
+    let sfm_api: Api<SFMDevice> = api_for(&client, ns);
 
     let ctl_cfg = kube::runtime::controller::Config::default().concurrency(concurrency);
     let sim_ctl = Controller::new(sims_api, watcher::Config::default())
@@ -164,6 +166,15 @@ pub async fn run(
     let policy_ctl = Controller::new(policies_api, watcher::Config::default())
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
+    let sfm_ctl = Controller::new(sfm_api, watcher::Config::default())
+        .with_config(ctl_cfg.clone())
+        .graceful_shutdown_on(stop());
+    let sfm_service = simcache_sfm::SfmService::new(
+        stores.sfm.clone(),
+        simcache_sfm::SfmConfig::default(),
+        metrics.sfm.clone(),
+    )?;
+    let sfm_tasks = sfm_service.spawn_background(stores.pg.as_ref().map(|p| p.config().clone()));
     // Runs are the objects there are tens of thousands of: the cache keeps
     // them without what the controller never reads (managed fields, kubectl's
     // last-applied copy of the spec), which is most of a small run's bytes.
@@ -196,7 +207,10 @@ pub async fn run(
         simulations: sim_ctl.store(),
         policies: policy_ctl.store(),
         backoff: Default::default(),
+        sfm: sfm_service,
+        sfm_devices: sfm_ctl.store(),
     });
+    let sfm_store = ctx.sfm_devices.clone();
     let sims = sim_ctl
         .run(
             |o, c| async move {
@@ -217,7 +231,18 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|r| log_outcome("cachepolicy", r));
+    let devices = sfm_ctl
+        .run(
+            |o, c| async move {
+                let (ctx, obj) = (c.clone(), o.clone());
+                measured(&ctx, "sfmdevice", &*obj, sfmdevice::reconcile(o, c)).await
+            },
+            |o, e, c| error_policy("sfmdevice", &*o, e, &c),
+            ctx.clone(),
+        )
+        .for_each(|r| log_outcome("sfmdevice", r));
     let gauges = forget_deleted_policies(ctx.clone(), stop());
+    let sfm_gauges = count_sfm_devices(ctx.clone(), sfm_store, stop());
     // Runs are judged against Simulations and policies: start them only
     // once those watches have listed everything.
     let (sims_ready, policies_ready) = (ctx.simulations.clone(), ctx.policies.clone());
@@ -238,9 +263,53 @@ pub async fn run(
             .for_each(|r| log_outcome("simulationrun", r))
     });
     tracing::info!("controllers started");
-    tokio::join!(sims, policies, runs, gauges);
+    tokio::join!(sims, policies, runs, devices, gauges, sfm_gauges);
+    for t in sfm_tasks {
+        t.abort();
+    }
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Every few seconds until `stop`, counts SFMDevices by condition.
+async fn count_sfm_devices(
+    ctx: Arc<Context>,
+    devices: reflector::Store<SFMDevice>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        if devices.wait_until_ready().await.is_err() {
+            return;
+        }
+        let all = devices.state();
+        for c in metrics::SFM_CONDITIONS {
+            for st in ["True", "False", "Unknown"] {
+                let n = all
+                    .iter()
+                    .filter(|d| {
+                        let found = d
+                            .status
+                            .as_ref()
+                            .and_then(|s| crate::conditions::find(&s.conditions, c))
+                            .map(|x| x.status.as_str())
+                            .unwrap_or("Unknown");
+                        found == st
+                    })
+                    .count();
+                ctx.metrics
+                    .sfm_devices
+                    .with_label_values(&[c, st])
+                    .set(n as i64);
+            }
+        }
+    }
 }
 
 /// Every few seconds until `stop`, drops the gauges of deleted policies.

@@ -20,7 +20,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use simcache_crds::{
-    CacheMode, CacheStatus, Phase, Simulation, SimulationRun, SimulationRunStatus,
+    CacheMode, CacheStatus, Phase, SFMDevice, Simulation, SimulationRun, SimulationRunStatus,
 };
 use simcache_store::cache::{CacheEntry, HitDelta};
 use simcache_store::clock::now_ms;
@@ -35,7 +35,7 @@ use crate::runs::lifecycle::{
     decide_running, transition,
 };
 use crate::runs::pod::{
-    PodPlan, SIMULATION_CONTAINER, build_pod, execution_id, pod_name, secret_name,
+    PodPlan, SIMULATION_CONTAINER, SfmDeviceRef, build_pod, execution_id, pod_name, secret_name,
 };
 use crate::runs::record::{self, Completed, Execution, cache_outcome};
 use crate::runs::state::{AttemptFacts, Ingested, pod_outcome};
@@ -349,6 +349,7 @@ impl Run<'_> {
             .await?;
         let schema = serde_json::to_value(run_schema(&sim.spec)).unwrap_or(Value::Null);
         let spec = &sim.spec;
+        let sfm_devices = self.sfm_devices(&spec.sfm_devices);
         let plan = PodPlan {
             namespace: &self.ns,
             run_name: &self.name,
@@ -366,6 +367,7 @@ impl Run<'_> {
             cache_key: &id.key,
             timeout_seconds: self.obj.spec.timeout_seconds,
             sidecar: &self.ctx.cfg.sidecar,
+            sfm_devices: &sfm_devices,
         };
         match pods.create(&PostParams::default(), &build_pod(&plan)).await {
             Ok(_) => {}
@@ -461,6 +463,27 @@ impl Run<'_> {
 
     /// Renews the cache key's lease; one lost while nobody renewed it (the
     /// operator was down) is taken back if free. Either way the attempt goes on.
+    /// The Simulation's SFMDevices as the pod needs them. A device that does
+    /// not exist (yet) is still listed: the proxy answers 403 for it until
+    /// it is registered.
+    fn sfm_devices(&self, names: &[String]) -> Vec<SfmDeviceRef> {
+        names
+            .iter()
+            .map(|name| {
+                let found = self.ctx.sfm_devices.get(
+                    &kube::runtime::reflector::ObjectRef::<SFMDevice>::new(name).within(&self.ns),
+                );
+                SfmDeviceRef {
+                    namespace: self.ns.clone(),
+                    name: name.clone(),
+                    authorization: found
+                        .and_then(|d| d.spec.upstream.headers_secret_ref.clone())
+                        .map(|r| (r.name, r.key)),
+                }
+            })
+            .collect()
+    }
+
     async fn renew_lease(&self, key: &str, uid: &str, exec_id: &str) -> Result<()> {
         let ledger = &self.ctx.stores.ledger;
         let ttl = self.ctx.cfg.lease_ttl.as_millis() as i64;

@@ -89,7 +89,23 @@ pub struct PodPlan<'a> {
     pub cache_key: &'a str,
     pub timeout_seconds: Option<i64>,
     pub sidecar: &'a SidecarSettings,
+    /// The SFMDevices the Simulation lists, which its pods may read through
+    /// the sidecar's pod-local SFM proxy.
+    pub sfm_devices: &'a [SfmDeviceRef],
 }
+
+/// An SFMDevice a pod may use, and the Secret key of its upstream
+/// `Authorization` header if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfmDeviceRef {
+    pub namespace: String,
+    pub name: String,
+    pub authorization: Option<(String, String)>,
+}
+
+/// Where the pod-local SFM proxy listens (SFM's own default port, so code
+/// written for SFM works unchanged at http://127.0.0.1:8200).
+pub const SFM_LISTEN: &str = "127.0.0.1:8200";
 
 fn short_hash(s: &str, n: usize) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))[..n].to_string()
@@ -269,6 +285,24 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         sidecar_env.push(env(pod_env::IMAGE_DIGEST, digest));
     }
     sidecar_env.extend(cache_backend_env(p.sidecar, &file("cache.db")));
+    if !p.sfm_devices.is_empty() {
+        let labels: Vec<String> = p
+            .sfm_devices
+            .iter()
+            .map(|d| format!("{}/{}", d.namespace, d.name))
+            .collect();
+        sidecar_env.push(env(pod_env::SFM_LISTEN, SFM_LISTEN));
+        sidecar_env.push(env(pod_env::SFM_DEVICES, labels.join(",")));
+        for d in p.sfm_devices {
+            if let Some((secret, key)) = &d.authorization {
+                sidecar_env.push(secret_env(
+                    &simcache_sfm::registry::authorization_env(&d.namespace, &d.name),
+                    secret,
+                    key,
+                ));
+            }
+        }
+    }
     let sidecar = Container {
         name: SIDECAR_CONTAINER.into(),
         image: Some(p.sidecar.image.clone()),
@@ -314,6 +348,9 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         env(pod_env::INPUTS, file("inputs.json")),
         env(pod_env::OUTPUTS, file("outputs.json")),
     ];
+    if !p.sfm_devices.is_empty() {
+        sim_env.push(env(pod_env::SFM_URL, format!("http://{SFM_LISTEN}")));
+    }
     if p.sidecar.cache_db_secret.is_some() {
         // The cache API's `X-Session-ID`, as sim2l's CacheClient sends it.
         // Optional: a Secret made before the cache was shared has none.
@@ -408,7 +445,78 @@ mod tests {
             cache_key: "thermal/1.0.0/h",
             timeout_seconds: Some(600),
             sidecar: s,
+            sfm_devices: &[],
         }
+    }
+
+    fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        c.env.as_ref()?.iter().find(|e| e.name == name)
+    }
+
+    #[test]
+    fn sfm_devices_get_a_loopback_proxy_in_the_sidecar_and_its_url_in_the_simulation() {
+        let (inputs, schema) = (BTreeMap::new(), json!({}));
+        let s = SidecarSettings {
+            image: "sidecar:1".into(),
+            image_pull_policy: None,
+            operator_url: "http://op:8080".into(),
+            startup_probe: false,
+            node_selector: BTreeMap::new(),
+            cache_db_secret: None,
+        };
+        let devices = [
+            SfmDeviceRef {
+                namespace: "lab".into(),
+                name: "unit-7".into(),
+                authorization: Some(("sfm-auth".into(), "authorization".into())),
+            },
+            SfmDeviceRef {
+                namespace: "lab".into(),
+                name: "unit-8".into(),
+                authorization: None,
+            },
+        ];
+        let mut p = plan(&inputs, &schema, &s, &[]);
+        let pod = build_pod(&p);
+        let spec = pod.spec.as_ref().unwrap();
+        let side = &spec.init_containers.as_ref().unwrap()[0];
+        assert!(
+            env_of(side, pod_env::SFM_LISTEN).is_none(),
+            "no devices, no proxy"
+        );
+        assert!(env_of(&spec.containers[0], pod_env::SFM_URL).is_none());
+        p.sfm_devices = &devices;
+        let pod = build_pod(&p);
+        let spec = pod.spec.as_ref().unwrap();
+        let side = &spec.init_containers.as_ref().unwrap()[0];
+        let v = |c: &Container, n: &str| env_of(c, n).and_then(|e| e.value.clone());
+        assert_eq!(
+            v(side, pod_env::SFM_LISTEN).as_deref(),
+            Some("127.0.0.1:8200")
+        );
+        assert_eq!(
+            v(side, pod_env::SFM_DEVICES).as_deref(),
+            Some("lab/unit-7,lab/unit-8")
+        );
+        assert_eq!(
+            v(&spec.containers[0], pod_env::SFM_URL).as_deref(),
+            Some("http://127.0.0.1:8200")
+        );
+        // The upstream header comes from the Secret by reference, never as a value.
+        let auth = env_of(side, "SIMCACHE_SFM_AUTHORIZATION_LAB_UNIT_7").unwrap();
+        assert!(auth.value.is_none());
+        let r = auth
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("sfm-auth", "authorization")
+        );
+        assert!(env_of(side, "SIMCACHE_SFM_AUTHORIZATION_LAB_UNIT_8").is_none());
     }
 
     #[test]
