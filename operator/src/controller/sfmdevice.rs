@@ -293,7 +293,7 @@ mod tests {
     fn reachable_follows_the_last_contact() {
         assert_eq!(reachability(false, None), None);
         assert_eq!(reachability(false, Some(&row(0, None))), None);
-        assert_eq!(reachability(false, Some(&row(0, Some(5)))).unwrap().0, true);
+        assert!(reachability(false, Some(&row(0, Some(5)))).unwrap().0);
         let down = reachability(false, Some(&row(2, Some(5)))).unwrap();
         assert_eq!((down.0, down.1.as_str()), (false, "ConnectRefused"));
         let s = reachability(true, Some(&row(0, Some(5)))).unwrap();
