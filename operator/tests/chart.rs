@@ -442,10 +442,73 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
         "SimcacheRunFailureRatio",
         "SimcacheCacheHitRateDrop",
         "SimcachePostgresUnreachable",
+        "SFMDeviceUnreachable",
     ] {
         assert!(alerts.contains(a), "alert {a} missing: {alerts:?}");
     }
     helm().uninstall(&c.kubeconfig, &ns.name, "full");
+}
+
+#[test]
+fn the_optional_sfm_proxy_serves_with_sessions_from_the_shared_database() {
+    let c = cluster();
+    c.install_crds();
+    let ns = c.namespace("chart-sfm");
+    let values = json!({
+        "database": {"existingSecret": "db"},
+        "sfmProxy": {"enabled": true, "devices": ["field/unit-7"], "replicaCount": 2},
+    });
+    let docs = render(&ns, "s", values);
+    check_all_typed(&docs);
+    let deps: Vec<Deployment> = find(&docs, "Deployment").into_iter().map(typed).collect();
+    let proxy = deps
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("s-simcache-sfm-proxy"))
+        .expect("the sfm-proxy Deployment");
+    assert_eq!(proxy.spec.as_ref().unwrap().replicas, Some(2));
+    let pod = proxy.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let ctr = &pod.containers[0];
+    let args = ctr.args.clone().unwrap();
+    assert_eq!(args[0], "sfm-proxy");
+    assert!(!args.iter().any(|a| a == "--no-auth"), "sessions are on");
+    let env: std::collections::BTreeMap<String, Value> = ctr
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let v = match (e.value, e.value_from) {
+                (Some(v), _) => json!(v),
+                (None, Some(f)) => serde_json::to_value(f).unwrap(),
+                _ => Value::Null,
+            };
+            (e.name, v)
+        })
+        .collect();
+    assert_eq!(env["SIMCACHE_CACHE_DB_URL"]["secretKeyRef"]["name"], "db");
+    assert_eq!(env["SIMCACHE_SFM_DEVICES"], "field/unit-7");
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "it needs no API access"
+    );
+    let sc = ctr.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let svcs: Vec<&Value> = find(&docs, "Service");
+    let svc = svcs
+        .iter()
+        .find(|s| s["metadata"]["name"] == "s-simcache-sfm-proxy")
+        .expect("the sfm-proxy Service");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8200);
+    assert_eq!(
+        svc["spec"]["selector"]["app.kubernetes.io/component"],
+        "sfm-proxy"
+    );
+    helm().uninstall(&c.kubeconfig, &ns.name, "s");
+    // Off by default.
+    let docs = render(&ns, "d", json!({"database": {"existingSecret": "db"}}));
+    assert_eq!(find(&docs, "Deployment").len(), 1);
+    helm().uninstall(&c.kubeconfig, &ns.name, "d");
 }
 
 #[test]
@@ -630,6 +693,59 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
         .await
         .unwrap();
     have.extend(exported(&sidecar.url).await);
+
+    // An SFMDevice (the operator's gauges) read through the shared SFM proxy.
+    let sim = simcache_testkit::sfm_sim::SfmSimulator::start(0.001).await;
+    sim.add_unit(
+        "tcp:10.0.0.1:12345",
+        simcache_testkit::sfm_sim::Unit::new("BE1", 1, 10),
+    );
+    let device = format!(
+        "apiVersion: simcache.io/v1alpha1\nkind: SFMDevice\nmetadata:\n  name: unit\nspec:\n  upstream:\n    url: {}\n  address:\n    tcp:\n      host: 10.0.0.1\n",
+        sim.url()
+    );
+    let out = c.kubectl_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(&device));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !exported(&op.url)
+        .await
+        .contains("simcache_operator_sfm_device_reachable")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the SFMDevice was not reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let proxy = ServerProcess::spawn(
+        &workspace_bin("simcache-sidecar"),
+        &[
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &db,
+            "sfm-proxy",
+            "--port",
+            "0",
+            "--no-auth",
+        ],
+        &[],
+    )
+    .await;
+    for _ in 0..2 {
+        let r = http
+            .get(format!("{}/device/info?host=10.0.0.1", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+    }
+    have.extend(exported(&proxy.url).await);
+    have.extend(exported(&op.url).await);
 
     let missing: Vec<&String> = queried.iter().filter(|m| !have.contains(*m)).collect();
     assert!(

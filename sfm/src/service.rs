@@ -1162,6 +1162,9 @@ impl SfmService {
     /// Refreshes the cached-amount and reachability gauges.
     pub async fn sample_gauges(&self) {
         for d in self.registry.all() {
+            // Every device's counters exist from the first scrape, at zero.
+            self.metrics.coalesced.with_label_values(&[&d.label]);
+            self.metrics.stale_served.with_label_values(&[&d.label]);
             self.metrics
                 .reachable
                 .with_label_values(&[&d.label])
