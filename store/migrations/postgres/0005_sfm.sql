@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS sfm_bodies (
     stale BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (conn_key, kind, id)
 );
+-- Waveforms are megabytes of JSON read far more often than written:
+-- compressing them (TOAST's default) made every read decompress them.
+ALTER TABLE sfm_bodies ALTER COLUMN body SET STORAGE EXTERNAL;
 
 CREATE TABLE IF NOT EXISTS sfm_event_index (
     conn_key TEXT NOT NULL,
