@@ -156,6 +156,8 @@ struct Failure {
     /// The unit (or the SFM service) could not be reached: stale copies may be served.
     unreachable: bool,
     message: String,
+    /// The body is upstream's own answer (else ours, in FastAPI's shape).
+    from_upstream: bool,
 }
 
 struct Flight {
@@ -534,7 +536,11 @@ impl SfmService {
                         _ => Answer {
                             status: f.status,
                             body: f.body,
-                            source: Source::Device,
+                            source: if f.from_upstream {
+                                Source::Device
+                            } else {
+                                Source::Proxy
+                            },
                             etag: None,
                             age_secs: None,
                             upstream_error: None,
@@ -665,6 +671,7 @@ impl SfmService {
                         unreachable: status >= 502,
                         message: format!("upstream answered {status}"),
                         body,
+                        from_upstream: true,
                     });
                 }
                 Ok(LeaseState::Held { expires_at_ms }) => {
@@ -860,6 +867,7 @@ impl SfmService {
                     body: Bytes::from(json!({ "detail": e.to_string() }).to_string()),
                     unreachable: true,
                     message: e.to_string(),
+                    from_upstream: false,
                 })
             }
         }
@@ -918,6 +926,7 @@ impl SfmService {
                 message: format!("SFM service answered {}", r.status.as_u16()),
                 status: r.status,
                 body: r.body,
+                from_upstream: true,
             }),
             Err(f) => Outcome::Failed(f),
         };
@@ -1093,6 +1102,9 @@ impl SfmService {
             Err(f) => {
                 let mut a = Answer::detail(f.status, f.message);
                 a.body = f.body;
+                if f.from_upstream {
+                    a.source = Source::Device;
+                }
                 return a;
             }
         };
@@ -1305,6 +1317,7 @@ fn store_failure(e: &simcache_store::StoreError) -> Failure {
         body: Bytes::from(json!({ "detail": format!("cache store unavailable: {e}") }).to_string()),
         unreachable: false,
         message: e.to_string(),
+        from_upstream: false,
     }
 }
 

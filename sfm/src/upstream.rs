@@ -115,11 +115,12 @@ fn classify(e: reqwest::Error, timeout: i64) -> UpstreamError {
         UpstreamError::Timeout(timeout)
     } else if e.is_connect() {
         // Without the URL: it is configuration, not for every caller.
-        UpstreamError::Refused(
-            std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "connection failed".into()),
-        )
+        // The innermost cause ("Connection refused (os error 111)").
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        UpstreamError::Refused(cause.to_string())
     } else {
         UpstreamError::Other(e.without_url().to_string())
     }

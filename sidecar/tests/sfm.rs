@@ -854,3 +854,95 @@ async fn the_pod_local_listener_serves_only_its_simulations_devices_on_loopback(
     assert_eq!(sim.calls("info"), 1);
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_serial_at_the_address_flushes_the_devices_cache() {
+    let rig = Rig::new("sfm_serial_swap", 1, Unit::new("BE11529", 2, 200)).await;
+    rig.get(0, "/device/info", Q).await;
+    rig.get(0, "/device/events", Q).await;
+    let old = rig.get(0, "/device/event/1/waveform", Q).await;
+    // The modem now reaches another unit (same events at the same indexes).
+    rig.sim.with_unit(UNIT, |u| u.serial = "BE99999".into());
+    let info = rig.get(0, "/device/info", &format!("{Q}&force=true")).await;
+    assert_eq!(info.json()["serial"], "BE99999");
+    let again = rig.get(0, "/device/event/1/waveform", Q).await;
+    assert_eq!(
+        again.source, "device",
+        "the old unit's waveform is not served"
+    );
+    assert_ne!(again.body, old.body);
+    assert_eq!(rig.sim.calls("waveform"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_with_a_copy_waits_at_most_stale_after_and_the_fetch_goes_on() {
+    // Status takes 4 s here; staleAfterSeconds is 3.
+    let rig = Rig::with(
+        "sfm_stale_after",
+        1,
+        Unit::new("BE11529", 0, 10),
+        "",
+        1,
+        2.0,
+    )
+    .await;
+    let warm = rig.get(0, "/device/monitor/status", Q).await;
+    assert_eq!(warm.source, "device");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t = Instant::now();
+    let r = rig.get(0, "/device/monitor/status", Q).await;
+    let waited = t.elapsed();
+    assert_eq!((r.status, r.source.as_str()), (StatusCode::OK, "stale"));
+    assert!(r.error.contains("in progress"), "{}", r.error);
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_millis(3900),
+        "{waited:?}"
+    );
+    // The fetch went on: the next read joins it and gets the fresh body.
+    let next = rig.get(0, "/device/monitor/status", Q).await;
+    assert_eq!(next.source, "device");
+    assert_eq!(rig.sim.calls("monitor_status"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_single_process_form_works_on_sqlite() {
+    let sim = SfmSimulator::start(0.005).await;
+    sim.add_unit(UNIT, Unit::new("BE11529", 2, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unit.yaml");
+    std::fs::write(&file, device_yaml(&sim.url(), "", 1)).unwrap();
+    let db = dir.path().join("sfm.db");
+    let args = [
+        "--db-path",
+        db.to_str().unwrap(),
+        "sfm-proxy",
+        "--no-auth",
+        "--port",
+        "0",
+        "--device-file",
+        file.to_str().unwrap(),
+    ];
+    let proxy = ServerProcess::spawn(std::path::Path::new(BIN), &args, &[]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/device/event/1/waveform?{Q}", proxy.url);
+    let reads = (0..20).map(|_| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move { Reply::of(http.get(url).send().await.unwrap()).await })
+    });
+    for r in futures_util::future::join_all(reads).await {
+        assert_eq!(r.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(sim.calls("waveform"), 1);
+    // Restarted on the same file: still cached.
+    proxy.kill().await;
+    let proxy = ServerProcess::spawn(std::path::Path::new(BIN), &args, &[]).await;
+    let r = Reply::of(
+        http.get(format!("{}/device/event/1/waveform?{Q}", proxy.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.source, "cache");
+    assert_eq!(sim.calls("waveform"), 1);
+}

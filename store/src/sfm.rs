@@ -860,6 +860,96 @@ pub fn backoff_window_ms(base_ms: i64, failures: i64) -> i64 {
 mod tests {
     use super::*;
 
+    fn store(dir: &tempfile::TempDir) -> SfmStore {
+        let db = crate::sqlite::SqliteDb::open(&dir.path().join("s.db"), crate::migrate::SQLITE, 2)
+            .unwrap();
+        SfmStore::new(std::sync::Arc::new(db), "test")
+    }
+
+    fn body(kind: &str, id: &str) -> NewBody {
+        NewBody {
+            kind: kind.into(),
+            id: id.into(),
+            body: Bytes::from_static(b"{\"x\":1}"),
+            etag: "e".into(),
+            fetch_started_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_registration_per_address_and_purge_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let key = "tcp:10.0.0.1:12345";
+        assert_eq!(
+            s.register(key, "ns", "a", "uid-a", "{}", 1).await.unwrap(),
+            Registration::Registered
+        );
+        assert_eq!(
+            s.register(key, "ns", "b", "uid-b", "{}", 2).await.unwrap(),
+            Registration::Conflict {
+                namespace: "ns".into(),
+                name: "a".into()
+            }
+        );
+        s.commit_fetch(
+            key,
+            "waveform:0",
+            &[body("waveform", "ev:0@t")],
+            &[(0, "ev:0@t".into())],
+            &[],
+            3,
+        )
+        .await
+        .unwrap();
+        // Unregistered without purge: the data stays for a successor.
+        assert_eq!(
+            s.unregister("uid-a", false).await.unwrap().as_deref(),
+            Some(key)
+        );
+        assert_eq!(s.amounts(Some(key)).await.unwrap().waveforms, 1);
+        assert_eq!(
+            s.register(key, "ns", "b", "uid-b", "{}", 4).await.unwrap(),
+            Registration::Registered
+        );
+        assert_eq!(
+            s.identity_at(key, 0).await.unwrap().as_deref(),
+            Some("ev:0@t")
+        );
+        // With purge: nothing of it is left.
+        s.unregister("uid-b", true).await.unwrap();
+        assert_eq!(s.amounts(Some(key)).await.unwrap(), Amounts::default());
+        assert_eq!(s.identity_at(key, 0).await.unwrap(), None);
+        assert!(s.devices().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn leases_and_slots_are_exclusive_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let key = "serial:COM1:38400";
+        assert!(s.try_lease(key, "info", "p1", 1000, 0).await.unwrap());
+        assert!(!s.try_lease(key, "info", "p2", 1000, 10).await.unwrap());
+        assert!(
+            s.try_lease(key, "info", "p2", 1000, 1000).await.unwrap(),
+            "expired: taken over"
+        );
+        assert_eq!(s.try_slot(key, 1, "p1", 1000, 0).await.unwrap(), Some(0));
+        assert_eq!(s.try_slot(key, 1, "p2", 1000, 5).await.unwrap(), None);
+        assert_eq!(s.try_slot(key, 2, "p2", 1000, 5).await.unwrap(), Some(1));
+        s.release_slot(key, 0, "p1").await.unwrap();
+        assert_eq!(s.try_slot(key, 1, "p3", 1000, 6).await.unwrap(), Some(0));
+        // A failed fetch leaves its answer for the waiters, and frees the lease.
+        s.fail_lease(key, "info", "p2", 503, Bytes::from_static(b"{}"), 500, 1001)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.lease(key, "info").await.unwrap(),
+            LeaseState::Failed { status: 503, .. }
+        ));
+        assert!(s.try_lease(key, "info", "p4", 1000, 1002).await.unwrap());
+    }
+
     #[test]
     fn backoff_doubles_from_the_base_and_stops_at_32_times_it() {
         let w: Vec<i64> = (1..=8).map(|f| backoff_window_ms(1000, f)).collect();
