@@ -753,10 +753,9 @@ impl SfmService {
                         dev.conn_key.clone(),
                         self.holder.clone(),
                     );
-                    let beat = tokio::spawn(async move {
-                        let every = Duration::from_millis((ttl / 3).max(50) as u64);
-                        loop {
-                            tokio::time::sleep(every).await;
+                    let beat = heartbeat(ttl, move || {
+                        let (store, conn, holder) = (store.clone(), conn.clone(), holder.clone());
+                        async move {
                             let _ = store
                                 .renew_slot(&conn, slot, &holder, ttl, clock::now_ms())
                                 .await;
@@ -891,10 +890,10 @@ impl SfmService {
                 fetch_key.to_string(),
                 self.holder.clone(),
             );
-            tokio::spawn(async move {
-                let every = Duration::from_millis((ttl / 3).max(50) as u64);
-                loop {
-                    tokio::time::sleep(every).await;
+            heartbeat(ttl, move || {
+                let (store, conn, key, holder) =
+                    (store.clone(), conn.clone(), key.clone(), holder.clone());
+                async move {
                     let _ = store
                         .renew_lease(&conn, &key, &holder, ttl, clock::now_ms())
                         .await;
@@ -1304,6 +1303,22 @@ impl SfmService {
         }));
         tasks
     }
+}
+
+/// Runs `renew` every third of `ttl_ms` until the handle is aborted: what
+/// keeps a lease or a session slot ours while its holder works.
+fn heartbeat<F, Fut>(ttl_ms: i64, renew: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let every = Duration::from_millis((ttl_ms / 3).max(50) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            renew().await;
+        }
+    })
 }
 
 struct SlotGuard {
