@@ -185,8 +185,8 @@ async fn migrations_apply_once_even_when_replicas_start_together() {
         .collect();
     assert_eq!(
         every_migration.len(),
-        4,
-        "sessions, catalog, run ledger, catalog generation"
+        5,
+        "sessions, catalog, run ledger, catalog generation, SFM"
     );
     assert_eq!(l, every_migration, "each migration recorded once");
     // Re-running is a no-op and the data survives.
