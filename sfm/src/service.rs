@@ -1180,23 +1180,21 @@ impl SfmService {
                 .reachable
                 .with_label_values(&[&d.label])
                 .set(i64::from(d.failures == 0));
-            if let Ok(a) = self.store.amounts(Some(&d.conn_key)).await {
-                for (k, n) in [
-                    (Kind::Info, a.info),
-                    (Kind::Events, a.event_lists),
-                    (Kind::Event, a.events),
-                    (Kind::Waveform, a.waveforms),
-                    (Kind::Status, a.monitor_status),
-                ] {
+            if let Ok(kinds) = self.store.by_kind(Some(&d.conn_key)).await {
+                for k in Kind::ALL {
+                    let (n, bytes) = kinds
+                        .iter()
+                        .find(|(name, _, _)| name == k.as_str())
+                        .map_or((0, 0), |(_, n, b)| (*n, *b));
                     self.metrics
                         .cached_objects
                         .with_label_values(&[&d.label, k.as_str()])
                         .set(n);
+                    self.metrics
+                        .cached_bytes
+                        .with_label_values(&[&d.label, k.as_str()])
+                        .set(bytes);
                 }
-                self.metrics
-                    .cached_bytes
-                    .with_label_values(&[&d.label, "all"])
-                    .set(a.bytes);
             }
         }
     }

@@ -604,6 +604,23 @@ impl SfmStore {
 
     /// What is cached, for one device or all.
     pub async fn amounts(&self, conn_key: Option<&str>) -> Result<Amounts> {
+        let mut a = Amounts::default();
+        for (kind, n, bytes) in self.by_kind(conn_key).await? {
+            a.bytes += bytes;
+            match kind.as_str() {
+                "info" => a.info += n,
+                "event" => a.events += n,
+                "events" => a.event_lists += n,
+                "waveform" => a.waveforms += n,
+                "status" => a.monitor_status += n,
+                _ => {}
+            }
+        }
+        Ok(a)
+    }
+
+    /// (kind, bodies, bytes) cached, for one device or all.
+    pub async fn by_kind(&self, conn_key: Option<&str>) -> Result<Vec<(String, i64, i64)>> {
         let (filter, params) = match conn_key {
             Some(k) => ("WHERE conn_key = $1", vec![SqlValue::from(k)]),
             None => ("", vec![]),
@@ -617,20 +634,16 @@ impl SfmStore {
                 params,
             )
             .await?;
-        let mut a = Amounts::default();
-        for r in &rows {
-            let n = r.i64(1).unwrap_or(0);
-            a.bytes += r.i64(2).unwrap_or(0);
-            match r.text(0).as_deref() {
-                Some("info") => a.info += n,
-                Some("event") => a.events += n,
-                Some("events") => a.event_lists += n,
-                Some("waveform") => a.waveforms += n,
-                Some("status") => a.monitor_status += n,
-                _ => {}
-            }
-        }
-        Ok(a)
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.text(0).unwrap_or_default(),
+                    r.i64(1).unwrap_or(0),
+                    r.i64(2).unwrap_or(0),
+                )
+            })
+            .collect())
     }
 
     // ------------------------------------------------------- fetch leases

@@ -58,6 +58,28 @@ async fn rate(url: &str, workers: usize, secs: u64) -> (f64, f64) {
     )
 }
 
+/// Ours and the ceiling in alternating halves (ours, ceiling, ours,
+/// ceiling) after a warm-up, so that drift of this machine's speed during
+/// the run falls on both alike: (ours, ceiling), each (req/s, bytes/s).
+async fn side_by_side(
+    ours: &str,
+    ceiling: &str,
+    workers: usize,
+    secs: u64,
+) -> ((f64, f64), (f64, f64)) {
+    rate(ours, workers, 1).await;
+    rate(ceiling, workers, 1).await;
+    let half = (secs / 2).max(1);
+    let (a1, c1, a2, c2) = (
+        rate(ours, workers, half).await,
+        rate(ceiling, workers, half).await,
+        rate(ours, workers, half).await,
+        rate(ceiling, workers, half).await,
+    );
+    let mean = |x: (f64, f64), y: (f64, f64)| ((x.0 + y.0) / 2.0, (x.1 + y.1) / 2.0);
+    (mean(a1, a2), mean(c1, c2))
+}
+
 fn percentile(v: &mut [f64], p: usize) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -146,8 +168,7 @@ async fn main() -> anyhow::Result<()> {
         let size = body_len(&url).await?;
         let ceiling =
             ServerProcess::spawn(&workspace_bin("ceiling"), &[&size.to_string()], &[]).await;
-        let (ours, _) = rate(&url, workers, secs).await;
-        let (top, _) = rate(&ceiling.url, workers, secs).await;
+        let ((ours, _), (top, _)) = side_by_side(&url, &ceiling.url, workers, secs).await;
         println!(
             "  1. warm {name:<14} {size:>6} B: {ours:>7.0} req/s vs ceiling {top:>7.0} req/s = {:.2}x",
             ours / top
@@ -159,8 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let wf = format!("{}/device/event/30/waveform?{Q}", a.url);
     let size = body_len(&wf).await?;
     let ceiling = ServerProcess::spawn(&workspace_bin("ceiling"), &[&size.to_string()], &[]).await;
-    let (_, ours) = rate(&wf, 8, secs).await;
-    let (_, top) = rate(&ceiling.url, 8, secs).await;
+    let ((_, ours), (_, top)) = side_by_side(&wf, &ceiling.url, 8, secs).await;
     println!(
         "  2. warm waveform {:.1} MiB, 8 connections: {:.0} MiB/s vs ceiling {:.0} MiB/s = {:.2}x",
         size as f64 / 1048576.0,
