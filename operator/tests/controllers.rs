@@ -592,7 +592,7 @@ async fn a_cache_policy_expires_and_evicts_entries_and_reports_them() {
 
     // Its gauges are exported while it exists and dropped once it is deleted.
     let series = format!(
-        "simcache_operator_cache_entries{{namespace=\"{}\",policy=\"tiny\"}}",
+        "simcache_operator_cache_entries{{policy=\"tiny\",policy_namespace=\"{}\"}}",
         env.ns.name
     );
     let metrics = || async {

@@ -127,7 +127,8 @@ impl ControllerMetrics {
                 "Wall time of simulation runs that ran a pod, by outcome",
             )
             .buckets(vec![
-                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
+                86400.0,
             ]),
         )?;
         let leader = IntGauge::new(
@@ -146,14 +147,14 @@ impl ControllerMetrics {
                 "simcache_operator_cache_entries",
                 "Valid cache entries governed by each CachePolicy",
             ),
-            &["namespace", "policy"],
+            &["policy_namespace", "policy"],
         )?;
         let policy_bytes = IntGaugeVec::new(
             Opts::new(
                 "simcache_operator_cache_bytes",
                 "Bytes of the valid cache entries governed by each CachePolicy",
             ),
-            &["namespace", "policy"],
+            &["policy_namespace", "policy"],
         )?;
         let sfm_devices = IntGaugeVec::new(
             Opts::new(
@@ -272,7 +273,7 @@ impl ControllerMetrics {
                             .map(|l| l.value().to_string())
                             .unwrap_or_default()
                     };
-                    let key = (label("namespace"), label("policy"));
+                    let key = (label("policy_namespace"), label("policy"));
                     if !live.contains(&key) {
                         gone.push(key);
                     }
