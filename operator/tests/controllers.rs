@@ -349,6 +349,13 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
     ] {
         assert!(metrics.contains(m), "{m} in\n{metrics}");
     }
+    // The hit saved what the first run took to compute.
+    let saved: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("simcache_operator_compute_seconds_saved_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("compute_seconds_saved exported");
+    assert!(saved > 0.0, "compute seconds saved: {saved}");
     // kubectl shows the runs at a glance (printer columns).
     let table = String::from_utf8_lossy(
         &env.cluster()

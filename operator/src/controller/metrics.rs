@@ -48,6 +48,9 @@ pub struct ControllerMetrics {
     /// Cache decisions at the operator: hit, miss, wait, bypass.
     pub cache_lookups: IntCounterVec,
     pub run_duration: Histogram,
+    /// Seconds of computing the cache saved: on each hit, the duration of
+    /// the run that produced the result.
+    pub compute_seconds_saved: prometheus::Counter,
     pub leader: IntGauge,
     pub evictions: IntCounterVec,
     /// Valid entries and their bytes per CachePolicy, as its last sweep saw.
@@ -131,6 +134,11 @@ impl ControllerMetrics {
                 86400.0,
             ]),
         )?;
+        let compute_seconds_saved = prometheus::Counter::new(
+            "simcache_operator_compute_seconds_saved_total",
+            "Seconds of computing the cache saved: the producing run's duration, counted on each cache hit",
+        )?;
+        r.register(Box::new(compute_seconds_saved.clone()))?;
         let leader = IntGauge::new(
             "simcache_operator_leader",
             "1 while this replica holds the leader lease",
@@ -233,6 +241,7 @@ impl ControllerMetrics {
             run_phase,
             cache_lookups,
             run_duration,
+            compute_seconds_saved,
             leader,
             evictions,
             policy_entries,

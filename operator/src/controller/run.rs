@@ -143,6 +143,12 @@ impl Run<'_> {
             {
                 m.run_duration.observe(d);
             }
+            // A hit carries the producing run's duration: what it saved.
+            if p == Phase::Cached
+                && let Some(d) = status.duration_seconds
+            {
+                m.compute_seconds_saved.inc_by(d.max(0.0));
+            }
         }
         if let Some(l) = lookup {
             m.cache_lookups.with_label_values(&[l]).inc();
