@@ -145,6 +145,11 @@ pub async fn start(
     }
     let registry = Registry::new();
     let http_metrics = HttpMetrics::register(&registry)?;
+    simcache_web::metrics::register_build_info(
+        &registry,
+        "simcache-operator",
+        env!("CARGO_PKG_VERSION"),
+    )?;
     auth.register_size_metrics(&registry)?;
     let (c1, c2) = (stores.catalog.clone(), stores.catalog.clone());
     simcache_web::metrics::register_sampled_gauge(

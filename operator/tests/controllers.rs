@@ -346,6 +346,7 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
         "simcache_operator_cache_lookups_total{result=\"hit\"} 1",
         "simcache_operator_run_phase_transitions_total{phase=\"Succeeded\"} 1",
         "simcache_operator_leader 1",
+        "simcache_build_info{binary=\"simcache-operator\",version=\"0.1.0\"} 1",
     ] {
         assert!(metrics.contains(m), "{m} in\n{metrics}");
     }

@@ -148,6 +148,11 @@ pub async fn start(
         None => None,
     };
     let http_metrics = HttpMetrics::register(&registry)?;
+    simcache_web::metrics::register_build_info(
+        &registry,
+        "simcache-sidecar",
+        env!("CARGO_PKG_VERSION"),
+    )?;
     auth.register_size_metrics(&registry)?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let state = AppState::new(cache.clone(), auth.clone(), registry.clone());

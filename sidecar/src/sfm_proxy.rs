@@ -27,6 +27,11 @@ pub async fn run(backend: Backend, a: SfmProxyArgs) -> anyhow::Result<()> {
     }
     let registry = Registry::new();
     let metrics = SfmMetrics::register(&registry)?;
+    simcache_web::metrics::register_build_info(
+        &registry,
+        "simcache-sidecar",
+        env!("CARGO_PKG_VERSION"),
+    )?;
     let service = simcache_sfm::SfmService::new(stores.sfm.clone(), a.sfm.config(), metrics)?;
     service
         .registry()

@@ -440,6 +440,7 @@ async fn an_offline_unit_gets_stale_copies_fast_503_without_and_one_probe_per_wi
         metric(&rig, "simcache_sfm_device_reachable{").await,
         Some(0.0)
     );
+    assert_eq!(metric(&rig, "simcache_build_info{").await, Some(1.0));
     // Window over: of 20 reads at once, exactly one probes the unit.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let reads = (0..20).map(|i| {

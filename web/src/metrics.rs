@@ -95,6 +95,24 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// `simcache_build_info{version, binary} 1`: which build answers, for
+/// dashboards and for joining onto other series.
+pub fn register_build_info(
+    registry: &Registry,
+    binary: &str,
+    version: &str,
+) -> prometheus::Result<()> {
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "simcache_build_info",
+            "Always 1; the labels say which simcache build this is",
+        ),
+        &["binary", "version"],
+    )?;
+    info.with_label_values(&[binary, version]).set(1);
+    registry.register(Box::new(info))
+}
+
 /// A gauge whose value is read when Prometheus scrapes (the size of an
 /// in-memory structure, say), so nothing has to keep it up to date.
 pub fn register_sampled_gauge(
