@@ -174,8 +174,7 @@ pub async fn start(
 
     let mut sfm_addr = None;
     if let Some((addr, sfm_cfg)) = cfg.sfm.clone() {
-        let (bound, tasks) =
-            start_pod_sfm(&stores, &registry, addr, sfm_cfg, limits_of(&cfg)).await?;
+        let (bound, tasks) = start_pod_sfm(&stores, &registry, addr, sfm_cfg, cfg.limits).await?;
         sfm_addr = Some(bound);
         background.extend(tasks);
     }
@@ -211,10 +210,6 @@ pub async fn start(
         stop: Some(stop_tx),
         task,
     })
-}
-
-fn limits_of(cfg: &ServerConfig) -> simcache_web::server::Limits {
-    cfg.limits
 }
 
 /// The pod-local SFM proxy: loopback only, because it has no auth (the pod

@@ -947,3 +947,91 @@ async fn the_single_process_form_works_on_sqlite() {
     assert_eq!(r.source, "cache");
     assert_eq!(sim.calls("waveform"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
+    let db = simcache_testkit::fresh_database("sfm_bad_file").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, device_yaml("http://127.0.0.1:9", "", 1)).unwrap();
+    let start = |file: std::path::PathBuf| {
+        let db = db.clone();
+        async move {
+            tokio::process::Command::new(BIN)
+                .args([
+                    "--backend",
+                    "postgresql",
+                    "--db-url",
+                    &db,
+                    "sfm-proxy",
+                    "--no-auth",
+                    "--port",
+                    "0",
+                ])
+                .arg("--device-file")
+                .arg(&file)
+                .stdout(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    // A valid file registers; its process is stopped.
+    let reg = ServerProcess::spawn(
+        std::path::Path::new(BIN),
+        &[
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &db,
+            "sfm-proxy",
+            "--no-auth",
+            "--port",
+            "0",
+            "--device-file",
+            good.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    reg.kill().await;
+    // An upstream URL that is not http(s): refused, naming the field.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        device_yaml("ftp://x", "", 1).replace("name: unit-a", "name: unit-z"),
+    )
+    .unwrap();
+    let out = start(bad).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.upstream.url") && err.contains("unit-z"),
+        "{err}"
+    );
+    // Another SFMDevice at the same address: refused, naming the holder.
+    let clash = dir.path().join("clash.yaml");
+    std::fs::write(
+        &clash,
+        device_yaml("http://127.0.0.1:9", "", 1).replace("name: unit-a", "name: unit-b"),
+    )
+    .unwrap();
+    let out = start(clash).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already registered by field/unit-a"), "{err}");
+    // Not YAML: refused with the file named.
+    let junk = dir.path().join("junk.yaml");
+    std::fs::write(&junk, "kind: [unclosed").unwrap();
+    let out = start(junk.clone()).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.yaml"));
+    // The first registration is untouched.
+    let (c, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = c.query("SELECT name FROM sfm_devices", &[]).await.unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["unit-a"]);
+}
