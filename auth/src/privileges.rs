@@ -22,10 +22,14 @@ pub enum Privilege {
     ReadSfm = 1 << 9,
     /// Write to a seismograph (config, monitoring, erase) through it.
     ControlSfm = 1 << 10,
+    /// Read a system of record through the sidecar's cache, and run its functions.
+    ReadSor = 1 << 11,
+    /// Evict, invalidate and prefetch in the SOR cache.
+    ManageSor = 1 << 12,
 }
 
 impl Privilege {
-    pub const ALL: [Privilege; 11] = [
+    pub const ALL: [Privilege; 13] = [
         Privilege::ReadCache,
         Privilege::WriteCache,
         Privilege::InvalidateCache,
@@ -37,6 +41,8 @@ impl Privilege {
         Privilege::Admin,
         Privilege::ReadSfm,
         Privilege::ControlSfm,
+        Privilege::ReadSor,
+        Privilege::ManageSor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +58,8 @@ impl Privilege {
             Privilege::Admin => "admin",
             Privilege::ReadSfm => "read_sfm",
             Privilege::ControlSfm => "control_sfm",
+            Privilege::ReadSor => "read_sor",
+            Privilege::ManageSor => "manage_sor",
         }
     }
 
@@ -99,12 +107,14 @@ impl Role {
             ReadCatalog,
             ExecuteSimulation,
             ReadSfm,
+            ReadSor,
         ]);
         let dev = user.with(&[
             RegisterSimulation,
             UpdateCatalog,
             InvalidateCache,
             ControlSfm,
+            ManageSor,
         ]);
         match self {
             Role::User => user,

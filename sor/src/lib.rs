@@ -3,10 +3,13 @@
 //! object, freshness rules with stale-if-error, bounded built-in functions
 //! on cached data, and cache_api's route answered compatibly.
 
+pub mod compat;
 pub mod conditional;
 pub mod config;
 pub mod disk;
 pub mod freshness;
+pub mod functions;
+pub mod http;
 pub mod key;
 pub mod lru;
 pub mod metrics;

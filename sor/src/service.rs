@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 use crate::config::{Limits, S3Options, SorSpec};
 use crate::disk::{DiskTier, Meta, id_of};
 use crate::freshness::{OnError, OnRead, Rules};
+use crate::functions::runner::{FnError, Input, Runner, envelope};
+use crate::functions::{Call, CallError, Catalog, Declared};
 use crate::key::Key;
 use crate::metrics::SorMetrics;
 use crate::source::{Conditions, Credentials, Fetched, ObjectInfo, OpenError, Source, SourceError};
@@ -131,6 +133,8 @@ pub struct SorService {
     metrics: SorMetrics,
     notify: Option<Sql>,
     origin: String,
+    functions: Catalog,
+    runner: Runner,
 }
 
 pub fn now_ms() -> u64 {
@@ -145,6 +149,8 @@ pub enum StartError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("--sor-functions: {0}")]
+    Functions(String),
     #[error("the SOR cache directory {dir}: {err}")]
     CacheDir { dir: String, err: std::io::Error },
 }
@@ -156,6 +162,8 @@ pub struct SorConfig {
     pub s3: S3Options,
     pub credentials: Credentials,
     pub limits: Limits,
+    /// Declared commands (from the CRD or `--sor-functions`).
+    pub functions: Vec<Declared>,
 }
 
 impl SorService {
@@ -168,6 +176,14 @@ impl SorService {
         origin: &str,
     ) -> Result<Arc<SorService>, StartError> {
         cfg.limits.check()?;
+        let functions = Catalog::load(cfg.functions.clone()).map_err(StartError::Functions)?;
+        let runner = Runner::new(
+            cfg.limits.function_concurrency,
+            cfg.limits.function_queue,
+            cfg.limits.function_timeout,
+            cfg.limits.function_memory_bytes,
+            cfg.limits.function_output_bytes,
+        );
         let first = cfg.sors.first().ok_or(StartError::NoneConfigured)?;
         let default_sor = first.name.clone();
         let mut sources = BTreeMap::new();
@@ -212,6 +228,8 @@ impl SorService {
             metrics,
             notify,
             origin: origin.to_string(),
+            functions,
+            runner,
         }))
     }
 
@@ -698,16 +716,97 @@ impl SorService {
         vec![listen, apply]
     }
 
-    /// A cached function result, keyed by what determines it.
-    pub fn cached_result(&self, key: &str) -> Option<Bytes> {
-        match self.memory.get(key) {
-            Some(MemValue::Result(b)) => Some(b),
-            _ => None,
+    pub fn functions(&self) -> &Catalog {
+        &self.functions
+    }
+
+    /// Decides a call from a function name and the caller's arguments.
+    pub fn call_for(
+        &self,
+        name: &str,
+        args: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Call, CallError> {
+        self.functions.call(name, args)
+    }
+
+    /// Runs `call` on the object at `key`: the result from memory when the
+    /// same call ran on the same version, else computed within bounds.
+    pub async fn run_function(
+        self: &Arc<Self>,
+        sor: &str,
+        key: &Key,
+        call: &Call,
+    ) -> Result<FnAnswer, FnFailure> {
+        let resolved = self.resolve(sor, key).await?;
+        let object_etag = resolved.meta.info.http_etag();
+        let fingerprint = call.fingerprint(sor, key.as_str(), &object_etag);
+        let etag = call.etag(sor, key.as_str(), &object_etag);
+        if let Some(MemValue::Result(b)) = self.memory.get(&fingerprint) {
+            return Ok(FnAnswer {
+                body: envelope(call, sor, key.as_str(), &object_etag, true, &b),
+                result: b,
+                object_etag,
+                etag,
+                cached: true,
+            });
+        }
+        let input = match resolved.place {
+            Place::Memory(b) => Input::Bytes(b),
+            Place::Disk(f) => Input::File(f),
+            Place::Remote => {
+                return Err(FnFailure::TooLarge {
+                    size: resolved.meta.info.size,
+                    limit: self.limits.max_object_bytes,
+                });
+            }
+        };
+        let started = Instant::now();
+        let r = self
+            .runner
+            .run(call, key.as_str(), &resolved.meta.info, input)
+            .await;
+        let name = call.builtin.name();
+        match r {
+            Ok(result) => {
+                self.metrics
+                    .function_duration
+                    .with_label_values(&[name])
+                    .observe(started.elapsed().as_secs_f64());
+                self.memory
+                    .insert(fingerprint, MemValue::Result(result.clone()));
+                Ok(FnAnswer {
+                    body: envelope(call, sor, key.as_str(), &object_etag, false, &result),
+                    result,
+                    object_etag,
+                    etag,
+                    cached: false,
+                })
+            }
+            Err(e) => {
+                self.metrics
+                    .function_rejections
+                    .with_label_values(&[name, e.reason()])
+                    .inc();
+                Err(FnFailure::Function(e))
+            }
         }
     }
 
-    pub fn keep_result(&self, key: String, body: Bytes) {
-        self.memory.insert(key, MemValue::Result(body));
+    /// Asks the SOR about `key` now, whatever the freshness rules say
+    /// (cache_api's `update`).
+    pub async fn revalidate_now(
+        self: &Arc<Self>,
+        sor: &str,
+        key: &Key,
+    ) -> Result<Resolved, ReadError> {
+        let src = self.source(sor)?.clone();
+        let id = id_of(sor, key.as_str());
+        let existing = self.disk.peek(&id).or_else(|| match self.memory.get(&id) {
+            Some(MemValue::Object(o)) => Some(o.0.clone()),
+            _ => None,
+        });
+        let filled = self.flight(&src, key, &id, existing).await?;
+        Ok(self.place_of(filled, Served::Miss).await)
     }
 
     /// What this process holds for `sor`.
@@ -829,6 +928,30 @@ impl SorService {
         self.memory.run_pending_tasks();
         self.memory.weighted_size()
     }
+}
+
+/// A function's answer.
+pub struct FnAnswer {
+    /// The JSON envelope the REST routes send.
+    pub body: Bytes,
+    /// The bare result (cache_api's compatibility route wraps it itself).
+    pub result: Bytes,
+    pub object_etag: String,
+    /// Derived from function, canonical arguments and object ETag.
+    pub etag: String,
+    pub cached: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FnFailure {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Function(#[from] FnError),
+    #[error(
+        "the object is {size} bytes, more than the {limit} a fill may hold; functions run on cached objects only"
+    )]
+    TooLarge { size: u64, limit: u64 },
 }
 
 /// One cached object, as `GET /sor/{sor}/cache/entries` shows it.

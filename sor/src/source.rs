@@ -276,7 +276,11 @@ impl Source {
 
     pub async fn head(&self, key: &Key) -> Result<ObjectInfo, SourceError> {
         self.confine(key).await?;
-        let m = self.store.head(&self.path(key)).await?;
+        let m = self
+            .store
+            .head(&self.path(key))
+            .await
+            .map_err(|e| self.scrub(e))?;
         Ok(info_of(&m))
     }
 
@@ -288,10 +292,19 @@ impl Source {
             range: c.range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let r = self.store.get_opts(&self.path(key), opts).await?;
+        let r = self
+            .store
+            .get_opts(&self.path(key), opts)
+            .await
+            .map_err(|e| self.scrub(e))?;
         let info = info_of(&r.meta);
         let range = r.range.clone();
-        let body = r.into_stream().map_err(SourceError::from).boxed();
+        let root = self.dir_root.clone();
+        let name = self.name.clone();
+        let body = r
+            .into_stream()
+            .map_err(move |e| scrub_with(root.as_deref(), &name, e))
+            .boxed();
         Ok(Fetched { info, range, body })
     }
 
@@ -315,7 +328,7 @@ impl Source {
         };
         let mut out = Vec::new();
         while let Some(m) = stream.next().await {
-            let m = m?;
+            let m = m.map_err(|e| self.scrub(e))?;
             let loc = m.location.as_ref();
             let Some(rel) = loc.strip_prefix(self.prefix.as_str()) else {
                 continue;
@@ -336,10 +349,31 @@ impl Source {
         Ok(out)
     }
 
+    /// An error as callers may see it: a directory SOR's local path is
+    /// replaced by the SOR's name (answers never show local paths).
+    fn scrub(&self, e: object_store::Error) -> SourceError {
+        scrub_with(self.dir_root.as_deref(), &self.name, e)
+    }
+
     /// Where a directory SOR keeps `key` (for tests and the symlink check).
     pub fn dir_root(&self) -> Option<&FsPath> {
         self.dir_root.as_deref()
     }
+}
+
+fn scrub_with(root: Option<&FsPath>, name: &str, e: object_store::Error) -> SourceError {
+    let mut err = SourceError::from(e);
+    if let Some(root) = root {
+        let r = root.display().to_string();
+        let fix = |m: &mut String| *m = m.replace(&r, &format!("<sor {name}>"));
+        match &mut err {
+            SourceError::Unavailable(m) | SourceError::Denied(m) | SourceError::Corrupt(m) => {
+                fix(m)
+            }
+            _ => {}
+        }
+    }
+    err
 }
 
 fn info_of(m: &object_store::ObjectMeta) -> ObjectInfo {

@@ -1,0 +1,783 @@
+//! The SOR cache's REST routes. Every route checks its privilege
+//! (`read_sor`, or `manage_sor` for what changes the cache) and answers
+//! errors as `{"error": ...}` naming the problem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use futures_util::{StreamExt, TryStreamExt};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Map, Value, json};
+use simcache_auth::{Authenticator, Privilege};
+use simcache_web::error::ApiError;
+
+use crate::conditional::{self, Precondition, Wanted};
+use crate::functions::CallError;
+use crate::functions::runner::FnError;
+use crate::key::{self, Key};
+use crate::service::{FnFailure, Place, ReadError, Resolved, SorService};
+use crate::source::SourceError;
+
+pub const CACHE_HEADER: &str = "x-simcache-cache";
+/// Most keys a prefetch may name; most entries a listing returns.
+pub const MAX_BATCH: usize = 1000;
+
+/// `Path`, with a JSON 400 naming the problem when it does not decode.
+pub struct P<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| P(t))
+            .map_err(|e| ApiError::bad_request(format!("the URL path: {}", e.body_text())))
+    }
+}
+
+/// `Query`, with a JSON 400 naming the problem.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| Q(t))
+            .map_err(|e| ApiError::bad_request(format!("the query: {}", e.body_text())))
+    }
+}
+
+#[derive(Clone)]
+pub struct SorState {
+    pub service: Arc<SorService>,
+    pub auth: Arc<Authenticator>,
+}
+
+pub fn router(state: SorState) -> Router {
+    Router::new()
+        .route("/sor/functions", get(functions))
+        .route("/sor/{sor}/objects", get(list))
+        .route("/sor/{sor}/objects/{*path}", get(object))
+        .route("/sor/{sor}/meta/{*path}", get(meta))
+        .route("/sor/{sor}/prefetch", post(prefetch))
+        .route("/sor/{sor}/cache", delete(evict_prefix))
+        .route("/sor/{sor}/cache/stats", get(stats))
+        .route("/sor/{sor}/cache/entries", get(entries))
+        .route("/sor/{sor}/cache/{*path}", delete(evict_key))
+        .route("/sor/{sor}/invalidate", post(invalidate))
+        .route("/sor/{sor}/functions/{name}", post(call_post))
+        .route("/sor/{sor}/functions/{name}/{*path}", get(call_get))
+        .merge(crate::compat::router())
+        .with_state(state)
+}
+
+pub(crate) async fn check(s: &SorState, h: &HeaderMap, p: Privilege) -> Result<(), Response> {
+    s.auth
+        .authorize(h, p)
+        .await
+        .map(|_| ())
+        .map_err(IntoResponse::into_response)
+}
+
+pub(crate) fn key_of(path: &str) -> Result<Key, ApiError> {
+    Key::parse(path).map_err(|e| ApiError::bad_request(format!("path {path:?}: {e}")))
+}
+
+/// The status a failed read answers with.
+pub(crate) fn read_error(e: &ReadError) -> ApiError {
+    match e {
+        ReadError::UnknownSor(_) => ApiError::not_found(e.to_string()),
+        ReadError::Source(s) => source_error(s),
+    }
+}
+
+pub(crate) fn source_error(e: &SourceError) -> ApiError {
+    let status = match e {
+        SourceError::NotFound => StatusCode::NOT_FOUND,
+        SourceError::Outside => StatusCode::FORBIDDEN,
+        SourceError::Denied(_) | SourceError::Corrupt(_) => StatusCode::BAD_GATEWAY,
+        SourceError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        SourceError::NotModified => StatusCode::NOT_MODIFIED,
+        SourceError::Changed | SourceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+pub(crate) fn fn_failure(e: &FnFailure) -> Response {
+    match e {
+        FnFailure::Read(r) => read_error(r).into_response(),
+        FnFailure::TooLarge { .. } => ApiError::unprocessable(e.to_string()).into_response(),
+        FnFailure::Function(f) => {
+            let status = match f {
+                FnError::Budget(_) | FnError::NotApplicable(_) | FnError::OutputCap { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                FnError::NoValue(_) => StatusCode::NOT_FOUND,
+                FnError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                FnError::Deadline(_) | FnError::Io(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut r = ApiError::new(status, f.to_string()).into_response();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            r
+        }
+    }
+}
+
+pub(crate) fn call_error(e: &CallError) -> ApiError {
+    match e {
+        CallError::Unknown(_) => ApiError::not_found(e.to_string()),
+        CallError::BadArguments(_) => ApiError::unprocessable(e.to_string()),
+    }
+}
+
+fn count(s: &SorState, sor: &str, route: &str, result: &str) {
+    // Only configured SOR names become label values.
+    let sor = if s.service.source(sor).is_ok() {
+        sor
+    } else {
+        "unknown"
+    };
+    s.service
+        .metrics()
+        .requests
+        .with_label_values(&[sor, route, result])
+        .inc();
+}
+
+fn result_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        304 => "not-modified",
+        400 => "bad-request",
+        401 | 403 => "refused",
+        404 => "not-found",
+        412 => "precondition-failed",
+        416 => "unsatisfiable",
+        422 => "unprocessable",
+        429 => "queue-full",
+        502 => "bad-gateway",
+        503 => "unavailable",
+        _ if status.is_success() => "ok",
+        _ => "error",
+    }
+}
+
+pub fn http_date(ms: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_default()
+}
+
+fn content_type(key: &str) -> &'static str {
+    let ext = key.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "json" => "application/json",
+        "parquet" => "application/vnd.apache.parquet",
+        "csv" => "text/csv",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn object(
+    State(s): State<SorState>,
+    P((sor, path)): P<(String, String)>,
+    req: Request,
+) -> Response {
+    if let Err(r) = check(&s, req.headers(), Privilege::ReadSor).await {
+        return r;
+    }
+    let key = match key_of(&path) {
+        Ok(k) => k,
+        Err(e) => {
+            count(&s, &sor, "object", "bad-request");
+            return e.into_response();
+        }
+    };
+    let head_only = req.method() == Method::HEAD;
+    let h = req.headers().clone();
+    // One retry: a pinned read that meets a changed object re-resolves.
+    for attempt in 0..2 {
+        let resolved = match s.service.resolve(&sor, &key).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = read_error(&e);
+                count(&s, &sor, "object", result_label(e.status));
+                return e.into_response();
+            }
+        };
+        match respond(&s, &sor, &key, resolved, &h, head_only).await {
+            Ok(r) => {
+                let label = r
+                    .headers()
+                    .get(CACHE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|_| r.status().is_success())
+                    .unwrap_or(result_label(r.status()))
+                    .to_string();
+                count(&s, &sor, "object", &label);
+                return r;
+            }
+            Err(SourceError::Changed) if attempt == 0 => {
+                let _ = s.service.revalidate_now(&sor, &key).await;
+            }
+            Err(e) => {
+                let e = source_error(&e);
+                count(&s, &sor, "object", result_label(e.status));
+                return e.into_response();
+            }
+        }
+    }
+    let e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the object changed twice while it was read; retry",
+    );
+    count(&s, &sor, "object", "unavailable");
+    e.into_response()
+}
+
+/// Answers one resolved object: preconditions, range, headers, body.
+async fn respond(
+    s: &SorState,
+    sor: &str,
+    key: &Key,
+    r: Resolved,
+    h: &HeaderMap,
+    head_only: bool,
+) -> Result<Response, SourceError> {
+    let etag = r.meta.info.http_etag();
+    let last_modified = http_date(r.meta.info.last_modified_ms);
+    let size = r.meta.info.size;
+    let mut headers = HeaderMap::new();
+    let put = |h: &mut HeaderMap, k: header::HeaderName, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    put(&mut headers, header::ETAG, &etag);
+    put(&mut headers, header::LAST_MODIFIED, &last_modified);
+    put(&mut headers, header::ACCEPT_RANGES, "bytes");
+    put(&mut headers, header::AGE, &r.age_secs().to_string());
+    put(
+        &mut headers,
+        header::CONTENT_TYPE,
+        content_type(key.as_str()),
+    );
+    headers.insert(
+        header::HeaderName::from_static(CACHE_HEADER),
+        HeaderValue::from_static(r.served.as_str()),
+    );
+    match conditional::evaluate(
+        &etag,
+        header_str(h, header::IF_MATCH),
+        header_str(h, header::IF_NONE_MATCH),
+    ) {
+        Precondition::Failed => {
+            let mut resp = ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!("If-Match does not name the current version {etag}"),
+            )
+            .into_response();
+            resp.headers_mut().extend(headers);
+            return Ok(resp);
+        }
+        Precondition::NotModified => {
+            return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+        }
+        Precondition::Proceed => {}
+    }
+    let wanted = conditional::wanted(
+        header_str(h, header::RANGE),
+        size,
+        header_str(h, header::IF_RANGE),
+        &etag,
+        &last_modified,
+    );
+    let (status, start, end) = match wanted {
+        Wanted::Full => (StatusCode::OK, 0, size),
+        Wanted::Part { start, end } => {
+            put(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{}/{size}", end - 1),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
+        Wanted::Unsatisfiable => {
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the range lies outside the object's {size} bytes"),
+            )
+            .into_response();
+            put(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            resp.headers_mut().extend(headers);
+            return Ok(resp);
+        }
+    };
+    put(
+        &mut headers,
+        header::CONTENT_LENGTH,
+        &(end - start).to_string(),
+    );
+    if head_only {
+        return Ok((status, headers).into_response());
+    }
+    let body = match r.place {
+        Place::Memory(b) => Body::from(b.slice(start as usize..end as usize)),
+        Place::Disk(file) => file_body(file, start, end - start)
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("cache disk: {e}")))?,
+        Place::Remote => {
+            let range = (status == StatusCode::PARTIAL_CONTENT).then_some(start..end);
+            let f = s
+                .service
+                .read_through(sor, key, &r.meta.info.etag, range)
+                .await
+                .map_err(|e| match e {
+                    ReadError::Source(s) => s,
+                    other => SourceError::Unavailable(other.to_string()),
+                })?;
+            Body::from_stream(f.body.map_err(std::io::Error::other))
+        }
+    };
+    Ok((status, headers, body).into_response())
+}
+
+async fn file_body(file: std::fs::File, start: u64, len: u64) -> std::io::Result<Body> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::from_std(file);
+    if start > 0 {
+        f.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+    Ok(Body::from_stream(stream))
+}
+
+async fn meta(
+    State(s): State<SorState>,
+    P((sor, path)): P<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    let key = match key_of(&path) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    match s.service.meta(&sor, &key).await {
+        Ok(r) => {
+            count(&s, &sor, "meta", r.served.as_str());
+            axum::Json(json!({
+                "sor": sor,
+                "path": key.as_str(),
+                "size": r.meta.info.size,
+                "etag": r.meta.info.http_etag(),
+                "last_modified": http_date(r.meta.info.last_modified_ms),
+                "last_modified_ms": r.meta.info.last_modified_ms,
+                "cache": r.served.as_str(),
+                "age_seconds": r.age_secs(),
+                "cached": !matches!(r.place, Place::Remote),
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            let e = read_error(&e);
+            count(&s, &sor, "meta", result_label(e.status));
+            e.into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    start_after: Option<String>,
+}
+
+async fn list(
+    State(s): State<SorState>,
+    P(sor): P<String>,
+    Q(q): Q<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    let prefix = match key::parse_prefix(&q.prefix) {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::bad_request(format!("prefix {:?}: {e}", q.prefix)).into_response();
+        }
+    };
+    if let Some(sa) = &q.start_after
+        && let Err(e) = Key::parse(sa)
+    {
+        return ApiError::bad_request(format!("start_after {sa:?}: {e}")).into_response();
+    }
+    let limit = q.limit.unwrap_or(MAX_BATCH);
+    if limit == 0 || limit > MAX_BATCH {
+        return ApiError::bad_request(format!("limit must be 1..={MAX_BATCH}")).into_response();
+    }
+    match s
+        .service
+        .list(&sor, &prefix, q.start_after.as_deref(), limit + 1)
+        .await
+    {
+        Ok(mut items) => {
+            count(&s, &sor, "list", "ok");
+            let truncated = items.len() > limit;
+            items.truncate(limit);
+            let next = truncated
+                .then(|| items.last().map(|i| i.key.clone()))
+                .flatten();
+            axum::Json(json!({ "sor": sor, "prefix": prefix, "objects": items,
+                               "truncated": truncated, "next_start_after": next }))
+            .into_response()
+        }
+        Err(e) => {
+            let e = read_error(&e);
+            count(&s, &sor, "list", result_label(e.status));
+            e.into_response()
+        }
+    }
+}
+
+async fn prefetch(
+    State(s): State<SorState>,
+    P(sor): P<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ManageSor).await {
+        return r;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        paths: Vec<String>,
+    }
+    let req: Req = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "expected {{\"paths\": [\"a.parquet\", ...]}}: {e}"
+            ))
+            .into_response();
+        }
+    };
+    if req.paths.is_empty() || req.paths.len() > MAX_BATCH {
+        return ApiError::bad_request(format!("paths: give 1 to {MAX_BATCH}")).into_response();
+    }
+    if let Err(e) = s.service.source(&sor) {
+        return read_error(&e).into_response();
+    }
+    let mut keys = Vec::with_capacity(req.paths.len());
+    for p in &req.paths {
+        match key_of(p) {
+            Ok(k) => keys.push(k),
+            Err(e) => return e.into_response(),
+        }
+    }
+    // Fills share the fetch slots; this only bounds how many wait at once.
+    let results: Vec<Value> = futures_util::stream::iter(keys)
+        .map(|k| {
+            let svc = s.service.clone();
+            let sor = sor.clone();
+            async move {
+                match svc.resolve(&sor, &k).await {
+                    Ok(r) => json!({"path": k.as_str(), "cache": r.served.as_str(),
+                                    "size": r.meta.info.size, "cached": !matches!(r.place, Place::Remote)}),
+                    Err(e) => json!({"path": k.as_str(), "error": e.to_string(),
+                                    "status": read_error(&e).status.as_u16()}),
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    count(&s, &sor, "prefetch", "ok");
+    axum::Json(json!({ "sor": sor, "results": results })).into_response()
+}
+
+async fn evict_key(
+    State(s): State<SorState>,
+    P((sor, path)): P<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ManageSor).await {
+        return r;
+    }
+    let key = match key_of(&path) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = s.service.source(&sor) {
+        return read_error(&e).into_response();
+    }
+    let evicted = s.service.evict_key(&sor, &key);
+    count(&s, &sor, "evict", "ok");
+    axum::Json(json!({"sor": sor, "path": key.as_str(), "evicted": usize::from(evicted)}))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PrefixQuery {
+    prefix: Option<String>,
+}
+
+async fn evict_prefix(
+    State(s): State<SorState>,
+    P(sor): P<String>,
+    Q(q): Q<PrefixQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ManageSor).await {
+        return r;
+    }
+    let Some(raw) = q.prefix else {
+        return ApiError::bad_request(
+            "name what to evict: DELETE /sor/{sor}/cache/{path} or ?prefix= (empty for everything)",
+        )
+        .into_response();
+    };
+    let prefix = match key::parse_prefix(&raw) {
+        Ok(p) => p,
+        Err(e) => return ApiError::bad_request(format!("prefix {raw:?}: {e}")).into_response(),
+    };
+    if let Err(e) = s.service.source(&sor) {
+        return read_error(&e).into_response();
+    }
+    let n = s.service.evict_prefix(&sor, &prefix, "evicted");
+    count(&s, &sor, "evict", "ok");
+    axum::Json(json!({"sor": sor, "prefix": prefix, "evicted": n})).into_response()
+}
+
+async fn invalidate(
+    State(s): State<SorState>,
+    P(sor): P<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ManageSor).await {
+        return r;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        path: Option<String>,
+        prefix: Option<String>,
+    }
+    let req: Req = if body.is_empty() {
+        Req {
+            path: None,
+            prefix: None,
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiError::bad_request(format!(
+                    "expected {{\"path\": ...}} or {{\"prefix\": ...}}: {e}"
+                ))
+                .into_response();
+            }
+        }
+    };
+    let prefix = match (req.path, req.prefix) {
+        (Some(p), None) => match key_of(&p) {
+            Ok(k) => k.as_str().to_string(),
+            Err(e) => return e.into_response(),
+        },
+        (None, Some(p)) => match key::parse_prefix(&p) {
+            Ok(p) => p,
+            Err(e) => return ApiError::bad_request(format!("prefix {p:?}: {e}")).into_response(),
+        },
+        _ => {
+            return ApiError::bad_request(
+                "give exactly one of \"path\" or \"prefix\" (\"\" invalidates everything)",
+            )
+            .into_response();
+        }
+    };
+    match s.service.invalidate(&sor, &prefix).await {
+        Ok((n, announced)) => {
+            count(&s, &sor, "invalidate", "ok");
+            axum::Json(json!({"sor": sor, "prefix": prefix, "evicted_here": n,
+                              "announced": announced}))
+            .into_response()
+        }
+        Err(e) => read_error(&e).into_response(),
+    }
+}
+
+async fn stats(State(s): State<SorState>, P(sor): P<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    match s.service.stats(&sor) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => read_error(&e).into_response(),
+    }
+}
+
+async fn entries(State(s): State<SorState>, P(sor): P<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    if let Err(e) = s.service.source(&sor) {
+        return read_error(&e).into_response();
+    }
+    let entries = s.service.entries(&sor);
+    axum::Json(json!({"sor": sor, "entries": entries})).into_response()
+}
+
+async fn functions(State(s): State<SorState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    axum::Json(s.service.functions().describe()).into_response()
+}
+
+async fn call_post(
+    State(s): State<SorState>,
+    P((sor, name)): P<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        path: String,
+        #[serde(default)]
+        args: Map<String, Value>,
+    }
+    let req: Req = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "expected {{\"path\": \"...\", \"args\": {{...}}}}: {e}"
+            ))
+            .into_response();
+        }
+    };
+    let key = match key_of(&req.path) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    run_call(&s, &sor, &name, &key, req.args, &headers).await
+}
+
+/// `?n=5&columns=a&columns=b`: each value as JSON when it parses
+/// (`n=5` is a number, `columns=["a"]` a list), else as a string; a
+/// repeated name makes a list.
+pub(crate) fn args_from_query(pairs: Vec<(String, String)>) -> Map<String, Value> {
+    let mut grouped: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (k, v) in pairs {
+        let val = serde_json::from_str::<Value>(&v).unwrap_or(Value::String(v));
+        grouped.entry(k).or_default().push(val);
+    }
+    grouped
+        .into_iter()
+        .map(|(k, mut vs)| {
+            let v = if vs.len() == 1 {
+                vs.remove(0)
+            } else {
+                Value::Array(vs)
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+async fn call_get(
+    State(s): State<SorState>,
+    P((sor, name, path)): P<(String, String, String)>,
+    Q(q): Q<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = check(&s, &headers, Privilege::ReadSor).await {
+        return r;
+    }
+    let key = match key_of(&path) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    run_call(&s, &sor, &name, &key, args_from_query(q), &headers).await
+}
+
+async fn run_call(
+    s: &SorState,
+    sor: &str,
+    name: &str,
+    key: &Key,
+    args: Map<String, Value>,
+    headers: &HeaderMap,
+) -> Response {
+    let call = match s.service.call_for(name, args) {
+        Ok(c) => c,
+        Err(e) => {
+            count(s, sor, "function", "rejected");
+            return call_error(&e).into_response();
+        }
+    };
+    match s.service.run_function(sor, key, &call).await {
+        Ok(a) => {
+            count(
+                s,
+                sor,
+                "function",
+                if a.cached { "cached" } else { "computed" },
+            );
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&a.etag) {
+                h.insert(header::ETAG, v);
+            }
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                header::HeaderName::from_static(CACHE_HEADER),
+                HeaderValue::from_static(if a.cached { "hit-memory" } else { "miss" }),
+            );
+            if let Some(inm) = header_str(headers, header::IF_NONE_MATCH)
+                && conditional::evaluate(&a.etag, None, Some(inm)) == Precondition::NotModified
+            {
+                return (StatusCode::NOT_MODIFIED, h).into_response();
+            }
+            (StatusCode::OK, h, a.body).into_response()
+        }
+        Err(e) => {
+            let r = fn_failure(&e);
+            count(s, sor, "function", result_label(r.status()));
+            r
+        }
+    }
+}
