@@ -36,6 +36,8 @@ simcache_web::store_args! {
     }
 }
 
+// Parsed once at start; the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the cache API (prints the URL it serves on stdout).
@@ -169,6 +171,137 @@ pub struct ServeArgs {
     pub sfm_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub sfm: SfmArgs,
+    #[command(flatten)]
+    pub sor: SorArgs,
+}
+
+/// The read-through cache of systems of record (`/sor/...` and cache_api's
+/// `/cache/api/v1.0/`). Off unless a SOR is named (or cache_api's
+/// `AWS_BUCKET_NAME` / `LOCAL_DATA_DIR` are set).
+#[derive(Debug, Clone, Args)]
+pub struct SorArgs {
+    /// A system of record, NAME=URL: `data=s3://bucket/prefix` or
+    /// `local=file:///abs/dir` (read-only). Repeatable; the first is the default.
+    #[arg(long = "sor", env = crate::pod_env::SOR, value_delimiter = ',')]
+    pub sors: Vec<String>,
+    /// The S3 endpoint (default: AWS for the region).
+    #[arg(long, env = crate::pod_env::SOR_ENDPOINT)]
+    pub sor_endpoint: Option<String>,
+    #[arg(long, env = "SIMCACHE_SOR_REGION")]
+    pub sor_region: Option<String>,
+    /// Allow a plain-HTTP endpoint; loopback endpoints only.
+    #[arg(long, env = "SIMCACHE_SOR_ALLOW_HTTP")]
+    pub sor_allow_http: bool,
+    /// Unsigned requests to a public bucket (no credentials needed).
+    #[arg(long, env = "SIMCACHE_SOR_ANONYMOUS")]
+    pub sor_anonymous: bool,
+    /// Where the disk tier lives (an emptyDir in a pod).
+    #[arg(long, env = crate::pod_env::SOR_CACHE_DIR)]
+    pub sor_cache_dir: Option<PathBuf>,
+    #[arg(long, env = "SIMCACHE_SOR_DISK_BYTES", default_value_t = 10 << 30)]
+    pub sor_disk_bytes: u64,
+    #[arg(long, env = "SIMCACHE_SOR_MEMORY_BYTES", default_value_t = 256 << 20)]
+    pub sor_memory_bytes: u64,
+    /// Objects up to this size are kept in memory too.
+    #[arg(long, env = "SIMCACHE_SOR_MEMORY_OBJECT_BYTES", default_value_t = 1 << 20)]
+    pub sor_memory_object_bytes: u64,
+    /// Larger objects are never filled: reads (and ranges) pass through.
+    #[arg(long, env = "SIMCACHE_SOR_MAX_OBJECT_BYTES", default_value_t = 2 << 30)]
+    pub sor_max_object_bytes: u64,
+    /// ttl (fresh for --sor-ttl-secs, then a conditional GET), always, or never (immutable data).
+    #[arg(long, env = "SIMCACHE_SOR_VALIDATION", default_value = "ttl")]
+    pub sor_validation: simcache_sor::Validation,
+    #[arg(long, env = "SIMCACHE_SOR_TTL_SECS", default_value_t = 60)]
+    pub sor_ttl_secs: u64,
+    /// How long past freshness a copy is served (marked stale) while the SOR fails.
+    #[arg(long, env = "SIMCACHE_SOR_STALE_IF_ERROR_SECS", default_value_t = 300)]
+    pub sor_stale_if_error_secs: u64,
+    #[arg(long, env = "SIMCACHE_SOR_FETCH_CONCURRENCY", default_value_t = 16)]
+    pub sor_fetch_concurrency: usize,
+    #[arg(long, env = "SIMCACHE_SOR_FETCH_TIMEOUT_SECS", default_value_t = 60)]
+    pub sor_fetch_timeout_secs: u64,
+    #[arg(long, env = "SIMCACHE_SOR_FUNCTION_CONCURRENCY", default_value_t = 2)]
+    pub sor_function_concurrency: usize,
+    /// Calls waiting beyond the running ones; more get 429.
+    #[arg(long, env = "SIMCACHE_SOR_FUNCTION_QUEUE", default_value_t = 64)]
+    pub sor_function_queue: usize,
+    #[arg(long, env = "SIMCACHE_SOR_FUNCTION_TIMEOUT_SECS", default_value_t = 10)]
+    pub sor_function_timeout_secs: u64,
+    /// Memory one function call may need, estimated before it reads data.
+    #[arg(long, env = "SIMCACHE_SOR_FUNCTION_MEMORY_BYTES", default_value_t = 256 << 20)]
+    pub sor_function_memory_bytes: u64,
+    /// Largest answer a function may give.
+    #[arg(long, env = "SIMCACHE_SOR_FUNCTION_OUTPUT_BYTES", default_value_t = 4 << 20)]
+    pub sor_function_output_bytes: usize,
+    /// Declared commands (YAML or JSON list), checked at start.
+    #[arg(long, env = crate::pod_env::SOR_FUNCTIONS)]
+    pub sor_functions: Option<PathBuf>,
+}
+
+impl SorArgs {
+    /// The SOR cache's settings; `None` when no SOR is configured.
+    /// Credentials come from the standard AWS variables only.
+    pub fn config(&self) -> anyhow::Result<Option<simcache_sor::SorConfig>> {
+        use anyhow::Context;
+        use simcache_sor::config;
+        let env = |k: &str| std::env::var(k).ok();
+        let sors = if self.sors.is_empty() {
+            config::from_cache_api_env(env)?
+        } else {
+            self.sors
+                .iter()
+                .map(|s| config::parse_sor(s))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        if sors.is_empty() {
+            return Ok(None);
+        }
+        let functions = match &self.sor_functions {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading --sor-functions {}", p.display()))?;
+                simcache_sor::functions::parse_declared(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => Vec::new(),
+        };
+        let secs = std::time::Duration::from_secs;
+        Ok(Some(simcache_sor::SorConfig {
+            sors,
+            s3: config::S3Options {
+                endpoint: self.sor_endpoint.clone(),
+                region: self
+                    .sor_region
+                    .clone()
+                    .or_else(|| env("AWS_REGION"))
+                    .or_else(|| env("AWS_DEFAULT_REGION")),
+                allow_http: self.sor_allow_http,
+                anonymous: self.sor_anonymous,
+            },
+            credentials: simcache_sor::source::Credentials::from_env(env),
+            limits: simcache_sor::Limits {
+                cache_dir: self
+                    .sor_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("simcache-sor")),
+                disk_bytes: self.sor_disk_bytes,
+                memory_bytes: self.sor_memory_bytes,
+                memory_object_bytes: self.sor_memory_object_bytes,
+                max_object_bytes: self.sor_max_object_bytes,
+                validation: self.sor_validation,
+                ttl: secs(self.sor_ttl_secs),
+                stale_if_error: secs(self.sor_stale_if_error_secs),
+                fetch_concurrency: self.sor_fetch_concurrency,
+                fetch_timeout: secs(self.sor_fetch_timeout_secs),
+                function_concurrency: self.sor_function_concurrency,
+                function_queue: self.sor_function_queue,
+                function_timeout: secs(self.sor_function_timeout_secs),
+                function_memory_bytes: self.sor_function_memory_bytes,
+                function_output_bytes: self.sor_function_output_bytes,
+            },
+            functions,
+        }))
+    }
 }
 
 /// Settings of the SFM proxy, in a pod or stand-alone.

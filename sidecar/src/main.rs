@@ -40,6 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..AuthConfig::default()
             };
             cfg.sfm = a.sfm_listen.map(|addr| (addr, a.sfm.config()));
+            cfg.sor = a.sor.config()?;
             cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty());

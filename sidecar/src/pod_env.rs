@@ -41,3 +41,12 @@ pub const SFM_URL: &str = "SIMCACHE_SFM_URL";
 pub const SFM_LISTEN: &str = "SIMCACHE_SFM_LISTEN";
 /// The Simulation's SFMDevices, `namespace/name`, comma-separated.
 pub const SFM_DEVICES: &str = "SIMCACHE_SFM_DEVICES";
+
+/// The systems of record the sidecar caches (`NAME=URL`, comma-separated).
+pub const SOR: &str = "SIMCACHE_SOR";
+/// The S3 endpoint of those systems of record.
+pub const SOR_ENDPOINT: &str = "SIMCACHE_SOR_ENDPOINT";
+/// Where the SOR disk tier lives (an emptyDir).
+pub const SOR_CACHE_DIR: &str = "SIMCACHE_SOR_CACHE_DIR";
+/// Declared SOR functions (a file).
+pub const SOR_FUNCTIONS: &str = "SIMCACHE_SOR_FUNCTIONS";

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub limits: simcache_web::server::Limits,
     /// The pod-local SFM proxy: its loopback address and settings.
     pub sfm: Option<(SocketAddr, simcache_sfm::SfmConfig)>,
+    /// The read-through cache of systems of record, when any is configured.
+    pub sor: Option<simcache_sor::SorConfig>,
 }
 
 impl ServerConfig {
@@ -52,6 +54,7 @@ impl ServerConfig {
             run: None,
             limits: Default::default(),
             sfm: None,
+            sor: None,
         }
     }
 }
@@ -63,6 +66,7 @@ pub struct RunningServer {
     pub cache: Arc<CacheService>,
     pub auth: Arc<Authenticator>,
     pub run: Option<Arc<RunService>>,
+    pub sor: Option<Arc<simcache_sor::SorService>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -158,7 +162,21 @@ pub async fn start(
     let state = AppState::new(cache.clone(), auth.clone(), registry.clone());
     let hot =
         (cfg.memory_tier_bytes > 0).then(|| Arc::new(HotGet::new(state.clone(), &http_metrics)));
-    let app = router(state, run.clone(), http_metrics, cfg.max_body_bytes);
+    let sor = match cfg.sor.clone() {
+        Some(sor_cfg) => Some(start_sor(&stores, &registry, sor_cfg).await?),
+        None => None,
+    };
+    let sor_state = sor.as_ref().map(|s| simcache_sor::http::SorState {
+        service: s.clone(),
+        auth: auth.clone(),
+    });
+    let app = router(
+        state,
+        run.clone(),
+        sor_state,
+        http_metrics,
+        cfg.max_body_bytes,
+    );
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .with_context(|| format!("binding {}", cfg.addr))?;
@@ -170,6 +188,9 @@ pub async fn start(
     ];
     if let Some(pg) = &stores.pg {
         background.push(coherence::spawn(cache.clone(), pg.config().clone()));
+        if let Some(sor) = &sor {
+            background.extend(sor.spawn_listener(pg.config().clone()));
+        }
     }
 
     let mut sfm_addr = None;
@@ -207,9 +228,31 @@ pub async fn start(
         cache,
         auth,
         run,
+        sor,
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Opens the systems of record and the disk tier; invalidations travel on
+/// the store's PostgreSQL when there is one.
+async fn start_sor(
+    stores: &Stores,
+    registry: &Registry,
+    sor_cfg: simcache_sor::SorConfig,
+) -> anyhow::Result<Arc<simcache_sor::SorService>> {
+    let metrics = simcache_sor::metrics::SorMetrics::register(registry)?;
+    let notify = stores.pg.as_ref().map(|_| stores.sql.clone());
+    let origin = process_id()?;
+    let service = tokio::task::spawn_blocking(move || {
+        simcache_sor::SorService::start(sor_cfg, metrics, notify, &origin)
+    })
+    .await
+    .context("starting the SOR cache")??;
+    service.register_gauges(registry)?;
+    let names: Vec<&str> = service.sor_names().collect();
+    tracing::info!(sors = ?names, default = service.default_sor(), "SOR cache serving /sor and /cache/api/v1.0/");
+    Ok(service)
 }
 
 /// The pod-local SFM proxy: loopback only, because it has no auth (the pod

@@ -159,6 +159,18 @@ pub fn py_repr(v: &Value) -> String {
     }
 }
 
+/// A dict in the given key order (cache_api's answers start with `result`).
+pub fn py_dict(pairs: &[(&str, Value)]) -> String {
+    format!(
+        "{{{}}}",
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}: {}", py_str(k), py_repr(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 fn py_str(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
@@ -338,7 +350,7 @@ async fn answer(s: &SorState, params: Map<String, Value>, headers: &HeaderMap) -
                 } else {
                     "success".into()
                 };
-                env(py_repr(&json!({ "result": result })))
+                env(py_dict(&[("result", json!(result))]))
             }
             Err(e) => read_error(&e).into_response(),
         },
@@ -355,7 +367,10 @@ async fn answer(s: &SorState, params: Map<String, Value>, headers: &HeaderMap) -
             // This cache only: the SOR is never written.
             let evicted = s.service.evict_key(&sor, &key);
             count(s, &sor, "evicted");
-            env(py_repr(&json!({ "result": "success", "evicted": evicted })))
+            env(py_dict(&[
+                ("result", json!("success")),
+                ("evicted", json!(evicted)),
+            ]))
         }
         (Op::Head, _) | (Op::CacheStats, _) => {
             let keys: Vec<Value> = s
@@ -375,7 +390,13 @@ async fn answer(s: &SorState, params: Map<String, Value>, headers: &HeaderMap) -
             };
             run_fn(s, &sor, &key, name, Map::new(), env).await
         }
-        (Op::Function(name), Some(key)) => run_fn(s, &sor, &key, name, req.args.clone(), env).await,
+        (Op::Function(name), Some(key)) => {
+            let args = s
+                .service
+                .functions()
+                .coerce_query_args(name, req.args.clone());
+            run_fn(s, &sor, &key, name, args, env).await
+        }
         _ => ApiError::bad_request("give path=NAME").into_response(),
     }
 }

@@ -729,7 +729,11 @@ async fn call_get(
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    run_call(&s, &sor, &name, &key, args_from_query(q), &headers).await
+    let args = s
+        .service
+        .functions()
+        .coerce_query_args(&name, args_from_query(q));
+    run_call(&s, &sor, &name, &key, args, &headers).await
 }
 
 async fn run_call(

@@ -118,11 +118,31 @@ impl SorMetrics {
         registry.register(Box::new(m.fetch_duration.clone()))?;
         registry.register(Box::new(m.coalesced.clone()))?;
         registry.register(Box::new(m.stale_served.clone()))?;
-        registry.register(Box::new(m.cache_bytes.clone()))?;
-        registry.register(Box::new(m.cache_objects.clone()))?;
         registry.register(Box::new(m.evictions.clone()))?;
         registry.register(Box::new(m.function_duration.clone()))?;
         registry.register(Box::new(m.function_rejections.clone()))?;
         Ok(m)
+    }
+}
+
+/// The tier gauges, read when Prometheus scrapes.
+pub(crate) struct TierGauges {
+    pub bytes: IntGaugeVec,
+    pub objects: IntGaugeVec,
+    pub sample: Box<dyn Fn() + Send + Sync>,
+}
+
+impl prometheus::core::Collector for TierGauges {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.bytes.desc();
+        d.extend(self.objects.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        (self.sample)();
+        let mut m = self.bytes.collect();
+        m.extend(self.objects.collect());
+        m
     }
 }

@@ -811,6 +811,7 @@ impl SorService {
 
     /// What this process holds for `sor`.
     pub fn entries(&self, sor: &str) -> Vec<Entry> {
+        self.memory.run_pending_tasks();
         let mut by_key: BTreeMap<String, Entry> = BTreeMap::new();
         for m in self.disk.entries(sor) {
             by_key.insert(m.key.clone(), self.entry(&m, false, true));
@@ -861,6 +862,7 @@ impl SorService {
 
     pub fn stats(&self, sor: &str) -> Result<serde_json::Value, ReadError> {
         let src = self.source(sor)?;
+        self.memory.run_pending_tasks();
         let (disk_bytes, disk_objects) = self.disk.amounts(sor);
         let (mut mem_bytes, mut mem_objects) = (0u64, 0usize);
         for (_, v) in self.memory.iter() {
@@ -897,7 +899,24 @@ impl SorService {
         }))
     }
 
-    /// Sets the tier gauges (called on each scrape).
+    /// Registers the tier gauges, sampled at each scrape.
+    pub fn register_gauges(
+        self: &Arc<Self>,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<()> {
+        let weak = Arc::downgrade(self);
+        registry.register(Box::new(crate::metrics::TierGauges {
+            bytes: self.metrics.cache_bytes.clone(),
+            objects: self.metrics.cache_objects.clone(),
+            sample: Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.sample_gauges();
+                }
+            }),
+        }))
+    }
+
+    /// Sets the tier gauges.
     pub fn sample_gauges(&self) {
         self.memory.run_pending_tasks();
         let (used, _, n) = self.disk.totals();

@@ -5,9 +5,11 @@ pub mod http;
 pub mod k8s;
 pub mod kubelet;
 pub mod memory;
+pub mod parquet_gen;
 pub mod pg;
 pub mod process;
 pub mod roles;
+pub mod s3;
 pub mod sfm_sim;
 pub mod slow_clients;
 

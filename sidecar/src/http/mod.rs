@@ -57,11 +57,16 @@ impl std::ops::Deref for AppState {
 pub fn router(
     state: AppState,
     run: Option<Arc<RunService>>,
+    sor: Option<simcache_sor::http::SorState>,
     http_metrics: HttpMetrics,
     max_body_bytes: usize,
 ) -> Router {
     let run_routes = match run {
         Some(run) => run_routes::routes(run),
+        None => Router::new(),
+    };
+    let sor_routes = match sor {
+        Some(s) => simcache_sor::http::router(s),
         None => Router::new(),
     };
     Router::new()
@@ -71,6 +76,7 @@ pub fn router(
         .with_state(state.clone())
         .merge(simcache_auth::routes::router(state.auth.clone()))
         .merge(run_routes)
+        .merge(sor_routes)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -254,6 +254,36 @@ impl Catalog {
         })
     }
 
+    /// Arguments from a query string are untyped: `columns=id` means the
+    /// list `["id"]` where the schema wants a list, and `pointer=1` the
+    /// string `"1"` where it wants a string.
+    pub fn coerce_query_args(&self, name: &str, args: Map<String, Value>) -> Map<String, Value> {
+        let schema = match Builtin::parse(name) {
+            Some(b) => b.args_schema(),
+            None => match self.declared.get(name) {
+                Some((_, _, params)) => params.clone(),
+                None => return args,
+            },
+        };
+        let props = schema.get("properties").and_then(Value::as_object);
+        args.into_iter()
+            .map(|(k, v)| {
+                let want = props
+                    .and_then(|p| p.get(&k))
+                    .and_then(|p| p.get("type"))
+                    .and_then(Value::as_str);
+                let v = match (want, v) {
+                    (Some("array"), v @ Value::Array(_)) => v,
+                    (Some("array"), v) => Value::Array(vec![v]),
+                    (Some("string"), Value::String(s)) => Value::String(s),
+                    (Some("string"), v) => Value::String(v.to_string()),
+                    (_, v) => v,
+                };
+                (k, v)
+            })
+            .collect()
+    }
+
     /// `GET /sor/functions`: every function with its argument schema.
     pub fn describe(&self) -> Value {
         let mut out: Vec<Value> = Builtin::ALL
