@@ -1,5 +1,5 @@
 //! simcache's custom resources (group `simcache.io`, version `v1alpha1`):
-//! `Simulation`, `SimulationRun`, `CachePolicy`. The YAML files beside this
+//! `Simulation`, `SimulationRun`, `CachePolicy`, `SFMDevice`, `SystemOfRecord`. The YAML files beside this
 //! crate are generated from these types (`cargo run -p simcache-crds --bin
 //! gen-crds`); a test fails when they drift.
 
@@ -12,6 +12,7 @@ pub mod run;
 mod schema;
 pub mod sfm;
 pub mod simulation;
+pub mod sor;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -22,6 +23,7 @@ pub use run::{
 };
 pub use sfm::{SFMDevice, SFMDeviceSpec, SFMDeviceStatus};
 pub use simulation::{ParameterSpec, ParameterType, Simulation, SimulationSpec, SimulationStatus};
+pub use sor::{SystemOfRecord, SystemOfRecordSpec, SystemOfRecordStatus};
 
 /// Every CRD with the file name it is written to.
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
@@ -30,6 +32,7 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
         SimulationRun::crd(),
         CachePolicy::crd(),
         SFMDevice::crd(),
+        SystemOfRecord::crd(),
     ]
     .into_iter()
     .map(|c| {

@@ -143,6 +143,10 @@ pub struct SimulationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub sfm_devices: Vec<String>,
+    /// SystemsOfRecord (in this namespace) its pods read through the sidecar's cache at $SIMCACHE_URL/sor/{name}/objects/{path}.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub systems_of_record: Vec<String>,
 }
 
 /// What the operator observed about a Simulation.

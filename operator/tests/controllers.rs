@@ -1529,3 +1529,214 @@ async fn sfm_devices_are_probed_through_the_cache_registered_once_per_address_an
         .await;
     assert_eq!(rows[0].get::<_, i64>(0), 2);
 }
+
+async fn sor_status(env: &Env, name: &str) -> Option<simcache_crds::SystemOfRecordStatus> {
+    Api::<simcache_crds::SystemOfRecord>::namespaced(env.client.clone(), &env.ns.name)
+        .get(name)
+        .await
+        .ok()
+        .and_then(|d| d.status)
+}
+
+async fn sor_ready(
+    env: &Env,
+    name: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = sor_status(env, name).await
+            && let Some(c) = cond(&s.conditions, "Ready")
+        {
+            return c.clone();
+        }
+        assert!(Instant::now() < deadline, "{name}: no Ready condition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_reference() {
+    let s3 = simcache_testkit::s3::server();
+    let prefix = s3.prefix("operator");
+    s3.put(&format!("{prefix}inputs/a.json"), b"{}".to_vec())
+        .await;
+    let env = Env::new("sor").await;
+    let secret = |name: &str, key: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  AWS_ACCESS_KEY_ID: {}\n  AWS_SECRET_ACCESS_KEY: {key}\n",
+            s3.access_key
+        )
+    };
+    env.apply(&secret("s3-creds", &s3.secret_key));
+    env.apply(&secret("wrong-creds", "definitely-not-the-key"));
+    let sor = |name: &str, secret: &str| {
+        format!(
+            "apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: {name}\nspec:\n  s3:\n    bucket: {}\n    prefix: {prefix}\n    endpoint: {}\n    credentialsSecret:\n      name: {secret}\n  cache:\n    validation: ttl\n    ttlSeconds: 30\n    diskBytes: 1000000\n  functions:\n    - name: input-keys\n      builtin: json.keys\n",
+            s3.bucket, s3.endpoint
+        )
+    };
+    env.apply(&sor("data", "s3-creds"));
+    env.apply(&sor("denied", "wrong-creds"));
+    env.apply(&sor("nosecret", "missing"));
+    let ready = sor_ready(&env, "data").await;
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Probed"),
+        "{}",
+        ready.message
+    );
+    let denied = sor_ready(&env, "denied").await;
+    assert_eq!(
+        (denied.status.as_str(), denied.reason.as_str()),
+        ("False", "CredentialsRefused"),
+        "{}",
+        denied.message
+    );
+    let missing = sor_ready(&env, "nosecret").await;
+    assert_eq!(
+        (missing.status.as_str(), missing.reason.as_str()),
+        ("False", "SecretNotFound")
+    );
+    assert!(missing.message.contains("\"missing\""));
+    let status = sor_status(&env, "data").await.unwrap();
+    assert_eq!(
+        status.location.as_deref(),
+        Some(format!("s3://{}/{}", s3.bucket, prefix.trim_end_matches('/')).as_str())
+    );
+    // The secret's value is nowhere in what the operator wrote.
+    let all = String::from_utf8_lossy(
+        &env.cluster()
+            .kubectl(&[
+                "get",
+                "systemsofrecord,events",
+                "-n",
+                &env.ns.name,
+                "-o",
+                "yaml",
+            ])
+            .stdout,
+    )
+    .into_owned();
+    assert!(!all.contains(&s3.secret_key) && !all.contains("definitely-not-the-key"));
+    // `kubectl get sor` shows the columns.
+    let table = String::from_utf8_lossy(
+        &env.cluster()
+            .kubectl(&["get", "sor", "-n", &env.ns.name])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table.contains("LOCATION") && table.contains("Probed"),
+        "{table}"
+    );
+
+    // The API server refuses both locations, and neither.
+    for spec in [
+        format!("  s3:\n    bucket: b-b-b\n  directory:\n    claimName: c\n"),
+        "  cache:\n    validation: ttl\n".to_string(),
+        "  s3:\n    bucket: b-b-b\n    endpoint: http://10.0.0.1:9000\n".to_string(),
+    ] {
+        let yaml = format!(
+            "apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: bad\nspec:\n{spec}"
+        );
+        let out = env
+            .cluster()
+            .kubectl_stdin(&["apply", "-n", &env.ns.name, "-f", "-"], Some(&yaml));
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+    }
+
+    // A run of a Simulation naming a missing SOR waits, saying which.
+    env.simulation(
+        "reader",
+        thermal_command(),
+        "  systemsOfRecord: [data, meshes]\n",
+    );
+    env.apply(&env.run("r1", "reader", json!({"temperature": 300.0})));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = env.runs_api().get("r1").await.unwrap();
+        let msg = r
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default();
+        if msg.contains("SystemOfRecord \"meshes\" does not exist") {
+            assert_eq!(r.status.unwrap().phase, Phase::Pending);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message about the missing SOR: {msg:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Once it exists, the pod is made: credentials by secretKeyRef, the
+    // claim read-only, an emptyDir for the disk tier.
+    env.apply("apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: meshes\nspec:\n  directory:\n    claimName: mesh-pvc\n    subPath: v2\n");
+    let meshes = sor_ready(&env, "meshes").await;
+    assert_eq!(
+        (meshes.status.as_str(), meshes.reason.as_str()),
+        ("False", "ClaimNotFound")
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pod = loop {
+        let list = pods.list(&Default::default()).await.unwrap();
+        if let Some(p) = list.items.into_iter().next() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no pod after the SOR appeared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let spec = pod.spec.unwrap();
+    let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+    let envs = sidecar.env.as_ref().unwrap();
+    let get = |k: &str| envs.iter().find(|e| e.name == k);
+    assert_eq!(
+        get("SIMCACHE_SOR").and_then(|e| e.value.clone()).unwrap(),
+        format!(
+            "data=s3://{}/{},meshes=file:///sor/meshes/v2",
+            s3.bucket,
+            prefix.trim_end_matches('/')
+        )
+    );
+    let id = get("AWS_SECRET_ACCESS_KEY").unwrap();
+    assert!(id.value.is_none());
+    assert_eq!(
+        id.value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "s3-creds"
+    );
+    assert!(
+        get("SIMCACHE_SOR_FUNCTIONS")
+            .and_then(|e| e.value.clone())
+            .unwrap()
+            .contains("input-keys")
+    );
+    let vols = spec.volumes.unwrap();
+    let pvc = vols.iter().find(|v| v.name == "sor-meshes").unwrap();
+    assert_eq!(
+        pvc.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "mesh-pvc"
+    );
+    assert_eq!(
+        pvc.persistent_volume_claim.as_ref().unwrap().read_only,
+        Some(true)
+    );
+    assert!(
+        vols.iter()
+            .any(|v| v.name == "sor-cache" && v.empty_dir.is_some())
+    );
+    let pod_yaml =
+        serde_json::to_string(&pods.get(&pod.metadata.name.unwrap()).await.unwrap()).unwrap();
+    assert!(
+        !pod_yaml.contains(&s3.secret_key),
+        "the secret's value is never in the pod"
+    );
+}

@@ -233,7 +233,7 @@ pub struct SorArgs {
     /// Largest answer a function may give.
     #[arg(long, env = "SIMCACHE_SOR_FUNCTION_OUTPUT_BYTES", default_value_t = 4 << 20)]
     pub sor_function_output_bytes: usize,
-    /// Declared commands (YAML or JSON list), checked at start.
+    /// Declared commands: a YAML or JSON file, or an inline JSON list; checked at start.
     #[arg(long, env = crate::pod_env::SOR_FUNCTIONS)]
     pub sor_functions: Option<PathBuf>,
 }
@@ -257,6 +257,11 @@ impl SorArgs {
             return Ok(None);
         }
         let functions = match &self.sor_functions {
+            // Inline (how the operator passes a SystemOfRecord's functions).
+            Some(p) if p.to_string_lossy().trim_start().starts_with('[') => {
+                simcache_sor::functions::parse_declared(&p.to_string_lossy())
+                    .map_err(|e| anyhow::anyhow!("--sor-functions: {e}"))?
+            }
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading --sor-functions {}", p.display()))?;

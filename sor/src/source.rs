@@ -82,7 +82,17 @@ impl From<object_store::Error> for SourceError {
             E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
                 SourceError::Denied(first_line(&source.to_string()))
             }
-            other => SourceError::Unavailable(first_line(&other.to_string())),
+            // Listing wraps the HTTP status in a generic error.
+            other => {
+                let m = first_line(&other.to_string());
+                if m.contains("403 Forbidden") || m.contains("401 Unauthorized") {
+                    SourceError::Denied(m)
+                } else if m.contains("404 Not Found") {
+                    SourceError::NotFound
+                } else {
+                    SourceError::Unavailable(m)
+                }
+            }
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Context {
     pub sfm: std::sync::Arc<simcache_sfm::SfmService>,
     /// SFMDevices as the watch last saw them (for the pods of Simulations that list them).
     pub sfm_devices: Store<simcache_crds::SFMDevice>,
+    /// SystemsOfRecord as the watch last saw them (wired into the pods of Simulations that name them).
+    pub sors: Store<simcache_crds::SystemOfRecord>,
 }
 
 impl Context {

@@ -20,6 +20,10 @@ pub enum Error {
     Session(#[source] simcache_web::ApiError),
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The run's pod cannot be planned (a SystemOfRecord is missing or
+    /// cannot be wired); the run says why and retries.
+    #[error("{0}")]
+    PodPlan(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,11 +42,12 @@ impl Error {
             Error::TokensMissing { .. } => "tokens_missing",
             Error::Session(_) => "session",
             Error::Random(_) => "random",
+            Error::PodPlan(_) => "pod_plan",
         }
     }
 
     /// Every label, so each series exists from the first scrape.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "kube_api",
         "kube_client",
         "store_unavailable",
@@ -53,5 +58,6 @@ impl Error {
         "tokens_missing",
         "session",
         "random",
+        "pod_plan",
     ];
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod run;
 pub mod sfmdevice;
 pub mod simulation;
+pub mod sor;
 pub mod status;
 pub mod tokens;
 pub mod version;
@@ -158,6 +159,7 @@ pub async fn run(
     let pods_api: Api<Pod> = api_for(&client, ns);
     let policies_api: Api<CachePolicy> = api_for(&client, ns);
     let sfm_api: Api<SFMDevice> = api_for(&client, ns);
+    let sor_api: Api<simcache_crds::SystemOfRecord> = api_for(&client, ns);
 
     let ctl_cfg = kube::runtime::controller::Config::default().concurrency(concurrency);
     let sim_ctl = Controller::new(sims_api, watcher::Config::default())
@@ -167,6 +169,9 @@ pub async fn run(
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
     let sfm_ctl = Controller::new(sfm_api, watcher::Config::default())
+        .with_config(ctl_cfg.clone())
+        .graceful_shutdown_on(stop());
+    let sor_ctl = Controller::new(sor_api, watcher::Config::default())
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
     let sfm_service = simcache_sfm::SfmService::new(
@@ -209,6 +214,7 @@ pub async fn run(
         backoff: Default::default(),
         sfm: sfm_service,
         sfm_devices: sfm_ctl.store(),
+        sors: sor_ctl.store(),
     });
     let sfm_store = ctx.sfm_devices.clone();
     let sims = sim_ctl
@@ -241,6 +247,16 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|r| log_outcome("sfmdevice", r));
+    let sors = sor_ctl
+        .run(
+            |o, c| async move {
+                let (ctx, obj) = (c.clone(), o.clone());
+                measured(&ctx, "systemofrecord", &*obj, sor::reconcile(o, c)).await
+            },
+            |o, e, c| error_policy("systemofrecord", &*o, e, &c),
+            ctx.clone(),
+        )
+        .for_each(|r| log_outcome("systemofrecord", r));
     let gauges = forget_deleted_policies(ctx.clone(), stop());
     let sfm_gauges = count_sfm_devices(ctx.clone(), sfm_store, stop());
     // Runs are judged against Simulations and policies: start them only
@@ -263,7 +279,7 @@ pub async fn run(
             .for_each(|r| log_outcome("simulationrun", r))
     });
     tracing::info!("controllers started");
-    tokio::join!(sims, policies, runs, devices, gauges, sfm_gauges);
+    tokio::join!(sims, policies, runs, devices, sors, gauges, sfm_gauges);
     for t in sfm_tasks {
         t.abort();
     }

@@ -38,6 +38,7 @@ use crate::runs::pod::{
     PodPlan, SIMULATION_CONTAINER, SfmDeviceRef, build_pod, execution_id, pod_name, secret_name,
 };
 use crate::runs::record::{self, Completed, Execution, cache_outcome};
+use crate::runs::sor_wiring;
 use crate::runs::state::{AttemptFacts, Ingested, pod_outcome};
 
 /// While a pod runs, how often the run is looked at (and its lease renewed).
@@ -312,6 +313,14 @@ impl Run<'_> {
                 self.apply(&status, refused).await?;
                 return Ok(Action::requeue(RETRY_POD));
             }
+            Err(Error::PodPlan(message)) => {
+                let refused = Outcome::PodRefused {
+                    ident: ident(id),
+                    message,
+                };
+                self.apply(&status, refused).await?;
+                return Ok(Action::requeue(RETRY_POD));
+            }
             Err(e) => return Err(e),
         };
         tracing::info!(
@@ -347,6 +356,8 @@ impl Run<'_> {
         if pods.get_opt(&pod).await?.is_some() {
             return Ok(pod);
         }
+        let sor = sor_wiring::wire(&self.systems_of_record(&sim.spec.systems_of_record)?)
+            .map_err(Error::PodPlan)?;
         let tokens = tokens::ensure(self.ctx, self.obj, uid).await?;
         self.ctx
             .stores
@@ -374,6 +385,7 @@ impl Run<'_> {
             timeout_seconds: self.obj.spec.timeout_seconds,
             sidecar: &self.ctx.cfg.sidecar,
             sfm_devices: &sfm_devices,
+            sor: &sor,
         };
         match pods.create(&PostParams::default(), &build_pod(&plan)).await {
             Ok(_) => {}
@@ -486,6 +498,34 @@ impl Run<'_> {
                         .and_then(|d| d.spec.upstream.headers_secret_ref.clone())
                         .map(|r| (r.name, r.key)),
                 }
+            })
+            .collect()
+    }
+
+    /// The Simulation's SystemsOfRecord as the watch last saw them; a
+    /// missing one stops the pod from being made (the run says which).
+    fn systems_of_record(&self, names: &[String]) -> Result<Vec<sor_wiring::SorRef>> {
+        names
+            .iter()
+            .map(|name| {
+                self.ctx
+                    .sors
+                    .get(
+                        &kube::runtime::reflector::ObjectRef::<simcache_crds::SystemOfRecord>::new(
+                            name,
+                        )
+                        .within(&self.ns),
+                    )
+                    .map(|s| sor_wiring::SorRef {
+                        name: name.clone(),
+                        spec: s.spec.clone(),
+                    })
+                    .ok_or_else(|| {
+                        Error::PodPlan(format!(
+                            "SystemOfRecord {name:?} does not exist in namespace {}; create it or remove it from the Simulation's spec.systemsOfRecord",
+                            self.ns
+                        ))
+                    })
             })
             .collect()
     }

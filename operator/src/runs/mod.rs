@@ -7,4 +7,5 @@ pub mod lifecycle;
 pub mod pod;
 pub mod policy;
 pub mod record;
+pub mod sor_wiring;
 pub mod state;

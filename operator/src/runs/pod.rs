@@ -92,6 +92,8 @@ pub struct PodPlan<'a> {
     /// The SFMDevices the Simulation lists, which its pods may read through
     /// the sidecar's pod-local SFM proxy.
     pub sfm_devices: &'a [SfmDeviceRef],
+    /// The systems of record its sidecar reads through (see `sor_wiring`).
+    pub sor: &'a super::sor_wiring::SorWiring,
 }
 
 /// An SFMDevice a pod may use, and the Secret key of its upstream
@@ -161,7 +163,7 @@ pub fn owner_reference(run_name: &str, run_uid: &str) -> OwnerReference {
     }
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -185,7 +187,7 @@ fn cache_backend_env(s: &SidecarSettings, sqlite_path: &str) -> Vec<EnvVar> {
     }
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -303,6 +305,9 @@ pub fn build_pod(p: &PodPlan) -> Pod {
             }
         }
     }
+    sidecar_env.extend(p.sor.sidecar_env.iter().cloned());
+    let mut sidecar_mounts = mount.clone();
+    sidecar_mounts.extend(p.sor.sidecar_mounts.iter().cloned());
     let sidecar = Container {
         name: SIDECAR_CONTAINER.into(),
         image: Some(p.sidecar.image.clone()),
@@ -338,7 +343,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
             ..Default::default()
         }),
         security_context: Some(restricted()),
-        volume_mounts: Some(mount.clone()),
+        volume_mounts: Some(sidecar_mounts),
         ..Default::default()
     };
     let mut sim_env = vec![
@@ -406,11 +411,15 @@ pub fn build_pod(p: &PodPlan) -> Pod {
                 .then(|| p.sidecar.node_selector.clone()),
             init_containers: Some(vec![sidecar]),
             containers: vec![simulation],
-            volumes: Some(vec![Volume {
-                name: RUN_VOLUME.into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            }]),
+            volumes: Some(
+                std::iter::once(Volume {
+                    name: RUN_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                })
+                .chain(p.sor.volumes.iter().cloned())
+                .collect(),
+            ),
             ..Default::default()
         }),
         status: None,
@@ -420,6 +429,12 @@ pub fn build_pod(p: &PodPlan) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_SOR: super::super::sor_wiring::SorWiring = super::super::sor_wiring::SorWiring {
+        sidecar_env: Vec::new(),
+        volumes: Vec::new(),
+        sidecar_mounts: Vec::new(),
+    };
     use serde_json::json;
 
     fn plan<'a>(
@@ -446,6 +461,7 @@ mod tests {
             timeout_seconds: Some(600),
             sidecar: s,
             sfm_devices: &[],
+            sor: &NO_SOR,
         }
     }
 
