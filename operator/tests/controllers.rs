@@ -762,6 +762,10 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
         assert!(Instant::now() < deadline, "the SFMDevice got no status");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // A directory SystemOfRecord is probed by reading its claim, and gets a status.
+    env.apply("apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: meshes\nspec:\n  directory:\n    claimName: mesh-pvc\n");
+    let ready = sor_ready(&env, "meshes").await;
+    assert_eq!(ready.reason, "ClaimNotFound", "{}", ready.message);
     let out = c.kubectl(&[
         "delete",
         "sfmdevice",
