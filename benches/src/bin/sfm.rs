@@ -15,11 +15,10 @@
 //!
 //! cargo run --release -p simcache-benches --bin sfm [-- SECONDS_PER_RATE]   (default 10)
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use simcache_benches::load::{body_len, percentile, side_by_side};
 use simcache_testkit::ServerProcess;
 use simcache_testkit::k8s::workspace_bin;
 use simcache_testkit::sfm_sim::{Fault, SfmSimulator, Unit};
@@ -28,71 +27,6 @@ const UNIT: &str = "tcp:10.0.0.1:12345";
 const Q: &str = "host=10.0.0.1";
 /// Samples per channel of a 6 MiB waveform (4 channels of int16 as JSON text).
 const BIG: usize = 290_000;
-
-/// `workers` clients GET `url` for `secs`: (requests/s, bytes/s).
-async fn rate(url: &str, workers: usize, secs: u64) -> (f64, f64) {
-    let (done, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let stop = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (url, done, bytes) = (url.to_string(), done.clone(), bytes.clone());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            while Instant::now() < stop {
-                if let Ok(r) = http.get(&url).send().await
-                    && r.status().is_success()
-                    && let Ok(b) = r.bytes().await
-                {
-                    done.fetch_add(1, Ordering::Relaxed);
-                    bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    (
-        done.load(Ordering::Relaxed) as f64 / secs as f64,
-        bytes.load(Ordering::Relaxed) as f64 / secs as f64,
-    )
-}
-
-/// Ours and the ceiling in alternating halves (ours, ceiling, ours,
-/// ceiling) after a warm-up, so that drift of this machine's speed during
-/// the run falls on both alike: (ours, ceiling), each (req/s, bytes/s).
-async fn side_by_side(
-    ours: &str,
-    ceiling: &str,
-    workers: usize,
-    secs: u64,
-) -> ((f64, f64), (f64, f64)) {
-    rate(ours, workers, 1).await;
-    rate(ceiling, workers, 1).await;
-    let half = (secs / 2).max(1);
-    let (a1, c1, a2, c2) = (
-        rate(ours, workers, half).await,
-        rate(ceiling, workers, half).await,
-        rate(ours, workers, half).await,
-        rate(ceiling, workers, half).await,
-    );
-    let mean = |x: (f64, f64), y: (f64, f64)| ((x.0 + y.0) / 2.0, (x.1 + y.1) / 2.0);
-    (mean(a1, a2), mean(c1, c2))
-}
-
-fn percentile(v: &mut [f64], p: usize) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[(v.len() * p / 100).min(v.len() - 1)]
-}
-
-async fn body_len(url: &str) -> anyhow::Result<usize> {
-    let r = reqwest::get(url).await?;
-    anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
-    Ok(r.bytes().await?.len())
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
