@@ -15,7 +15,6 @@ use std::sync::Arc;
 use md5::Digest;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::lru::{Lru, Reserved};
 use crate::source::{ObjectInfo, SourceError};
@@ -169,21 +168,28 @@ impl DiskTier {
         let name = simcache_store::random::hex_id::<12>()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let path = self.root.join("tmp").join(name);
-        let file = match tokio::fs::File::create(&path).await {
+        let created = {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::File::create(p))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+        };
+        let file = match created {
             Ok(f) => f,
             Err(e) => {
                 self.inner.lock().lru.release(reserved);
                 return Err(e);
             }
         };
+        let (tx, writer) = start_writer(file);
         Ok((
             Some(Fill {
                 tier: self.clone(),
                 reserved: Some(reserved),
                 path,
-                file,
-                md5: md5::Md5::new(),
-                written: 0,
+                chunks: Some(tx),
+                writer: Some(writer),
             }),
             evicted.len(),
         ))
@@ -283,42 +289,87 @@ fn remove_files(root: &Path, id: &str) {
     let _ = std::fs::remove_file(blobs.join(id));
 }
 
-/// A fill in progress. Dropped without [`Fill::commit`], it deletes its
-/// temporary file and gives back its reservation.
+/// A fill in progress. Hashing and writing run on a thread of their own,
+/// fed through a bounded channel, so they overlap with receiving from the
+/// SOR. Dropped without [`Fill::commit`], it deletes its temporary file and
+/// gives back its reservation.
 pub struct Fill {
     tier: Arc<DiskTier>,
     reserved: Option<Reserved>,
     path: PathBuf,
-    file: tokio::fs::File,
-    md5: md5::Md5,
-    written: u64,
+    chunks: Option<std::sync::mpsc::SyncSender<bytes::Bytes>>,
+    writer: Option<tokio::task::JoinHandle<std::io::Result<(u64, [u8; 16])>>>,
+}
+
+/// Chunks in flight between the receiving task and the writer.
+const FILL_QUEUE: usize = 32;
+
+fn start_writer(
+    file: std::fs::File,
+) -> (
+    std::sync::mpsc::SyncSender<bytes::Bytes>,
+    tokio::task::JoinHandle<std::io::Result<(u64, [u8; 16])>>,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(FILL_QUEUE);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut md5 = md5::Md5::new();
+        let mut written = 0u64;
+        for chunk in rx {
+            md5.update(&chunk);
+            written += chunk.len() as u64;
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok((written, md5.finalize().into()))
+    });
+    (tx, writer)
 }
 
 impl Fill {
-    pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.md5.update(chunk);
-        self.written += chunk.len() as u64;
-        self.file.write_all(chunk).await
+    pub async fn write(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        let Some(tx) = self.chunks.clone() else {
+            return Err(std::io::Error::other("the fill is closed"));
+        };
+        // A full queue blocks: wait off the async workers.
+        match tx.try_send(chunk) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(chunk)) => {
+                tokio::task::spawn_blocking(move || tx.send(chunk))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|_| std::io::Error::other("the cache writer stopped"))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                Err(std::io::Error::other("the cache writer stopped"))
+            }
+        }
     }
 
     /// Checks the bytes against `meta.info` and makes the blob visible.
     pub async fn commit(mut self, meta: Meta) -> Result<(), SourceError> {
-        if self.written != meta.info.size {
+        let io = |e: std::io::Error| SourceError::Unavailable(format!("cache disk: {e}"));
+        self.chunks = None;
+        let (written, digest) = match self.writer.take() {
+            Some(w) => w
+                .await
+                .map_err(|e| SourceError::Unavailable(e.to_string()))?
+                .map_err(io)?,
+            None => return Err(SourceError::Unavailable("the fill is closed".into())),
+        };
+        if written != meta.info.size {
             return Err(SourceError::Corrupt(format!(
-                "received {} bytes, the SOR stated {}",
-                self.written, meta.info.size
+                "received {written} bytes, the SOR stated {}",
+                meta.info.size
             )));
         }
-        if let Some(want) = meta.info.md5() {
-            let got: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
-            if got != want {
-                return Err(SourceError::Corrupt(
-                    "the MD5 of the bytes is not the ETag".into(),
-                ));
-            }
+        if let Some(want) = meta.info.md5()
+            && digest != want
+        {
+            return Err(SourceError::Corrupt(
+                "the MD5 of the bytes is not the ETag".into(),
+            ));
         }
-        let io = |e: std::io::Error| SourceError::Unavailable(format!("cache disk: {e}"));
-        self.file.flush().await.map_err(io)?;
         let id = id_of(&meta.sor, &meta.key);
         let tier = self.tier.clone();
         let blob = tier.blob_path(&id);
@@ -341,8 +392,10 @@ impl Fill {
 
 impl Drop for Fill {
     fn drop(&mut self) {
+        self.chunks = None;
         if let Some(r) = self.reserved.take() {
             self.tier.inner.lock().lru.release(r);
+            // The writer may still hold the file open; unlinking is enough.
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -373,14 +426,14 @@ mod tests {
         assert_eq!(rec, Recovered::default());
         let (f, _) = tier.begin(5).await.unwrap();
         let mut f = f.unwrap();
-        f.write(b"hello").await.unwrap();
+        f.write(bytes::Bytes::from_static(b"hello")).await.unwrap();
         f.commit(meta("a", b"hello")).await.unwrap();
         let id = id_of("d", "a");
         assert_eq!(std::fs::read(tier.blob_path(&id)).unwrap(), b"hello");
         // A wrong MD5 and a short body are refused and leave nothing.
         let (f, _) = tier.begin(5).await.unwrap();
         let mut f = f.unwrap();
-        f.write(b"hellO").await.unwrap();
+        f.write(bytes::Bytes::from_static(b"hellO")).await.unwrap();
         let mut m = meta("b", b"hello");
         assert!(matches!(
             f.commit(m.clone()).await,
@@ -388,7 +441,7 @@ mod tests {
         ));
         let (f, _) = tier.begin(5).await.unwrap();
         let mut f = f.unwrap();
-        f.write(b"hel").await.unwrap();
+        f.write(bytes::Bytes::from_static(b"hel")).await.unwrap();
         m.key = "c".into();
         assert!(matches!(f.commit(m).await, Err(SourceError::Corrupt(_))));
         assert_eq!(tier.totals(), (5, 0, 1));
@@ -419,7 +472,7 @@ mod tests {
         for k in ["a", "b"] {
             let (f, _) = tier.begin(5).await.unwrap();
             let mut f = f.unwrap();
-            f.write(b"12345").await.unwrap();
+            f.write(bytes::Bytes::from_static(b"12345")).await.unwrap();
             f.commit(meta(k, b"12345")).await.unwrap();
         }
         let reader = std::fs::File::open(tier.blob_path(&id_of("d", "a"))).unwrap();

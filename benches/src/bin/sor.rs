@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = s3.prefix("bench");
     let small = br#"{"temperature": 300.5, "pressure": 101325, "runs": [1, 2, 3]}"#.to_vec();
     let medium: Vec<u8> = {
-        let rows: Vec<String> = (0..1400)
+        let rows: Vec<String> = (0..2420)
             .map(|i| {
                 format!(
                     "{{\"i\": {i}, \"t\": {:.6}, \"ok\": true}}",

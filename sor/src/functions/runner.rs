@@ -205,7 +205,8 @@ pub fn execute(
     }
 }
 
-/// The answer's envelope, shared by both routes.
+/// The answer's envelope, shared by both routes. The result is spliced in
+/// as it was stored, not parsed again.
 pub fn envelope(
     call: &Call,
     sor: &str,
@@ -214,17 +215,19 @@ pub fn envelope(
     cached: bool,
     result: &[u8],
 ) -> Bytes {
-    let result: Value = serde_json::from_slice(result).unwrap_or(Value::Null);
-    Bytes::from(
-        json!({
-            "function": call.name,
-            "builtin": call.builtin.name(),
-            "sor": sor,
-            "path": key,
-            "etag": object_etag,
-            "cached": cached,
-            "result": result,
-        })
-        .to_string(),
-    )
+    let head = json!({
+        "function": call.name,
+        "builtin": call.builtin.name(),
+        "sor": sor,
+        "path": key,
+        "etag": object_etag,
+        "cached": cached,
+    })
+    .to_string();
+    let mut out = Vec::with_capacity(head.len() + result.len() + 12);
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(if result.is_empty() { b"null" } else { result });
+    out.push(b'}');
+    Bytes::from(out)
 }
