@@ -1634,9 +1634,23 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
         "{table}"
     );
 
+    // The documented example is valid for the API server.
+    let out = env.cluster().kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        &env.ns.name,
+        "-f",
+        &example("examples/sor/inputs.yaml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The API server refuses both locations, and neither.
     for spec in [
-        format!("  s3:\n    bucket: b-b-b\n  directory:\n    claimName: c\n"),
+        "  s3:\n    bucket: b-b-b\n  directory:\n    claimName: c\n".to_string(),
         "  cache:\n    validation: ttl\n".to_string(),
         "  s3:\n    bucket: b-b-b\n    endpoint: http://10.0.0.1:9000\n".to_string(),
     ] {

@@ -225,8 +225,13 @@ pub struct SorArgs {
     /// Calls waiting beyond the running ones; more get 429.
     #[arg(long, env = "SIMCACHE_SOR_FUNCTION_QUEUE", default_value_t = 64)]
     pub sor_function_queue: usize,
-    #[arg(long, env = "SIMCACHE_SOR_FUNCTION_TIMEOUT_SECS", default_value_t = 10)]
-    pub sor_function_timeout_secs: u64,
+    /// Deadline of one function call (fractions allowed).
+    #[arg(
+        long,
+        env = "SIMCACHE_SOR_FUNCTION_TIMEOUT_SECS",
+        default_value_t = 10.0
+    )]
+    pub sor_function_timeout_secs: f64,
     /// Memory one function call may need, estimated before it reads data.
     #[arg(long, env = "SIMCACHE_SOR_FUNCTION_MEMORY_BYTES", default_value_t = 256 << 20)]
     pub sor_function_memory_bytes: u64,
@@ -300,7 +305,10 @@ impl SorArgs {
                 fetch_timeout: secs(self.sor_fetch_timeout_secs),
                 function_concurrency: self.sor_function_concurrency,
                 function_queue: self.sor_function_queue,
-                function_timeout: secs(self.sor_function_timeout_secs),
+                function_timeout: std::time::Duration::try_from_secs_f64(
+                    self.sor_function_timeout_secs,
+                )
+                .map_err(|e| anyhow::anyhow!("--sor-function-timeout-secs: {e}"))?,
                 function_memory_bytes: self.sor_function_memory_bytes,
                 function_output_bytes: self.sor_function_output_bytes,
             },

@@ -1707,3 +1707,37 @@ async fn an_invalidation_reaches_every_sidecar_on_one_postgresql() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"{\"v\": 11}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_past_its_deadline_answers_503_naming_it() {
+    use simcache_testkit::parquet_gen::numeric_table;
+    let rig = Rig::new(
+        Kind::Dir,
+        "deadline",
+        &["--sor-function-timeout-secs", "0.000001"],
+    )
+    .await;
+    let (file, _) = numeric_table(50_000);
+    rig.sor.put("t.parquet", file).await;
+    for f in ["parquet.describe", "parquet.head", "object.sha256"] {
+        let r = rig
+            .post(
+                &format!("/sor/data/functions/{f}"),
+                json!({"path": "t.parquet"}),
+            )
+            .await;
+        assert_eq!(r.status, 503, "{f}: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("deadline"),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        rig.metric(
+            "simcache_sor_function_rejections_total",
+            &[("reason", "timeout")]
+        )
+        .await,
+        3.0
+    );
+}

@@ -298,18 +298,16 @@ pub struct Fill {
     reserved: Option<Reserved>,
     path: PathBuf,
     chunks: Option<std::sync::mpsc::SyncSender<bytes::Bytes>>,
-    writer: Option<tokio::task::JoinHandle<std::io::Result<(u64, [u8; 16])>>>,
+    writer: Option<Writer>,
 }
+
+/// The writer thread: bytes written and their MD5, once the channel closes.
+type Writer = tokio::task::JoinHandle<std::io::Result<(u64, [u8; 16])>>;
 
 /// Chunks in flight between the receiving task and the writer.
 const FILL_QUEUE: usize = 32;
 
-fn start_writer(
-    file: std::fs::File,
-) -> (
-    std::sync::mpsc::SyncSender<bytes::Bytes>,
-    tokio::task::JoinHandle<std::io::Result<(u64, [u8; 16])>>,
-) {
+fn start_writer(file: std::fs::File) -> (std::sync::mpsc::SyncSender<bytes::Bytes>, Writer) {
     let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(FILL_QUEUE);
     let writer = tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

@@ -87,6 +87,8 @@ pub enum ReadError {
 enum MemValue {
     Object(Arc<(Meta, Bytes)>),
     Result(Bytes),
+    /// A parsed Parquet footer, keyed by object and ETag.
+    Footer(Arc<parquet::file::metadata::ParquetMetaData>),
 }
 
 impl MemValue {
@@ -94,6 +96,7 @@ impl MemValue {
         let n = match self {
             MemValue::Object(o) => o.1.len() + 256,
             MemValue::Result(b) => b.len() + 64,
+            MemValue::Footer(m) => m.memory_size() + 64,
         };
         u32::try_from(n).unwrap_or(u32::MAX)
     }
@@ -787,9 +790,13 @@ impl SorService {
             }
         };
         let started = Instant::now();
+        let footers = Arc::new(FooterSlot {
+            memory: self.memory.clone(),
+            key: format!("footer\0{id}\0{object_etag}"),
+        });
         let r = self
             .runner
-            .run(call, key.as_str(), &resolved.meta.info, input)
+            .run(call, key.as_str(), &resolved.meta.info, input, footers)
             .await;
         let name = call.builtin.name();
         match r {
@@ -972,6 +979,24 @@ impl SorService {
     pub fn memory_bytes(&self) -> u64 {
         self.memory.run_pending_tasks();
         self.memory.weighted_size()
+    }
+}
+
+/// One object version's slot for its parsed Parquet footer in the memory tier.
+struct FooterSlot {
+    memory: moka::sync::Cache<String, MemValue>,
+    key: String,
+}
+
+impl crate::functions::parquet_fns::Footers for FooterSlot {
+    fn get(&self) -> Option<Arc<parquet::file::metadata::ParquetMetaData>> {
+        match self.memory.get(&self.key) {
+            Some(MemValue::Footer(m)) => Some(m),
+            _ => None,
+        }
+    }
+    fn put(&self, md: Arc<parquet::file::metadata::ParquetMetaData>) {
+        self.memory.insert(self.key.clone(), MemValue::Footer(md));
     }
 }
 

@@ -2,6 +2,8 @@
 //! `column_stats`, `info`) never decode a data page; `head` and `describe`
 //! do, after their memory need is estimated from the footer.
 
+use std::sync::Arc;
+
 use parquet::basic::Type as Physical;
 use parquet::column::reader::ColumnReader;
 use parquet::file::metadata::ParquetMetaData;
@@ -14,16 +16,87 @@ use super::runner::{Bounds, FnError, Input};
 
 const BATCH: usize = 8192;
 
+/// Where parsed footers are kept between calls (the memory tier).
+pub trait Footers: Send + Sync {
+    fn get(&self) -> Option<Arc<ParquetMetaData>>;
+    fn put(&self, md: Arc<ParquetMetaData>);
+}
+
+/// No footer cache (tests, one-off calls).
+pub struct NoFooters;
+
+impl Footers for NoFooters {
+    fn get(&self) -> Option<Arc<ParquetMetaData>> {
+        None
+    }
+    fn put(&self, _: Arc<ParquetMetaData>) {}
+}
+
+/// True for the functions that read nothing but the footer.
+pub fn footer_only(f: Builtin) -> bool {
+    matches!(
+        f,
+        Builtin::ParquetSchema
+            | Builtin::ParquetRowCount
+            | Builtin::ParquetColumnStats
+            | Builtin::ParquetInfo
+    )
+}
+
 pub fn run(
     f: Builtin,
     columns: Option<&[String]>,
     n: usize,
     input: Input,
     b: &Bounds,
+    footers: &dyn Footers,
 ) -> Result<Value, FnError> {
+    if footer_only(f) {
+        let md = match footers.get() {
+            Some(md) => md,
+            None => {
+                let md = Arc::new(match &input {
+                    Input::Bytes(bytes) => read_footer(bytes)?,
+                    Input::File(file) => read_footer(file)?,
+                });
+                footers.put(md.clone());
+                md
+            }
+        };
+        return from_footer(f, columns, &md);
+    }
     match input {
         Input::Bytes(bytes) => run_on(f, columns, n, bytes, b),
         Input::File(file) => run_on(f, columns, n, file, b),
+    }
+}
+
+fn read_footer<R: ChunkReader>(r: &R) -> Result<ParquetMetaData, FnError> {
+    parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(r)
+        .map_err(|e| {
+            FnError::NotApplicable(format!("the object is not a readable Parquet file: {e}"))
+        })
+}
+
+fn from_footer(
+    f: Builtin,
+    columns: Option<&[String]>,
+    md: &ParquetMetaData,
+) -> Result<Value, FnError> {
+    let chosen = choose(md, columns)?;
+    match f {
+        Builtin::ParquetSchema => Ok(schema(md)),
+        Builtin::ParquetRowCount => Ok(json!({
+            "rows": md.file_metadata().num_rows(),
+            "row_groups": md.num_row_groups(),
+        })),
+        Builtin::ParquetColumnStats => Ok(column_stats(md, &chosen)),
+        Builtin::ParquetInfo => Ok(info(md)),
+        other => Err(FnError::NotApplicable(format!(
+            "{} reads more than the footer",
+            other.name()
+        ))),
     }
 }
 
@@ -44,13 +117,6 @@ fn run_on<R: ChunkReader + 'static>(
     let md = reader.metadata();
     let chosen = choose(md, columns)?;
     match f {
-        Builtin::ParquetSchema => Ok(schema(md)),
-        Builtin::ParquetRowCount => Ok(json!({
-            "rows": md.file_metadata().num_rows(),
-            "row_groups": md.num_row_groups(),
-        })),
-        Builtin::ParquetColumnStats => Ok(column_stats(md, &chosen)),
-        Builtin::ParquetInfo => Ok(info(md)),
         Builtin::ParquetHead => head(&reader, &chosen, n, b),
         Builtin::ParquetDescribe => describe(&reader, &chosen, b),
         other => Err(FnError::NotApplicable(format!(

@@ -129,6 +129,7 @@ impl Runner {
         key: &str,
         info: &ObjectInfo,
         input: Input,
+        footers: Arc<dyn super::parquet_fns::Footers>,
     ) -> Result<Bytes, FnError> {
         let n = self.admitted.fetch_add(1, Ordering::AcqRel) + 1;
         let _admitted = Admitted(&self.admitted);
@@ -152,7 +153,7 @@ impl Runner {
         let (call, key, info) = (call.clone(), key.to_string(), info.clone());
         let cap = self.output_cap;
         tokio::task::spawn_blocking(move || {
-            let v = execute(&call, &key, &info, input, &bounds)?;
+            let v = execute(&call, &key, &info, input, &bounds, footers.as_ref())?;
             let body = serde_json::to_vec(&v).map_err(|e| FnError::Io(e.to_string()))?;
             if body.len() > cap {
                 return Err(FnError::OutputCap {
@@ -174,6 +175,7 @@ pub fn execute(
     info: &ObjectInfo,
     input: Input,
     b: &Bounds,
+    footers: &dyn super::parquet_fns::Footers,
 ) -> Result<Value, FnError> {
     use super::{json_fns, object_fns, parquet_fns};
     match call.builtin {
@@ -196,7 +198,7 @@ pub fn execute(
                         .collect()
                 });
             let n = call.args.get("n").and_then(Value::as_u64).unwrap_or(5);
-            parquet_fns::run(p, columns.as_deref(), n as usize, input, b)
+            parquet_fns::run(p, columns.as_deref(), n as usize, input, b, footers)
         }
         other => Err(FnError::NotApplicable(format!(
             "{} is not runnable",
