@@ -283,16 +283,7 @@ fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
 }
 
 fn count(s: &SorState, sor: &str, result: &str) {
-    let sor = if s.service.source(sor).is_ok() {
-        sor
-    } else {
-        "unknown"
-    };
-    s.service
-        .metrics()
-        .requests
-        .with_label_values(&[sor, "compat", result])
-        .inc();
+    crate::http::count(s, sor, "compat", result);
 }
 
 async fn answer(s: &SorState, params: Map<String, Value>, headers: &HeaderMap) -> Response {

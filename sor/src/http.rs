@@ -140,7 +140,7 @@ pub(crate) fn call_error(e: &CallError) -> ApiError {
     }
 }
 
-fn count(s: &SorState, sor: &str, route: &str, result: &str) {
+pub(crate) fn count(s: &SorState, sor: &str, route: &str, result: &str) {
     // Only configured SOR names become label values.
     let sor = if s.service.source(sor).is_ok() {
         sor
