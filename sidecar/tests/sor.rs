@@ -1741,3 +1741,65 @@ async fn a_function_past_its_deadline_answers_503_naming_it() {
         3.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_problem_and_drop_nothing_cached() {
+    let rig = Rig::new(Kind::Dir, "bad-requests", &[]).await;
+    rig.sor.put("a.json", b"{\"v\": 1}".to_vec()).await;
+    assert_eq!(rig.object("a.json").await.status, 200);
+    let raw_post = |path: &str, body: &'static str| {
+        rig.http
+            .post(format!("{}{path}", rig.base()))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let cases: Vec<(Reply, &str)> = vec![
+        (rig.get("/sor/data/objects?limit=0").await, "limit"),
+        (rig.get("/sor/data/objects?limit=5000").await, "limit"),
+        (
+            rig.get("/sor/data/objects?start_after=../x").await,
+            "start_after",
+        ),
+        (
+            rig.send(rig.http.delete(format!("{}/sor/data/cache", rig.base())))
+                .await,
+            "prefix",
+        ),
+        (
+            rig.send(raw_post("/sor/data/prefetch", "{not json")).await,
+            "paths",
+        ),
+        (
+            rig.send(raw_post("/sor/data/invalidate", "[1]")).await,
+            "prefix",
+        ),
+        (
+            rig.send(raw_post("/sor/data/functions/json.keys", "{\"args\": {}}"))
+                .await,
+            "path",
+        ),
+        (
+            rig.send(raw_post("/cache/api/v1.0/", "[1, 2]")).await,
+            "JSON object",
+        ),
+        (
+            rig.send(raw_post("/cache/api/v1.0/", "{\"data\": 5}"))
+                .await,
+            "data",
+        ),
+        (
+            rig.get("/cache/api/v1.0/?command=read&path=a.json&return=xml")
+                .await,
+            "return",
+        ),
+    ];
+    for (r, want) in &cases {
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    // Nothing cached was dropped by the refused requests.
+    let r = rig.object("a.json").await;
+    assert_eq!((r.status.as_u16(), r.cache()), (200, "hit-memory"));
+    assert_eq!(rig.sor_gets().await, 1.0);
+}
