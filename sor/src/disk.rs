@@ -168,21 +168,28 @@ impl DiskTier {
         let name = simcache_store::random::hex_id::<12>()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let path = self.root.join("tmp").join(name);
+        // A second handle for a reader following the fill: opened now, so
+        // the rename at commit cannot race it.
         let created = {
             let p = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::File::create(p))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
+            tokio::task::spawn_blocking(move || {
+                let w = std::fs::File::create(&p)?;
+                let r = std::fs::File::open(&p)?;
+                Ok::<_, std::io::Error>((w, r))
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
         };
-        let file = match created {
+        let (file, reader) = match created {
             Ok(f) => f,
             Err(e) => {
                 self.inner.lock().lru.release(reserved);
                 return Err(e);
             }
         };
-        let (tx, writer) = start_writer(file);
+        let progress = Arc::new(tokio::sync::watch::Sender::new(Progress::default()));
+        let (tx, writer) = start_writer(file, progress.clone());
         Ok((
             Some(Fill {
                 tier: self.clone(),
@@ -190,6 +197,8 @@ impl DiskTier {
                 path,
                 chunks: Some(tx),
                 writer: Some(writer),
+                reader: Arc::new(reader),
+                progress,
             }),
             evicted.len(),
         ))
@@ -297,8 +306,53 @@ pub struct Fill {
     tier: Arc<DiskTier>,
     reserved: Option<Reserved>,
     path: PathBuf,
-    chunks: Option<std::sync::mpsc::SyncSender<bytes::Bytes>>,
+    chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     writer: Option<Writer>,
+    reader: Arc<std::fs::File>,
+    progress: Arc<tokio::sync::watch::Sender<Progress>>,
+}
+
+/// How far a fill has come, for a reader following it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes in the file (readable through [`Growing::file`]).
+    pub on_disk: u64,
+    pub end: FillEnd,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FillEnd {
+    #[default]
+    Writing,
+    /// Length and MD5 checked, the blob is in the tier.
+    Verified,
+    /// Short, corrupt, or abandoned: the bytes must not be passed on whole.
+    Failed,
+}
+
+/// A fill's file as it grows, and the news of how far it got.
+#[derive(Clone)]
+pub struct Growing {
+    pub file: Arc<std::fs::File>,
+    pub progress: tokio::sync::watch::Receiver<Progress>,
+}
+
+impl Growing {
+    /// Waits for the fill's end; the file once its bytes were verified.
+    pub async fn verified(mut self) -> Result<Arc<std::fs::File>, SourceError> {
+        let end = self
+            .progress
+            .wait_for(|p| p.end != FillEnd::Writing)
+            .await
+            .map(|p| p.end)
+            .unwrap_or(FillEnd::Failed);
+        match end {
+            FillEnd::Verified => Ok(self.file),
+            _ => Err(SourceError::Corrupt(
+                "the fill this read followed did not verify".into(),
+            )),
+        }
+    }
 }
 
 /// The writer thread: bytes written and their MD5, once the channel closes.
@@ -307,41 +361,51 @@ type Writer = tokio::task::JoinHandle<std::io::Result<(u64, [u8; 16])>>;
 /// Chunks in flight between the receiving task and the writer.
 const FILL_QUEUE: usize = 32;
 
-fn start_writer(file: std::fs::File) -> (std::sync::mpsc::SyncSender<bytes::Bytes>, Writer) {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(FILL_QUEUE);
+fn start_writer(
+    file: std::fs::File,
+    progress: Arc<tokio::sync::watch::Sender<Progress>>,
+) -> (tokio::sync::mpsc::Sender<bytes::Bytes>, Writer) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(FILL_QUEUE);
     let writer = tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut md5 = md5::Md5::new();
         let mut written = 0u64;
-        for chunk in rx {
+        let mut told = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
             md5.update(&chunk);
             written += chunk.len() as u64;
             out.write_all(&chunk)?;
+            // What left the buffer is in the file: tell a follower.
+            let on_disk = written - out.buffer().len() as u64;
+            if on_disk > told {
+                told = on_disk;
+                progress.send_modify(|p| p.on_disk = on_disk);
+            }
         }
         out.flush()?;
+        progress.send_modify(|p| p.on_disk = written);
         Ok((written, md5.finalize().into()))
     });
     (tx, writer)
 }
 
 impl Fill {
+    /// A handle for reading the fill while it grows.
+    pub fn follow(&self) -> Growing {
+        Growing {
+            file: self.reader.clone(),
+            progress: self.progress.subscribe(),
+        }
+    }
+
     pub async fn write(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
-        let Some(tx) = self.chunks.clone() else {
+        let Some(tx) = self.chunks.as_ref() else {
             return Err(std::io::Error::other("the fill is closed"));
         };
-        // A full queue blocks: wait off the async workers.
-        match tx.try_send(chunk) {
-            Ok(()) => Ok(()),
-            Err(std::sync::mpsc::TrySendError::Full(chunk)) => {
-                tokio::task::spawn_blocking(move || tx.send(chunk))
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .map_err(|_| std::io::Error::other("the cache writer stopped"))
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                Err(std::io::Error::other("the cache writer stopped"))
-            }
-        }
+        // A full queue waits here, without a thread of its own.
+        tx.send(chunk)
+            .await
+            .map_err(|_| std::io::Error::other("the cache writer stopped"))
     }
 
     /// Checks the bytes against `meta.info` and makes the blob visible.
@@ -384,6 +448,8 @@ impl Fill {
             g.lru.commit(r, &id);
         }
         g.metas.insert(id, meta);
+        drop(g);
+        self.progress.send_modify(|p| p.end = FillEnd::Verified);
         Ok(())
     }
 }
@@ -392,6 +458,7 @@ impl Drop for Fill {
     fn drop(&mut self) {
         self.chunks = None;
         if let Some(r) = self.reserved.take() {
+            self.progress.send_modify(|p| p.end = FillEnd::Failed);
             self.tier.inner.lock().lru.release(r);
             // The writer may still hold the file open; unlinking is enough.
             let _ = std::fs::remove_file(&self.path);
@@ -461,6 +528,45 @@ mod tests {
             }
         );
         assert_eq!(tier.lookup(&id).unwrap().key, "a");
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_the_bytes_land_and_how_the_fill_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tier, _) = DiskTier::open(dir.path(), 1000).unwrap();
+        let (f, _) = tier.begin(5).await.unwrap();
+        let mut f = f.unwrap();
+        let mut g = f.follow();
+        f.write(bytes::Bytes::from_static(b"hello")).await.unwrap();
+        let ok = tokio::spawn(g.clone().verified());
+        f.commit(meta("a", b"hello")).await.unwrap();
+        let p = *g
+            .progress
+            .wait_for(|p| p.end != FillEnd::Writing)
+            .await
+            .unwrap();
+        assert_eq!(
+            p,
+            Progress {
+                on_disk: 5,
+                end: FillEnd::Verified
+            }
+        );
+        let file = ok.await.unwrap().unwrap();
+        let mut buf = [0u8; 5];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello");
+        // A wrong MD5 ends the fill Failed, and so does a fill given up.
+        let (f, _) = tier.begin(5).await.unwrap();
+        let mut f = f.unwrap();
+        let g = f.follow();
+        f.write(bytes::Bytes::from_static(b"hellO")).await.unwrap();
+        assert!(f.commit(meta("b", b"hello")).await.is_err());
+        assert!(matches!(g.verified().await, Err(SourceError::Corrupt(_))));
+        let (f, _) = tier.begin(5).await.unwrap();
+        let g = f.as_ref().unwrap().follow();
+        drop(f);
+        assert_eq!(g.progress.borrow().end, FillEnd::Failed);
     }
 
     #[tokio::test]

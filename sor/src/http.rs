@@ -18,6 +18,7 @@ use simcache_auth::{Authenticator, Privilege};
 use simcache_web::error::ApiError;
 
 use crate::conditional::{self, Precondition, Wanted};
+use crate::disk::{FillEnd, Growing};
 use crate::functions::CallError;
 use crate::functions::runner::FnError;
 use crate::key::{self, Key};
@@ -215,7 +216,17 @@ async fn object(
     let h = req.headers().clone();
     // One retry: a pinned read that meets a changed object re-resolves.
     for attempt in 0..2 {
-        let resolved = match s.service.resolve(&sor, &key).await {
+        // A plain GET may stream the fill it starts; a range, a HEAD or a
+        // conditional waits for the verified copy.
+        let follow = !head_only
+            && [header::RANGE, header::IF_MATCH, header::IF_NONE_MATCH]
+                .iter()
+                .all(|n| !h.contains_key(n));
+        let resolved = match if follow {
+            s.service.resolve_following(&sor, &key).await
+        } else {
+            s.service.resolve(&sor, &key).await
+        } {
             Ok(r) => r,
             Err(e) => {
                 let e = read_error(&e);
@@ -348,6 +359,7 @@ async fn respond(
         Place::Disk(file) => file_body(file, start, end - start)
             .await
             .map_err(|e| SourceError::Unavailable(format!("cache disk: {e}")))?,
+        Place::Growing(g) => growing_body(g, start, end),
         Place::Remote => {
             let range = (status == StatusCode::PARTIAL_CONTENT).then_some(start..end);
             let f = s
@@ -372,6 +384,44 @@ async fn file_body(file: std::fs::File, start: u64, len: u64) -> std::io::Result
     }
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
     Ok(Body::from_stream(stream))
+}
+
+/// Streams `start..end` of a fill as it lands. The last byte waits for the
+/// fill's verification: a body that fails it ends early, so the client sees
+/// a short read (and hyper drops the connection), never a whole wrong body.
+fn growing_body(g: Growing, start: u64, end: u64) -> Body {
+    const CHUNK: u64 = 256 * 1024;
+    let stream = futures_util::stream::try_unfold((g, start), move |(mut g, pos)| async move {
+        if pos >= end {
+            return Ok(None);
+        }
+        loop {
+            let p = *g.progress.borrow_and_update();
+            let readable = match p.end {
+                FillEnd::Verified => end,
+                FillEnd::Failed => {
+                    return Err(std::io::Error::other("the fill did not verify"));
+                }
+                FillEnd::Writing => p.on_disk.min(end - 1),
+            };
+            if readable > pos {
+                let n = (readable - pos).min(CHUNK) as usize;
+                let file = g.file.clone();
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, pos)?;
+                    Ok::<_, std::io::Error>(Bytes::from(buf))
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                return Ok(Some((chunk, (g, pos + n as u64))));
+            }
+            if g.progress.changed().await.is_err() && g.progress.borrow().end != FillEnd::Verified {
+                return Err(std::io::Error::other("the fill stopped"));
+            }
+        }
+    });
+    Body::from_stream(stream)
 }
 
 async fn meta(
@@ -783,5 +833,78 @@ async fn run_call(
             count(s, sor, "function", result_label(r.status()));
             r
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{DiskTier, Meta, id_of};
+    use crate::source::ObjectInfo;
+
+    fn meta(key: &str, body: &[u8]) -> Meta {
+        let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(body).into();
+        Meta {
+            sor: "d".into(),
+            key: key.into(),
+            info: ObjectInfo {
+                size: body.len() as u64,
+                etag: hex::encode(md5),
+                last_modified_ms: 0,
+            },
+            fetched_at_ms: 1,
+            validated_at_ms: 1,
+        }
+    }
+
+    /// Reads what the body yields before `wait`, then the rest.
+    async fn collect(body: Body) -> (Vec<u8>, Result<(), String>) {
+        let mut out = Vec::new();
+        let mut s = body.into_data_stream();
+        while let Some(c) = s.next().await {
+            match c {
+                Ok(c) => out.extend_from_slice(&c),
+                Err(e) => return (out, Err(e.to_string())),
+            }
+        }
+        (out, Ok(()))
+    }
+
+    #[tokio::test]
+    async fn a_growing_body_holds_its_last_byte_until_the_fill_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tier, _) = DiskTier::open(dir.path(), 1 << 30).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (f, _) = tier.begin(data.len() as u64).await.unwrap();
+        let mut f = f.unwrap();
+        let reader = tokio::spawn(collect(growing_body(f.follow(), 0, data.len() as u64)));
+        for c in data.chunks(500_000) {
+            f.write(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !reader.is_finished(),
+            "the body ended before the fill verified"
+        );
+        f.commit(meta("a", &data)).await.unwrap();
+        let (got, end) = reader.await.unwrap();
+        assert_eq!(end, Ok(()));
+        assert!(got == data, "the streamed bytes are the object's");
+        assert!(tier.lookup(&id_of("d", "a")).is_some());
+
+        // A fill whose bytes do not match the ETag: the body stops short.
+        let (f, _) = tier.begin(data.len() as u64).await.unwrap();
+        let mut f = f.unwrap();
+        let reader = tokio::spawn(collect(growing_body(f.follow(), 0, data.len() as u64)));
+        let mut bad = data.clone();
+        bad[10] ^= 1;
+        f.write(Bytes::from(bad)).await.unwrap();
+        assert!(f.commit(meta("b", &data)).await.is_err());
+        let (got, end) = reader.await.unwrap();
+        assert!(
+            end.is_err(),
+            "a failed fill must end the body with an error"
+        );
+        assert!(got.len() < data.len(), "never the whole (wrong) body");
     }
 }

@@ -16,7 +16,7 @@ use simcache_store::sql::{Sql, SqlValue};
 use tokio::sync::Semaphore;
 
 use crate::config::{Limits, S3Options, SorSpec};
-use crate::disk::{DiskTier, Meta, id_of};
+use crate::disk::{DiskTier, Growing, Meta, id_of};
 use crate::freshness::{OnError, OnRead, Rules};
 use crate::functions::runner::{FnError, Input, Runner, envelope};
 use crate::functions::{Call, CallError, Catalog, Declared};
@@ -60,6 +60,9 @@ pub enum Place {
     /// Not cached (larger than a fill may hold): read from the SOR, pinned
     /// to the resolved ETag.
     Remote,
+    /// Being filled by this request's own fill: readable as it lands, its
+    /// end known only once verified.
+    Growing(Growing),
 }
 
 pub struct Resolved {
@@ -113,6 +116,16 @@ enum Filled {
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Filled, SourceError>>>;
+
+/// Tells the request that started a fill where to follow it.
+type Begun = tokio::sync::oneshot::Sender<(Meta, Growing)>;
+
+/// What a request gets from a fill: its end, or (for the request that
+/// started it) the growing file.
+enum Landed {
+    Filled(Filled),
+    Growing(Meta, Growing),
+}
 
 /// What travels between sidecars on [`CHANNEL`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +274,27 @@ impl SorService {
     /// Finds an object's bytes: from memory, from disk, or by a fill, as the
     /// freshness rules say.
     pub async fn resolve(self: &Arc<Self>, sor: &str, key: &Key) -> Result<Resolved, ReadError> {
+        self.resolve_as(sor, key, false).await
+    }
+
+    /// As [`Self::resolve`], but a request that starts a fill to disk gets
+    /// [`Place::Growing`] and streams the object as it lands. Requests that
+    /// join the fill wait for the verified blob: a fill's pace is the SOR's,
+    /// and many readers of the growing file would only slow it.
+    pub async fn resolve_following(
+        self: &Arc<Self>,
+        sor: &str,
+        key: &Key,
+    ) -> Result<Resolved, ReadError> {
+        self.resolve_as(sor, key, true).await
+    }
+
+    async fn resolve_as(
+        self: &Arc<Self>,
+        sor: &str,
+        key: &Key,
+        follow: bool,
+    ) -> Result<Resolved, ReadError> {
         let src = self.source(sor)?.clone();
         let id = id_of(sor, key.as_str());
         let now = now_ms();
@@ -295,8 +329,19 @@ impl SorService {
                 Err(e) => Err(e.into()),
             };
         }
-        let filled = self.flight(&src, key, &id, None).await?;
-        Ok(self.place_of(filled, Served::Miss).await)
+        let landed = if follow {
+            self.flight_following(&src, key, &id).await?
+        } else {
+            Landed::Filled(self.flight(&src, key, &id, None).await?)
+        };
+        match landed {
+            Landed::Filled(filled) => Ok(self.place_of(filled, Served::Miss).await),
+            Landed::Growing(meta, growing) => Ok(Resolved {
+                meta,
+                served: Served::Miss,
+                place: Place::Growing(growing),
+            }),
+        }
     }
 
     /// The object's identity only (from the cache when fresh).
@@ -386,8 +431,7 @@ impl SorService {
         }
     }
 
-    /// Joins the fill of `id` in flight, or starts one. The fill runs in its
-    /// own task: a reader that goes away does not stop it.
+    /// Joins the fill of `id` in flight, or starts one.
     async fn flight(
         self: &Arc<Self>,
         src: &Arc<Source>,
@@ -395,34 +439,63 @@ impl SorService {
         id: &str,
         existing: Option<Meta>,
     ) -> Result<Filled, SourceError> {
-        let fut = {
-            let mut flights = self.flights.lock();
-            if let Some(f) = flights.get(id) {
-                self.metrics
-                    .coalesced
-                    .with_label_values(&[src.name.as_str()])
-                    .inc();
-                f.clone()
-            } else {
-                let this = self.clone();
-                let (src, key, id2) = (src.clone(), key.clone(), id.to_string());
-                let task = tokio::spawn(async move {
-                    let r = this.fill(&src, &key, &id2, existing).await;
-                    this.flights.lock().remove(&id2);
-                    r
-                });
-                let f: Flight = async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(SourceError::Unavailable(format!("fill task: {e}")))
-                    })
-                }
-                .boxed()
-                .shared();
-                flights.insert(id.to_string(), f.clone());
-                f
-            }
-        };
-        fut.await
+        self.join_or_start(src, key, id, existing, None).0.await
+    }
+
+    /// As [`Self::flight`], but the request that starts the fill is answered
+    /// as soon as the fill begins on disk, with the growing file.
+    async fn flight_following(
+        self: &Arc<Self>,
+        src: &Arc<Source>,
+        key: &Key,
+        id: &str,
+    ) -> Result<Landed, SourceError> {
+        let (tell, begun) = tokio::sync::oneshot::channel();
+        let (fut, started) = self.join_or_start(src, key, id, None, Some(tell));
+        if !started {
+            return fut.await.map(Landed::Filled);
+        }
+        // Whichever comes first: the fill's end, or its start on disk (a
+        // fill that never reaches disk drops the sender).
+        tokio::select! {
+            Ok((meta, growing)) = begun => Ok(Landed::Growing(meta, growing)),
+            r = fut => r.map(Landed::Filled),
+        }
+    }
+
+    /// The fill of `id` in flight, or a new one (`true`) running in its own
+    /// task, so that a reader going away does not stop it.
+    fn join_or_start(
+        self: &Arc<Self>,
+        src: &Arc<Source>,
+        key: &Key,
+        id: &str,
+        existing: Option<Meta>,
+        tell: Option<Begun>,
+    ) -> (Flight, bool) {
+        let mut flights = self.flights.lock();
+        if let Some(f) = flights.get(id) {
+            self.metrics
+                .coalesced
+                .with_label_values(&[src.name.as_str()])
+                .inc();
+            return (f.clone(), false);
+        }
+        let this = self.clone();
+        let (src, key, id2) = (src.clone(), key.clone(), id.to_string());
+        let task = tokio::spawn(async move {
+            let r = this.fill(&src, &key, &id2, existing, tell).await;
+            this.flights.lock().remove(&id2);
+            r
+        });
+        let f: Flight = async move {
+            task.await
+                .unwrap_or_else(|e| Err(SourceError::Unavailable(format!("fill task: {e}"))))
+        }
+        .boxed()
+        .shared();
+        flights.insert(id.to_string(), f.clone());
+        (f, true)
     }
 
     fn record_fetch(&self, sor: &str, kind: &str, started: Instant, r: Result<(), &SourceError>) {
@@ -453,6 +526,7 @@ impl SorService {
         key: &Key,
         id: &str,
         existing: Option<Meta>,
+        tell: Option<Begun>,
     ) -> Result<Filled, SourceError> {
         let _slot = self
             .fetch_slots
@@ -496,7 +570,7 @@ impl SorService {
                 f
             }
         };
-        self.fill_from(sor, key, id, fetched).await
+        self.fill_from(sor, key, id, fetched, tell).await
     }
 
     async fn fill_from(
@@ -505,6 +579,7 @@ impl SorService {
         key: &Key,
         id: &str,
         fetched: Fetched,
+        tell: Option<Begun>,
     ) -> Result<Filled, SourceError> {
         let Fetched { info, mut body, .. } = fetched;
         if info.size > self.limits.max_object_bytes {
@@ -526,6 +601,19 @@ impl SorService {
         }
         if disk_fill.is_none() && !in_memory {
             return Ok(Filled::Uncacheable(info));
+        }
+        let meta_of = |info: ObjectInfo| {
+            let now = now_ms();
+            Meta {
+                sor: sor.to_string(),
+                key: key.as_str().to_string(),
+                info,
+                fetched_at_ms: now,
+                validated_at_ms: now,
+            }
+        };
+        if let (Some(tell), Some(f), false) = (tell, disk_fill.as_ref(), in_memory) {
+            let _ = tell.send((meta_of(info.clone()), f.follow()));
         }
         let mut buf = in_memory.then(|| BytesMut::with_capacity(info.size as usize));
         let mut received = 0u64;
@@ -550,14 +638,7 @@ impl SorService {
             .fetch_bytes
             .with_label_values(&[sor])
             .inc_by(received);
-        let now = now_ms();
-        let meta = Meta {
-            sor: sor.to_string(),
-            key: key.as_str().to_string(),
-            info,
-            fetched_at_ms: now,
-            validated_at_ms: now,
-        };
+        let meta = meta_of(info);
         match disk_fill {
             Some(f) => f.commit(meta.clone()).await?,
             None if received != meta.info.size => {
@@ -782,6 +863,12 @@ impl SorService {
         let input = match resolved.place {
             Place::Memory(b) => Input::Bytes(b),
             Place::Disk(f) => Input::File(f),
+            Place::Growing(g) => {
+                let f = g.verified().await.map_err(ReadError::Source)?;
+                Input::File(f.try_clone().map_err(|e| {
+                    ReadError::Source(SourceError::Unavailable(format!("cache disk: {e}")))
+                })?)
+            }
             Place::Remote => {
                 return Err(FnFailure::TooLarge {
                     size: resolved.meta.info.size,
