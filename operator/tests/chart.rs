@@ -336,6 +336,7 @@ fn everything_on(ns: &str) -> Value {
                      "trustedProxies": ["10.0.0.1", "10.0.0.2"],
                      "runTtlSecondsAfterFinished": 0},
         "postgresql": {"enabled": true},
+        "database": {"tlsSecret": "pg-ca"},
         "runStorage": {"existingClaim": "shared-runs"},
         "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
         "podMonitor": {"enabled": true},
@@ -381,6 +382,30 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
         .as_ref()
         .unwrap();
     assert_eq!(claim.claim_name, "shared-runs");
+    // database.tlsSecret: mounted read-only, owner-only, for sslrootcert=.
+    let tls = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "pg-tls")
+        .and_then(|v| v.secret.as_ref())
+        .expect("the pg-tls volume");
+    assert_eq!(
+        (tls.secret_name.as_deref(), tls.default_mode),
+        (Some("pg-ca"), Some(0o400))
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "pg-tls")
+        .expect("the pg-tls mount");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/simcache/pg-tls", Some(true))
+    );
     let env = env_of(&dep);
     assert_eq!(
         env["SIMCACHE_SIDECAR_IMAGE"],

@@ -250,7 +250,7 @@ async fn dropped_connections_are_survived() {
     let c = common::postgres("dropped_connections").await;
     c.register("thermal", "1", json!({})).await;
     let db_url = match &c.api.stores.pg {
-        Some(pg) => pg.config().get_dbname().unwrap().to_string(),
+        Some(pg) => pg.config().config.get_dbname().unwrap().to_string(),
         None => unreachable!(),
     };
     let admin = simcache_testkit::pg::server().admin_url.clone();

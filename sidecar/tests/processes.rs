@@ -322,3 +322,94 @@ async fn postgres_without_url_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_from_postgres_over_verified_tls_and_names_a_wrong_host() {
+    let (srv, tls) = tokio::task::spawn_blocking(simcache_testkit::pg::tls_server)
+        .await
+        .unwrap();
+    let url = |host: &str| {
+        format!(
+            "postgresql://postgres@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            srv.port,
+            tls.ca.display()
+        )
+    };
+    let good = url("localhost");
+    let args = [
+        "serve",
+        "--backend",
+        "postgresql",
+        "--db-url",
+        &good,
+        "--port",
+        "0",
+    ];
+    let p = ServerProcess::spawn(Path::new(BIN), &args, &[]).await;
+    let tok = cli(
+        &[
+            "session",
+            "create",
+            "--role",
+            "developer",
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &good,
+        ],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // The memory tier is on only once LISTEN is up: over TLS as well.
+    eventually("memory tier enabled over TLS", async || {
+        memory_entries(&http, &p.url, &tok).await.0
+    })
+    .await;
+    put_on(&http, &p.url, &tok, "tls/1", "exec-tls").await;
+    assert_eq!(
+        get(&http, &format!("{}/cache/tls/1", p.url), &tok).await.1["execution_id"],
+        "exec-tls"
+    );
+    let (admin, conn) = simcache_store::postgres::PgConfig::parse(&format!(
+        "host=localhost port={} user=postgres dbname=postgres sslmode=require",
+        srv.port
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .map(|(c, conn)| (c, tokio::spawn(conn)))
+    .unwrap();
+    let plain: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.backend_type = 'client backend' AND NOT s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "every connection is encrypted");
+    conn.abort();
+    p.terminate().await;
+
+    // A host the certificate does not name: the sidecar stops at start and says why.
+    let bad = url("127.0.0.1");
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &bad,
+            "--port",
+            "0",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not name the host `127.0.0.1`"), "{err}");
+    assert!(!err.contains("postgres@"), "the URL is not echoed: {err}");
+}

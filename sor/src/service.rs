@@ -797,7 +797,7 @@ impl SorService {
     /// Listens for other sidecars' invalidations for as long as the task lives.
     pub fn spawn_listener(
         self: &Arc<Self>,
-        pg: tokio_postgres::Config,
+        pg: simcache_store::postgres::PgConfig,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         let listen = simcache_store::events::listen_on::<Invalidation>(pg, CHANNEL, tx);

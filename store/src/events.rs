@@ -48,7 +48,7 @@ pub enum Signal<T = Envelope> {
 /// returned task, reconnecting with backoff, and forwards what it hears to
 /// `tx`. Ends when `tx` is closed.
 pub fn listen(
-    config: tokio_postgres::Config,
+    config: crate::postgres::PgConfig,
     tx: mpsc::Sender<Signal>,
 ) -> tokio::task::JoinHandle<()> {
     listen_on(config, CHANNEL, tx)
@@ -56,7 +56,7 @@ pub fn listen(
 
 /// [`listen`] on any channel whose payloads are JSON of `T`.
 pub fn listen_on<T>(
-    config: tokio_postgres::Config,
+    config: crate::postgres::PgConfig,
     channel: &'static str,
     tx: mpsc::Sender<Signal<T>>,
 ) -> tokio::task::JoinHandle<()>
@@ -64,7 +64,7 @@ where
     T: serde::de::DeserializeOwned + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = crate::retry::delays(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match listen_once(&config, channel, &tx).await {
                 Ok(()) => return, // subscriber gone
@@ -75,18 +75,17 @@ where
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
         }
     })
 }
 
 async fn listen_once<T: serde::de::DeserializeOwned>(
-    config: &tokio_postgres::Config,
+    config: &crate::postgres::PgConfig,
     channel: &str,
     tx: &mpsc::Sender<Signal<T>>,
 ) -> Result<()> {
-    let (client, mut conn) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut conn) = config.connect().await?;
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));

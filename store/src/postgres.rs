@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
-use tokio_postgres::NoTls;
 
 use crate::error::{Result, StoreError};
 use crate::migrate::{self, Migration};
+pub use crate::pg_tls::PgConfig;
 
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -33,19 +33,17 @@ impl PgOptions {
 #[derive(Clone)]
 pub struct PgDb {
     pool: Pool,
-    config: tokio_postgres::Config,
+    config: PgConfig,
 }
 
 impl PgDb {
-    /// Connects (retrying with backoff until `connect_deadline`), then applies migrations.
+    /// Connects (retrying with backoff until `connect_deadline`, except
+    /// where TLS settings and server disagree), then applies migrations.
     pub async fn connect(opts: &PgOptions, migrations: &[Migration]) -> Result<Self> {
-        let config: tokio_postgres::Config = opts
-            .url
-            .parse()
-            .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
+        let config = PgConfig::parse(&opts.url)?;
         let mgr = Manager::from_config(
-            config.clone(),
-            NoTls,
+            config.config.clone(),
+            config.connector(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -75,18 +73,25 @@ impl PgDb {
         let db = PgDb { pool, config };
 
         let start = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = crate::retry::delays(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            match db.migrate(migrations).await {
+            let err = match db.migrate(migrations).await {
                 Ok(_) => return Ok(db),
-                Err(StoreError::Unavailable(msg)) if start.elapsed() < opts.connect_deadline => {
-                    tracing::warn!(error = %msg, retry_in_ms = backoff.as_millis() as u64,
-                        "PostgreSQL not reachable yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Err(StoreError::Unavailable(msg)) => db.config.explain(&msg),
+                // pg_hba's refusal of a plain connection is a database error.
+                Err(StoreError::Database(msg)) => match db.config.explain(&msg) {
+                    e if crate::pg_tls::is_fatal(&e) => e,
+                    _ => return Err(StoreError::Database(msg)),
+                },
                 Err(e) => return Err(e),
+            };
+            let wait = delays.next().unwrap_or(Duration::from_secs(5));
+            if crate::pg_tls::is_fatal(&err) || start.elapsed() + wait > opts.connect_deadline {
+                return Err(err);
             }
+            tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64,
+                "PostgreSQL not reachable yet");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -100,12 +105,9 @@ impl PgDb {
         Ok(self.pool.get().await?)
     }
 
-    /// Connection settings, for opening a dedicated (non-pooled) connection such
-    /// as a LISTEN channel.
-    pub fn config(&self) -> &tokio_postgres::Config {
+    /// Connection settings, TLS included, for opening a dedicated
+    /// (non-pooled) connection such as a LISTEN channel.
+    pub fn config(&self) -> &PgConfig {
         &self.config
     }
 }
-
-/// Connection settings of a PostgreSQL database.
-pub type PgConfig = tokio_postgres::Config;

@@ -48,6 +48,16 @@ pub fn server() -> &'static PgServer {
     }
 }
 
+/// The TLS-only cluster for this test binary ([`PgServer::start_tls`]);
+/// panics with instructions when none can be had.
+pub fn tls_server() -> &'static (PgServer, PgTls) {
+    static TLS: OnceLock<Result<(PgServer, PgTls), String>> = OnceLock::new();
+    match TLS.get_or_init(PgServer::start_tls) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start PostgreSQL with ssl=on: {e}\n{INSTALL_HINT}"),
+    }
+}
+
 /// Creates an empty database for one test and returns its URL.
 pub async fn fresh_database(hint: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -167,10 +177,87 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// The certificates of a TLS-only cluster ([`PgServer::start_tls`]).
+pub struct PgTls {
+    /// The CA that signed the server's certificate (PEM file).
+    pub ca: PathBuf,
+    /// A CA that signed nothing here, for "unknown CA" cases.
+    pub other_ca: PathBuf,
+    /// The names in the server's certificate.
+    pub names: Vec<String>,
+    /// A client certificate and key (PEM) for the role `certuser`, which
+    /// may log in only with it.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn write_tls_files(dir: &Path, ids: Option<(u32, u32)>) -> Result<PgTls, String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "simcache test CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let names = vec!["localhost".to_string()];
+    let server_key = KeyPair::generate().map_err(e)?;
+    let server = CertificateParams::new(names.clone())
+        .map_err(e)?
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .map_err(e)?;
+    let client_key = KeyPair::generate().map_err(e)?;
+    let mut client = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    client
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "certuser");
+    let client = client
+        .signed_by(&client_key, &ca_cert, &ca_key)
+        .map_err(e)?;
+    let other_key = KeyPair::generate().map_err(e)?;
+    let mut other = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other = other.self_signed(&other_key).map_err(e)?;
+    let w = |name: &str, body: String| -> Result<PathBuf, String> {
+        let p = dir.join(name);
+        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(p)
+    };
+    w("server.crt", server.pem())?;
+    let key = w("server.key", server_key.serialize_pem())?;
+    // PostgreSQL refuses a key others can read, or one it does not own.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    if let Some((u, g)) = ids {
+        std::os::unix::fs::chown(&key, Some(u), Some(g)).map_err(|e| e.to_string())?;
+    }
+    Ok(PgTls {
+        ca: w("ca.crt", ca_cert.pem())?,
+        other_ca: w("other-ca.crt", other.pem())?,
+        names,
+        client_cert: w("client.crt", client.pem())?,
+        client_key: w("client.key", client_key.serialize_pem())?,
+    })
+}
+
 impl PgServer {
     /// Starts a private cluster. `durable` keeps fsync on (for benchmarks that
     /// should measure what production would see); tests turn it off for speed.
     pub fn start(durable: bool) -> Result<PgServer, String> {
+        Self::start_with(durable, false).map(|(s, _)| s)
+    }
+
+    /// Starts a private cluster with `ssl=on` that accepts only TLS
+    /// connections over TCP, its certificate (for `localhost`) signed by a
+    /// CA generated here. `admin_url` says `localhost` and `sslmode=require`.
+    pub fn start_tls() -> Result<(PgServer, PgTls), String> {
+        let (s, tls) = Self::start_with(false, true)?;
+        tls.map(|t| (s, t))
+            .ok_or_else(|| "no TLS files were made".to_string())
+    }
+
+    fn start_with(durable: bool, tls: bool) -> Result<(PgServer, Option<PgTls>), String> {
         let bin = find_bin_dir().ok_or_else(|| {
             "PostgreSQL server binaries not found on PATH or under /usr/lib/postgresql/*/bin"
                 .to_string()
@@ -203,14 +290,34 @@ impl PgServer {
             ids,
             "initdb",
         )?;
+        let tls_files = if tls {
+            let t = write_tls_files(&dir, ids)?;
+            // TCP only with TLS; the socket stays for pg_ctl.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all certuser 127.0.0.1/32 cert\nhostssl all certuser ::1/128 cert\n\
+                 hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            )
+            .map_err(|e| e.to_string())?;
+            Some(t)
+        } else {
+            None
+        };
         let fsync = if durable { "on" } else { "off" };
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port()?;
-            let opts = format!(
+            let mut opts = format!(
                 "-p {port} -h 127.0.0.1 -k {} -c fsync={fsync} -c synchronous_commit={fsync} -c full_page_writes={fsync} -c max_connections=300",
                 dir.display()
             );
+            if tls {
+                opts.push_str(&format!(
+                    " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key -c ssl_ca_file={d}/ca.crt",
+                    d = dir.display()
+                ));
+            }
             let r = run(
                 Command::new(bin.join("pg_ctl"))
                     .arg("-D")
@@ -224,12 +331,20 @@ impl PgServer {
             match r {
                 Ok(()) => {
                     spawn_reaper(&bin, &dir, ids)?;
-                    return Ok(PgServer {
-                        admin_url: format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
-                        port,
-                        data_dir: Some(dir),
-                        control: Some(Control { bin, opts, ids }),
-                    });
+                    let admin_url = if tls {
+                        format!("postgresql://postgres@localhost:{port}/postgres?sslmode=require")
+                    } else {
+                        format!("postgresql://postgres@127.0.0.1:{port}/postgres")
+                    };
+                    return Ok((
+                        PgServer {
+                            admin_url,
+                            port,
+                            data_dir: Some(dir),
+                            control: Some(Control { bin, opts, ids }),
+                        },
+                        tls_files,
+                    ));
                 }
                 Err(e) => {
                     last_err = format!(

@@ -41,7 +41,8 @@ async fn upload(path: &std::path::Path, target: &IngestTarget) -> anyhow::Result
         .timeout(Duration::from_secs(60))
         .build()?;
     let start = Instant::now();
-    let mut backoff = Duration::from_millis(250);
+    let mut delays =
+        simcache_store::retry::delays(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         let file = tokio::fs::File::open(path).await?;
         let len = file.metadata().await?.len();
@@ -70,14 +71,18 @@ async fn upload(path: &std::path::Path, target: &IngestTarget) -> anyhow::Result
             Ok(r) => format!("status {}", r.status()),
             Err(e) => e.to_string(),
         };
-        if start.elapsed() + backoff > target.timeout {
+        let wait = delays.next().unwrap_or(Duration::from_secs(5));
+        if start.elapsed() + wait > target.timeout {
             bail!(
                 "could not upload the run database to {}: {retry_why}",
                 target.url
             );
         }
-        tracing::warn!(error = retry_why, "upload failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tracing::warn!(
+            error = retry_why,
+            retry_in_ms = wait.as_millis() as u64,
+            "upload failed; retrying"
+        );
+        tokio::time::sleep(wait).await;
     }
 }
