@@ -132,6 +132,9 @@ pub struct SimulationSpec {
     /// CPU and memory for the simulation container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Security settings for the simulation container only, set over simcache's Pod Security `restricted` defaults (non-root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault). A namespace that enforces `restricted` refuses a pod whose settings relax them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
     /// Name of the CachePolicy that applies to this simulation's results by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_policy_ref: Option<String>,

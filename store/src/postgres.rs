@@ -85,10 +85,12 @@ impl PgDb {
                 },
                 Err(e) => return Err(e),
             };
-            let wait = delays.next().unwrap_or(Duration::from_secs(5));
-            if crate::pg_tls::is_fatal(&err) || start.elapsed() + wait > opts.connect_deadline {
+            let left = opts.connect_deadline.saturating_sub(start.elapsed());
+            if crate::pg_tls::is_fatal(&err) || left.is_zero() {
                 return Err(err);
             }
+            // The last try falls on the deadline.
+            let wait = delays.next().unwrap_or(Duration::from_secs(5)).min(left);
             tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64,
                 "PostgreSQL not reachable yet");
             tokio::time::sleep(wait).await;

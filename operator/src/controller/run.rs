@@ -378,6 +378,7 @@ impl Run<'_> {
             command: &spec.command,
             args: &spec.args,
             resources: spec.resources.as_ref(),
+            security_context: spec.security_context.as_ref(),
             schema: &schema,
             inputs: &id.inputs,
             input_hash: &id.hash,

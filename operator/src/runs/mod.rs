@@ -5,6 +5,7 @@
 pub mod identity;
 pub mod lifecycle;
 pub mod pod;
+pub mod pod_security;
 pub mod policy;
 pub mod record;
 pub mod sor_wiring;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Pod, PodSpec, Probe, ResourceRequirements, Secret, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -82,6 +82,8 @@ pub struct PodPlan<'a> {
     pub command: &'a [String],
     pub args: &'a [String],
     pub resources: Option<&'a ResourceRequirements>,
+    /// The Simulation's own settings for its container, over the defaults.
+    pub security_context: Option<&'a SecurityContext>,
     /// The run schema as the sidecar reads it (`{"inputs":…, "outputs":…}`).
     pub schema: &'a Value,
     pub inputs: &'a BTreeMap<String, Value>,
@@ -230,17 +232,60 @@ pub fn token_secret(namespace: &str, run_name: &str, run_uid: &str, tokens: &Run
     }
 }
 
-fn restricted() -> SecurityContext {
+fn runtime_default() -> Option<SeccompProfile> {
+    Some(SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    })
+}
+
+/// What Pod Security's `restricted` profile asks of every container. The
+/// simulation's image chooses its own (non-root) user.
+fn restricted_container() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
             add: None,
         }),
+        seccomp_profile: runtime_default(),
         ..Default::default()
+    }
+}
+
+/// The simulation container's: the restricted defaults, each field the
+/// Simulation sets taking its place (a relaxation is the Simulation's to
+/// make, and its namespace's Pod Security level to allow).
+fn simulation_security(own: Option<&SecurityContext>) -> SecurityContext {
+    let base = restricted_container();
+    let Some(own) = own else {
+        return base;
+    };
+    SecurityContext {
+        allow_privilege_escalation: own
+            .allow_privilege_escalation
+            .or(base.allow_privilege_escalation),
+        app_armor_profile: own.app_armor_profile.clone(),
+        capabilities: own.capabilities.clone().or(base.capabilities),
+        privileged: own.privileged,
+        proc_mount: own.proc_mount.clone(),
+        read_only_root_filesystem: own.read_only_root_filesystem,
+        run_as_group: own.run_as_group,
+        run_as_non_root: own.run_as_non_root.or(base.run_as_non_root),
+        run_as_user: own.run_as_user,
+        se_linux_options: own.se_linux_options.clone(),
+        seccomp_profile: own.seccomp_profile.clone().or(base.seccomp_profile),
+        windows_options: own.windows_options.clone(),
+    }
+}
+
+/// The sidecar: restricted, a fixed unprivileged user, read-only root.
+fn sidecar_security() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(65532),
+        read_only_root_filesystem: Some(true),
+        ..restricted_container()
     }
 }
 
@@ -342,7 +387,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
             )])),
             ..Default::default()
         }),
-        security_context: Some(restricted()),
+        security_context: Some(sidecar_security()),
         volume_mounts: Some(sidecar_mounts),
         ..Default::default()
     };
@@ -382,6 +427,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         env: Some(sim_env),
         resources: p.resources.cloned(),
         volume_mounts: Some(mount),
+        security_context: Some(simulation_security(p.security_context)),
         ..Default::default()
     };
     Pod {
@@ -405,6 +451,13 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
+            // Pod Security `restricted` at pod level too, so that containers
+            // added later (by a mutating webhook, say) start from it.
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: runtime_default(),
+                ..Default::default()
+            }),
             // The operator enforces the timeout too; this is the node's backstop.
             active_deadline_seconds: p.timeout_seconds.map(|t| t + 60),
             node_selector: (!p.sidecar.node_selector.is_empty())
@@ -454,6 +507,7 @@ mod tests {
             command: cmd,
             args: &[],
             resources: None,
+            security_context: None,
             schema,
             inputs,
             input_hash: "h",
@@ -467,6 +521,106 @@ mod tests {
 
     fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
         c.env.as_ref()?.iter().find(|e| e.name == name)
+    }
+
+    #[test]
+    fn every_generated_pod_meets_pod_security_restricted() {
+        use crate::runs::pod_security::restricted_violations;
+        use crate::runs::sor_wiring::{SorRef, wire};
+        use simcache_crds::sor::{DirectoryLocation, SystemOfRecordSpec};
+        let (inputs, schema) = (
+            serde_json::from_value::<BTreeMap<String, Value>>(json!({"t": 1})).unwrap(),
+            json!({}),
+        );
+        let plain = SidecarSettings {
+            image: "sidecar:1".into(),
+            image_pull_policy: None,
+            operator_url: "http://op:8080".into(),
+            startup_probe: true,
+            node_selector: BTreeMap::new(),
+            cache_db_secret: None,
+        };
+        let shared = SidecarSettings {
+            cache_db_secret: Some("cache-db".into()),
+            ..plain.clone()
+        };
+        let devices = [SfmDeviceRef {
+            namespace: "lab".into(),
+            name: "unit-7".into(),
+            authorization: Some(("sfm-auth".into(), "authorization".into())),
+        }];
+        let sor = wire(&[SorRef {
+            name: "meshes".into(),
+            spec: SystemOfRecordSpec {
+                s3: None,
+                directory: Some(DirectoryLocation {
+                    claim_name: "mesh-pvc".into(),
+                    sub_path: String::new(),
+                }),
+                cache: Default::default(),
+                functions: vec![],
+            },
+        }])
+        .unwrap();
+        let cmd = ["run".to_string()];
+        let mut variants = Vec::new();
+        for s in [&plain, &shared] {
+            let mut p = plan(&inputs, &schema, s, &cmd);
+            variants.push(build_pod(&p));
+            p.sfm_devices = &devices;
+            p.sor = &sor;
+            variants.push(build_pod(&p));
+        }
+        for pod in &variants {
+            assert_eq!(restricted_violations(pod), Vec::<String>::new());
+        }
+        // A Simulation may set its own container's settings: a user id
+        // keeps the profile, running as root relaxes it (and says where).
+        let keeps = SecurityContext {
+            run_as_user: Some(1000),
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        };
+        let mut p = plan(&inputs, &schema, &plain, &cmd);
+        p.security_context = Some(&keeps);
+        let pod = build_pod(&p);
+        assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+        let sc = pod.spec.as_ref().unwrap().containers[0]
+            .security_context
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (sc.run_as_user, sc.allow_privilege_escalation),
+            (Some(1000), Some(false))
+        );
+        let root = SecurityContext {
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            ..Default::default()
+        };
+        p.security_context = Some(&root);
+        let pod = build_pod(&p);
+        let v = restricted_violations(&pod);
+        assert!(
+            v.iter()
+                .all(|m| m.starts_with("spec.containers[simulation]"))
+                && v.len() == 2,
+            "only the simulation's own container is relaxed: {v:?}"
+        );
+        // The checker is not blind: a hostPath volume in the same pod fails.
+        let mut pod = variants[0].clone();
+        pod.spec
+            .as_mut()
+            .unwrap()
+            .volumes
+            .as_mut()
+            .unwrap()
+            .push(Volume {
+                name: "host".into(),
+                host_path: Some(Default::default()),
+                ..Default::default()
+            });
+        assert_eq!(restricted_violations(&pod).len(), 1);
     }
 
     #[test]
