@@ -135,6 +135,9 @@ pub struct SimulationSpec {
     /// Security settings for the simulation container only, set over simcache's Pod Security `restricted` defaults (non-root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault). A namespace that enforces `restricted` refuses a pod whose settings relax them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
+    /// CPU and memory for simcache's sidecar in this Simulation's pods, in place of the operator's `--sidecar-resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_resources: Option<ResourceRequirements>,
     /// Name of the CachePolicy that applies to this simulation's results by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_policy_ref: Option<String>,

@@ -151,6 +151,16 @@ pub struct ControllerArgs {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "SIMCACHE_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// The sidecar container's resources in every simulation pod, as the
+    /// JSON of a Kubernetes ResourceRequirements; a Simulation's
+    /// `spec.sidecarResources` takes its place for that Simulation.
+    #[arg(
+        long,
+        env = "SIMCACHE_SIDECAR_RESOURCES",
+        default_value = r#"{"requests":{"cpu":"20m","memory":"32Mi"},"limits":{"memory":"256Mi"}}"#,
+        value_parser = parse_resources
+    )]
+    pub sidecar_resources: k8s_openapi::api::core::v1::ResourceRequirements,
     /// Node labels simulation pods must match, as key=value (repeatable or
     /// comma-separated).
     #[arg(long, env = "SIMCACHE_POD_NODE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
@@ -195,6 +205,17 @@ pub struct ControllerArgs {
         default_value_t = 32
     )]
     pub concurrency: u16,
+}
+
+fn parse_resources(s: &str) -> Result<k8s_openapi::api::core::v1::ResourceRequirements, String> {
+    let r: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_str(s).map_err(|e| {
+            format!(
+                "not the JSON of a ResourceRequirements ({{\"requests\":{{\"cpu\":\"20m\"}}}}): {e}"
+            )
+        })?;
+    crate::runs::pod::check_resources(&r)?;
+    Ok(r)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

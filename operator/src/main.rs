@@ -92,6 +92,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             startup_probe: native_sidecars,
             node_selector: c.pod_node_selector.iter().cloned().collect(),
             cache_db_secret: c.sidecar_cache_db_secret.clone(),
+            resources: c.sidecar_resources.clone(),
         },
         runs_base: runs,
         lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),

@@ -328,6 +328,7 @@ fn everything_on(ns: &str) -> Value {
         "replicaCount": 1,
         "image": {"digest": format!("sha256:{}", "a".repeat(64))},
         "sidecar": {"image": {"tag": "9.9.9", "pullPolicy": "Always"},
+                    "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
                     "nodeSelector": {"pool": "compute", "zone": "b"},
                     "cacheDatabaseSecret": "sims-cache-db"},
         "operator": {"watchNamespace": ns, "logFormat": "text", "logLevel": "debug",
@@ -414,6 +415,14 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     assert_eq!(env["SIMCACHE_SIDECAR_IMAGE_PULL_POLICY"], "Always");
     assert_eq!(env["SIMCACHE_POD_NODE_SELECTOR"], "pool=compute,zone=b");
     assert_eq!(env["SIMCACHE_SIDECAR_CACHE_DB_SECRET"], "sims-cache-db");
+    // The operator parses it as its --sidecar-resources would; Helm merges
+    // the keys given with the defaults.
+    let res: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_str(env["SIMCACHE_SIDECAR_RESOURCES"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(res).unwrap(),
+        json!({"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"memory": "1Gi"}})
+    );
     assert_eq!(env["SIMCACHE_WATCH_NAMESPACE"], json!(ns.name));
     assert_eq!(env["SIMCACHE_NO_LEADER_ELECTION"], "true");
     assert_eq!(env["SIMCACHE_TRUSTED_PROXIES"], "10.0.0.1,10.0.0.2");

@@ -1758,3 +1758,62 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
         "the secret's value is never in the pod"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_meet_pod_security_and_take_the_simulations_own_container_and_sidecar_settings() {
+    let env = Env::new("podsec").await;
+    env.simulation(
+        "shaped",
+        thermal_command(),
+        "  securityContext:\n    runAsUser: 1000\n  sidecarResources:\n    requests:\n      cpu: 50m\n      memory: 64Mi\n    limits:\n      memory: 512Mi\n",
+    );
+    env.simulation(
+        "badly-sized",
+        thermal_command(),
+        "  sidecarResources:\n    limits:\n      memory: 1MB\n",
+    );
+    env.apply(&env.run("ok", "shaped", json!({"temperature": 300.0})));
+    env.apply(&env.run("bad", "badly-sized", json!({"temperature": 300.0})));
+    let r = env.finished("ok", Duration::from_secs(120)).await;
+    assert_eq!(r.status.as_ref().unwrap().phase, Phase::Succeeded);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let pod = pods
+        .get(r.status.as_ref().unwrap().pod_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    // As stored by the API server, the pod meets the restricted profile.
+    assert_eq!(
+        simcache_operator::runs::pod_security::restricted_violations(&pod),
+        Vec::<String>::new()
+    );
+    let spec = pod.spec.unwrap();
+    let sim_sc = spec.containers[0].security_context.clone().unwrap();
+    assert_eq!(
+        (sim_sc.run_as_user, sim_sc.allow_privilege_escalation),
+        (Some(1000), Some(false))
+    );
+    let sidecar = &spec.init_containers.unwrap()[0];
+    let res = serde_json::to_value(sidecar.resources.clone().unwrap()).unwrap();
+    assert_eq!(
+        res,
+        json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}})
+    );
+    // A quantity Kubernetes would refuse: the run waits, naming the field.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = env.runs_api().get("bad").await.unwrap();
+        let s = r.status.clone().unwrap_or_default();
+        let msg = s.message.clone().unwrap_or_default();
+        if msg.contains("spec.sidecarResources.limits.memory: `1MB` is not a quantity") {
+            assert_eq!(s.phase, Phase::Pending);
+            assert!(s.pod_name.is_none());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message naming the field: {msg:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

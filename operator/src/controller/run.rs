@@ -358,6 +358,10 @@ impl Run<'_> {
         }
         let sor = sor_wiring::wire(&self.systems_of_record(&sim.spec.systems_of_record)?)
             .map_err(Error::PodPlan)?;
+        if let Some(r) = &sim.spec.sidecar_resources {
+            crate::runs::pod::check_resources(r)
+                .map_err(|e| Error::PodPlan(format!("Simulation spec.sidecarResources.{e}")))?;
+        }
         let tokens = tokens::ensure(self.ctx, self.obj, uid).await?;
         self.ctx
             .stores
@@ -379,6 +383,7 @@ impl Run<'_> {
             args: &spec.args,
             resources: spec.resources.as_ref(),
             security_context: spec.security_context.as_ref(),
+            sidecar_resources: spec.sidecar_resources.as_ref(),
             schema: &schema,
             inputs: &id.inputs,
             input_hash: &id.hash,

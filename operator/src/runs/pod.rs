@@ -52,6 +52,77 @@ pub struct SidecarSettings {
     /// URL sidecars share the cache (and sessions) through; `None` gives each
     /// pod its own SQLite cache (`--sidecar-cache-db-secret`).
     pub cache_db_secret: Option<String>,
+    /// The sidecar container's resources (`--sidecar-resources`).
+    pub resources: ResourceRequirements,
+}
+
+/// What `--sidecar-resources` gives when not set.
+pub fn default_sidecar_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("20m".into())),
+            ("memory".into(), Quantity("32Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity("256Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Refuses resource names and quantities Kubernetes would refuse, naming
+/// the one at fault: a Quantity is a decimal number with an optional
+/// suffix (Ki…Ei, n u m k M G T P E, or an exponent).
+pub fn check_resources(r: &ResourceRequirements) -> Result<(), String> {
+    for (part, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, q) in map.iter().flatten() {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(format!("{part}: `{name}` is not a resource name"));
+            }
+            if !quantity_ok(&q.0) {
+                return Err(format!(
+                    "{part}.{name}: `{}` is not a quantity (e.g. 250m, 1.5, 64Mi, 2Gi)",
+                    q.0
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn quantity_ok(q: &str) -> bool {
+    let q = q.strip_prefix(['+', '-']).unwrap_or(q);
+    let digits_end = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(digits_end);
+    let num_ok = !num.is_empty() && num != "." && num.matches('.').count() <= 1;
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        })
+        .unwrap_or(false);
+    num_ok && suffix_ok
 }
 
 /// The secrets of one run, kept in its Secret.
@@ -84,6 +155,8 @@ pub struct PodPlan<'a> {
     pub resources: Option<&'a ResourceRequirements>,
     /// The Simulation's own settings for its container, over the defaults.
     pub security_context: Option<&'a SecurityContext>,
+    /// The Simulation's sidecar resources, in place of the operator's.
+    pub sidecar_resources: Option<&'a ResourceRequirements>,
     /// The run schema as the sidecar reads it (`{"inputs":…, "outputs":…}`).
     pub schema: &'a Value,
     pub inputs: &'a BTreeMap<String, Value>,
@@ -376,17 +449,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
             failure_threshold: Some(60),
             ..Default::default()
         }),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity("20m".into())),
-                ("memory".into(), Quantity("32Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".into(),
-                Quantity("256Mi".into()),
-            )])),
-            ..Default::default()
-        }),
+        resources: Some(p.sidecar_resources.unwrap_or(&p.sidecar.resources).clone()),
         security_context: Some(sidecar_security()),
         volume_mounts: Some(sidecar_mounts),
         ..Default::default()
@@ -508,6 +571,7 @@ mod tests {
             args: &[],
             resources: None,
             security_context: None,
+            sidecar_resources: None,
             schema,
             inputs,
             input_hash: "h",
@@ -521,6 +585,58 @@ mod tests {
 
     fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
         c.env.as_ref()?.iter().find(|e| e.name == name)
+    }
+
+    #[test]
+    fn sidecar_resources_come_from_the_operator_or_the_simulation_and_are_checked() {
+        let (inputs, schema) = (BTreeMap::new(), json!({}));
+        let mut s = SidecarSettings {
+            image: "sidecar:1".into(),
+            image_pull_policy: None,
+            operator_url: "http://op:8080".into(),
+            startup_probe: false,
+            node_selector: BTreeMap::new(),
+            cache_db_secret: None,
+            resources: default_sidecar_resources(),
+        };
+        let sidecar_of = |p: &PodPlan| {
+            build_pod(p).spec.unwrap().init_containers.unwrap()[0]
+                .resources
+                .clone()
+                .unwrap()
+        };
+        let p = plan(&inputs, &schema, &s, &[]);
+        assert_eq!(sidecar_of(&p), default_sidecar_resources());
+        let big: ResourceRequirements = serde_json::from_value(
+            json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}),
+        )
+        .unwrap();
+        s.resources = big.clone();
+        let mut p = plan(&inputs, &schema, &s, &[]);
+        assert_eq!(sidecar_of(&p), big);
+        let own: ResourceRequirements =
+            serde_json::from_value(json!({"requests": {"cpu": "1"}})).unwrap();
+        p.sidecar_resources = Some(&own);
+        assert_eq!(
+            sidecar_of(&p),
+            own,
+            "the Simulation's take the operator's place"
+        );
+        // The simulation container's own are untouched by either.
+        assert_eq!(build_pod(&p).spec.unwrap().containers[0].resources, None);
+
+        for ok in ["20m", "1", "1.5", "64Mi", "2Gi", "1e3", "+1k", ".5"] {
+            assert!(quantity_ok(ok), "{ok}");
+        }
+        for bad in ["", "Mi", "1.2.3", "20 m", "1MB", "1e", "lots"] {
+            assert!(!quantity_ok(bad), "{bad}");
+        }
+        let wrong: ResourceRequirements =
+            serde_json::from_value(json!({"limits": {"memory": "1MB"}})).unwrap();
+        assert_eq!(
+            check_resources(&wrong).unwrap_err(),
+            "limits.memory: `1MB` is not a quantity (e.g. 250m, 1.5, 64Mi, 2Gi)"
+        );
     }
 
     #[test]
@@ -539,6 +655,7 @@ mod tests {
             startup_probe: true,
             node_selector: BTreeMap::new(),
             cache_db_secret: None,
+            resources: default_sidecar_resources(),
         };
         let shared = SidecarSettings {
             cache_db_secret: Some("cache-db".into()),
@@ -633,6 +750,7 @@ mod tests {
             startup_probe: false,
             node_selector: BTreeMap::new(),
             cache_db_secret: None,
+            resources: default_sidecar_resources(),
         };
         let devices = [
             SfmDeviceRef {
@@ -721,6 +839,7 @@ mod tests {
                 startup_probe: false,
                 node_selector: BTreeMap::new(),
                 cache_db_secret: secret.map(str::to_string),
+                resources: default_sidecar_resources(),
             };
             let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
             let spec = pod.spec.unwrap();
@@ -792,6 +911,7 @@ mod tests {
             startup_probe: true,
             node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
             cache_db_secret: None,
+            resources: default_sidecar_resources(),
         };
         let cmd = vec!["python3".to_string(), "/app/t.py".to_string()];
         let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
