@@ -335,12 +335,22 @@ fn everything_on(ns: &str) -> Value {
                      "leaderElection": {"enabled": false, "leaseSeconds": 15},
                      "adminPassword": {"existingSecret": "admin-pw", "key": "pw"},
                      "trustedProxies": ["10.0.0.1", "10.0.0.2"],
+                     "extraArgs": ["--reconcile-concurrency=64"],
+                     "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+                     "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": true}],
                      "runTtlSecondsAfterFinished": 0},
         "postgresql": {"enabled": true},
         "database": {"tlsSecret": "pg-ca"},
         "runStorage": {"existingClaim": "shared-runs"},
-        "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
-        "podMonitor": {"enabled": true},
+        "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"},
+                           "honorLabels": true,
+                           "relabelings": [{"targetLabel": "cluster", "replacement": "lab-1"}],
+                           "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]},
+        "podMonitor": {"enabled": true,
+                       "relabelings": [{"targetLabel": "cluster", "replacement": "lab-1"}]},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway",
+                                       "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "simcache"}}}],
         "prometheusRule": {"enabled": true},
         "grafanaDashboard": {"enabled": false},
     })
@@ -449,7 +459,34 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     // With watchNamespace the grant is a Role there, plus the leader Role.
     let roles: Vec<Role> = find(&docs, "Role").into_iter().map(typed).collect();
     assert_eq!(roles.len(), 2);
+    // The usual hooks land where users expect them.
+    let c0 = &pod.containers[0];
+    assert_eq!(
+        c0.args.as_ref().unwrap().last().map(String::as_str),
+        Some("--reconcile-concurrency=64")
+    );
+    assert!(pod.volumes.as_ref().unwrap().iter().any(
+        |v| v.name == "ca" && v.config_map.as_ref().map(|c| c.name.as_str()) == Some("corp-ca")
+    ));
+    assert!(
+        c0.volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "ca" && m.mount_path == "/etc/corp-ca")
+    );
+    assert_eq!(
+        pod.topology_spread_constraints.as_ref().unwrap()[0].topology_key,
+        "topology.kubernetes.io/zone"
+    );
     let sm = one(&docs, "ServiceMonitor");
+    let ep = &sm["spec"]["endpoints"][0];
+    assert_eq!(ep["honorLabels"], true);
+    assert_eq!(ep["relabelings"][0]["targetLabel"], "cluster");
+    assert_eq!(ep["metricRelabelings"][0]["action"], "drop");
+    let pm_ep = &one(&docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(pm_ep["honorLabels"], false);
+    assert_eq!(pm_ep["relabelings"][0]["replacement"], "lab-1");
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
     assert_eq!(
@@ -856,4 +893,57 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
         String::from_utf8_lossy(&help.stdout).contains(&want),
         "the operator's default sidecar image is {want}"
     );
+}
+
+#[test]
+fn the_kind_profile_renders_one_replica_on_read_write_once_with_the_trial_database() {
+    let c = cluster();
+    c.install_crds();
+    let ns = c.namespace("chart-kind");
+    let rel = format!("k{}", &ns.name[ns.name.len() - 6..]);
+    let profile: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo("charts/simcache/values-kind.yaml")).unwrap(),
+    )
+    .unwrap();
+    let out = helm()
+        .install(&c.kubeconfig, &ns.name, &rel, &test_chart(), &profile)
+        .unwrap_or_else(|e| panic!("helm install with values-kind.yaml: {}", e.0));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(out["manifest"].as_str().unwrap())
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let dep: Deployment = typed(one(&docs, "Deployment"));
+    assert_eq!(dep.spec.as_ref().unwrap().replicas, Some(1));
+    let pvc = find(&docs, "PersistentVolumeClaim");
+    assert!(
+        pvc.iter()
+            .any(|p| p["spec"]["accessModes"] == json!(["ReadWriteOnce"])),
+        "the run storage is ReadWriteOnce"
+    );
+    assert_eq!(find(&docs, "StatefulSet").len(), 1, "the trial database");
+    assert!(find(&docs, "PodDisruptionBudget").is_empty());
+    let notes = out["info"]["notes"].as_str().unwrap_or_default();
+    assert!(!notes.contains("WARNING"), "{notes}");
+    helm().uninstall(&c.kubeconfig, &ns.name, &rel);
+
+    // Two replicas on ReadWriteOnce storage: the NOTES say it cannot work.
+    let ns2 = c.namespace("chart-rwo");
+    let rel2 = format!("w{}", &ns2.name[ns2.name.len() - 6..]);
+    let out = helm()
+        .install(
+            &c.kubeconfig,
+            &ns2.name,
+            &rel2,
+            &test_chart(),
+            &json!({"database": {"existingSecret": "db"},
+                    "runStorage": {"accessModes": ["ReadWriteOnce"]}}),
+        )
+        .unwrap_or_else(|e| panic!("helm install: {}", e.0));
+    let notes = out["info"]["notes"].as_str().unwrap_or_default();
+    assert!(
+        notes.contains("WARNING: 2 replicas share the run storage")
+            && notes.contains("ReadWriteMany"),
+        "{notes}"
+    );
+    helm().uninstall(&c.kubeconfig, &ns2.name, &rel2);
 }
