@@ -39,6 +39,10 @@ pub enum Command {
     /// cluster, no Postgres (SQLite under ~/.simcache/local).
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Make the trial database's Secret (password and URL) unless it
+    /// exists; never changes one that does (the chart runs this as the
+    /// operator pod's init container when postgresql.enabled).
+    TrialDbSecret(crate::trial_db::TrialDb),
 }
 
 #[derive(Debug, Subcommand)]

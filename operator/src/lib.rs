@@ -11,3 +11,4 @@ pub mod introspect;
 pub mod local;
 pub mod runs;
 pub mod server;
+pub mod trial_db;

@@ -34,6 +34,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::TrialDbSecret(t) => {
+            let config = kube::Config::infer().await.context(
+                "no Kubernetes configuration (in-cluster service account or KUBECONFIG)",
+            )?;
+            let client = kube::Client::try_from(config)?;
+            let r = simcache_operator::trial_db::ensure(client, &t)
+                .await
+                .with_context(|| format!("making Secret {}/{}", t.namespace, t.secret))?;
+            tracing::info!(secret = t.secret, namespace = t.namespace, outcome = ?r, "trial database Secret");
+            Ok(())
+        }
         Command::Local(LocalCommand::Catalog(LocalCatalog::List { home })) => {
             local::catalog_list(&home.path()).await
         }

@@ -369,7 +369,6 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
         "PodMonitor",
         "PrometheusRule",
         "StatefulSet",
-        "Secret",
         "Role",
     ] {
         assert!(kinds.contains(k), "{k} missing from {kinds:?}");
@@ -446,16 +445,94 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
         env["SIMCACHE_DB_URL"]["secretKeyRef"],
         json!({"name": "full-simcache-postgresql", "key": "url"})
     );
-    let secret: Secret = typed(one(&docs, "Secret"));
-    let url = &secret.string_data.as_ref().unwrap()["url"];
-    assert!(
-        url.starts_with("postgres://simcache:")
-            && url.ends_with(&format!(
-                "@full-simcache-postgresql.{}.svc:5432/simcache",
-                ns.name
-            )),
-        "{url}"
+    // No password in the manifest (it would change on every `helm
+    // template`): the operator pod's init container makes the Secret once.
+    assert!(find(&docs, "Secret").is_empty());
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        init.args.as_ref().unwrap()[..2],
+        [
+            "trial-db-secret".to_string(),
+            "--secret=full-simcache-postgresql".to_string()
+        ]
     );
+    assert!(
+        init.args
+            .as_ref()
+            .unwrap()
+            .contains(&format!("--host=full-simcache-postgresql.{}.svc", ns.name))
+    );
+    let sts = one(&docs, "StatefulSet");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POSTGRES_PASSWORD")
+            .unwrap()["valueFrom"]["secretKeyRef"],
+        json!({"name": "full-simcache-postgresql", "key": "password"})
+    );
+    // The init container may read that one Secret, and create Secrets in
+    // the release namespace; nothing more.
+    let leader: Role = find(&docs, "Role")
+        .into_iter()
+        .map(typed::<Role>)
+        .find(|r| r.metadata.name.as_deref() == Some("full-simcache-leader"))
+        .unwrap();
+    let secret_rules: Vec<_> = leader
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.resources.as_deref() == Some(&["secrets".to_string()][..]))
+        .map(|r| (r.verbs, r.resource_names))
+        .collect();
+    assert_eq!(
+        secret_rules,
+        [
+            (
+                vec!["get".to_string()],
+                Some(vec!["full-simcache-postgresql".to_string()])
+            ),
+            (vec!["create".to_string()], None)
+        ]
+    );
+    // Made once in the cluster, then never changed: run it twice, and
+    // once more beside a Secret of the user's.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use simcache_operator::trial_db::{Ensured, TrialDb, ensure};
+        let client = c.client().await;
+        let t = TrialDb {
+            secret: "trial-pw".into(),
+            namespace: ns.name.clone(),
+            host: format!("full-simcache-postgresql.{}.svc", ns.name),
+            username: "simcache".into(),
+            database: "simcache".into(),
+        };
+        let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &ns.name);
+        let read = |s: Secret| {
+            let d = s.data.unwrap();
+            (
+                String::from_utf8(d["password"].0.clone()).unwrap(),
+                String::from_utf8(d["url"].0.clone()).unwrap(),
+            )
+        };
+        assert_eq!(ensure(client.clone(), &t).await.unwrap(), Ensured::Created);
+        let (pw, url) = read(secrets.get("trial-pw").await.unwrap());
+        assert!(
+            pw.len() >= 32 && pw.chars().all(|c| c.is_ascii_hexdigit()),
+            "{pw}"
+        );
+        assert_eq!(
+            url,
+            format!(
+                "postgres://simcache:{pw}@full-simcache-postgresql.{}.svc:5432/simcache",
+                ns.name
+            )
+        );
+        assert_eq!(ensure(client.clone(), &t).await.unwrap(), Ensured::Kept);
+        assert_eq!(read(secrets.get("trial-pw").await.unwrap()), (pw, url));
+    });
     // With watchNamespace the grant is a Role there, plus the leader Role.
     let roles: Vec<Role> = find(&docs, "Role").into_iter().map(typed).collect();
     assert_eq!(roles.len(), 2);

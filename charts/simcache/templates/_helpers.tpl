@@ -59,12 +59,17 @@ app.kubernetes.io/component: operator
 {{- printf "%s-postgresql" (include "simcache.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The trial database's Secret (keys password and url). */}}
+{{- define "simcache.trialDbSecret" -}}
+{{- .Values.postgresql.existingSecret | default (include "simcache.postgresqlName" .) }}
+{{- end }}
+
 {{/* The Secret and key holding the database URL. */}}
 {{- define "simcache.databaseSecret" -}}
 {{- if .Values.database.existingSecret }}
 {{- .Values.database.existingSecret }}
 {{- else if .Values.postgresql.enabled }}
-{{- include "simcache.postgresqlName" . }}
+{{- include "simcache.trialDbSecret" . }}
 {{- else }}
 {{- fail "set database.existingSecret (a Secret with the PostgreSQL URL) or postgresql.enabled=true for a trial database" }}
 {{- end }}
