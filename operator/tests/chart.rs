@@ -284,6 +284,38 @@ fn default_values_render_a_secure_two_replica_operator() {
     let dash: Value =
         serde_json::from_str(&cm.data.as_ref().unwrap()["simcache.json"]).expect("dashboard JSON");
     assert_eq!(dash["title"], "simcache");
+    // Stat panels that are alarms when 0: red at 0, green from 1.
+    for title in ["Leader", "Database reachable"] {
+        let p = dash["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("panel {title}"));
+        let steps = &p["fieldConfig"]["defaults"]["thresholds"]["steps"];
+        assert_eq!(
+            (
+                steps[0]["color"].as_str(),
+                &steps[1]["color"],
+                &steps[1]["value"]
+            ),
+            (Some("red"), &json!("green"), &json!(1)),
+            "{title}: {steps}"
+        );
+        assert_eq!(p["fieldConfig"]["defaults"]["color"]["mode"], "thresholds");
+    }
+    assert!(
+        dash["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["title"] == "Runs now, by phase"
+                && p["targets"][0]["expr"]
+                    .as_str()
+                    .unwrap()
+                    .contains("simcache_operator_runs{")),
+        "a runs-by-phase panel"
+    );
     assert!(find(&docs, "ServiceMonitor").is_empty());
     assert!(
         find(&docs, "StatefulSet").is_empty(),

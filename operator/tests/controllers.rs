@@ -334,12 +334,27 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
             "event {reason} in {events}"
         );
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Runs by phase, now: sampled from the watch every few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let m = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("simcache_operator_runs{phase=\"Succeeded\"} 1")
+            && m.contains("simcache_operator_runs{phase=\"Cached\"} 1")
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs by phase never counted:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(metrics.contains("simcache_operator_runs{phase=\"Failed\"} 0"));
     for m in [
         "controller_runtime_reconcile_total{controller=\"simulationrun\"",
         "controller_runtime_reconcile_time_seconds_bucket{controller=\"simulation\"",
@@ -347,6 +362,9 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
         "simcache_operator_run_phase_transitions_total{phase=\"Succeeded\"} 1",
         "simcache_operator_leader 1",
         "simcache_build_info{binary=\"simcache-operator\",version=\"0.1.0\"} 1",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
     ] {
         assert!(metrics.contains(m), "{m} in\n{metrics}");
     }

@@ -95,13 +95,15 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// `simcache_build_info{version, binary} 1`: which build answers, for
-/// dashboards and for joining onto other series.
+/// Every binary's standard series: `simcache_build_info{version, binary} 1`
+/// (which build answers, for dashboards and for joining onto other series)
+/// and the `process_*` series.
 pub fn register_build_info(
     registry: &Registry,
     binary: &str,
     version: &str,
 ) -> prometheus::Result<()> {
+    register_process(registry)?;
     let info = prometheus::IntGaugeVec::new(
         prometheus::Opts::new(
             "simcache_build_info",
@@ -111,6 +113,15 @@ pub fn register_build_info(
     )?;
     info.with_label_values(&[binary, version]).set(1);
     registry.register(Box::new(info))
+}
+
+/// The standard `process_*` series (CPU seconds, resident and virtual
+/// memory, open and maximum file descriptors, start time), read from /proc
+/// at each scrape.
+fn register_process(registry: &Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
 }
 
 /// A gauge whose value is read when Prometheus scrapes (the size of an

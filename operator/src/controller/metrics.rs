@@ -64,6 +64,8 @@ pub struct ControllerMetrics {
     pub policy_bytes: IntGaugeVec,
     /// SFMDevices by condition type and status.
     pub sfm_devices: IntGaugeVec,
+    /// SimulationRuns by phase, now (the watch cache, sampled every few seconds).
+    pub runs: IntGaugeVec,
     /// 1 while an SFMDevice's unit is reachable.
     pub sfm_device_reachable: IntGaugeVec,
     /// An SFMDevice's counters (hits, misses, …) summed over every proxy.
@@ -177,6 +179,17 @@ impl ControllerMetrics {
             ),
             &["condition", "status"],
         )?;
+        let runs = IntGaugeVec::new(
+            Opts::new(
+                "simcache_operator_runs",
+                "SimulationRuns by phase, as the operator's watch sees them now",
+            ),
+            &["phase"],
+        )?;
+        for p in crate::runs::lifecycle::PHASES {
+            runs.with_label_values(&[crate::runs::lifecycle::phase_name(p)]);
+        }
+        r.register(Box::new(runs.clone()))?;
         let sfm_device_reachable = IntGaugeVec::new(
             Opts::new(
                 "simcache_operator_sfm_device_reachable",
@@ -255,6 +268,7 @@ impl ControllerMetrics {
             sfm_devices,
             sfm_device_reachable,
             sfm_device_counters,
+            runs,
             sfm: simcache_sfm::metrics::SfmMetrics::register(r)?,
         })
     }

@@ -259,6 +259,7 @@ pub async fn run(
         .for_each(|r| log_outcome("systemofrecord", r));
     let gauges = forget_deleted_policies(ctx.clone(), stop());
     let sfm_gauges = count_sfm_devices(ctx.clone(), sfm_store, stop());
+    let run_gauges = count_runs(ctx.clone(), run_ctl.store(), stop());
     // Runs are judged against Simulations and policies: start them only
     // once those watches have listed everything.
     let (sims_ready, policies_ready) = (ctx.simulations.clone(), ctx.policies.clone());
@@ -279,7 +280,9 @@ pub async fn run(
             .for_each(|r| log_outcome("simulationrun", r))
     });
     tracing::info!("controllers started");
-    tokio::join!(sims, policies, runs, devices, sors, gauges, sfm_gauges);
+    tokio::join!(
+        sims, policies, runs, devices, sors, gauges, sfm_gauges, run_gauges
+    );
     for t in sfm_tasks {
         t.abort();
     }
@@ -324,6 +327,38 @@ async fn count_sfm_devices(
                     .with_label_values(&[c, st])
                     .set(n as i64);
             }
+        }
+    }
+}
+
+/// Every few seconds until `stop`, counts the watched runs by phase.
+async fn count_runs(
+    ctx: Arc<Context>,
+    runs: reflector::Store<SimulationRun>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use crate::runs::lifecycle::{PHASES, phase_name};
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        // Before the first list the store is empty, not the cluster.
+        if runs.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut counts = [0i64; PHASES.len()];
+        for r in runs.state() {
+            let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            if let Some(i) = PHASES.iter().position(|p| *p == phase) {
+                counts[i] += 1;
+            }
+        }
+        for (p, n) in PHASES.iter().zip(counts) {
+            ctx.metrics.runs.with_label_values(&[phase_name(*p)]).set(n);
         }
     }
 }

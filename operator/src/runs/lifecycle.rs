@@ -39,6 +39,16 @@ pub fn is_finished(p: Phase) -> bool {
     matches!(p, Phase::Succeeded | Phase::Failed | Phase::Cached)
 }
 
+/// Every phase, in the order a run goes through them.
+pub const PHASES: [Phase; 6] = [
+    Phase::Pending,
+    Phase::WaitingForCache,
+    Phase::Running,
+    Phase::Succeeded,
+    Phase::Failed,
+    Phase::Cached,
+];
+
 /// The phase as metrics and conditions name it.
 pub fn phase_name(p: Phase) -> &'static str {
     match p {
