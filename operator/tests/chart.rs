@@ -1056,3 +1056,117 @@ fn the_kind_profile_renders_one_replica_on_read_write_once_with_the_trial_databa
     );
     helm().uninstall(&c.kubeconfig, &ns2.name, &rel2);
 }
+
+/// The rendered PrometheusRule passes `promtool check rules`, and each alert
+/// fires (and stays quiet) as intended under `promtool test rules`, with
+/// series shaped the way the operator exports them.
+#[test]
+fn the_alert_rules_pass_promtool_check_and_unit_tests() {
+    use simcache_testkit::prometheus::run_promtool;
+    let c = cluster();
+    c.install_crds();
+    install_prometheus_operator_crds();
+    let ns = c.namespace("chart-rules");
+    let docs = render(
+        &ns,
+        "full",
+        json!({"database": {"existingSecret": "db"}, "prometheusRule": {"enabled": true}}),
+    );
+    helm().uninstall(&c.kubeconfig, &ns.name, "full");
+    let rule = one(&docs, "PrometheusRule");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        serde_yaml::to_string(&json!({"groups": rule["spec"]["groups"]})).unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = run_promtool(&["check", "rules", rules.to_str().unwrap()]);
+    assert!(ok, "promtool check rules:\n{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
+
+    // The unit tests judge the expressions; annotation wording is not
+    // theirs to pin, so it is left out of their copy.
+    let mut groups = rule["spec"]["groups"].clone();
+    for g in groups.as_array_mut().unwrap() {
+        for r in g["rules"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("annotations");
+        }
+    }
+    let bare = dir.path().join("bare.yaml");
+    std::fs::write(
+        &bare,
+        serde_yaml::to_string(&json!({"groups": groups})).unwrap(),
+    )
+    .unwrap();
+    let n = ns.name.as_str();
+    let s = |name: &str, labels: &str, values: &str| json!({"series": format!("{name}{{namespace=\"{n}\"{labels}}}"), "values": values});
+    let alert = |name: &str, at: &str, labels: Value| {
+        json!({"alertname": name, "eval_time": at,
+               "exp_alerts": if labels.is_null() { json!([]) } else { json!([{"exp_labels": labels}]) }})
+    };
+    let fires = |name: &str, at: &str, extra: Value| {
+        let mut l = extra;
+        let sev = if [
+            "SimcacheOperatorDown",
+            "SimcacheNoLeader",
+            "SimcachePostgresUnreachable",
+        ]
+        .contains(&name)
+        {
+            "critical"
+        } else {
+            "warning"
+        };
+        l["severity"] = json!(sev);
+        alert(name, at, l)
+    };
+    let quiet = |name: &str, at: &str| alert(name, at, Value::Null);
+    let tests = json!([
+        {"interval": "1m", "input_series": [s("up", ",job=\"full-simcache\"", "0x10")],
+         "alert_rule_test": [fires("SimcacheOperatorDown", "6m", json!({})),
+                             quiet("SimcacheOperatorDown", "4m")]},
+        {"interval": "1m", "input_series": [s("up", ",job=\"full-simcache\"", "1x10")],
+         "alert_rule_test": [quiet("SimcacheOperatorDown", "9m")]},
+        {"interval": "1m", "input_series": [s("simcache_operator_leader", ",pod=\"a\"", "0x10"),
+                                            s("simcache_operator_leader", ",pod=\"b\"", "0x10")],
+         "alert_rule_test": [fires("SimcacheNoLeader", "6m", json!({}))]},
+        {"interval": "1m", "input_series": [s("simcache_operator_leader", ",pod=\"a\"", "0x10"),
+                                            s("simcache_operator_leader", ",pod=\"b\"", "1x10")],
+         "alert_rule_test": [quiet("SimcacheNoLeader", "9m")]},
+        {"interval": "1m", "input_series": [s("controller_runtime_reconcile_errors_total", ",controller=\"simulationrun\"", "0+60x20"),
+                                            s("controller_runtime_reconcile_errors_total", ",controller=\"simulation\"", "0+1x20")],
+         "alert_rule_test": [fires("SimcacheReconcileErrors", "17m", json!({"controller": "simulationrun"}))]},
+        {"interval": "1m", "input_series": [s("simcache_operator_run_phase_transitions_total", ",phase=\"Failed\"", "0+10x60"),
+                                            s("simcache_operator_run_phase_transitions_total", ",phase=\"Succeeded\"", "0+10x60")],
+         "alert_rule_test": [fires("SimcacheRunFailureRatio", "50m", json!({})),
+                             quiet("SimcacheRunFailureRatio", "10m")]},
+        {"interval": "1m", "input_series": [s("simcache_operator_run_phase_transitions_total", ",phase=\"Failed\"", "0+1x60"),
+                                            s("simcache_operator_run_phase_transitions_total", ",phase=\"Succeeded\"", "0+20x60")],
+         "alert_rule_test": [quiet("SimcacheRunFailureRatio", "50m")]},
+        // A day of 90 % hits, then an hour and a half of misses only.
+        {"interval": "1m", "input_series": [s("simcache_operator_cache_lookups_total", ",result=\"hit\"", "0+90x1440 129600+0x90"),
+                                            s("simcache_operator_cache_lookups_total", ",result=\"miss\"", "0+10x1440 14400+100x90")],
+         "alert_rule_test": [fires("SimcacheCacheHitRateDrop", "1530m", json!({})),
+                             quiet("SimcacheCacheHitRateDrop", "1400m")]},
+        {"interval": "1m", "input_series": [s("simcache_store_up", ",pod=\"a\"", "1 1 0x10")],
+         "alert_rule_test": [fires("SimcachePostgresUnreachable", "6m", json!({})),
+                             quiet("SimcachePostgresUnreachable", "3m")]},
+        {"interval": "1m", "input_series": [s("simcache_operator_sfm_device_reachable", ",sfmdevice_namespace=\"lab\",sfmdevice=\"unit-7\"", "0x20"),
+                                            s("simcache_operator_sfm_device_reachable", ",sfmdevice_namespace=\"lab\",sfmdevice=\"unit-8\"", "1x20")],
+         "alert_rule_test": [fires("SFMDeviceUnreachable", "16m", json!({"sfmdevice_namespace": "lab", "sfmdevice": "unit-7"})),
+                             quiet("SFMDeviceUnreachable", "14m")]},
+    ]);
+    let unit = dir.path().join("tests.yaml");
+    std::fs::write(
+        &unit,
+        serde_yaml::to_string(
+            &json!({"rule_files": ["bare.yaml"], "evaluation_interval": "1m", "tests": tests}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (ok, out) = run_promtool(&["test", "rules", unit.to_str().unwrap()]);
+    assert!(ok, "promtool test rules:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}

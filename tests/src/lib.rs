@@ -8,6 +8,7 @@ pub mod memory;
 pub mod parquet_gen;
 pub mod pg;
 pub mod process;
+pub mod prometheus;
 pub mod roles;
 pub mod s3;
 pub mod sfm_sim;
