@@ -290,12 +290,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Every few seconds until `stop`, counts SFMDevices by condition.
-async fn count_sfm_devices(
-    ctx: Arc<Context>,
-    devices: reflector::Store<SFMDevice>,
+/// Every few seconds until `stop`, once `store` has listed everything
+/// (before that it is empty, not the cluster), hands its objects to `look`.
+async fn every_few_seconds<K>(
+    store: reflector::Store<K>,
     stop: impl std::future::Future<Output = ()>,
-) {
+    look: impl Fn(&[Arc<K>]),
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -304,10 +308,20 @@ async fn count_sfm_devices(
             _ = &mut stop => return,
             _ = tick.tick() => {}
         }
-        if devices.wait_until_ready().await.is_err() {
+        if store.wait_until_ready().await.is_err() {
             return;
         }
-        let all = devices.state();
+        look(&store.state());
+    }
+}
+
+/// Counts SFMDevices by condition.
+async fn count_sfm_devices(
+    ctx: Arc<Context>,
+    devices: reflector::Store<SFMDevice>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    every_few_seconds(devices, stop, |all| {
         for c in metrics::SFM_CONDITIONS {
             for st in ["True", "False", "Unknown"] {
                 let n = all
@@ -328,30 +342,20 @@ async fn count_sfm_devices(
                     .set(n as i64);
             }
         }
-    }
+    })
+    .await
 }
 
-/// Every few seconds until `stop`, counts the watched runs by phase.
+/// Counts the watched runs by phase.
 async fn count_runs(
     ctx: Arc<Context>,
     runs: reflector::Store<SimulationRun>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     use crate::runs::lifecycle::{PHASES, phase_name};
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
-        }
-        // Before the first list the store is empty, not the cluster.
-        if runs.wait_until_ready().await.is_err() {
-            return;
-        }
+    every_few_seconds(runs, stop, |all| {
         let mut counts = [0i64; PHASES.len()];
-        for r in runs.state() {
+        for r in all {
             let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
             if let Some(i) = PHASES.iter().position(|p| *p == phase) {
                 counts[i] += 1;
@@ -360,26 +364,14 @@ async fn count_runs(
         for (p, n) in PHASES.iter().zip(counts) {
             ctx.metrics.runs.with_label_values(&[phase_name(*p)]).set(n);
         }
-    }
+    })
+    .await
 }
 
-/// Every few seconds until `stop`, drops the gauges of deleted policies.
+/// Drops the gauges of deleted policies.
 async fn forget_deleted_policies(ctx: Arc<Context>, stop: impl std::future::Future<Output = ()>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
-        }
-        // Before the first list the store is empty, not the cluster.
-        if ctx.policies.wait_until_ready().await.is_err() {
-            return;
-        }
-        let live = ctx
-            .policies
-            .state()
+    every_few_seconds(ctx.policies.clone(), stop, |all| {
+        let live = all
             .iter()
             .map(|p| {
                 use kube::ResourceExt;
@@ -387,5 +379,6 @@ async fn forget_deleted_policies(ctx: Arc<Context>, stop: impl std::future::Futu
             })
             .collect();
         ctx.metrics.forget_policies_except(&live);
-    }
+    })
+    .await
 }
