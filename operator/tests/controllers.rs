@@ -1835,3 +1835,249 @@ async fn pods_meet_pod_security_and_take_the_simulations_own_container_and_sidec
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Monitoring proven against a real Prometheus: it scrapes the real operator
+/// and a real sidecar (static targets with the labels Kubernetes discovery
+/// would add); after a computed and a cached run, every dashboard query
+/// parses and returns data, and every alert expression of the rendered
+/// PrometheusRule parses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() {
+    use simcache_testkit::helm::{chart_for_test_apiserver, helm};
+    use simcache_testkit::sfm_sim::{SfmSimulator, Unit};
+    let sfm = SfmSimulator::start(0.005).await;
+    sfm.add_unit("tcp:10.0.0.1:12345", Unit::new("BE11529", 3, 100));
+    let env = Env::new("prom").await;
+    // A seismograph the operator probes every second through its SFM cache.
+    env.apply(&sfm_device(
+        "unit-a",
+        &sfm.url(),
+        "10.0.0.1",
+        "  probe:\n    intervalSeconds: 1\n",
+    ));
+    env.simulation("thermal", thermal_command(), "");
+    env.apply(
+        "apiVersion: simcache.io/v1alpha1\nkind: CachePolicy\nmetadata:\n  name: week\nspec:\n  selector:\n    names: [thermal]\n  ttlSeconds: 604800\n  maxEntries: 100\n",
+    );
+    env.apply(&env.run("computed", "thermal", json!({"temperature": 310.0})));
+    let first = env.finished("computed", Duration::from_secs(120)).await;
+    assert_eq!(first.status.unwrap().phase, Phase::Succeeded);
+    env.apply(&env.run("cached", "thermal", json!({"temperature": 310.0})));
+    let second = env.finished("cached", Duration::from_secs(60)).await;
+    assert_eq!(second.status.unwrap().phase, Phase::Cached);
+
+    // A sidecar with some cache traffic: a write, hits and a miss.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let sidecar = ServerProcess::spawn(
+        &workspace_bin("simcache-sidecar"),
+        &[
+            "serve",
+            "--backend",
+            "sqlite",
+            "--db-path",
+            db.to_str().unwrap(),
+            "--port",
+            "0",
+            "--no-auth",
+        ],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let entry = json!({"cache_key": "k/1", "simulation_id": 1, "simulation_name": "thermal",
+        "simulation_version": "1.0.0", "execution_id": "e1", "squid_id": "thermal/1.0.0/x",
+        "input_hash": "x", "run_db_path": "/r.db", "ttl_hours": 1});
+    let r = http
+        .post(format!("{}/cache", sidecar.url))
+        .json(&entry)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for key in ["k/1", "k/1", "missing"] {
+        http.get(format!("{}/cache/{key}", sidecar.url))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // An SFM proxy (the chart's optional shared one) with a read through it.
+    std::fs::write(
+        dir.path().join("unit.yaml"),
+        format!(
+            "apiVersion: simcache.io/v1alpha1\nkind: SFMDevice\nmetadata:\n  name: unit-p\n  namespace: field\nspec:\n  upstream:\n    url: {}\n    timeoutSeconds: 5\n  address:\n    tcp:\n      host: 10.0.0.1\n",
+            sfm.url()
+        ),
+    )
+    .unwrap();
+    let proxy_db = dir.path().join("p.db");
+    let proxy = ServerProcess::spawn(
+        &workspace_bin("simcache-sidecar"),
+        &[
+            "--backend",
+            "sqlite",
+            "--db-path",
+            proxy_db.to_str().unwrap(),
+            "sfm-proxy",
+            "--no-auth",
+            "--port",
+            "0",
+            "--device-file",
+            dir.path().join("unit.yaml").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let sfm_read = async || {
+        let r = http
+            .get(format!("{}/device/info?host=10.0.0.1", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    };
+    sfm_read().await;
+
+    // Prometheus on loopback, scraping all three every second.
+    let ns = env.ns.name.clone();
+    let prom_port = free_port();
+    let op_target = format!("127.0.0.1:{}", env.port);
+    let sc_target = sidecar.url.trim_start_matches("http://").to_string();
+    let px_target = proxy.url.trim_start_matches("http://").to_string();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n\
+         - job_name: simcache-operator\n  static_configs:\n  - targets: ['{op_target}']\n    labels: {{namespace: '{ns}', container: operator, pod: operator-0}}\n\
+         - job_name: simcache-sidecars\n  static_configs:\n  - targets: ['{sc_target}']\n    labels: {{namespace: '{ns}', container: simcache-sidecar, pod: run-0}}\n\
+         - job_name: simcache-sfm-proxy\n  static_configs:\n  - targets: ['{px_target}']\n    labels: {{namespace: '{ns}', container: sfm-proxy, pod: sfm-proxy-0}}\n"
+    );
+    let cfg_path = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let mut prom = std::process::Command::new(simcache_testkit::prometheus::prometheus())
+        .arg(format!("--config.file={}", cfg_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let api = format!("http://127.0.0.1:{prom_port}");
+    let query = async |q: &str| -> Value {
+        http.get(format!("{api}/api/v1/query"))
+            .query(&[("query", q)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    // Both targets up, and enough samples for rates over 30 s windows.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http
+            .get(format!("{api}/-/ready"))
+            .send()
+            .await
+            .map(|r| r.status().is_success());
+        if ready.unwrap_or(false) {
+            let up = query("sum(up)").await;
+            if up["data"]["result"][0]["value"][1] == "3" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped both targets"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // More traffic while it scrapes, so that rates have two points.
+    for _ in 0..3 {
+        http.get(format!("{}/cache/k/1", sidecar.url))
+            .send()
+            .await
+            .unwrap();
+        reqwest::get(format!("http://127.0.0.1:{}/openapi.json", env.port))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("charts/simcache/dashboards/simcache.json")).unwrap(),
+    )
+    .unwrap();
+    let mut empty = Vec::new();
+    let mut asked = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$namespace", &ns)
+                .replace("$__rate_interval", "30s")
+                .replace("$__range", "1h");
+            let v = query(&expr).await;
+            assert_eq!(v["status"], "success", "{}: {expr}\n{v}", p["title"]);
+            asked += 1;
+            if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                empty.push(format!("{}: {expr}", p["title"]));
+            }
+        }
+    }
+    assert!(asked > 20, "the dashboard's queries were found");
+    // No label of ours clashes with the scrape's own `namespace`: the
+    // policy's namespace arrives as policy_namespace, nothing is renamed.
+    let v = query("simcache_operator_cache_entries{policy=\"week\"}").await;
+    let m = &v["data"]["result"][0]["metric"];
+    assert_eq!(
+        (&m["policy_namespace"], &m["namespace"]),
+        (&json!(ns), &json!(ns)),
+        "{v}"
+    );
+    assert!(m.get("exported_namespace").is_none(), "{v}");
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data:\n{}",
+        empty.join("\n")
+    );
+
+    // Every alert expression of the rendered rule parses and evaluates.
+    let c = cluster();
+    let rel_ns = c.namespace("prom-rule");
+    let (_copy, chart) = chart_for_test_apiserver();
+    c.apply_crds(
+        std::path::Path::new(&example("tests/k8s/prometheus-operator-crds.yaml")),
+        &["prometheusrules.monitoring.coreos.com"],
+    );
+    let rel = helm()
+        .install(
+            &c.kubeconfig,
+            &rel_ns.name,
+            "alerts",
+            &chart,
+            &json!({"database": {"existingSecret": "db"}, "prometheusRule": {"enabled": true}}),
+        )
+        .unwrap_or_else(|e| panic!("helm install: {}", e.0));
+    helm().uninstall(&c.kubeconfig, &rel_ns.name, "alerts");
+    let rule = serde_yaml::Deserializer::from_str(rel["manifest"].as_str().unwrap())
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("the PrometheusRule");
+    let mut alerts = 0;
+    for g in rule["spec"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            let v = query(r["expr"].as_str().unwrap()).await;
+            assert_eq!(v["status"], "success", "{}: {v}", r["alert"]);
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 7);
+    let _ = prom.kill();
+    let _ = prom.wait();
+}
