@@ -43,6 +43,30 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
 }
 
 /// The YAML a CRD is written as (with a header saying it is generated).
+/// The chart's template for `crd`: installed when `crds.install`, kept on
+/// uninstall when `crds.keep` (Helm never upgrades a chart's `crds/`
+/// folder, but does upgrade templates).
+pub fn to_chart_template(crd: &CustomResourceDefinition) -> anyhow::Result<String> {
+    let body = serde_yaml::to_string(crd)?;
+    anyhow::ensure!(
+        !body.contains("{{"),
+        "the CRD text holds `{{{{`, which Helm would read as a template"
+    );
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let meta = format!("metadata:\n  name: {name}\n");
+    anyhow::ensure!(body.contains(&meta), "no metadata.name line in {name}");
+    let body = body.replacen(
+        &meta,
+        &format!(
+            "{meta}  labels:\n    {{{{- include \"simcache.labels\" . | nindent 4 }}}}\n  {{{{- if .Values.crds.keep }}}}\n  annotations:\n    # Deleting a CRD deletes every object of its kind.\n    helm.sh/resource-policy: keep\n  {{{{- end }}}}\n"
+        ),
+        1,
+    );
+    Ok(format!(
+        "{{{{- if .Values.crds.install }}}}\n# Generated from the Rust types in crds/src by `cargo run -p simcache-crds --bin gen-crds`.\n# Do not edit: a test fails when this file and the types disagree.\n{body}{{{{- end }}}}\n"
+    ))
+}
+
 pub fn to_yaml(crd: &CustomResourceDefinition) -> anyhow::Result<String> {
     Ok(format!(
         "# Generated from the Rust types in crds/src by `cargo run -p simcache-crds --bin gen-crds`.\n# Do not edit: a test fails when this file and the types disagree.\n{}",

@@ -1170,3 +1170,76 @@ fn the_alert_rules_pass_promtool_check_and_unit_tests() {
     assert!(ok, "promtool test rules:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");
 }
+
+/// The CRDs are chart templates: `helm upgrade` updates them (a chart's
+/// `crds/` folder never is), and `helm uninstall` keeps them.
+#[test]
+fn crds_install_with_the_release_upgrade_with_it_and_stay_after_uninstall() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let c = cluster();
+    c.install_crds();
+    let ns = c.namespace("chart-crds");
+    let rel = format!("c{}", &ns.name[ns.name.len() - 6..]);
+    let (_copy, chart) = simcache_testkit::helm::chart_for_test_apiserver();
+    let values =
+        json!({"database": {"existingSecret": "db"}, "crds": {"install": true, "keep": true}});
+    let out = helm()
+        .install_owning(&c.kubeconfig, &ns.name, &rel, &chart, &values)
+        .unwrap_or_else(|e| panic!("helm install with crds.install: {}", e.0));
+    let manifest = out["manifest"].as_str().unwrap();
+    let crd_docs: Vec<Value> = serde_yaml::Deserializer::from_str(manifest)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(
+        crd_docs.len(),
+        simcache_crds::all().len(),
+        "every CRD is in the release"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let crd_labels = |name: &str| {
+        rt.block_on(async {
+            let api: kube::Api<CustomResourceDefinition> = kube::Api::all(c.client().await);
+            let crd = api.get(name).await.unwrap();
+            (
+                crd.metadata.labels.unwrap_or_default(),
+                crd.metadata.annotations.unwrap_or_default(),
+            )
+        })
+    };
+    let (labels, annotations) = crd_labels("simulations.simcache.io");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
+    assert_eq!(labels["helm.sh/chart"], "simcache-0.1.0");
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    assert_eq!(annotations["meta.helm.sh/release-name"], rel.as_str());
+
+    // A newer chart: the upgrade reaches the CRDs.
+    let meta = chart.join("Chart.yaml");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, text.replace("\nversion: 0.1.0", "\nversion: 0.1.1")).unwrap();
+    helm()
+        .upgrade(&c.kubeconfig, &ns.name, &rel, &chart, &values)
+        .unwrap_or_else(|e| panic!("helm upgrade: {}", e.0));
+    for (name, _) in simcache_crds::all() {
+        let name = name.trim_end_matches(".yaml").to_string();
+        assert_eq!(
+            crd_labels(&name).0["helm.sh/chart"],
+            "simcache-0.1.1",
+            "{name}"
+        );
+    }
+
+    // Uninstalled: the CRDs (and so every object of their kinds) stay.
+    helm().uninstall(&c.kubeconfig, &ns.name, &rel);
+    let out = c.kubectl(&["get", "crd", "simulations.simcache.io", "-o", "name"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // crds.install=false renders none.
+    let docs = render(&ns, "nocrds", json!({"database": {"existingSecret": "db"}}));
+    assert!(find(&docs, "CustomResourceDefinition").is_empty());
+    helm().uninstall(&c.kubeconfig, &ns.name, "nocrds");
+}

@@ -1,7 +1,7 @@
 """Drives Helm's library (helm-sdkpy) for the chart tests; prints JSON.
 
     helm.py lint CHART
-    helm.py install --kubeconfig K --namespace NS --release R [--values JSON] CHART
+    helm.py install --kubeconfig K --namespace NS --release R [--values JSON] [--take-ownership] CHART
     helm.py upgrade --kubeconfig K --namespace NS --release R [--values JSON] CHART
     helm.py uninstall --kubeconfig K --namespace NS --release R
 
@@ -24,6 +24,8 @@ def main() -> int:
     p.add_argument("--namespace", default="default")
     p.add_argument("--release")
     p.add_argument("--values", default="{}")
+    # Adopt objects that exist without Helm's ownership (CRDs applied by kubectl).
+    p.add_argument("--take-ownership", action="store_true")
     a = p.parse_args()
     cfg = helm.Configuration(namespace=a.namespace, kubeconfig=a.kubeconfig)
     values = json.loads(a.values)
@@ -32,7 +34,10 @@ def main() -> int:
             out = asyncio.run(helm.Lint(cfg).run(a.chart))
         elif a.action == "install":
             out = asyncio.run(
-                helm.Install(cfg).run(a.release, a.chart, values=values, wait=False, timeout=120)
+                helm.Install(cfg).run(
+                    a.release, a.chart, values=values, wait=False, timeout=120,
+                    take_ownership=a.take_ownership,
+                )
             )
         elif a.action == "upgrade":
             out = asyncio.run(

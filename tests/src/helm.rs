@@ -130,6 +130,9 @@ impl Helm {
 
     /// `helm install` (without waiting) into `namespace` of the cluster
     /// behind `kubeconfig`: the release, including its rendered manifest.
+    /// The test cluster's CRDs come from `install_crds` (kubectl), shared by
+    /// every test: unless `values` says otherwise, the release leaves them
+    /// alone (`crds.install=false`).
     pub fn install(
         &self,
         kubeconfig: &Path,
@@ -138,18 +141,76 @@ impl Helm {
         chart: &Path,
         values: &Value,
     ) -> Result<Value, HelmError> {
-        self.call(&[
-            "install",
-            &chart.display().to_string(),
+        self.release_action(
+            "install", kubeconfig, namespace, release, chart, values, false,
+        )
+    }
+
+    /// `helm install --take-ownership`: adopts objects that exist without
+    /// Helm's ownership (the kubectl-applied CRDs).
+    pub fn install_owning(
+        &self,
+        kubeconfig: &Path,
+        namespace: &str,
+        release: &str,
+        chart: &Path,
+        values: &Value,
+    ) -> Result<Value, HelmError> {
+        self.release_action(
+            "install", kubeconfig, namespace, release, chart, values, true,
+        )
+    }
+
+    /// `helm upgrade` (without waiting).
+    pub fn upgrade(
+        &self,
+        kubeconfig: &Path,
+        namespace: &str,
+        release: &str,
+        chart: &Path,
+        values: &Value,
+    ) -> Result<Value, HelmError> {
+        self.release_action(
+            "upgrade", kubeconfig, namespace, release, chart, values, false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn release_action(
+        &self,
+        action: &str,
+        kubeconfig: &Path,
+        namespace: &str,
+        release: &str,
+        chart: &Path,
+        values: &Value,
+        take_ownership: bool,
+    ) -> Result<Value, HelmError> {
+        let mut values = values.clone();
+        if values.get("crds").is_none() && values.is_object() {
+            values["crds"] = serde_json::json!({"install": false});
+        }
+        let (chart, kubeconfig, values) = (
+            chart.display().to_string(),
+            kubeconfig.display().to_string(),
+            values.to_string(),
+        );
+        let mut args = vec![
+            action,
+            &chart,
             "--kubeconfig",
-            &kubeconfig.display().to_string(),
+            &kubeconfig,
             "--namespace",
             namespace,
             "--release",
             release,
             "--values",
-            &values.to_string(),
-        ])
+            &values,
+        ];
+        if take_ownership {
+            args.push("--take-ownership");
+        }
+        self.call(&args)
     }
 
     pub fn uninstall(&self, kubeconfig: &Path, namespace: &str, release: &str) {

@@ -1,23 +1,24 @@
-//! Writes the CRD YAML files into `crds/` and the Helm chart's `crds/` (or
-//! checks both with `--check`).
+//! Writes the CRD YAML files into `crds/` and the Helm chart's templates
+//! (`templates/crds/`), and the CRD reference (or checks them with `--check`).
 
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
     let check = std::env::args().any(|a| a == "--check");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let chart = dir.join("../charts/simcache/crds");
+    let chart = dir.join("../charts/simcache/templates/crds");
     std::fs::create_dir_all(&chart)?;
     let mut stale = Vec::new();
     for (file, crd) in simcache_crds::all() {
         let yaml = simcache_crds::to_yaml(&crd)?;
-        for path in [dir.join(&file), chart.join(&file)] {
+        let template = simcache_crds::to_chart_template(&crd)?;
+        for (path, text) in [(dir.join(&file), &yaml), (chart.join(&file), &template)] {
             if check {
-                if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
                     stale.push(path.display().to_string());
                 }
             } else {
-                std::fs::write(&path, &yaml)?;
+                std::fs::write(&path, text)?;
                 println!("wrote {}", path.display());
             }
         }
