@@ -6,6 +6,7 @@
 // kube's `printcolumn(type_ = ...)` repeats keys clippy reads as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod chart_readme;
 pub mod policy;
 pub mod reference;
 pub mod run;

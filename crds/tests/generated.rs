@@ -197,3 +197,49 @@ fn names_short_names_categories_and_columns() {
     assert_eq!(message["jsonPath"], ".status.message");
     assert_eq!(message["priority"], 1);
 }
+
+#[test]
+fn the_chart_readme_matches_its_values() {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/simcache");
+    let read = |f: &str| std::fs::read_to_string(chart.join(f)).unwrap();
+    let want = simcache_crds::chart_readme::markdown(&read("Chart.yaml"), &read("values.yaml"));
+    assert!(
+        read("README.md") == want,
+        "charts/simcache/README.md is out of date with values.yaml; run `cargo run -p simcache-crds --bin gen-crds`"
+    );
+    // Every top-level value is in it.
+    let values: serde_yaml::Mapping = serde_yaml::from_str(&read("values.yaml")).unwrap();
+    for k in values.keys() {
+        let k = k.as_str().unwrap();
+        assert!(
+            want.contains(&format!("| `{k}")),
+            "{k} missing from the README"
+        );
+    }
+}
+
+#[test]
+fn artifact_hub_lists_every_crd() {
+    let chart =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/simcache/Chart.yaml");
+    let meta: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart).unwrap()).unwrap();
+    let listed: Vec<serde_yaml::Value> =
+        serde_yaml::from_str(meta["annotations"]["artifacthub.io/crds"].as_str().unwrap()).unwrap();
+    let mut listed: Vec<(String, String)> = listed
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut ours: Vec<(String, String)> = simcache_crds::all()
+        .into_iter()
+        .map(|(_, c)| (c.metadata.name.unwrap(), c.spec.names.kind))
+        .collect();
+    listed.sort();
+    ours.sort();
+    assert_eq!(listed, ours);
+}

@@ -1,5 +1,6 @@
 //! Writes the CRD YAML files into `crds/` and the Helm chart's templates
-//! (`templates/crds/`), and the CRD reference (or checks them with `--check`).
+//! (`templates/crds/`), the CRD reference and the chart's README from its
+//! values.yaml (or checks them all with `--check`).
 
 use std::path::PathBuf;
 
@@ -24,16 +25,27 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let crds: Vec<_> = simcache_crds::all().into_iter().map(|(_, c)| c).collect();
-    let doc = simcache_crds::reference::markdown(&crds);
-    let path = dir.join("../docs/reference/crds.md");
-    if check {
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(doc.as_str()) {
-            stale.push(path.display().to_string());
+    let chart_dir = dir.join("../charts/simcache");
+    let readme = simcache_crds::chart_readme::markdown(
+        &std::fs::read_to_string(chart_dir.join("Chart.yaml"))?,
+        &std::fs::read_to_string(chart_dir.join("values.yaml"))?,
+    );
+    std::fs::create_dir_all(dir.join("../docs/reference"))?;
+    for (path, doc) in [
+        (
+            dir.join("../docs/reference/crds.md"),
+            simcache_crds::reference::markdown(&crds),
+        ),
+        (chart_dir.join("README.md"), readme),
+    ] {
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(doc.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        } else {
+            std::fs::write(&path, doc)?;
+            println!("wrote {}", path.display());
         }
-    } else {
-        std::fs::create_dir_all(dir.join("../docs/reference"))?;
-        std::fs::write(&path, doc)?;
-        println!("wrote {}", path.display());
     }
     if !stale.is_empty() {
         anyhow::bail!(
