@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod chart_readme;
+pub mod pod_template;
 pub mod policy;
 pub mod reference;
 pub mod run;
@@ -18,6 +19,9 @@ pub mod sor;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use pod_template::{
+    ContainerTemplate, PodTemplate, PodTemplateMetadata, PodTemplateSpec, RunPodSettings,
+};
 pub use policy::{CachePolicy, CachePolicySpec, CachePolicyStatus};
 pub use run::{
     CacheMode, CacheStatus, Phase, SimulationRun, SimulationRunSpec, SimulationRunStatus,

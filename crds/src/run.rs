@@ -91,6 +91,9 @@ pub struct SimulationRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i64>,
+    /// Labels, annotations, tolerations and node selector for this run's pods only, over the Simulation's podTemplate. They don't change the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::pod_template::RunPodSettings>,
 }
 
 /// Where a run is in its life.

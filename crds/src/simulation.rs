@@ -131,12 +131,15 @@ pub struct SimulationSpec {
     pub outputs: BTreeMap<String, ParameterSpec>,
     /// CPU and memory for the simulation container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::nested_descriptions_dropped)]
     pub resources: Option<ResourceRequirements>,
     /// Security settings for the simulation container only, set over simcache's Pod Security `restricted` defaults (non-root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault). A namespace that enforces `restricted` refuses a pod whose settings relax them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::nested_descriptions_dropped)]
     pub security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
     /// CPU and memory for simcache's sidecar in this Simulation's pods, in place of the operator's `--sidecar-resources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::schema::nested_descriptions_dropped)]
     pub sidecar_resources: Option<ResourceRequirements>,
     /// Name of the CachePolicy that applies to this simulation's results by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +156,9 @@ pub struct SimulationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub systems_of_record: Vec<String>,
+    /// A partial pod template merged into its runs' pods: labels, annotations, scheduling, pull secrets, service account, volumes, and env/mounts/resources/securityContext of the `simulation` container. What simcache owns (the sidecar, the run volume, the variables it injects, its labels) can't be overridden; an attempt is refused naming the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<crate::pod_template::PodTemplate>,
 }
 
 /// What the operator observed about a Simulation.

@@ -152,9 +152,10 @@ pub struct ControllerArgs {
     /// databases to it). Default: the address it binds.
     #[arg(long, env = "SIMCACHE_OPERATOR_URL")]
     pub operator_url: Option<String>,
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "SIMCACHE_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag, or separate with
+    /// commas; default: all). Each needs the operator's Role there.
+    #[arg(long, env = "SIMCACHE_WATCH_NAMESPACE", value_delimiter = ',')]
+    pub watch_namespace: Vec<String>,
     /// The sidecar container's resources in every simulation pod, as the
     /// JSON of a Kubernetes ResourceRequirements; a Simulation's
     /// `spec.sidecarResources` takes its place for that Simulation.

@@ -8,7 +8,7 @@ use simcache_operator::config::{
     Cli, Command, LocalCatalog, LocalCommand, LocalResults, ServeArgs,
 };
 use simcache_operator::controller::leader::LeaderElector;
-use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics};
+use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics, Scope};
 use simcache_operator::local;
 use simcache_operator::runs::pod::SidecarSettings;
 use simcache_operator::server::{self, ApiConfig};
@@ -109,7 +109,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),
         sweep_interval: Duration::from_secs(c.sweep_seconds.max(1)),
         identity: identity.clone(),
-        namespace: c.watch_namespace.clone(),
+        scope: Scope::from_flags(&c.watch_namespace).map_err(anyhow::Error::msg)?,
         concurrency: c.concurrency.max(1),
         run_ttl_after_finished: Duration::from_secs(c.run_ttl_seconds_after_finished),
     };

@@ -47,18 +47,31 @@ fn render(ns: &Namespace, release: &str, values: Value) -> Vec<Value> {
     let manifest = rel["manifest"]
         .as_str()
         .unwrap_or_else(|| panic!("no manifest in the release: {rel}"));
-    // kubectl accepts the same manifest (Helm has applied it already, so
-    // kubectl finds every object and leaves or updates it).
-    let out = c.kubectl_stdin(&["apply", "-n", &ns.name, "-f", "-"], Some(manifest));
-    assert!(
-        out.status.success(),
-        "kubectl apply of the rendered chart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_yaml::Deserializer::from_str(manifest)
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(manifest)
         .map(|d| Value::deserialize(d).expect("the rendered YAML parses"))
         .filter(|v| !v.is_null())
-        .collect()
+        .collect();
+    // kubectl accepts the same manifest (Helm has applied it already, so
+    // kubectl finds every object and leaves or updates it), each object in
+    // its own namespace (Roles may be in the watched ones).
+    let mut by_ns: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for d in &docs {
+        let target = d["metadata"]["namespace"].as_str().unwrap_or(&ns.name);
+        by_ns.entry(target.to_string()).or_default().push(d);
+    }
+    for (target, group) in by_ns {
+        let text: String = group
+            .iter()
+            .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+            .collect();
+        let out = c.kubectl_stdin(&["apply", "-n", &target, "-f", "-"], Some(&text));
+        assert!(
+            out.status.success(),
+            "kubectl apply of the rendered chart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    docs
 }
 
 /// Parses `doc` as `T` and back: a field Kubernetes does not know (a typo
@@ -627,6 +640,117 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
         assert!(alerts.contains(a), "alert {a} missing: {alerts:?}");
     }
     helm().uninstall(&c.kubeconfig, &ns.name, "full");
+}
+
+/// The operator's rules for Secrets across every Role and ClusterRole named
+/// `name`: the verbs, by the namespace each is in ("" for cluster-wide).
+fn secret_verbs(docs: &[Value], name: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for d in docs.iter().filter(|d| {
+        matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")) && d["metadata"]["name"] == name
+    }) {
+        let ns = d["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let verbs = out.entry(ns).or_default();
+        for r in d["rules"].as_array().unwrap() {
+            if r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "secrets")
+            {
+                assert!(
+                    r.get("resourceNames").is_none(),
+                    "the operator's rules name no Secret"
+                );
+                verbs.extend(
+                    r["verbs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string()),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn several_watch_namespaces_get_a_role_each_and_secrets_are_never_listed() {
+    let c = cluster();
+    c.install_crds();
+    install_prometheus_operator_crds();
+    let ns = c.namespace("chart-multi");
+    let (a, b) = (c.namespace("watch-a"), c.namespace("watch-b"));
+    let docs = render(
+        &ns,
+        "multi",
+        json!({"database": {"existingSecret": "db"},
+               "podMonitor": {"enabled": true},
+               // The older single value joins the list; duplicates count once.
+               "operator": {"watchNamespace": a.name, "watchNamespaces": [a.name, b.name]}}),
+    );
+    check_all_typed(&docs);
+    assert!(find(&docs, "ClusterRole").is_empty());
+    assert!(find(&docs, "ClusterRoleBinding").is_empty());
+    let scoped: BTreeSet<String> = [a.name.clone(), b.name.clone()].into();
+    let in_ns = |kind: &str| -> BTreeSet<String> {
+        find(&docs, kind)
+            .into_iter()
+            .filter(|d| d["metadata"]["name"] == "multi-simcache")
+            .map(|d| d["metadata"]["namespace"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(in_ns("Role"), scoped);
+    assert_eq!(in_ns("RoleBinding"), scoped);
+    for rb in find(&docs, "RoleBinding") {
+        assert_eq!(rb["subjects"][0]["namespace"], json!(ns.name));
+    }
+    let dep: Deployment = typed(one(&docs, "Deployment"));
+    assert_eq!(
+        env_of(&dep)["SIMCACHE_WATCH_NAMESPACE"],
+        json!(format!("{},{}", a.name, b.name))
+    );
+    let pm = one(&docs, "PodMonitor");
+    assert_eq!(
+        pm["spec"]["namespaceSelector"]["matchNames"],
+        json!([a.name, b.name])
+    );
+    // Secrets: created and deleted (the run tokens), `get` by name for
+    // SystemOfRecord probes, never listed or watched.
+    let want: BTreeSet<String> = ["create", "delete", "get"].map(String::from).into();
+    let verbs = secret_verbs(&docs, "multi-simcache");
+    assert_eq!(verbs.len(), 2);
+    assert!(verbs.values().all(|v| *v == want), "{verbs:?}");
+
+    // Without SystemOfRecord probes, no read of any Secret at all; and the
+    // default (all namespaces) grants the same verbs cluster-wide.
+    let docs = render(
+        &ns,
+        "noread",
+        json!({"database": {"existingSecret": "db"},
+               "operator": {"watchNamespaces": [a.name]},
+               "rbac": {"readSystemOfRecordSecrets": false}}),
+    );
+    let verbs = secret_verbs(&docs, "noread-simcache");
+    assert_eq!(
+        verbs,
+        BTreeMap::from([(
+            a.name.clone(),
+            ["create", "delete"].map(String::from).into()
+        )])
+    );
+    let docs = render(&ns, "wide", json!({"database": {"existingSecret": "db"}}));
+    assert_eq!(
+        secret_verbs(&docs, "wide-simcache"),
+        BTreeMap::from([(String::new(), want)])
+    );
+    for r in ["multi", "noread", "wide"] {
+        helm().uninstall(&c.kubeconfig, &ns.name, r);
+    }
 }
 
 #[test]

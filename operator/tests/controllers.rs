@@ -27,6 +27,38 @@ fn example(path: &str) -> String {
         .to_string()
 }
 
+/// A Simulation of the example thermal model running `command`, with
+/// `extra` YAML lines appended to its spec.
+fn simulation_yaml(name: &str, command: Value, extra: &str) -> String {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("examples/run-api/schema.json")).unwrap(),
+    )
+    .unwrap();
+    // The CRD has no `choices`; drop them.
+    let mut inputs = schema["inputs"].clone();
+    for v in inputs.as_object_mut().unwrap().values_mut() {
+        v.as_object_mut().unwrap().remove("choices");
+    }
+    let doc = json!({
+        "apiVersion": "simcache.io/v1alpha1", "kind": "Simulation",
+        "metadata": {"name": name},
+        "spec": {"version": "1.0.0", "image": "ghcr.io/simcache/example-thermal:0.1.0",
+                 "command": command, "inputs": inputs, "outputs": schema["outputs"]}
+    });
+    let mut yaml = serde_yaml::to_string(&doc).unwrap();
+    yaml.push_str(extra);
+    yaml
+}
+
+fn run_yaml(name: &str, sim: &str, inputs: Value) -> String {
+    serde_yaml::to_string(&json!({
+        "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationRun",
+        "metadata": {"name": name},
+        "spec": {"simulation": {"name": sim}, "inputs": inputs}
+    }))
+    .unwrap()
+}
+
 struct Env {
     ns: Namespace<'static>,
     client: kube::Client,
@@ -72,13 +104,22 @@ impl Env {
         operator_kubeconfig: PathBuf,
         flags: &'static [&'static str],
     ) -> Env {
+        let db_url = simcache_testkit::fresh_database(&ns.name.replace('-', "_")).await;
+        Env::start_on(ns, operator_kubeconfig, flags, db_url).await
+    }
+
+    /// An environment whose operator keeps its state at `db_url`.
+    async fn start_on(
+        ns: Namespace<'static>,
+        operator_kubeconfig: PathBuf,
+        flags: &'static [&'static str],
+        db_url: String,
+    ) -> Env {
         let c: &'static KubeCluster = cluster();
-        let hint = ns.name.replace('-', "_");
-        let hint = hint.as_str();
         let client = c.client().await;
         let node = TestNode::start(client.clone(), &ns.name, workspace_bin("simcache-sidecar"));
         let mut env = Env {
-            db_url: simcache_testkit::fresh_database(hint).await,
+            db_url,
             port: free_port(),
             runs: tempfile::tempdir().unwrap(),
             ns,
@@ -135,33 +176,11 @@ impl Env {
     }
 
     fn simulation(&self, name: &str, command: Value, extra: &str) {
-        let schema: Value = serde_json::from_str(
-            &std::fs::read_to_string(example("examples/run-api/schema.json")).unwrap(),
-        )
-        .unwrap();
-        // The CRD has no `choices`; drop them.
-        let mut inputs = schema["inputs"].clone();
-        for v in inputs.as_object_mut().unwrap().values_mut() {
-            v.as_object_mut().unwrap().remove("choices");
-        }
-        let doc = json!({
-            "apiVersion": "simcache.io/v1alpha1", "kind": "Simulation",
-            "metadata": {"name": name},
-            "spec": {"version": "1.0.0", "image": "ghcr.io/simcache/example-thermal:0.1.0",
-                     "command": command, "inputs": inputs, "outputs": schema["outputs"]}
-        });
-        let mut yaml = serde_yaml::to_string(&doc).unwrap();
-        yaml.push_str(extra);
-        self.apply(&yaml);
+        self.apply(&simulation_yaml(name, command, extra));
     }
 
     fn run(&self, name: &str, sim: &str, inputs: Value) -> String {
-        serde_yaml::to_string(&json!({
-            "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationRun",
-            "metadata": {"name": name},
-            "spec": {"simulation": {"name": sim}, "inputs": inputs}
-        }))
-        .unwrap()
+        run_yaml(name, sim, inputs)
     }
 
     fn runs_api(&self) -> Api<SimulationRun> {
@@ -207,7 +226,10 @@ impl Env {
         q: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Vec<tokio_postgres::Row> {
-        let (c, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
+        // The same connector as the operator's: the URL may ask for TLS.
+        let (c, conn) = simcache_store::postgres::PgConfig::parse(&self.db_url)
+            .unwrap()
+            .connect()
             .await
             .unwrap();
         tokio::spawn(conn);
@@ -784,6 +806,11 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
     env.apply("apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: meshes\nspec:\n  directory:\n    claimName: mesh-pvc\n");
     let ready = sor_ready(&env, "meshes").await;
     assert_eq!(ready.reason, "ClaimNotFound", "{}", ready.message);
+    // An S3 one is probed with the credentials Secret it names: a `get`,
+    // the only read of a Secret the operator makes (here of one missing).
+    env.apply("apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: bucket\nspec:\n  s3:\n    bucket: data\n    endpoint: http://127.0.0.1:9\n    credentialsSecret:\n      name: no-such-creds\n");
+    let ready = sor_ready(&env, "bucket").await;
+    assert_eq!(ready.reason, "SecretNotFound", "{}", ready.message);
     let out = c.kubectl(&[
         "delete",
         "sfmdevice",
@@ -974,6 +1001,123 @@ put("from-the-pod/2", os.environ["SIMCACHE_SESSION_ID"])
     let mut privileges: Vec<String> = serde_json::from_str(&privileges).unwrap();
     privileges.sort();
     assert_eq!(privileges, ["read_cache", "write_cache"]);
+}
+
+/// Against a PostgreSQL that takes only TLS, the sidecars of simulation
+/// pods verify the server with the CA from the same Secret as the URL,
+/// mounted where the chart mounts the operator's (`/etc/simcache/pg-tls`),
+/// so one URL serves both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sidecars_verify_a_tls_postgres_with_the_ca_in_the_run_namespaces_secret() {
+    let (srv, tls) = tokio::task::spawn_blocking(simcache_testkit::pg::tls_server)
+        .await
+        .unwrap();
+    let url = |db: &str, ca: &str| {
+        format!(
+            "postgresql://postgres@localhost:{}/{db}?sslmode=verify-full&sslrootcert={ca}",
+            srv.port
+        )
+    };
+    let db = format!("t_tls_pods_{}", std::process::id());
+    let (admin, conn) =
+        simcache_store::postgres::PgConfig::parse(&url("postgres", &tls.ca.display().to_string()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let driver = tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    drop(admin);
+    driver.abort();
+    let c: &'static KubeCluster = cluster();
+    c.install_crds();
+    let ns = c.namespace("pg-tls-pods");
+    let env = Env::start_on(
+        ns,
+        c.kubeconfig.clone(),
+        &["--sidecar-cache-db-secret", "sims-cache-db"],
+        url(&db, &tls.ca.display().to_string()),
+    )
+    .await;
+    let pod_url = url(
+        &db,
+        &format!("{}/ca.crt", simcache_operator::runs::pod::CACHE_DB_TLS_DIR),
+    );
+    let out = env.cluster().kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "sims-cache-db",
+        "-n",
+        &env.ns.name,
+        &format!("--from-literal=url={pod_url}"),
+        &format!("--from-file=ca.crt={}", tls.ca.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The simulation writes an entry through its sidecar's cache API, which
+    // keeps it in the TLS-only PostgreSQL.
+    let post = r#"import json, os, urllib.request
+body = json.dumps({"cache_key": "over-tls/1", "simulation_id": 1,
+    "simulation_name": "thermal", "simulation_version": "1.0.0",
+    "execution_id": "pod-tls", "squid_id": "s", "input_hash": "h"}).encode()
+req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
+    headers={"Content-Type": "application/json", "X-Session-ID": os.environ["SIMCACHE_SESSION_ID"]})
+urllib.request.urlopen(req).read()
+"#;
+    let thermal = example("examples/run-api/thermal.py");
+    let script = format!("python3 -c '{post}' && python3 {thermal}");
+    env.simulation("thermal", json!(["sh", "-c", script]), "");
+    env.apply(&env.run("tls-350", "thermal", json!({"temperature": 350})));
+    let run = env.finished("tls-350", Duration::from_secs(90)).await;
+    let s = run.status.unwrap();
+    assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
+    let rows = env
+        .sql(
+            "SELECT cache_key FROM cache_entries WHERE execution_id = 'pod-tls'",
+            &[],
+        )
+        .await;
+    assert_eq!(rows.len(), 1, "the pod's write, over verified TLS");
+    // The pod: the Secret mounted in the sidecar only, read-only.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let pod = pods.get(s.pod_name.as_deref().unwrap()).await.unwrap();
+    let spec = pod.spec.unwrap();
+    let vol = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("sims-cache-db"))
+        .expect("the Secret is a volume");
+    let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+    assert!(
+        sidecar
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == vol.name
+                && m.mount_path == simcache_operator::runs::pod::CACHE_DB_TLS_DIR
+                && m.read_only == Some(true))
+    );
+    assert!(
+        !spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == vol.name),
+        "the simulation container does not see the database's files"
+    );
 }
 
 /// The condition types a CRD's generated YAML documents for its status
@@ -1756,7 +1900,10 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
             .contains("input-keys")
     );
     let vols = spec.volumes.unwrap();
-    let pvc = vols.iter().find(|v| v.name == "sor-meshes").unwrap();
+    let pvc = vols
+        .iter()
+        .find(|v| v.name == "simcache-sor-meshes")
+        .unwrap();
     assert_eq!(
         pvc.persistent_volume_claim.as_ref().unwrap().claim_name,
         "mesh-pvc"
@@ -1767,7 +1914,7 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
     );
     assert!(
         vols.iter()
-            .any(|v| v.name == "sor-cache" && v.empty_dir.is_some())
+            .any(|v| v.name == "simcache-sor-cache" && v.empty_dir.is_some())
     );
     let pod_yaml =
         serde_json::to_string(&pods.get(&pod.metadata.name.unwrap()).await.unwrap()).unwrap();
@@ -1783,14 +1930,41 @@ async fn pods_meet_pod_security_and_take_the_simulations_own_container_and_sidec
     env.simulation(
         "shaped",
         thermal_command(),
-        "  securityContext:\n    runAsUser: 1000\n  sidecarResources:\n    requests:\n      cpu: 50m\n      memory: 64Mi\n    limits:\n      memory: 512Mi\n",
+        concat!(
+            "  securityContext:\n    runAsUser: 1000\n  sidecarResources:\n    requests:\n      cpu: 50m\n      memory: 64Mi\n    limits:\n      memory: 512Mi\n",
+            "  podTemplate:\n",
+            "    metadata:\n      labels:\n        kueue.x-k8s.io/queue-name: research\n      annotations:\n        team: materials\n",
+            "    spec:\n      nodeSelector:\n        disk: ssd\n",
+            "      tolerations:\n      - {key: gpu, operator: Exists, effect: NoSchedule}\n",
+            "      volumes:\n      - {name: scratch, emptyDir: {}}\n",
+            "      containers:\n      - name: simulation\n",
+            "        env:\n        - {name: OMP_NUM_THREADS, value: \"2\"}\n",
+            "        volumeMounts:\n        - {name: scratch, mountPath: /scratch}\n",
+            "        resources:\n          limits:\n            memory: 1Gi\n",
+        ),
+    );
+    env.simulation(
+        "grabby",
+        thermal_command(),
+        "  podTemplate:\n    spec:\n      containers:\n      - name: simulation\n        env:\n        - {name: SIMCACHE_URL, value: \"http://elsewhere\"}\n",
     );
     env.simulation(
         "badly-sized",
         thermal_command(),
         "  sidecarResources:\n    limits:\n      memory: 1MB\n",
     );
-    env.apply(&env.run("ok", "shaped", json!({"temperature": 300.0})));
+    env.apply(
+        &serde_yaml::to_string(&json!({
+            "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationRun",
+            "metadata": {"name": "ok"},
+            "spec": {"simulation": {"name": "shaped"}, "inputs": {"temperature": 300.0},
+                     "pod": {"labels": {"sweep": "s1"}, "annotations": {"point": "300K"},
+                             "tolerations": [{"key": "spot", "operator": "Exists"}],
+                             "nodeSelector": {"disk": "nvme"}}}
+        }))
+        .unwrap(),
+    );
+    env.apply(&env.run("grab", "grabby", json!({"temperature": 300.0})));
     env.apply(&env.run("bad", "badly-sized", json!({"temperature": 300.0})));
     let r = env.finished("ok", Duration::from_secs(120)).await;
     assert_eq!(r.status.as_ref().unwrap().phase, Phase::Succeeded);
@@ -1805,7 +1979,54 @@ async fn pods_meet_pod_security_and_take_the_simulations_own_container_and_sidec
         simcache_operator::runs::pod_security::restricted_violations(&pod),
         Vec::<String>::new()
     );
+    let labels = pod.metadata.labels.clone().unwrap();
+    assert_eq!(labels["kueue.x-k8s.io/queue-name"], "research");
+    assert_eq!(labels["sweep"], "s1", "the run's own label");
+    assert_eq!(labels["simcache.io/run"], "ok");
+    let ann = pod.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        (ann["team"].as_str(), ann["point"].as_str()),
+        ("materials", "300K")
+    );
     let spec = pod.spec.unwrap();
+    let sel = spec.node_selector.clone().unwrap();
+    assert_eq!(sel["disk"], "nvme", "the run's key over the Simulation's");
+    assert_eq!(
+        sel["simcache.io/test-node"], "local",
+        "the operator's stays"
+    );
+    let tolerations: Vec<_> = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .filter_map(|t| t.key.clone())
+        .collect();
+    assert!(tolerations.contains(&"gpu".to_string()) && tolerations.contains(&"spot".to_string()));
+    assert!(spec.volumes.iter().flatten().any(|v| v.name == "scratch"));
+    let sim_c = &spec.containers[0];
+    assert!(
+        sim_c
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "OMP_NUM_THREADS" && e.value.as_deref() == Some("2"))
+    );
+    assert!(
+        sim_c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/scratch")
+    );
+    assert_eq!(
+        sim_c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap()["memory"]
+            .0,
+        "1Gi"
+    );
     let sim_sc = spec.containers[0].security_context.clone().unwrap();
     assert_eq!(
         (sim_sc.run_as_user, sim_sc.allow_privilege_escalation),
@@ -1817,6 +2038,53 @@ async fn pods_meet_pod_security_and_take_the_simulations_own_container_and_sidec
         res,
         json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}})
     );
+    // The documented example is valid for the API server, field by field.
+    let out = env.cluster().kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-n",
+        &env.ns.name,
+        "-f",
+        &example("examples/pod-template/simulation.yaml"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A template reaching for a variable simcache injects: the Simulation
+    // says so in Ready, and its run waits naming the field, with no pod.
+    let refused = "Simulation spec.podTemplate.spec.containers[0].env[0] (SIMCACHE_URL): simcache injects this variable";
+    let sims: Api<simcache_crds::Simulation> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sim = sims.get("grabby").await.unwrap();
+        let ready = sim
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == "Ready")
+            .cloned();
+        let run = env.runs_api().get("grab").await.unwrap();
+        let rs = run.status.clone().unwrap_or_default();
+        if let Some(c) = &ready
+            && c.status == "False"
+            && c.message.contains(refused)
+            && rs.message.as_deref().unwrap_or_default().contains(refused)
+        {
+            assert_eq!(c.reason, "PodSettingsRefused");
+            assert_eq!(rs.phase, Phase::Pending);
+            assert!(rs.pod_name.is_none());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not refused naming the field: {ready:?} / {:?}",
+            rs.message
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // A quantity Kubernetes would refuse: the run waits, naming the field.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -2080,4 +2348,96 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
     assert_eq!(alerts, 7);
     let _ = prom.kill();
     let _ = prom.wait();
+}
+
+/// One operator watching two namespaces (`--watch-namespace` twice): runs
+/// in both compute and cache, Simulations in both register, and a third
+/// namespace it does not watch is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_operator_watches_several_namespaces_and_leaves_the_others_alone() {
+    let c = cluster();
+    c.install_crds();
+    let second = c.namespace("watch-b");
+    let third = c.namespace("unwatched");
+    let flag: &'static str = Box::leak(second.name.clone().into_boxed_str());
+    let flags: &'static [&'static str] =
+        Box::leak(vec!["--watch-namespace", flag].into_boxed_slice());
+    let env = Env::with_flags("watch-a", flags).await;
+    let client = env.client.clone();
+    let _node_b = TestNode::start(
+        client.clone(),
+        &second.name,
+        workspace_bin("simcache-sidecar"),
+    );
+    let _node_c = TestNode::start(
+        client.clone(),
+        &third.name,
+        workspace_bin("simcache-sidecar"),
+    );
+    let apply_in = |ns: &str, yaml: &str| {
+        let out = c.kubectl_stdin(&["apply", "-n", ns, "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for ns in [&env.ns.name, &second.name, &third.name] {
+        apply_in(ns, &simulation_yaml("thermal", thermal_command(), ""));
+        apply_in(ns, &run_yaml("hot", "thermal", json!({"temperature": 410})));
+    }
+    let finished = |ns: String| {
+        let runs: Api<SimulationRun> = Api::namespaced(client.clone(), &ns);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if let Ok(r) = runs.get("hot").await
+                    && let Some(s) = &r.status
+                    && matches!(s.phase, Phase::Succeeded | Phase::Cached | Phase::Failed)
+                {
+                    return s.phase;
+                }
+                assert!(Instant::now() < deadline, "run in {ns} not finished");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let (pa, pb) = tokio::join!(finished(env.ns.name.clone()), finished(second.name.clone()));
+    // Identical inputs: one computes, the other is served from the cache
+    // (the catalog and cache are shared by the operator), in either order.
+    let mut phases = [pa, pb];
+    phases.sort_by_key(|p| format!("{p:?}"));
+    assert_eq!(phases, [Phase::Cached, Phase::Succeeded]);
+    for ns in [&env.ns.name, &second.name] {
+        let sims: Api<Simulation> = Api::namespaced(client.clone(), ns);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sims
+            .get("thermal")
+            .await
+            .unwrap()
+            .status
+            .is_none_or(|s| s.catalog_id.is_none())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "Simulation in {ns} not registered"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The third namespace: no status, no finalizer, no pod, a while later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let runs: Api<SimulationRun> = Api::namespaced(client.clone(), &third.name);
+    assert!(runs.get("hot").await.unwrap().status.is_none());
+    let sims: Api<Simulation> = Api::namespaced(client.clone(), &third.name);
+    let sim = sims.get("thermal").await.unwrap();
+    assert!(sim.status.is_none() && sim.metadata.finalizers.is_none());
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &third.name);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

@@ -44,3 +44,40 @@ fn example_manifests_parse_and_their_runs_are_valid() {
     }
     assert_eq!(hashes.len(), 6, "every example run has distinct inputs");
 }
+
+#[test]
+fn the_pod_template_example_merges_without_a_refusal() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pod-template/simulation.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut docs = serde_yaml::Deserializer::from_str(&text);
+    let sim = <Simulation as serde::Deserialize>::deserialize(docs.next().unwrap()).unwrap();
+    let run = <SimulationRun as serde::Deserialize>::deserialize(docs.next().unwrap()).unwrap();
+    let sidecar = simcache_operator::runs::pod::SidecarSettings {
+        image: "ghcr.io/simcache/simcache-sidecar:0.1.0".into(),
+        image_pull_policy: None,
+        operator_url: "http://simcache:8080".into(),
+        startup_probe: true,
+        node_selector: Default::default(),
+        cache_db_secret: None,
+        resources: simcache_operator::runs::pod::default_sidecar_resources(),
+    };
+    assert_eq!(
+        simcache_operator::runs::pod_template::check_simulation(&sim.spec, &sidecar),
+        Ok(())
+    );
+    assert!(
+        sim.spec
+            .pod_template
+            .as_ref()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .resources
+            .is_some()
+    );
+    assert_eq!(run.spec.pod.unwrap().labels["sweep"], "heat-2026");
+    resolve_inputs(&sim.spec, &run.spec.inputs).unwrap();
+}

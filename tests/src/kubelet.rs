@@ -133,7 +133,7 @@ struct Volumes {
     paths: BTreeMap<String, PathBuf>,
 }
 
-fn volumes(pod: &Pod) -> Result<Volumes, String> {
+async fn volumes(pod: &Pod, secrets: &Api<Secret>) -> Result<Volumes, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut paths = BTreeMap::new();
     for v in pod
@@ -144,6 +144,20 @@ fn volumes(pod: &Pod) -> Result<Volumes, String> {
     {
         let p = dir.path().join(&v.name);
         std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
+        // A Secret volume holds a file per key, as a kubelet writes it.
+        if let Some(sv) = &v.secret {
+            let name = sv.secret_name.clone().unwrap_or_default();
+            match secrets.get_opt(&name).await {
+                Ok(Some(secret)) => {
+                    for (k, b) in secret.data.unwrap_or_default() {
+                        std::fs::write(p.join(&k), &b.0).map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(None) if sv.optional == Some(true) => {}
+                Ok(None) => return Err(format!("secret volume: no Secret {name}")),
+                Err(e) => return Err(format!("secret {name}: {e}")),
+            }
+        }
         paths.insert(v.name, p);
     }
     Ok(Volumes { _dir: dir, paths })
@@ -191,7 +205,9 @@ async fn resolve_env(
                     .await
                     .map_err(|e| format!("secret {}: {e}", r.name))?;
                 match s.data.as_ref().and_then(|d| d.get(&r.key)) {
-                    Some(b) => String::from_utf8_lossy(&b.0).into_owned(),
+                    // Mount paths in a Secret's value (a URL naming a
+                    // mounted CA file) are rewritten like any other.
+                    Some(b) => rw.apply(&String::from_utf8_lossy(&b.0)),
                     // As the kubelet does: an optional key that is missing
                     // leaves the variable out.
                     None if r.optional == Some(true) => continue,
@@ -281,7 +297,7 @@ async fn run_pod(
 ) -> Result<(), String> {
     let name = pod.name_any();
     let spec = pod.spec.clone().ok_or("pod without spec")?;
-    let vols = volumes(&pod)?;
+    let vols = volumes(&pod, secrets).await?;
     let work = vols._dir.path().to_path_buf();
     let start = now();
     let grace =

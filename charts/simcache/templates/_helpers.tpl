@@ -106,3 +106,14 @@ app.kubernetes.io/name: simcache-run
 {{- end }}
 {{- join "," $pairs }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches, comma-separated (empty: all):
+operator.watchNamespaces plus the older single operator.watchNamespace.
+*/}}
+{{- define "simcache.watchNamespaces" -}}
+{{- $ns := list -}}
+{{- with .Values.operator.watchNamespace }}{{ $ns = append $ns . }}{{ end -}}
+{{- range .Values.operator.watchNamespaces }}{{ $ns = append $ns . }}{{ end -}}
+{{- $ns | uniq | join "," -}}
+{{- end }}

@@ -14,8 +14,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("{kind} {name} has no uid yet")]
     MissingUid { kind: &'static str, name: String },
-    #[error("Secret {namespace}/{name} lacks the run tokens")]
-    TokensMissing { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} is still being deleted; the run's tokens wait for it")]
+    TokenSecretBusy { namespace: String, name: String },
     #[error("creating the run's cache session: {0}")]
     Session(#[source] simcache_web::ApiError),
     #[error(transparent)]
@@ -39,7 +39,7 @@ impl Error {
             Error::Store(_) => "store",
             Error::Finalizer(_) => "finalizer",
             Error::MissingUid { .. } => "missing_uid",
-            Error::TokensMissing { .. } => "tokens_missing",
+            Error::TokenSecretBusy { .. } => "token_secret_busy",
             Error::Session(_) => "session",
             Error::Random(_) => "random",
             Error::PodPlan(_) => "pod_plan",
@@ -55,7 +55,7 @@ impl Error {
         "store",
         "finalizer",
         "missing_uid",
-        "tokens_missing",
+        "token_secret_busy",
         "session",
         "random",
         "pod_plan",

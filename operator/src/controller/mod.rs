@@ -10,6 +10,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod scope;
 pub mod sfmdevice;
 pub mod simulation;
 pub mod sor;
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -37,6 +37,7 @@ pub use error::{Error, Result};
 pub use metrics::ControllerMetrics;
 
 use crate::runs::pod::SidecarSettings;
+pub use scope::Scope;
 
 /// Settings of the controllers.
 #[derive(Debug, Clone)]
@@ -50,8 +51,8 @@ pub struct ControllerConfig {
     pub sweep_interval: Duration,
     /// Names this replica in leases and events.
     pub identity: String,
-    /// Watch only this namespace (all when None).
-    pub namespace: Option<String>,
+    /// The namespaces watched.
+    pub scope: Scope,
     /// Parallel reconciliations per controller.
     pub concurrency: u16,
     /// How long a finished run keeps its pod and token Secret, unless the
@@ -59,14 +60,22 @@ pub struct ControllerConfig {
     pub run_ttl_after_finished: Duration,
 }
 
-fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
+/// A controller of `K` over the watched namespaces.
+fn controller_for<K>(client: &Client, scope: &Scope) -> Controller<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    match ns {
-        Some(n) => Api::namespaced(client.clone(), n),
-        None => Api::all(client.clone()),
-    }
+    let (store, writer) = reflector::store();
+    let objects = scope::watch::<K>(client, scope, watcher::Config::default())
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, store)
 }
 
 /// kubectl's copy of the last applied spec, kept on every applied object.
@@ -151,27 +160,19 @@ pub async fn run(
         let t = shutdown.clone();
         async move { t.cancelled_owned().await }
     };
-    let ns = cfg.namespace.clone();
-    let ns = ns.as_deref();
+    let scope = cfg.scope.clone();
     let concurrency = cfg.concurrency;
-    let sims_api: Api<Simulation> = api_for(&client, ns);
-    let runs_api: Api<SimulationRun> = api_for(&client, ns);
-    let pods_api: Api<Pod> = api_for(&client, ns);
-    let policies_api: Api<CachePolicy> = api_for(&client, ns);
-    let sfm_api: Api<SFMDevice> = api_for(&client, ns);
-    let sor_api: Api<simcache_crds::SystemOfRecord> = api_for(&client, ns);
-
     let ctl_cfg = kube::runtime::controller::Config::default().concurrency(concurrency);
-    let sim_ctl = Controller::new(sims_api, watcher::Config::default())
+    let sim_ctl = controller_for::<Simulation>(&client, &scope)
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
-    let policy_ctl = Controller::new(policies_api, watcher::Config::default())
+    let policy_ctl = controller_for::<CachePolicy>(&client, &scope)
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
-    let sfm_ctl = Controller::new(sfm_api, watcher::Config::default())
+    let sfm_ctl = controller_for::<SFMDevice>(&client, &scope)
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
-    let sor_ctl = Controller::new(sor_api, watcher::Config::default())
+    let sor_ctl = controller_for::<simcache_crds::SystemOfRecord>(&client, &scope)
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
     let sfm_service = simcache_sfm::SfmService::new(
@@ -184,8 +185,7 @@ pub async fn run(
     // them without what the controller never reads (managed fields, kubectl's
     // last-applied copy of the spec), which is most of a small run's bytes.
     let (runs_cache, runs_writer) = reflector::store();
-    let runs = watcher(runs_api, watcher::Config::default())
-        .default_backoff()
+    let runs = scope::watch::<SimulationRun>(&client, &scope, watcher::Config::default())
         .modify(|r: &mut SimulationRun| {
             r.managed_fields_mut().clear();
             r.annotations_mut().remove(LAST_APPLIED);
@@ -193,9 +193,13 @@ pub async fn run(
         .reflect(runs_writer)
         .touched_objects();
     let run_ctl = Controller::for_stream(runs, runs_cache)
-        .owns(
-            pods_api,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=simcache-operator"),
+        .owns_stream(
+            scope::watch::<Pod>(
+                &client,
+                &scope,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=simcache-operator"),
+            )
+            .touched_objects(),
         )
         .with_config(ctl_cfg)
         .graceful_shutdown_on(stop());

@@ -362,7 +362,7 @@ impl Run<'_> {
             crate::runs::pod::check_resources(r)
                 .map_err(|e| Error::PodPlan(format!("Simulation spec.sidecarResources.{e}")))?;
         }
-        let tokens = tokens::ensure(self.ctx, self.obj, uid).await?;
+        let tokens = tokens::issue(self.ctx, self.obj, uid).await?;
         self.ctx
             .stores
             .ledger
@@ -393,7 +393,15 @@ impl Run<'_> {
             sfm_devices: &sfm_devices,
             sor: &sor,
         };
-        match pods.create(&PostParams::default(), &build_pod(&plan)).await {
+        let mut pod_spec = build_pod(&plan);
+        crate::runs::pod_template::apply(
+            &mut pod_spec,
+            spec.pod_template.as_ref(),
+            self.obj.spec.pod.as_ref(),
+            &self.ctx.cfg.sidecar.node_selector,
+        )
+        .map_err(Error::PodPlan)?;
+        match pods.create(&PostParams::default(), &pod_spec).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),

@@ -18,8 +18,12 @@ use simcache_store::catalog::Registration;
 use super::status::patch_simulation;
 use super::{Context, Error, Result};
 use crate::conditions;
+use crate::runs::pod_template::check_simulation;
 
 pub const FINALIZER: &str = "simcache.io/catalog";
+
+/// The `Ready` reason while the pod settings can't make a pod.
+const POD_REFUSED: &str = "PodSettingsRefused";
 
 /// How often the run statistics in the status are refreshed.
 const STATS_REFRESH: Duration = Duration::from_secs(30);
@@ -70,6 +74,7 @@ async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
                     "VersionConflict",
                     &message,
                     generation,
+                    None,
                 ),
                 ..previous.clone()
             };
@@ -92,18 +97,32 @@ async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
         invalidate_other_versions(sim, &spec.name, &spec.version, ctx).await?;
     }
     let stats = ctx.stores.catalog.stats(id).await?;
+    // Registered either way (the catalog needs no pod), but runs can't
+    // start while the pod settings reach for what simcache owns.
+    let refused = check_simulation(&sim.spec, &ctx.cfg.sidecar).err();
+    if let Some(message) = &refused {
+        let was = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == POD_REFUSED && &c.message == message);
+        if !was {
+            ctx.event(sim, true, POD_REFUSED, message.clone()).await;
+        }
+    }
+    let conditions = simulation_conditions(
+        &previous,
+        true,
+        "Registered",
+        &format!("catalog id {id}"),
+        generation,
+        refused.as_deref(),
+    );
     let status = SimulationStatus {
         catalog_id: Some(id),
         observed_generation: generation,
         runs: stats.total_executions,
         success_rate: stats.success_rate.map(|r| format!("{:.0}%", r * 100.0)),
-        conditions: simulation_conditions(
-            &previous,
-            true,
-            "Registered",
-            &format!("catalog id {id}"),
-            generation,
-        ),
+        conditions,
     };
     patch_simulation(ctx, sim, &previous, &status).await?;
     Ok(Action::requeue(STATS_REFRESH))
@@ -167,13 +186,15 @@ async fn cleanup(sim: &Simulation, ctx: &Context) -> Result<Action> {
 }
 
 /// `Registered` (in the catalog) and `Ready` (runs can use it): a
-/// Simulation is ready exactly when its version is registered.
+/// Simulation is ready when its version is registered and its pod settings
+/// are not `refused`.
 fn simulation_conditions(
     previous: &SimulationStatus,
     registered: bool,
     reason: &str,
     message: &str,
     generation: Option<i64>,
+    refused: Option<&str>,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut c = previous.conditions.clone();
@@ -186,16 +207,16 @@ fn simulation_conditions(
         generation,
         now,
     );
-    let ready_message = if registered {
-        "registered; runs can use it"
-    } else {
-        message
+    let (ready, ready_reason, ready_message) = match (registered, refused) {
+        (true, Some(why)) => (false, POD_REFUSED, why),
+        (true, None) => (true, reason, "registered; runs can use it"),
+        (false, _) => (false, reason, message),
     };
     conditions::set(
         &mut c,
         "Ready",
-        registered,
-        reason,
+        ready,
+        ready_reason,
         ready_message,
         generation,
         now,

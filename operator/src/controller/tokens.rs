@@ -1,30 +1,31 @@
 //! A run's secrets: its run token (the simulation's access to its own run
 //! API), its ingest token (the sidecar's upload to the operator) and, when
-//! pods share the cache, its cache session. Kept in one Secret per run so
-//! that a restarted operator hands out the same ones.
+//! pods share the cache, its cache session. Kept in one Secret per run,
+//! written afresh for each attempt and never read back by the operator.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use simcache_auth::{AuthConfig, Authenticator, Privilege, PrivilegeSet};
 use simcache_crds::SimulationRun;
 
 use super::{Context, Error, Result};
-use crate::runs::pod::{
-    RunTokens, TOKEN_KEY_INGEST, TOKEN_KEY_RUN, TOKEN_KEY_SESSION, secret_name, token_secret,
-};
+use crate::runs::pod::{RunTokens, secret_name, token_secret};
 
-/// The run's tokens: from its Secret when it exists, else new ones in a new
-/// Secret.
-pub async fn ensure(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunTokens> {
+/// New tokens in a new Secret, for an attempt about to get its pod. The
+/// operator never reads a Secret (its RBAC has no `get` on Secrets): a
+/// Secret left by an earlier attempt, or by a reconcile cut short before
+/// its pod was made, is replaced; no pod uses it, since the attempt's pod
+/// does not exist yet.
+pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunTokens> {
     let ns = run.namespace().unwrap_or_default();
     let name = run.name_any();
     let secrets = ctx.api::<Secret>(&ns);
     let secret = secret_name(&name, uid);
-    if let Some(s) = secrets.get_opt(&secret).await?
-        && let Some(t) = read(&s)
-    {
-        return Ok(t);
+    match secrets.delete(&secret, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
     }
     let tokens = RunTokens {
         run: simcache_store::random::token()?,
@@ -39,32 +40,14 @@ pub async fn ensure(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<Run
         .await
     {
         Ok(_) => Ok(tokens),
-        // Another reconcile made it first; the session made here expires
-        // unused.
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            read(&secrets.get(&secret).await?).ok_or(Error::TokensMissing {
-                namespace: ns,
-                name: secret,
-            })
-        }
+        // The deleted one is still going (a finalizer someone else put on
+        // it): try again later; the session made here expires unused.
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::TokenSecretBusy {
+            namespace: ns,
+            name: secret,
+        }),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The tokens a run's Secret holds (the cache session is optional: Secrets
-/// made before the cache was shared lack it).
-pub fn read(s: &Secret) -> Option<RunTokens> {
-    let read = |k: &str| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    };
-    Some(RunTokens {
-        run: read(TOKEN_KEY_RUN)?,
-        ingest: read(TOKEN_KEY_INGEST)?,
-        cache_session: read(TOKEN_KEY_SESSION),
-    })
 }
 
 /// With a cache shared through PostgreSQL, a session for the run's

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod pod;
 pub mod pod_security;
+pub mod pod_template;
 pub mod policy;
 pub mod record;
 pub mod sor_wiring;

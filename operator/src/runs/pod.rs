@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -135,6 +135,13 @@ pub struct RunTokens {
 
 /// The key of the PostgreSQL URL in `--sidecar-cache-db-secret`.
 pub const CACHE_DB_SECRET_KEY: &str = "url";
+
+/// Where the sidecar finds the files of `--sidecar-cache-db-secret` (its
+/// `ca.crt`, and `tls.crt`/`tls.key` for a client certificate): the path
+/// the chart mounts `database.tlsSecret` at in the operator, so one URL
+/// (`sslrootcert=/etc/simcache/pg-tls/ca.crt`) serves both.
+pub const CACHE_DB_TLS_DIR: &str = "/etc/simcache/pg-tls";
+const CACHE_DB_TLS_VOLUME: &str = "simcache-db-tls";
 
 /// Connections each simulation pod's sidecar may hold (plus one for
 /// LISTEN): pods are many and PostgreSQL's connection limit is not.
@@ -332,24 +339,9 @@ fn restricted_container() -> SecurityContext {
 /// make, and its namespace's Pod Security level to allow).
 fn simulation_security(own: Option<&SecurityContext>) -> SecurityContext {
     let base = restricted_container();
-    let Some(own) = own else {
-        return base;
-    };
-    SecurityContext {
-        allow_privilege_escalation: own
-            .allow_privilege_escalation
-            .or(base.allow_privilege_escalation),
-        app_armor_profile: own.app_armor_profile.clone(),
-        capabilities: own.capabilities.clone().or(base.capabilities),
-        privileged: own.privileged,
-        proc_mount: own.proc_mount.clone(),
-        read_only_root_filesystem: own.read_only_root_filesystem,
-        run_as_group: own.run_as_group,
-        run_as_non_root: own.run_as_non_root.or(base.run_as_non_root),
-        run_as_user: own.run_as_user,
-        se_linux_options: own.se_linux_options.clone(),
-        seccomp_profile: own.seccomp_profile.clone().or(base.seccomp_profile),
-        windows_options: own.windows_options.clone(),
+    match own {
+        Some(own) => super::pod_template::overlay(Some(&base), own).unwrap_or(base),
+        None => base,
     }
 }
 
@@ -426,6 +418,34 @@ pub fn build_pod(p: &PodPlan) -> Pod {
     sidecar_env.extend(p.sor.sidecar_env.iter().cloned());
     let mut sidecar_mounts = mount.clone();
     sidecar_mounts.extend(p.sor.sidecar_mounts.iter().cloned());
+    let mut volumes = vec![Volume {
+        name: RUN_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    volumes.extend(p.sor.volumes.iter().cloned());
+    if let Some(secret) = &p.sidecar.cache_db_secret {
+        // The Secret's TLS files, for an `sslrootcert`/`sslcert`/`sslkey` in
+        // its URL. Readable by all in the sidecar's own mount only (the
+        // sidecar runs as 65532 and the pod sets no fsGroup); the
+        // simulation container does not mount it.
+        volumes.push(Volume {
+            name: CACHE_DB_TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                default_mode: Some(0o444),
+                optional: Some(false),
+                items: None,
+            }),
+            ..Default::default()
+        });
+        sidecar_mounts.push(VolumeMount {
+            name: CACHE_DB_TLS_VOLUME.into(),
+            mount_path: CACHE_DB_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let sidecar = Container {
         name: SIDECAR_CONTAINER.into(),
         image: Some(p.sidecar.image.clone()),
@@ -527,15 +547,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
                 .then(|| p.sidecar.node_selector.clone()),
             init_containers: Some(vec![sidecar]),
             containers: vec![simulation],
-            volumes: Some(
-                std::iter::once(Volume {
-                    name: RUN_VOLUME.into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                })
-                .chain(p.sor.volumes.iter().cloned())
-                .collect(),
-            ),
+            volumes: Some(volumes),
             ..Default::default()
         }),
         status: None,

@@ -16,7 +16,27 @@ use super::pod::{env, secret_env};
 
 /// Where the disk tier lives in the sidecar.
 pub const CACHE_DIR: &str = "/var/cache/simcache-sor";
-const CACHE_VOLUME: &str = "sor-cache";
+const CACHE_VOLUME: &str = "simcache-sor-cache";
+
+/// `simcache-sor-{name}`, kept a DNS label (at most 63 characters, and a
+/// dot in an object name is not allowed in a volume name) by a hash suffix.
+fn volume_name(sor: &str) -> String {
+    let plain = format!("simcache-sor-{sor}");
+    if plain.len() <= 63 && !plain.contains('.') {
+        return plain;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(sor.as_bytes()));
+    let mut head: String = plain
+        .chars()
+        .take(50)
+        .map(|c| if c == '.' { '-' } else { c })
+        .collect();
+    while head.ends_with('-') {
+        head.pop();
+    }
+    format!("{head}-{}", &hash[..12])
+}
 /// Where directory SORs are mounted: `/sor/<name>`.
 const DIR_ROOT: &str = "/sor";
 
@@ -86,7 +106,7 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
                 }
             }
             (None, Some(dir)) => {
-                let volume = format!("sor-{}", s.name);
+                let volume = volume_name(&s.name);
                 let mount = format!("{DIR_ROOT}/{}", s.name);
                 let sub = dir.sub_path.trim_matches('/');
                 if sub.split('/').any(|seg| seg == "..") {
@@ -359,7 +379,11 @@ mod tests {
             val(&w, "SIMCACHE_SOR").unwrap().value.as_deref(),
             Some("data=s3://b/inputs,meshes=file:///sor/meshes/v2")
         );
-        let pvc = w.volumes.iter().find(|v| v.name == "sor-meshes").unwrap();
+        let pvc = w
+            .volumes
+            .iter()
+            .find(|v| v.name == "simcache-sor-meshes")
+            .unwrap();
         assert_eq!(
             pvc.persistent_volume_claim.as_ref().unwrap().read_only,
             Some(true)
@@ -367,7 +391,7 @@ mod tests {
         assert!(
             w.sidecar_mounts
                 .iter()
-                .any(|m| m.name == "sor-meshes" && m.read_only == Some(true))
+                .any(|m| m.name == "simcache-sor-meshes" && m.read_only == Some(true))
         );
         assert_eq!(
             val(&w, "SIMCACHE_SOR_DISK_BYTES").unwrap().value.as_deref(),
