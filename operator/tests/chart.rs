@@ -381,6 +381,7 @@ fn everything_on(ns: &str) -> Value {
                      "adminPassword": {"existingSecret": "admin-pw", "key": "pw"},
                      "trustedProxies": ["10.0.0.1", "10.0.0.2"],
                      "extraArgs": ["--reconcile-concurrency=64"],
+                     "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.lab:3128"}],
                      "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
                      "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": true}],
                      "runTtlSecondsAfterFinished": 0},
@@ -398,6 +399,12 @@ fn everything_on(ns: &str) -> Value {
                                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "simcache"}}}],
         "prometheusRule": {"enabled": true},
         "grafanaDashboard": {"enabled": false},
+        "podAnnotations": {"lab.example/owner": "materials"},
+        "podLabels": {"lab.example/tier": "control"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "control", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
     })
 }
 
@@ -582,6 +589,30 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     let roles: Vec<Role> = find(&docs, "Role").into_iter().map(typed).collect();
     assert_eq!(roles.len(), 2);
     // The usual hooks land where users expect them.
+    let meta = dep
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        meta.annotations.as_ref().unwrap()["lab.example/owner"],
+        "materials"
+    );
+    assert_eq!(meta.labels.as_ref().unwrap()["lab.example/tier"], "control");
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert!(
+        pod.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .is_some()
+    );
+    assert_eq!(env_of(&dep)["HTTPS_PROXY"], json!("http://proxy.lab:3128"));
     let c0 = &pod.containers[0];
     assert_eq!(
         c0.args.as_ref().unwrap().last().map(String::as_str),
