@@ -1,5 +1,6 @@
 //! simcache's custom resources (group `simcache.io`, version `v1alpha1`):
-//! `Simulation`, `SimulationRun`, `CachePolicy`, `SFMDevice`, `SystemOfRecord`. The YAML files beside this
+//! `Simulation`, `SimulationRun`, `CachePolicy`, `SFMDevice`, `SystemOfRecord`,
+//! `SimulationSweep`. The YAML files beside this
 //! crate are generated from these types (`cargo run -p simcache-crds --bin
 //! gen-crds`); a test fails when they drift.
 
@@ -15,6 +16,7 @@ mod schema;
 pub mod sfm;
 pub mod simulation;
 pub mod sor;
+pub mod sweep;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -29,6 +31,10 @@ pub use run::{
 pub use sfm::{SFMDevice, SFMDeviceSpec, SFMDeviceStatus};
 pub use simulation::{ParameterSpec, ParameterType, Simulation, SimulationSpec, SimulationStatus};
 pub use sor::{SystemOfRecord, SystemOfRecordSpec, SystemOfRecordStatus};
+pub use sweep::{
+    Combine, FailurePolicy, ParameterValues, SimulationSweep, SimulationSweepSpec,
+    SimulationSweepStatus, SweepPhase,
+};
 
 /// Every CRD with the file name it is written to.
 pub fn all() -> Vec<(String, CustomResourceDefinition)> {
@@ -38,6 +44,7 @@ pub fn all() -> Vec<(String, CustomResourceDefinition)> {
         CachePolicy::crd(),
         SFMDevice::crd(),
         SystemOfRecord::crd(),
+        SimulationSweep::crd(),
     ]
     .into_iter()
     .map(|c| {

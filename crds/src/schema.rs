@@ -58,3 +58,11 @@ fn strip_descriptions(v: &mut serde_json::Value) {
         }
     }
 }
+
+/// A list of any JSON values.
+pub fn any_value_list(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": { "x-kubernetes-preserve-unknown-fields": true }
+    })
+}

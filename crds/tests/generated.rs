@@ -82,6 +82,7 @@ fn every_field_is_documented_and_validated() {
         "simulations.simcache.io.yaml",
         "simulationruns.simcache.io.yaml",
         "cachepolicies.simcache.io.yaml",
+        "simulationsweeps.simcache.io.yaml",
     ] {
         let s = schema(file);
         let mut missing = Vec::new();

@@ -11,4 +11,5 @@ pub mod introspect;
 pub mod local;
 pub mod runs;
 pub mod server;
+pub mod sweeps;
 pub mod trial_db;

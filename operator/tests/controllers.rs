@@ -774,6 +774,14 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
     let r = env.finished("late", Duration::from_secs(90)).await;
     let s = r.status.unwrap();
     assert_eq!(s.phase, Phase::Failed, "{:?}", s.message);
+    // A sweep makes its run (served from the cache) and writes its status.
+    env.apply(&sweep_yaml(
+        "one",
+        json!({"simulation": {"name": "thermal"},
+               "parameters": {"temperature": {"values": [350]}}}),
+    ));
+    kubectl_wait(&env, "simsweep/one", "Completed");
+    assert_eq!(sweep_status(&env, "one").await.unwrap().cached, 1);
     // A CachePolicy gets swept and its status written.
     env.apply(&std::fs::read_to_string(example("examples/thermal/cache-policy.yaml")).unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -887,12 +895,14 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
         "calls outside the chart's rules: {beyond:?}"
     );
     // Rules no call used. Only ones the scenario cannot show are allowed:
-    // `simulationruns/finalizers update` is checked by admission on pod
-    // creation (blockOwnerDeletion) in clusters enforcing owner references,
+    // `simulationruns/finalizers update` (and the sweeps') is checked by
+    // admission on pod (run) creation (blockOwnerDeletion) in clusters
+    // enforcing owner references,
     // never called directly; `events patch` is how the recorder counts a
     // repeated event.
     let expected_unused: BTreeSet<(String, String, String)> = [
         ("simcache.io", "simulationruns/finalizers", "update"),
+        ("simcache.io", "simulationsweeps/finalizers", "update"),
         ("events.k8s.io", "events", "patch"),
     ]
     .into_iter()
@@ -2440,4 +2450,224 @@ async fn one_operator_watches_several_namespaces_and_leaves_the_others_alone() {
             .items
             .is_empty()
     );
+}
+
+fn sweep_yaml(name: &str, spec: Value) -> String {
+    serde_yaml::to_string(&json!({
+        "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationSweep",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap()
+}
+
+async fn sweep_status(env: &Env, name: &str) -> Option<simcache_crds::SimulationSweepStatus> {
+    let api: Api<simcache_crds::SimulationSweep> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    api.get(name).await.ok().and_then(|s| s.status)
+}
+
+/// A 40-point 2-D grid: every point ends Succeeded or Cached (the one run
+/// before is Cached at once), no more than maxParallel pods run at a time,
+/// `kubectl wait --for=condition=Completed` returns, re-applying makes no
+/// pod, and bad sweeps are refused with a message naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_runs_its_grid_within_max_parallel_and_bad_sweeps_are_refused() {
+    let env = Env::new("sweep").await;
+    env.simulation("thermal", slow_thermal_command(1), "");
+    // One point computed before the sweep: the sweep gets it from the cache.
+    env.apply(&env.run(
+        "before",
+        "thermal",
+        json!({"temperature": 300, "length": 0.5}),
+    ));
+    let r = env.finished("before", Duration::from_secs(90)).await;
+    assert_eq!(r.status.unwrap().phase, Phase::Succeeded);
+
+    let spec = json!({
+        "simulation": {"name": "thermal"},
+        "inputs": {"material": "copper"},
+        "parameters": {
+            "temperature": {"linspace": {"from": 300, "to": 1000, "count": 8}},
+            "length": {"values": [0.5, 1.0, 1.5, 2.0, 2.5]}
+        },
+        "maxParallel": 4,
+        "runTemplate": {"labels": {"study": "heat"}}
+    });
+    // Copper for the swept points, steel for "before": make the cached
+    // point match by sweeping steel for that one via a second sweep below.
+    env.apply(&sweep_yaml("grid", spec.clone()));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut most = 0;
+    loop {
+        let live = pods
+            .list(&ListParams::default().labels("simcache.io/simulation=thermal"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .count();
+        most = most.max(live);
+        if let Some(s) = sweep_status(&env, "grid").await
+            && s.phase == simcache_crds::SweepPhase::Succeeded
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sweep did not finish: {:?}",
+            sweep_status(&env, "grid").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= 4, "{most} pods at once with maxParallel 4");
+    assert!(most >= 2, "the sweep ran in parallel ({most})");
+    kubectl_wait(&env, "simsweep/grid", "Completed");
+    let s = sweep_status(&env, "grid").await.unwrap();
+    assert_eq!((s.total, s.succeeded + s.cached, s.failed), (40, 40, 0));
+    assert_eq!(s.progress.as_deref(), Some("40/40"));
+    let runs = env
+        .runs_api()
+        .list(&ListParams::default().labels("simcache.io/sweep=grid"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(runs.len(), 40);
+    for r in &runs {
+        assert!(r.metadata.name.as_deref().unwrap().starts_with("grid-"));
+        assert_eq!(kube::ResourceExt::labels(r)["study"], "heat");
+        let p = r.status.as_ref().unwrap().phase;
+        assert!(matches!(p, Phase::Succeeded | Phase::Cached), "{p:?}");
+    }
+    let out = env
+        .cluster()
+        .kubectl(&["get", "simsweep", "grid", "-n", &env.ns.name]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("PROGRESS") && table.contains("40/40") && table.contains("thermal"),
+        "{table}"
+    );
+
+    // Re-applying the same sweep makes no pod.
+    let before = pods.list(&ListParams::default()).await.unwrap().items.len();
+    env.apply(&sweep_yaml("grid", spec.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        before
+    );
+
+    // A sweep over points already computed: every one Cached at once, no pod,
+    // and the time they would have taken is counted as saved.
+    let mut again = spec.clone();
+    again["maxParallel"] = json!(1);
+    env.apply(&sweep_yaml("grid-again", again));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        if let Some(s) = sweep_status(&env, "grid-again").await
+            && s.phase == simcache_crds::SweepPhase::Succeeded
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            sweep_status(&env, "grid-again").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((s.cached, s.succeeded), (40, 0));
+    assert!(s.compute_seconds_saved > 0.0);
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        before
+    );
+    // The point run before the sweep (steel, 300 K, 0.5 m) is cached for a
+    // sweep that includes it.
+    env.apply(&sweep_yaml(
+        "steel",
+        json!({"simulation": {"name": "thermal"},
+               "parameters": {"temperature": {"values": [300]}, "length": {"values": [0.5]}}}),
+    ));
+    kubectl_wait(&env, "simsweep/steel", "Completed");
+    let s = sweep_status(&env, "steel").await.unwrap();
+    assert_eq!(s.cached, 1);
+
+    // Refused by the API server, with the reason.
+    for (bad, want) in [
+        (
+            json!({"simulation": {"name": "thermal"},
+                   "parameters": {"temperature": {"values": [1], "range": {"from": 0, "to": 1, "step": 1}}}}),
+            "oneOf",
+        ),
+        (
+            json!({"simulation": {"name": "thermal"}, "maxParallel": 0,
+                   "parameters": {"temperature": {"values": [1]}}}),
+            "maxParallel",
+        ),
+        (
+            json!({"simulation": {"name": "thermal"}, "parameters": {}}),
+            "parameters",
+        ),
+        (
+            json!({"simulation": {"name": "thermal"}, "combine": "cross",
+                   "parameters": {"temperature": {"values": [1]}}}),
+            "combine",
+        ),
+    ] {
+        let out = env.cluster().kubectl_stdin(
+            &["apply", "-n", &env.ns.name, "-f", "-"],
+            Some(&sweep_yaml("bad", bad.clone())),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains(want), "{bad}: {err}");
+    }
+    // Refused by the operator before any run: the message names the input.
+    for (name, params, want) in [
+        (
+            "unknown",
+            json!({"temprature": {"values": [300, 400]}}),
+            "temprature",
+        ),
+        (
+            "too-hot",
+            json!({"temperature": {"range": {"from": 1500, "to": 2500, "step": 500}}}),
+            "temperature=2500",
+        ),
+        (
+            "huge",
+            json!({"temperature": {"linspace": {"from": 0, "to": 1000, "count": 1000}},
+                   "length": {"linspace": {"from": 0, "to": 1, "count": 1000}}}),
+            "more than 100000 points",
+        ),
+    ] {
+        env.apply(&sweep_yaml(
+            name,
+            json!({"simulation": {"name": "thermal"}, "parameters": params}),
+        ));
+        kubectl_wait(&env, &format!("simsweep/{name}"), "Completed");
+        let s = sweep_status(&env, name).await.unwrap();
+        assert_eq!(s.phase, simcache_crds::SweepPhase::Failed);
+        let msg = s.message.unwrap_or_default();
+        assert!(msg.contains(want), "{name}: {msg}");
+        let valid = s.conditions.iter().find(|c| c.type_ == "Valid").unwrap();
+        assert_eq!(
+            (valid.status.as_str(), valid.reason.as_str()),
+            ("False", "InvalidSweep")
+        );
+        let made = env
+            .runs_api()
+            .list(&ListParams::default().labels(&format!("simcache.io/sweep={name}")))
+            .await
+            .unwrap()
+            .items;
+        assert!(made.is_empty(), "{name}: runs were made");
+    }
 }

@@ -81,3 +81,20 @@ fn the_pod_template_example_merges_without_a_refusal() {
     assert_eq!(run.spec.pod.unwrap().labels["sweep"], "heat-2026");
     resolve_inputs(&sim.spec, &run.spec.inputs).unwrap();
 }
+
+#[test]
+fn the_sweep_example_spans_a_40_point_grid_the_simulation_accepts() {
+    let sim: Simulation = docs("simulation.yaml").remove(0);
+    let sweep: simcache_crds::SimulationSweep = docs("simulationsweep.yaml").remove(0);
+    assert_eq!(
+        sweep.spec.simulation.name,
+        sim.metadata.name.clone().unwrap()
+    );
+    let points = simcache_operator::sweeps::points::expand(&sweep.spec).unwrap();
+    assert_eq!(points.len(), 40);
+    for p in &points {
+        resolve_inputs(&sim.spec, p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    }
+    assert_eq!(points[0]["temperature"], serde_json::json!(300));
+    assert_eq!(points[39]["temperature"], serde_json::json!(1000));
+}

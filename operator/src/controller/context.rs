@@ -31,6 +31,8 @@ pub struct Context {
     pub sfm_devices: Store<simcache_crds::SFMDevice>,
     /// SystemsOfRecord as the watch last saw them (wired into the pods of Simulations that name them).
     pub sors: Store<simcache_crds::SystemOfRecord>,
+    /// The runs sweeps made (labelled simcache.io/sweep), as their watch last saw them.
+    pub sweep_runs: Store<simcache_crds::SimulationRun>,
 }
 
 impl Context {

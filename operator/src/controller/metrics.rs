@@ -9,12 +9,13 @@ use prometheus::{
 };
 
 /// The controllers, as the `controller` label names them.
-pub const CONTROLLERS: [&str; 5] = [
+pub const CONTROLLERS: [&str; 6] = [
     "simulation",
     "simulationrun",
     "cachepolicy",
     "sfmdevice",
     "systemofrecord",
+    "simulationsweep",
 ];
 /// The counters of an SFMDevice copied into `simcache_operator_sfm_device_counters`.
 pub const SFM_COUNTERS: [&str; 5] = [

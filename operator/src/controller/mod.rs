@@ -15,6 +15,7 @@ pub mod sfmdevice;
 pub mod simulation;
 pub mod sor;
 pub mod status;
+pub mod sweep;
 pub mod tokens;
 pub mod version;
 
@@ -28,7 +29,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use simcache_crds::{CachePolicy, SFMDevice, Simulation, SimulationRun};
+use simcache_crds::{CachePolicy, SFMDevice, Simulation, SimulationRun, SimulationSweep};
 use simcache_store::Stores;
 use tokio_util::sync::CancellationToken;
 
@@ -175,6 +176,24 @@ pub async fn run(
     let sor_ctl = controller_for::<simcache_crds::SystemOfRecord>(&client, &scope)
         .with_config(ctl_cfg.clone())
         .graceful_shutdown_on(stop());
+    // Sweeps are woken by their runs' changes and read them from a store
+    // of their own (only runs a sweep made carry its label).
+    let (sweep_runs, sweep_runs_writer) = reflector::store();
+    let sweep_run_events = scope::watch::<SimulationRun>(
+        &client,
+        &scope,
+        watcher::Config::default().labels(sweep::LABEL_SWEEP),
+    )
+    .modify(|r: &mut SimulationRun| {
+        r.managed_fields_mut().clear();
+        r.annotations_mut().remove(LAST_APPLIED);
+    })
+    .reflect(sweep_runs_writer)
+    .touched_objects();
+    let sweep_ctl = controller_for::<SimulationSweep>(&client, &scope)
+        .owns_stream(sweep_run_events)
+        .with_config(ctl_cfg.clone())
+        .graceful_shutdown_on(stop());
     let sfm_service = simcache_sfm::SfmService::new(
         stores.sfm.clone(),
         simcache_sfm::SfmConfig::default(),
@@ -219,6 +238,7 @@ pub async fn run(
         sfm: sfm_service,
         sfm_devices: sfm_ctl.store(),
         sors: sor_ctl.store(),
+        sweep_runs,
     });
     let sfm_store = ctx.sfm_devices.clone();
     let sims = sim_ctl
@@ -261,6 +281,26 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|r| log_outcome("systemofrecord", r));
+    // A sweep counts its runs from a store its own controller feeds, so it
+    // cannot wait for that store before it runs (the reconcile waits
+    // instead); it waits for the Simulations' store.
+    let sweep_sims_ready = ctx.simulations.clone();
+    let sweep_ctx = ctx.clone();
+    let sweeps = async move {
+        let _ = sweep_sims_ready.wait_until_ready().await;
+    }
+    .then(move |_| {
+        sweep_ctl
+            .run(
+                |o, c| async move {
+                    let (ctx, obj) = (c.clone(), o.clone());
+                    measured(&ctx, "simulationsweep", &*obj, sweep::reconcile(o, c)).await
+                },
+                |o, e, c| error_policy("simulationsweep", &*o, e, &c),
+                sweep_ctx,
+            )
+            .for_each(|r| log_outcome("simulationsweep", r))
+    });
     let gauges = forget_deleted_policies(ctx.clone(), stop());
     let sfm_gauges = count_sfm_devices(ctx.clone(), sfm_store, stop());
     let run_gauges = count_runs(ctx.clone(), run_ctl.store(), stop());
@@ -285,7 +325,7 @@ pub async fn run(
     });
     tracing::info!("controllers started");
     tokio::join!(
-        sims, policies, runs, devices, sors, gauges, sfm_gauges, run_gauges
+        sims, policies, runs, sweeps, devices, sors, gauges, sfm_gauges, run_gauges
     );
     for t in sfm_tasks {
         t.abort();

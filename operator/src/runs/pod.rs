@@ -226,7 +226,7 @@ pub fn execution_id(namespace: &str, run_name: &str, run_uid: &str, attempt: i32
 }
 
 /// A label value is at most 63 characters.
-fn label_value(s: &str) -> String {
+pub(crate) fn label_value(s: &str) -> String {
     let mut v: String = s.chars().take(63).collect();
     while v.ends_with(['-', '.', '_']) {
         v.pop();
