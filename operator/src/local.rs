@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use simcache_crds::{CacheMode, Simulation, SimulationRun};
+use simcache_crds::{CacheMode, Simulation, SimulationRun, SimulationRunSpec, SimulationSweep};
 use simcache_rundb::{Provenance, RunInit};
 use simcache_sidecar::run::RunConfig;
 use simcache_sidecar::run::recorded::{Program, record_program};
@@ -25,6 +25,7 @@ use simcache_store::{Backend, Stores};
 use crate::introspect::introspect;
 use crate::runs::identity::{RunIdentity, catalog_spec, identify, run_schema};
 use crate::runs::record::{self, Completed, Execution, RunKey};
+use crate::sweeps::points::{expand, run_name};
 
 /// The annotation giving the command to run outside the image (relative
 /// paths resolve against the YAML file's folder); else `command` + `args`.
@@ -41,6 +42,8 @@ struct LocalSimulation {
 struct Manifests {
     simulations: Vec<LocalSimulation>,
     runs: Vec<SimulationRun>,
+    /// Each sweep's name and its runs' names, in point order.
+    sweeps: Vec<(String, Vec<String>)>,
 }
 
 /// The YAML files given, and every `.yaml`/`.yml` file of the folders given.
@@ -84,6 +87,18 @@ fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Manifests> {
                     dir: dir.clone(),
                 }),
                 Some("SimulationRun") => m.runs.push(serde_json::from_value(v).map_err(what)?),
+                Some("SimulationSweep") => {
+                    let sweep: SimulationSweep = serde_json::from_value(v).map_err(what)?;
+                    let runs = sweep_runs(&sweep)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    m.sweeps.push((
+                        sweep.metadata.name.clone().unwrap_or_default(),
+                        runs.iter()
+                            .filter_map(|r| r.metadata.name.clone())
+                            .collect(),
+                    ));
+                    m.runs.extend(runs);
+                }
                 // Policies shape the cluster's cache; locally the cache keeps all.
                 Some("CachePolicy") => {}
                 Some(k) => bail!("{}: kind {k} is not one of ours", file.display()),
@@ -92,6 +107,40 @@ fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Manifests> {
         }
     }
     Ok(m)
+}
+
+/// A sweep's runs, as the operator would make them (same names, inputs
+/// and run settings).
+fn sweep_runs(sweep: &SimulationSweep) -> Result<Vec<SimulationRun>, String> {
+    let name = sweep
+        .metadata
+        .name
+        .clone()
+        .ok_or("a SimulationSweep without metadata.name")?;
+    let points = expand(&sweep.spec).map_err(|e| format!("SimulationSweep {name}: spec.{e}"))?;
+    let t = sweep.spec.run_template.clone().unwrap_or_default();
+    Ok(points
+        .into_iter()
+        .map(|p| {
+            let mut run = SimulationRun::new(
+                &run_name(&name, &p),
+                SimulationRunSpec {
+                    simulation: sweep.spec.simulation.clone(),
+                    inputs: p,
+                    cache_mode: t.cache_mode,
+                    timeout_seconds: t.timeout_seconds,
+                    retry_limit: t.retry_limit,
+                    ttl_seconds_after_finished: None,
+                    pod: None,
+                },
+            );
+            run.metadata.labels = Some(BTreeMap::from([(
+                crate::controller::sweep::LABEL_SWEEP.to_string(),
+                name.clone(),
+            )]));
+            run
+        })
+        .collect())
 }
 
 /// The command a Simulation runs locally, and where.
@@ -149,11 +198,123 @@ fn outputs_text(o: &Value) -> String {
     serde_json::to_string(o).unwrap_or_default()
 }
 
-/// `local run -f …`: every run in the files, in order. Returns how many failed.
-pub async fn run(paths: &[PathBuf], home: &Path) -> anyhow::Result<usize> {
+/// How one local run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// Run here; `seconds` it took.
+    Computed {
+        seconds: f64,
+        execution_id: String,
+    },
+    /// Served from the cache; the producing run took `saved` seconds.
+    Cached {
+        saved: Option<f64>,
+        computed_by: String,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+/// One run of `local run`, as it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub run: String,
+    pub simulation: String,
+    pub inputs: BTreeMap<String, Value>,
+    pub outputs: Value,
+    pub ended: Ended,
+}
+
+impl Outcome {
+    /// The line `local run` prints for it.
+    pub fn line(&self) -> String {
+        match &self.ended {
+            Ended::Computed {
+                seconds,
+                execution_id,
+            } => format!(
+                "Succeeded in {seconds:.2} s (execution {execution_id}): {}",
+                outputs_text(&self.outputs)
+            ),
+            Ended::Cached { saved, computed_by } => format!(
+                "Cached (computed by {computed_by}; {}): {}",
+                match saved {
+                    Some(s) => format!("saved {s:.2} s of computing"),
+                    None => "no recomputation".into(),
+                },
+                outputs_text(&self.outputs)
+            ),
+            Ended::Failed { message } => format!("FAILED: {message}"),
+        }
+    }
+}
+
+/// Everything one `local run` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    /// Each sweep in the files, with its runs' names.
+    pub sweeps: Vec<(String, Vec<String>)>,
+}
+
+impl Report {
+    pub fn computed(&self) -> usize {
+        self.count(|e| matches!(e, Ended::Computed { .. }))
+    }
+    pub fn cached(&self) -> usize {
+        self.count(|e| matches!(e, Ended::Cached { .. }))
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|e| matches!(e, Ended::Failed { .. }))
+    }
+    /// Seconds of computing the cache saved.
+    pub fn seconds_saved(&self) -> f64 {
+        self.outcomes
+            .iter()
+            .filter_map(|o| match &o.ended {
+                Ended::Cached { saved, .. } => *saved,
+                _ => None,
+            })
+            .sum()
+    }
+    fn count(&self, f: impl Fn(&Ended) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(&o.ended)).count()
+    }
+    /// `N runs: C computed, H from the cache, F failed; the cache saved S s of computing`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} runs: {} computed, {} from the cache, {} failed; the cache saved {:.1} s of computing",
+            self.outcomes.len(),
+            self.computed(),
+            self.cached(),
+            self.failed(),
+            self.seconds_saved()
+        )
+    }
+}
+
+/// What a caller hears while `run_all` works.
+pub trait Progress: Sync {
+    /// A run's command starts (`tag` is `[i/total] name`).
+    fn started(&self, _tag: &str, _command: &[String]) {}
+    /// A run ended; `done` of `total` have.
+    fn ended(&self, outcome: &Outcome, done: usize, total: usize);
+}
+
+/// `local run -f …`: every run in the files (sweeps made into their runs),
+/// `jobs` at a time, telling `progress` as they go. The outcomes come back
+/// in the files' order.
+pub async fn run_all(
+    paths: &[PathBuf],
+    home: &Path,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> anyhow::Result<Report> {
+    use futures_util::StreamExt;
     let m = read_manifests(paths)?;
     if m.runs.is_empty() {
-        bail!("no SimulationRun in the files given");
+        bail!("no SimulationRun or SimulationSweep in the files given");
     }
     let stores = open(home).await?;
     let mut catalog_ids = BTreeMap::new();
@@ -165,49 +326,79 @@ pub async fn run(paths: &[PathBuf], home: &Path) -> anyhow::Result<usize> {
         catalog_ids.insert(s.sim.metadata.name.clone().unwrap_or_default(), id);
     }
     let total = m.runs.len();
-    let mut failed = 0;
-    for (i, run) in m.runs.iter().enumerate() {
+    let finished = std::sync::atomic::AtomicUsize::new(0);
+    let (stores, catalog_ids, finished) = (&stores, &catalog_ids, &finished);
+    let simulations = &m.simulations;
+    let runs = m.runs.iter().enumerate().map(|(i, run)| async move {
         let name = run
             .metadata
             .name
             .clone()
             .unwrap_or_else(|| format!("run-{i}"));
         let tag = format!("[{}/{total}] {name}", i + 1);
-        let Some(ls) = m
-            .simulations
+        let ended = match simulations
             .iter()
             .find(|s| s.sim.metadata.name.as_deref() == Some(run.spec.simulation.name.as_str()))
-        else {
-            println!(
-                "{tag}: FAILED: Simulation {:?} is not in the files given",
-                run.spec.simulation.name
-            );
-            failed += 1;
-            continue;
-        };
-        match run_one(
-            &stores,
-            home,
-            ls,
-            run,
-            &name,
-            catalog_ids[&run.spec.simulation.name],
-            &tag,
-        )
-        .await
         {
-            Ok(true) => {}
-            Ok(false) => failed += 1,
-            Err(e) => {
-                println!("{tag}: FAILED: {e:#}");
-                failed += 1;
+            None => Err(anyhow::anyhow!(
+                "Simulation {:?} is not in the files given",
+                run.spec.simulation.name
+            )),
+            Some(ls) => {
+                run_one(
+                    stores,
+                    home,
+                    ls,
+                    run,
+                    &name,
+                    catalog_ids[&run.spec.simulation.name],
+                    &tag,
+                    progress,
+                )
+                .await
             }
-        }
-    }
-    Ok(failed)
+        };
+        let outcome = ended.unwrap_or_else(|e| Outcome {
+            run: name.clone(),
+            simulation: run.spec.simulation.name.clone(),
+            inputs: run.spec.inputs.clone(),
+            outputs: Value::Null,
+            ended: Ended::Failed {
+                message: format!("{e:#}"),
+            },
+        });
+        let n = finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress.ended(&outcome, n, total);
+        (i, outcome)
+    });
+    let mut outcomes: Vec<(usize, Outcome)> = futures_util::stream::iter(runs)
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
+    outcomes.sort_by_key(|(i, _)| *i);
+    Ok(Report {
+        outcomes: outcomes.into_iter().map(|(_, o)| o).collect(),
+        sweeps: m.sweeps.clone(),
+    })
 }
 
-/// One run: from the cache, or run and recorded. False when it failed.
+/// `local run -f …` as the operator binary prints it: a line per run, in
+/// order, and each command on stderr as it starts. Returns how many failed.
+pub async fn run(paths: &[PathBuf], home: &Path) -> anyhow::Result<usize> {
+    struct Lines;
+    impl Progress for Lines {
+        fn started(&self, tag: &str, command: &[String]) {
+            eprintln!("{tag}: running {}", command.join(" "));
+        }
+        fn ended(&self, o: &Outcome, n: usize, total: usize) {
+            println!("[{n}/{total}] {}: {}", o.run, o.line());
+        }
+    }
+    let report = run_all(paths, home, 1, &Lines).await?;
+    Ok(report.failed())
+}
+
+/// One run: from the cache, or run and recorded.
 async fn run_one(
     stores: &Stores,
     home: &Path,
@@ -216,13 +407,26 @@ async fn run_one(
     name: &str,
     sim_id: i64,
     tag: &str,
-) -> anyhow::Result<bool> {
+    progress: &dyn Progress,
+) -> anyhow::Result<Outcome> {
     let sim = &ls.sim;
+    let outcome = |inputs: &BTreeMap<String, Value>, outputs: &Value, ended: Ended| Outcome {
+        run: name.to_string(),
+        simulation: run.spec.simulation.name.clone(),
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+        ended,
+    };
     let id = match identify(sim, &run.spec) {
         Ok(id) => id,
         Err(refusal) => {
-            println!("{tag}: FAILED: {refusal}");
-            return Ok(false);
+            return Ok(outcome(
+                &run.spec.inputs,
+                &Value::Null,
+                Ended::Failed {
+                    message: refusal.to_string(),
+                },
+            ));
         }
     };
     let run_key = id.run_key(sim_id);
@@ -254,16 +458,14 @@ async fn run_one(
             .await?;
         let exec = format!("local.{name}.{}.cached.{}", &hash[..8], now_ms());
         record(stores, &run_key, Execution::cache_hit(&exec, &e)).await?;
-        println!(
-            "{tag}: Cached (computed by {}; {}): {}",
-            e.execution_id,
-            match saved {
-                Some(s) => format!("saved {s:.2} s of computing"),
-                None => "no recomputation".into(),
+        return Ok(outcome(
+            inputs,
+            meta.get("outputs").unwrap_or(&Value::Null),
+            Ended::Cached {
+                saved,
+                computed_by: e.execution_id.clone(),
             },
-            outputs_text(meta.get("outputs").unwrap_or(&Value::Null))
-        );
-        return Ok(true);
+        ));
     }
 
     let command = local_command(ls)?;
@@ -294,7 +496,7 @@ async fn run_one(
         },
         max_artifact_bytes: simcache_rundb::MAX_ARTIFACT_BYTES,
     };
-    eprintln!("{tag}: running {}", command.join(" "));
+    progress.started(tag, &command);
     let started = Instant::now();
     let program = Program {
         command,
@@ -343,14 +545,12 @@ async fn run_one(
     )
     .await?;
     if !ok {
-        println!(
-            "{tag}: FAILED: {}",
-            done.summary
-                .error_message
-                .clone()
-                .unwrap_or_else(|| format!("the run ended as {}", done.summary.status))
-        );
-        return Ok(false);
+        let message = done
+            .summary
+            .error_message
+            .clone()
+            .unwrap_or_else(|| format!("the run ended as {}", done.summary.status));
+        return Ok(outcome(inputs, &outputs, Ended::Failed { message }));
     }
     if run.spec.cache_mode != CacheMode::Bypass {
         stores
@@ -369,12 +569,14 @@ async fn run_one(
             ))
             .await?;
     }
-    println!(
-        "{tag}: Succeeded in {:.2} s (execution {execution_id}): {}",
-        duration.unwrap_or(wall),
-        outputs_text(&outputs)
-    );
-    Ok(true)
+    Ok(outcome(
+        inputs,
+        &outputs,
+        Ended::Computed {
+            seconds: duration.unwrap_or(wall),
+            execution_id,
+        },
+    ))
 }
 
 async fn record(stores: &Stores, key: &RunKey<'_>, e: Execution<'_>) -> anyhow::Result<()> {
