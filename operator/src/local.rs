@@ -327,7 +327,12 @@ pub async fn run_all(
     }
     let total = m.runs.len();
     let finished = std::sync::atomic::AtomicUsize::new(0);
-    let (stores, catalog_ids, finished) = (&stores, &catalog_ids, &finished);
+    let workspace = &Workspace {
+        stores: &stores,
+        home,
+        progress,
+    };
+    let (catalog_ids, finished) = (&catalog_ids, &finished);
     let simulations = &m.simulations;
     let runs = m.runs.iter().enumerate().map(|(i, run)| async move {
         let name = run
@@ -346,14 +351,12 @@ pub async fn run_all(
             )),
             Some(ls) => {
                 run_one(
-                    stores,
-                    home,
+                    workspace,
                     ls,
                     run,
                     &name,
                     catalog_ids[&run.spec.simulation.name],
                     &tag,
-                    progress,
                 )
                 .await
             }
@@ -399,16 +402,26 @@ pub async fn run(paths: &[PathBuf], home: &Path) -> anyhow::Result<usize> {
 }
 
 /// One run: from the cache, or run and recorded.
+/// What every local run shares.
+struct Workspace<'a> {
+    stores: &'a Stores,
+    home: &'a Path,
+    progress: &'a dyn Progress,
+}
+
 async fn run_one(
-    stores: &Stores,
-    home: &Path,
+    w: &Workspace<'_>,
     ls: &LocalSimulation,
     run: &SimulationRun,
     name: &str,
     sim_id: i64,
     tag: &str,
-    progress: &dyn Progress,
 ) -> anyhow::Result<Outcome> {
+    let Workspace {
+        stores,
+        home,
+        progress,
+    } = *w;
     let sim = &ls.sim;
     let outcome = |inputs: &BTreeMap<String, Value>, outputs: &Value, ended: Ended| Outcome {
         run: name.to_string(),
