@@ -17,9 +17,9 @@ use simcache_rundb::{Provenance, RunInit};
 use simcache_sidecar::run::RunConfig;
 use simcache_sidecar::run::recorded::{Program, record_program};
 use simcache_store::cache::HitDelta;
-use simcache_store::catalog::{CacheOutcome, Registration, SearchQuery};
+use simcache_store::catalog::{CacheOutcome, Registration, SearchQuery, SimulationStats};
 use simcache_store::clock::now_ms;
-use simcache_store::results::{ResultQuery, Upsert};
+use simcache_store::results::{ResultQuery, StoredResult, Upsert};
 use simcache_store::{Backend, Stores};
 
 use crate::introspect::introspect;
@@ -65,7 +65,25 @@ fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Something wrong with the files given (not with running them): a
+/// missing file, YAML that does not parse, an unknown kind or field, a
+/// sweep that makes no valid points.
+#[derive(Debug)]
+pub struct BadInput(pub anyhow::Error);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
 fn read_manifests(paths: &[PathBuf]) -> anyhow::Result<Manifests> {
+    read_files(paths).map_err(|e| anyhow::Error::new(BadInput(e)))
+}
+
+fn read_files(paths: &[PathBuf]) -> anyhow::Result<Manifests> {
     let mut m = Manifests::default();
     for file in files(paths)? {
         let text = std::fs::read_to_string(&file)
@@ -251,11 +269,13 @@ impl Outcome {
 }
 
 /// Everything one `local run` did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
     /// Each sweep in the files, with its runs' names.
     pub sweeps: Vec<(String, Vec<String>)>,
+    /// The Simulations in the files (for their inputs' and outputs' units).
+    pub simulations: Vec<Simulation>,
 }
 
 impl Report {
@@ -276,7 +296,7 @@ impl Report {
                 Ended::Cached { saved, .. } => *saved,
                 _ => None,
             })
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
     fn count(&self, f: impl Fn(&Ended) -> bool) -> usize {
         self.outcomes.iter().filter(|o| f(&o.ended)).count()
@@ -314,7 +334,41 @@ pub async fn run_all(
     use futures_util::StreamExt;
     let m = read_manifests(paths)?;
     if m.runs.is_empty() {
-        bail!("no SimulationRun or SimulationSweep in the files given");
+        return Err(anyhow::Error::new(BadInput(anyhow::anyhow!(
+            "no SimulationRun or SimulationSweep in the files given"
+        ))));
+    }
+    // As the operator does: every point of a sweep is checked before any
+    // run starts, and a bad one fails the input, naming it.
+    for run in m.runs.iter().filter(|r| {
+        r.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(crate::controller::sweep::LABEL_SWEEP))
+    }) {
+        let Some(ls) = m
+            .simulations
+            .iter()
+            .find(|s| s.sim.metadata.name.as_deref() == Some(run.spec.simulation.name.as_str()))
+        else {
+            return Err(anyhow::Error::new(BadInput(anyhow::anyhow!(
+                "SimulationSweep: Simulation {:?} is not in the files given",
+                run.spec.simulation.name
+            ))));
+        };
+        if let Err(e) = identify(&ls.sim, &run.spec) {
+            let sweep = run
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::controller::sweep::LABEL_SWEEP))
+                .cloned()
+                .unwrap_or_default();
+            return Err(anyhow::Error::new(BadInput(anyhow::anyhow!(
+                "SimulationSweep {sweep}: point {}: {e}",
+                serde_json::to_string(&run.spec.inputs).unwrap_or_default()
+            ))));
+        }
     }
     let stores = open(home).await?;
     let mut catalog_ids = BTreeMap::new();
@@ -382,6 +436,7 @@ pub async fn run_all(
     Ok(Report {
         outcomes: outcomes.into_iter().map(|(_, o)| o).collect(),
         sweeps: m.sweeps.clone(),
+        simulations: m.simulations.iter().map(|s| s.sim.clone()).collect(),
     })
 }
 
@@ -600,9 +655,15 @@ async fn record(stores: &Stores, key: &RunKey<'_>, e: Execution<'_>) -> anyhow::
     Ok(())
 }
 
-/// `local catalog list`: every simulation version recorded, with its runs.
-pub async fn catalog_list(home: &Path) -> anyhow::Result<()> {
-    let stores = open(home).await?;
+/// The local store under `home`.
+pub async fn open_store(home: &Path) -> anyhow::Result<Stores> {
+    open(home).await
+}
+
+/// Every simulation version recorded, with its statistics.
+pub async fn catalog_entries(
+    stores: &Stores,
+) -> anyhow::Result<Vec<(simcache_store::catalog::Simulation, SimulationStats)>> {
     let sims = stores
         .catalog
         .search(&SearchQuery {
@@ -610,12 +671,57 @@ pub async fn catalog_list(home: &Path) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
+    let mut out = Vec::with_capacity(sims.len());
+    for s in sims {
+        let st = stores.catalog.stats(s.id).await?;
+        out.push((s, st));
+    }
+    Ok(out)
+}
+
+/// Recorded results, newest first.
+pub async fn search_results(
+    stores: &Stores,
+    simulation: Option<String>,
+    limit: i64,
+) -> anyhow::Result<Vec<StoredResult>> {
+    Ok(stores
+        .results
+        .search(&ResultQuery {
+            simulation_name: simulation,
+            simulation_version: None,
+            status: None,
+            filters: Vec::new(),
+            sort: None,
+            descending: true,
+            limit: limit.clamp(1, 10_000),
+            offset: 0,
+        })
+        .await?)
+}
+
+/// A result as the operator API's `/search` shows one (the same keys).
+pub fn result_json(r: &StoredResult) -> Value {
+    serde_json::json!({
+        "execution_id": r.execution_id,
+        "simulation_name": r.simulation_name,
+        "simulation_version": r.simulation_version,
+        "status": r.status,
+        "input_params": r.input_params,
+        "output_params": r.output_params,
+        "duration_seconds": r.duration_seconds,
+        "error_message": r.error_message,
+    })
+}
+
+/// `local catalog list`: every simulation version recorded, with its runs.
+pub async fn catalog_list(home: &Path) -> anyhow::Result<()> {
+    let stores = open(home).await?;
     println!(
         "{:<24} {:<10} {:>6} {:>8} {:>9}",
         "NAME", "VERSION", "RUNS", "SUCCESS", "CACHE HIT"
     );
-    for s in sims {
-        let st = stores.catalog.stats(s.id).await?;
+    for (s, st) in catalog_entries(&stores).await? {
         let pct = |r: Option<f64>| {
             r.map(|r| format!("{:.0}%", r * 100.0))
                 .unwrap_or_else(|| "-".into())
@@ -639,20 +745,7 @@ pub async fn results_search(
     limit: i64,
 ) -> anyhow::Result<()> {
     let stores = open(home).await?;
-    let found = stores
-        .results
-        .search(&ResultQuery {
-            simulation_name: simulation,
-            simulation_version: None,
-            status: None,
-            filters: Vec::new(),
-            sort: None,
-            descending: true,
-            limit: limit.clamp(1, 10_000),
-            offset: 0,
-        })
-        .await?;
-    for r in found {
+    for r in search_results(&stores, simulation, limit).await? {
         println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
