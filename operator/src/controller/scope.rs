@@ -330,7 +330,7 @@ mod tests {
         .boxed();
         let (store, writer) = reflector::store();
         let n = merge(2, tagged).reflect(writer).count().await;
-        assert_eq!(n, 6, "Init, 2 × InitApply, InitDone, then the Apply");
+        assert_eq!(n, 5, "Init, 2 × InitApply, InitDone, then the Apply");
         let mut keys: Vec<_> = store
             .state()
             .iter()
