@@ -123,6 +123,29 @@ fn admin_port() -> Result<u16, String> {
 impl S3Server {
     /// Starts a private server with one bucket. Dropped, it stops.
     pub fn start(bucket: &str) -> Result<S3Server, String> {
+        // Free ports are chosen before the server binds them; another
+        // process may take one meanwhile. Then start over on new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (srv, log) = Self::start_once(bucket)?;
+            match srv.start_again() {
+                Ok(()) => return Ok(srv),
+                Err(e) => {
+                    srv.kill();
+                    let taken = std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .contains("address already in use");
+                    if !taken || attempt >= 3 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A server on freshly chosen ports, not started yet, and its log file.
+    fn start_once(bucket: &str) -> Result<(S3Server, PathBuf), String> {
         let weed = weed_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("simcache-s3-")
@@ -164,6 +187,7 @@ impl S3Server {
             format!("-s3.config={}", config.display()),
             format!("-bucket={bucket}"),
         ];
+        let log = dir.join("weed.log");
         let srv = S3Server {
             endpoint: format!("http://127.0.0.1:{}", p[6]),
             access_key: ACCESS_KEY.into(),
@@ -176,8 +200,7 @@ impl S3Server {
                 dir,
             })),
         };
-        srv.start_again()?;
-        Ok(srv)
+        Ok((srv, log))
     }
 
     /// Stops the server (SIGKILL: as a crash would).
