@@ -8,7 +8,7 @@
 //! them), and answers a re-list of one namespace with a re-list of the
 //! union.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -112,13 +112,14 @@ where
     watcher::watcher(api, cfg).default_backoff().boxed()
 }
 
-/// Per-namespace state of the merge.
+/// Per-namespace state of the merge (ordered: a re-list of the union
+/// lists namespaces in the same order every time).
 struct Merge<K> {
     expected: usize,
     /// Each namespace's objects by name, once it has listed.
-    listed: HashMap<String, BTreeMap<String, K>>,
+    listed: BTreeMap<String, BTreeMap<String, K>>,
     /// A namespace's list in progress.
-    listing: HashMap<String, BTreeMap<String, K>>,
+    listing: BTreeMap<String, BTreeMap<String, K>>,
 }
 
 impl<K: Resource + Clone> Merge<K> {
@@ -187,8 +188,8 @@ where
 {
     let state = Merge::<K> {
         expected,
-        listed: HashMap::new(),
-        listing: HashMap::new(),
+        listed: BTreeMap::new(),
+        listing: BTreeMap::new(),
     };
     tagged
         .scan(state, |state, (ns, item)| {
@@ -258,8 +259,8 @@ mod tests {
     fn the_store_sees_nothing_until_every_namespace_listed_then_the_union() {
         let mut m = Merge::<ConfigMap> {
             expected: 2,
-            listed: HashMap::new(),
-            listing: HashMap::new(),
+            listed: BTreeMap::new(),
+            listing: BTreeMap::new(),
         };
         let mut out = Vec::new();
         for (ns, ev) in [

@@ -4,7 +4,10 @@
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
-use simcache_crds::{Simulation, SimulationRun, SimulationRunStatus, SimulationStatus};
+use simcache_crds::{
+    Simulation, SimulationRun, SimulationRunStatus, SimulationStatus, SimulationSweep,
+    SimulationSweepStatus,
+};
 
 use super::{Context, Result};
 
@@ -28,15 +31,45 @@ const CLEARABLE: &[&str] = &[
     "cleanupTime",
 ];
 
-/// The merge patch that makes a run's status `s`.
-pub fn run_status_patch(s: &SimulationRunStatus) -> Value {
+/// Every optional field of a sweep's status that may be cleared.
+const SWEEP_CLEARABLE: &[&str] = &["progress", "startTime", "completionTime", "message"];
+
+/// The merge patch that makes a status `s`, naming each of `clearable` it
+/// lacks as null (a merge patch removes only what it names).
+fn status_patch(s: &impl serde::Serialize, clearable: &[&str]) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
     if let Value::Object(m) = &mut v {
-        for k in CLEARABLE {
+        for k in clearable {
             m.entry(k.to_string()).or_insert(Value::Null);
         }
     }
     json!({ "status": v })
+}
+
+/// The merge patch that makes a run's status `s`.
+pub fn run_status_patch(s: &SimulationRunStatus) -> Value {
+    status_patch(s, CLEARABLE)
+}
+
+/// Writes the sweep's status when it differs from `before`.
+pub async fn patch_sweep(
+    ctx: &Context,
+    sweep: &SimulationSweep,
+    before: &SimulationSweepStatus,
+    after: &SimulationSweepStatus,
+) -> Result<()> {
+    if before == after && sweep.status.is_some() {
+        return Ok(());
+    }
+    let ns = sweep.namespace().unwrap_or_default();
+    ctx.api::<SimulationSweep>(&ns)
+        .patch_status(
+            &sweep.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status_patch(after, SWEEP_CLEARABLE)),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Writes the run's status when it differs from `before`.

@@ -10,15 +10,15 @@ use futures_util::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
-use serde_json::json;
 use simcache_crds::{
     CacheMode, Simulation, SimulationRun, SimulationRunSpec, SimulationSweep,
     SimulationSweepStatus, SweepPhase,
 };
 use simcache_store::cache::ListQuery;
 
+use super::status::patch_sweep;
 use super::{Context, Error, Result};
 use crate::conditions;
 use crate::runs::identity::identify;
@@ -51,7 +51,7 @@ pub async fn reconcile(sweep: Arc<SimulationSweep>, ctx: Arc<Context>) -> Result
             sweep.spec.simulation.name
         );
         let status = invalid(&previous, "SimulationNotFound", &message, generation, false);
-        write_status(&ctx, &sweep, &previous, status).await?;
+        patch_sweep(&ctx, &sweep, &previous, &status).await?;
         return Ok(Action::requeue(WAIT_FOR_SIMULATION));
     };
     // Every point is made and checked before any run is: a bad value fails
@@ -65,7 +65,7 @@ pub async fn reconcile(sweep: Arc<SimulationSweep>, ctx: Arc<Context>) -> Result
                     .await;
             }
             let status = invalid(&previous, "InvalidSweep", &message, generation, true);
-            write_status(&ctx, &sweep, &previous, status).await?;
+            patch_sweep(&ctx, &sweep, &previous, &status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -155,7 +155,7 @@ pub async fn reconcile(sweep: Arc<SimulationSweep>, ctx: Arc<Context>) -> Result
         )
         .await;
     }
-    write_status(&ctx, &sweep, &previous, status).await?;
+    patch_sweep(&ctx, &sweep, &previous, &status).await?;
     Ok(if decided.completed {
         Action::await_change()
     } else if !decided.create.is_empty() && missing > decided.create.len() {
@@ -381,31 +381,4 @@ async fn create_run(
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-async fn write_status(
-    ctx: &Context,
-    sweep: &SimulationSweep,
-    previous: &SimulationSweepStatus,
-    status: SimulationSweepStatus,
-) -> Result<()> {
-    if sweep.status.is_some() && previous == &status {
-        return Ok(());
-    }
-    let ns = sweep.namespace().unwrap_or_default();
-    let mut v = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
-    if let Some(m) = v.as_object_mut() {
-        // A merge patch clears only what it names.
-        for k in ["progress", "startTime", "completionTime", "message"] {
-            m.entry(k.to_string()).or_insert(serde_json::Value::Null);
-        }
-    }
-    ctx.api::<SimulationSweep>(&ns)
-        .patch_status(
-            &sweep.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": v })),
-        )
-        .await?;
-    Ok(())
 }
