@@ -32,6 +32,10 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub login_max_attempts: usize,
     pub login_window: Duration,
+    /// Also accept the web console's session cookie where no `X-Session-ID`
+    /// is sent. Only for servers that put [`crate::cookie::csrf_guard`] in
+    /// front of every route (the operator); the sidecars never do.
+    pub cookie_sessions: bool,
 }
 
 impl Default for AuthConfig {
@@ -43,6 +47,7 @@ impl Default for AuthConfig {
             trusted_proxies: Vec::new(),
             login_max_attempts: 5,
             login_window: Duration::from_secs(60),
+            cookie_sessions: false,
         }
     }
 }
@@ -179,9 +184,14 @@ impl Authenticator {
         if self.cfg.no_auth {
             return Ok(self.no_auth_session.clone());
         }
-        let value = headers
-            .get(SESSION_HEADER)
-            .ok_or_else(|| ApiError::unauthorized("missing X-Session-ID header"))?;
+        let Some(value) = headers.get(SESSION_HEADER) else {
+            if self.cfg.cookie_sessions
+                && let Some(token) = crate::cookie::session_from_cookies(headers)
+            {
+                return self.session_for_token(token).await;
+            }
+            return Err(ApiError::unauthorized("missing X-Session-ID header"));
+        };
         // Present but not visible ASCII: say so, not "missing".
         let token = value
             .to_str()

@@ -2,6 +2,7 @@
 //! rate limiter, plus the HTTP pieces every simcache server uses to check them.
 
 pub mod authenticator;
+pub mod cookie;
 pub mod limiter;
 pub mod password;
 pub mod privileges;

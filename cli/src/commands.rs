@@ -29,6 +29,21 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut cmd, "simcache", &mut std::io::stdout());
             return Ok(());
         }
+        Command::Ui {
+            host,
+            port,
+            no_auth,
+        } => {
+            if api.is_some() {
+                return Err(Failure::BadInput(
+                    "ui serves this machine's store; a cluster's operator serves the console itself at /ui/"
+                        .into(),
+                ));
+            }
+            return crate::ui::serve(&home, std::net::SocketAddr::new(host, port), no_auth)
+                .await
+                .map_err(Failure::Other);
+        }
         Command::Run { files, jobs } => {
             if api.is_some() {
                 return Err(Failure::BadInput(
@@ -224,7 +239,28 @@ fn save_sweeps(home: &Path, report: &Report) -> anyhow::Result<()> {
             .filter_map(|r| report.outcomes.iter().find(|o| &o.run == r).cloned())
             .collect();
         let rows = outcome_rows(&outcomes, &units);
+        let version = report
+            .simulations
+            .iter()
+            .find(|s| {
+                outcomes
+                    .first()
+                    .is_some_and(|o| s.metadata.name.as_deref() == Some(o.simulation.as_str()))
+            })
+            .map(|s| s.spec.version.clone());
+        let view = simcache_operator::console::sweeps::SweepView {
+            namespace: simcache_operator::console::sweeps::LOCAL_NAMESPACE.into(),
+            name: name.clone(),
+            simulation: outcomes
+                .first()
+                .map(|o| o.simulation.clone())
+                .unwrap_or_default(),
+            version,
+            status: simcache_operator::console::sweeps::local_status(&outcomes),
+            points: simcache_operator::console::sweeps::local_points(&outcomes),
+        };
         let doc = json!({
+            "view": view,
             "sweep": name,
             "columns": rows.columns.iter().map(|c| json!({"key": c.key, "header": c.header})).collect::<Vec<_>>(),
             "points": rows.records,

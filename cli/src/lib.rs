@@ -9,6 +9,7 @@
 pub mod commands;
 pub mod output;
 pub mod remote;
+pub mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +105,18 @@ pub enum Command {
     /// Sweeps run locally.
     #[command(subcommand)]
     Sweep(SweepCommand),
+    /// Serve the web console over the local store (http://HOST:PORT/ui/).
+    /// Log in as `admin`: its password is SIMCACHE_ADMIN_PASSWORD or, when
+    /// unset on first use, a generated one written to <home>/admin-password.
+    Ui {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Serve without logins: every visitor is an admin.
+        #[arg(long)]
+        no_auth: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, …).
     Completion {
         #[arg(value_enum)]

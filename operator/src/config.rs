@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Disable authentication and privilege checks. Only as an explicit flag.
     #[arg(long)]
     pub no_auth: bool,
+    /// Mark the web console's session cookie `Secure` (TLS ends in front of
+    /// the operator; also set per request by `X-Forwarded-Proto: https`).
+    #[arg(long, env = "SIMCACHE_CONSOLE_SECURE_COOKIES")]
+    pub console_secure_cookies: bool,
     /// Largest request body accepted (413 beyond it).
     #[arg(long, env = "SIMCACHE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod conditions;
 pub mod config;
+pub mod console;
 pub mod controller;
 pub mod introspect;
 pub mod local;

@@ -66,8 +66,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.limits = a.limits.limits();
     cfg.max_ingest_bytes = a.max_ingest_bytes;
+    cfg.secure_cookies = a.console_secure_cookies;
     cfg.auth = AuthConfig {
         no_auth: a.no_auth,
+        cookie_sessions: true,
         session_cache_ttl: Duration::from_secs(5),
         trusted_proxies: a.trusted_proxies.clone(),
         ..AuthConfig::default()
@@ -91,6 +93,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let c = &a.controllers;
     let metrics = ControllerMetrics::register(&api.registry)?;
     let client = kube_client(&metrics).await?;
+    let scope = Scope::from_flags(&c.watch_namespace).map_err(anyhow::Error::msg)?;
+    let _ = api.sweeps.set(std::sync::Arc::new(
+        simcache_operator::console::sweeps::ClusterSweeps {
+            client: client.clone(),
+            scope: scope.clone(),
+        },
+    ));
     let native_sidecars = controller::version::check(&client, &metrics)
         .await
         .context("asking the Kubernetes API server for its version")?;
@@ -109,7 +118,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),
         sweep_interval: Duration::from_secs(c.sweep_seconds.max(1)),
         identity: identity.clone(),
-        scope: Scope::from_flags(&c.watch_namespace).map_err(anyhow::Error::msg)?,
+        scope,
         concurrency: c.concurrency.max(1),
         run_ttl_after_finished: Duration::from_secs(c.run_ttl_seconds_after_finished),
     };

@@ -28,6 +28,8 @@ pub struct ApiConfig {
     pub admin_password: Option<String>,
     /// Timeouts and the connection cap of the listener.
     pub limits: simcache_web::server::Limits,
+    /// Console cookies get `Secure` (TLS ends in front of us).
+    pub secure_cookies: bool,
 }
 
 impl ApiConfig {
@@ -38,9 +40,15 @@ impl ApiConfig {
             runs_base,
             max_body_bytes: 1024 * 1024,
             max_ingest_bytes: 1 << 30,
-            auth: AuthConfig::default(),
+            // The operator's router guards every route against CSRF, so
+            // the console's cookie may stand in for X-Session-ID.
+            auth: AuthConfig {
+                cookie_sessions: true,
+                ..AuthConfig::default()
+            },
             admin_password: None,
             limits: Default::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -52,6 +60,8 @@ pub struct RunningApi {
     pub openapi: utoipa::openapi::OpenApi,
     /// Where /metrics reads from (the controllers register here too).
     pub registry: Registry,
+    /// Set it to show sweeps in the console.
+    pub sweeps: crate::console::SweepSlot,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     _pinger: AbortOnDrop,
@@ -166,12 +176,15 @@ pub async fn start(
     )?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let pinger = spawn_store_pinger(stores.clone(), &registry)?;
+    let sweeps = crate::console::SweepSlot::default();
     let state = AppState {
         stores: stores.clone(),
         auth: auth.clone(),
         registry: registry.clone(),
         runs_base: cfg.runs_base.clone(),
         max_ingest_bytes: cfg.max_ingest_bytes,
+        sweeps: sweeps.clone(),
+        secure_cookies: cfg.secure_cookies,
     };
     let (app, openapi) = router(state, http_metrics, cfg.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(cfg.addr)
@@ -198,6 +211,7 @@ pub async fn start(
         auth,
         openapi,
         registry,
+        sweeps,
         stop: Some(stop_tx),
         task,
         _pinger: pinger,

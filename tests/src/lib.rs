@@ -1,5 +1,6 @@
 //! Test harness for simcache: real PostgreSQL, real processes, real HTTP.
 
+pub mod browser;
 pub mod helm;
 pub mod http;
 pub mod k8s;

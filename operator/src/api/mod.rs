@@ -32,6 +32,10 @@ pub struct AppState {
     pub runs_base: PathBuf,
     /// Largest run database a sidecar may upload.
     pub max_ingest_bytes: usize,
+    /// Where the console reads sweeps (unset: none to show).
+    pub sweeps: crate::console::SweepSlot,
+    /// Console cookies get `Secure` (the API is reached over TLS).
+    pub secure_cookies: bool,
 }
 
 #[derive(OpenApi)]
@@ -93,6 +97,7 @@ pub fn router(
     let doc_json = Arc::new(doc.clone());
     let app = api
         .merge(simcache_auth::routes::router(state.auth.clone()))
+        .merge(crate::console::router(state.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -103,6 +108,9 @@ pub fn router(
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Before anything else reads the request: a cookie-borne session
+        // does nothing state-changing without the console's CSRF token.
+        .layer(axum::middleware::from_fn(simcache_auth::cookie::csrf_guard))
         .layer(axum::middleware::from_fn_with_state(
             http_metrics,
             simcache_web::metrics::track,

@@ -214,6 +214,15 @@ pub struct SimulationStats {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Activity {
+    /// Executions by status.
+    pub by_status: Vec<(String, i64)>,
+    /// (UTC day start in ms, seconds of computing cache hits saved that day),
+    /// oldest first: each hit saves what its key's computing run took.
+    pub saved_by_day: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Overview {
     pub total_simulations: i64,
     pub active_simulations: i64,
@@ -744,6 +753,43 @@ impl CatalogStore {
             max_duration: r.f64(6),
             p95_duration: p95,
             last_run_ms: r.i64(7),
+        })
+    }
+
+    /// Executions by status and the computing time cache hits saved per day
+    /// over the last `days` days.
+    pub async fn activity(&self, days: i64) -> Result<Activity> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT status, COUNT(*) FROM execution_registry GROUP BY status ORDER BY status",
+                vec![],
+            )
+            .await?;
+        let by_status = rows
+            .iter()
+            .filter_map(|r| Some((r.text(0)?, r.i64(1)?)))
+            .collect();
+        let since = now_ms() - days.clamp(1, 3660) * 86_400_000;
+        let rows = self
+            .sql
+            .query(
+                "SELECT (h.created_at_ms / 86400000) * 86400000 AS day,
+                    CAST(SUM(COALESCE((SELECT MAX(c.duration_seconds) FROM execution_registry c
+                        WHERE c.simulation_id = h.simulation_id AND c.input_hash = h.input_hash
+                          AND NOT c.cache_hit), 0)) AS DOUBLE PRECISION)
+                 FROM execution_registry h WHERE h.cache_hit AND h.created_at_ms >= $1
+                 GROUP BY day ORDER BY day",
+                vec![since.into()],
+            )
+            .await?;
+        let saved_by_day = rows
+            .iter()
+            .filter_map(|r| Some((r.i64(0)?, r.f64(1).unwrap_or(0.0))))
+            .collect();
+        Ok(Activity {
+            by_status,
+            saved_by_day,
         })
     }
 

@@ -129,6 +129,31 @@ pub fn typed_value(v: &Value) -> (&'static str, Option<f64>, Option<String>, Opt
     }
 }
 
+/// `WHERE …` for a query's simulation, version, status and filters ("" for none).
+fn where_clause(q: &ResultQuery, b: &mut SqlBuilder) -> String {
+    let mut wheres: Vec<String> = Vec::new();
+    if let Some(s) = &q.simulation_name {
+        wheres.push(format!("r.simulation_name = {}", b.bind(s.as_str().into())));
+    }
+    if let Some(v) = &q.simulation_version {
+        wheres.push(format!(
+            "r.simulation_version = {}",
+            b.bind(v.as_str().into())
+        ));
+    }
+    if let Some(s) = &q.status {
+        wheres.push(format!("r.status = {}", b.bind(s.as_str().into())));
+    }
+    for f in &q.filters {
+        wheres.push(b.filter_condition(f, q.simulation_name.as_deref()));
+    }
+    if wheres.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", wheres.join(" AND "))
+    }
+}
+
 const RESULT_COLUMNS: &str = "r.id, r.execution_id, r.simulation_name, r.simulation_version, r.squid_id, \
     r.input_params, r.output_params, r.status, r.duration_seconds, r.error_message, r.created_at_ms, \
     r.completed_at_ms, r.run_db_path, r.metadata, r.provenance, r.schema_id";
@@ -474,34 +499,78 @@ impl ResultsStore {
             order =
                 format!("s.num_value {dir} NULLS LAST, s.str_value {dir} NULLS LAST, r.id {dir}");
         }
-        let mut wheres: Vec<String> = Vec::new();
-        if let Some(s) = &q.simulation_name {
-            wheres.push(format!("r.simulation_name = {}", b.bind(s.as_str().into())));
-        }
-        if let Some(v) = &q.simulation_version {
-            wheres.push(format!(
-                "r.simulation_version = {}",
-                b.bind(v.as_str().into())
-            ));
-        }
-        if let Some(s) = &q.status {
-            wheres.push(format!("r.status = {}", b.bind(s.as_str().into())));
-        }
-        for f in &q.filters {
-            wheres.push(b.filter_condition(f, q.simulation_name.as_deref()));
-        }
+        let where_sql = where_clause(q, &mut b);
         let limit = b.bind(q.limit.clamp(1, 1000).into());
         let offset = b.bind(q.offset.max(0).into());
-        let where_sql = if wheres.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", wheres.join(" AND "))
-        };
         let sql = format!(
             "SELECT {RESULT_COLUMNS} FROM execution_results r {join} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
         );
         let rows = self.sql.query(&sql, b.params).await?;
         Ok(rows.iter().map(result_from_row).collect())
+    }
+
+    /// How many results match the query's filters (its page ignored).
+    pub async fn count(&self, q: &ResultQuery) -> Result<i64> {
+        let mut b = SqlBuilder::default();
+        let where_sql = where_clause(q, &mut b);
+        let rows = self
+            .sql
+            .query(
+                &format!("SELECT COUNT(*) FROM execution_results r {where_sql}"),
+                b.params,
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r.i64(0)).unwrap_or(0))
+    }
+
+    /// Up to `limit` (x, y, colour) triples of numeric parameters over the
+    /// results matching the query's filters, for plots: one indexed join per
+    /// axis instead of every result's JSON.
+    pub async fn plot_points(
+        &self,
+        q: &ResultQuery,
+        x: (ParamClass, &str),
+        y: (ParamClass, &str),
+        colour: Option<(ParamClass, &str)>,
+        limit: i64,
+    ) -> Result<Vec<(f64, f64, Option<f64>)>> {
+        let mut b = SqlBuilder::default();
+        let join = |b: &mut SqlBuilder,
+                    alias: &str,
+                    (class, name): (ParamClass, &str),
+                    kind: &str| {
+            format!(
+                "{kind} JOIN result_params {alias} ON {alias}.result_id = r.id AND {alias}.class = {} AND {alias}.name = {}",
+                b.bind(class.as_str().into()),
+                b.bind(name.into())
+            )
+        };
+        let mut joins = vec![join(&mut b, "px", x, ""), join(&mut b, "py", y, "")];
+        let c = match colour {
+            Some(c) => {
+                joins.push(join(&mut b, "pc", c, "LEFT"));
+                "pc.num_value"
+            }
+            None => "NULL",
+        };
+        let where_sql = where_clause(q, &mut b);
+        let limit = b.bind(limit.clamp(1, 100_000).into());
+        let sql = format!(
+            "SELECT CAST(px.num_value AS DOUBLE PRECISION), CAST(py.num_value AS DOUBLE PRECISION), CAST({c} AS DOUBLE PRECISION)
+             FROM execution_results r {} {where_sql} AND px.num_value IS NOT NULL AND py.num_value IS NOT NULL
+             ORDER BY r.id LIMIT {limit}",
+            joins.join(" ")
+        );
+        let sql = if where_sql.is_empty() {
+            sql.replacen(" AND px.num_value", " WHERE px.num_value", 1)
+        } else {
+            sql
+        };
+        let rows = self.sql.query(&sql, b.params).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.f64(0)?, r.f64(1)?, r.f64(2))))
+            .collect())
     }
 
     /// count, min, max, mean and sample standard deviation of a numeric parameter.

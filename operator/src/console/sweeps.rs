@@ -1,0 +1,317 @@
+//! Where the console reads sweeps from: the cluster's SimulationSweeps and
+//! their runs (inputs, outputs and phase are on each run's status), or, in
+//! local mode, the record `simcache run` writes under `<home>/sweeps/`.
+//! Either way a sweep arrives as a [`SweepView`], so the pages, tables and
+//! plots have one code path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use kube::api::{Api, ListParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use simcache_crds::{SimulationRun, SimulationSweep};
+
+use crate::controller::scope::Scope;
+use crate::controller::sweep::LABEL_SWEEP;
+use crate::local::{Ended, Outcome};
+
+/// One point of a sweep as it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    pub run: String,
+    /// The run's phase (`Pending`, `Running`, `Succeeded`, `Cached`, `Failed`, …).
+    pub phase: String,
+    pub inputs: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Value>,
+    /// The execution whose result this point shows (the computing one for a
+    /// cached point), for the link to the run page.
+    #[serde(default)]
+    pub execution_id: Option<String>,
+}
+
+/// A sweep: what it is, its status, and (when asked for one) its points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepView {
+    pub namespace: String,
+    pub name: String,
+    pub simulation: String,
+    pub version: Option<String>,
+    /// The sweep's status as the cluster reports it (counts, phase, progress,
+    /// conditions, computeSecondsSaved).
+    pub status: Value,
+    #[serde(default)]
+    pub points: Vec<SweepPoint>,
+}
+
+#[async_trait]
+pub trait SweepSource: Send + Sync {
+    /// Every sweep, without points.
+    async fn list(&self) -> Result<Vec<SweepView>, String>;
+    /// One sweep with its points, or None.
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String>;
+}
+
+/// The namespace local sweeps are shown in.
+pub const LOCAL_NAMESPACE: &str = "local";
+
+/// `simcache run`'s record of one sweep's points.
+pub fn local_points(outcomes: &[Outcome]) -> Vec<SweepPoint> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let (phase, execution_id) = match &o.ended {
+                Ended::Computed { execution_id, .. } => ("Succeeded", Some(execution_id.clone())),
+                Ended::Cached { computed_by, .. } => ("Cached", Some(computed_by.clone())),
+                Ended::Failed { .. } => ("Failed", None),
+            };
+            SweepPoint {
+                run: o.run.clone(),
+                phase: phase.into(),
+                inputs: o.inputs.clone(),
+                outputs: match &o.outputs {
+                    Value::Object(m) => m.clone().into_iter().collect(),
+                    _ => BTreeMap::new(),
+                },
+                execution_id,
+            }
+        })
+        .collect()
+}
+
+/// A local sweep's status, shaped like the cluster's.
+pub fn local_status(outcomes: &[Outcome]) -> Value {
+    let count = |f: fn(&Ended) -> bool| outcomes.iter().filter(|o| f(&o.ended)).count();
+    let succeeded = count(|e| matches!(e, Ended::Computed { .. }));
+    let cached = count(|e| matches!(e, Ended::Cached { .. }));
+    let failed = count(|e| matches!(e, Ended::Failed { .. }));
+    let saved: f64 = outcomes
+        .iter()
+        .filter_map(|o| match o.ended {
+            Ended::Cached { saved, .. } => saved,
+            _ => None,
+        })
+        .sum();
+    let total = outcomes.len();
+    json!({
+        "phase": match (failed, total) {
+            (0, _) => "Succeeded",
+            (f, t) if f == t => "Failed",
+            _ => "PartiallyFailed",
+        },
+        "total": total,
+        "pending": 0,
+        "running": 0,
+        "succeeded": succeeded,
+        "cached": cached,
+        "failed": failed,
+        "progress": format!("{}/{total}", succeeded + cached + failed),
+        "computeSecondsSaved": saved + 0.0,
+    })
+}
+
+/// Sweeps `simcache run` recorded under `<home>/sweeps/`.
+pub struct LocalSweeps {
+    pub dir: PathBuf,
+}
+
+impl LocalSweeps {
+    fn read(&self, path: &std::path::Path) -> Result<Option<SweepView>, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        // Records from before the console carry no `view`: not an error,
+        // just nothing to show until the sweep is run again.
+        let Some(view) = doc.get("view") else {
+            return Ok(None);
+        };
+        serde_json::from_value(view.clone())
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[async_trait]
+impl SweepSource for LocalSweeps {
+    async fn list(&self) -> Result<Vec<SweepView>, String> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("reading {}: {e}", self.dir.display())),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(mut v) = self.read(&p)? {
+                v.points.clear();
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String> {
+        if namespace != LOCAL_NAMESPACE || !is_name(name) {
+            return Ok(None);
+        }
+        self.read(&self.dir.join(format!("{name}.json")))
+    }
+}
+
+/// A Kubernetes object name: nothing that could leave the sweeps folder.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !s.starts_with('.')
+}
+
+/// The cluster's sweeps, read from the API server when a page asks.
+pub struct ClusterSweeps {
+    pub client: kube::Client,
+    pub scope: Scope,
+}
+
+fn view_of(s: &SimulationSweep) -> SweepView {
+    SweepView {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.metadata.name.clone().unwrap_or_default(),
+        simulation: s.spec.simulation.name.clone(),
+        version: s.spec.simulation.version.clone(),
+        status: s
+            .status
+            .as_ref()
+            .and_then(|st| serde_json::to_value(st).ok())
+            .unwrap_or_else(|| json!({})),
+        points: Vec::new(),
+    }
+}
+
+fn point_of(r: &SimulationRun) -> SweepPoint {
+    let st = r.status.clone().unwrap_or_default();
+    SweepPoint {
+        run: r.metadata.name.clone().unwrap_or_default(),
+        phase: format!("{:?}", st.phase),
+        inputs: r.spec.inputs.clone(),
+        outputs: st.outputs,
+        execution_id: st.cached_from.or(st.execution_id),
+    }
+}
+
+#[async_trait]
+impl SweepSource for ClusterSweeps {
+    async fn list(&self) -> Result<Vec<SweepView>, String> {
+        let apis: Vec<Api<SimulationSweep>> = match &self.scope {
+            Scope::All => vec![Api::all(self.client.clone())],
+            Scope::Namespaces(ns) => ns
+                .iter()
+                .map(|n| Api::namespaced(self.client.clone(), n))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for api in apis {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("listing SimulationSweeps: {e}"))?;
+            out.extend(list.items.iter().map(view_of));
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String> {
+        if !self.scope.contains(namespace) || !is_name(namespace) || !is_name(name) {
+            return Ok(None);
+        }
+        let sweeps: Api<SimulationSweep> = Api::namespaced(self.client.clone(), namespace);
+        let Some(sweep) = sweeps
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading SimulationSweep {namespace}/{name}: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let runs: Api<SimulationRun> = Api::namespaced(self.client.clone(), namespace);
+        let listed = runs
+            .list(&ListParams::default().labels(&format!("{LABEL_SWEEP}={name}")))
+            .await
+            .map_err(|e| format!("listing the runs of SimulationSweep {namespace}/{name}: {e}"))?;
+        let mut view = view_of(&sweep);
+        view.points = listed.items.iter().map(point_of).collect();
+        view.points.sort_by(|a, b| a.run.cmp(&b.run));
+        Ok(Some(view))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(run: &str, t: f64, ended: Ended) -> Outcome {
+        Outcome {
+            run: run.into(),
+            simulation: "thermal".into(),
+            inputs: BTreeMap::from([("temperature".into(), json!(t))]),
+            outputs: json!({"stress": t * 2.0}),
+            ended,
+        }
+    }
+
+    #[test]
+    fn local_records_say_what_each_point_did() {
+        let o = vec![
+            outcome(
+                "a",
+                1.0,
+                Ended::Computed {
+                    seconds: 2.0,
+                    execution_id: "e1".into(),
+                },
+            ),
+            outcome(
+                "b",
+                2.0,
+                Ended::Cached {
+                    saved: Some(3.5),
+                    computed_by: "e0".into(),
+                },
+            ),
+            outcome(
+                "c",
+                3.0,
+                Ended::Failed {
+                    message: "boom".into(),
+                },
+            ),
+        ];
+        let p = local_points(&o);
+        assert_eq!(p[0].phase, "Succeeded");
+        assert_eq!(p[1].execution_id.as_deref(), Some("e0"));
+        assert_eq!(p[2].execution_id, None);
+        assert_eq!(p[0].outputs["stress"], json!(2.0));
+        let s = local_status(&o);
+        assert_eq!(s["phase"], "PartiallyFailed");
+        assert_eq!(s["progress"], "3/3");
+        assert_eq!(s["computeSecondsSaved"], 3.5);
+        assert_eq!(local_status(&o[..2])["phase"], "Succeeded");
+    }
+
+    #[test]
+    fn names_cannot_leave_the_folder() {
+        assert!(is_name("grid-1"));
+        for bad in ["", "../x", "a/b", ".hidden", "A", "x%2f"] {
+            assert!(!is_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! A real browser for console tests: Debian's headless Chromium driven
+//! through its ChromeDriver over WebDriver (fantoccini). A missing browser
+//! fails the test with the command that installs it; it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+pub use fantoccini;
+use fantoccini::{Client, ClientBuilder};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const INSTALL_HINT: &str =
+    "install them with: sudo apt-get install -y chromium chromium-driver (.ci/run does this)";
+
+pub struct Browser {
+    pub client: Client,
+    _driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+impl Browser {
+    /// Starts ChromeDriver and a fresh headless Chromium profile.
+    pub async fn start() -> Browser {
+        if ![CHROMIUM, CHROMEDRIVER]
+            .iter()
+            .all(|p| Path::new(p).exists())
+        {
+            // First use on a fresh machine: install, as the other harness
+            // pieces do; the script says what to run when it cannot.
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/install-chromium.sh");
+            let ok = std::process::Command::new("bash")
+                .arg(&script)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "{CHROMIUM} or {CHROMEDRIVER} is missing: {INSTALL_HINT}"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}; {INSTALL_HINT}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut ready = false;
+        for _ in 0..100 {
+            if let Ok(r) = http.get(format!("{url}/status")).send().await
+                && r.status().is_success()
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "ChromeDriver did not answer on {url} within 10 s");
+        let profile = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let mut caps = serde_json::Map::new();
+        // The flags keep Chromium off the (closed) network and out of the
+        // sandbox it cannot set up as root in a container.
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,1100",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot start Chromium through ChromeDriver: {e}; {INSTALL_HINT}")
+            });
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    /// Saves a PNG of the page under `target/console-screenshots/`.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+
+    /// Polls `f` until it returns Some, for up to 15 s.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        for _ in 0..150 {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out after 15 s waiting for {what}");
+    }
+
+    /// How many elements match a CSS selector now.
+    pub async fn count(&self, css: &str) -> usize {
+        self.client
+            .find_all(fantoccini::Locator::Css(css))
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0)
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// `target/console-screenshots` of the workspace (or CARGO_TARGET_DIR).
+pub fn screenshot_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("console-screenshots")
+}
