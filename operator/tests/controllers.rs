@@ -248,6 +248,79 @@ impl Env {
 }
 
 /// The thermal example after a pause (to keep runs in flight for a while).
+/// The console over this cluster and PostgreSQL: both sweeps listed, their
+/// 40 points plotted from the runs' statuses, a range filter applied.
+async fn console_shows_the_sweeps(env: &Env) {
+    let base = format!("http://127.0.0.1:{}", env.port);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/ui/api/login"))
+        .json(&json!({"username": "admin", "password": simcache_testkit::k8s::TEST_ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |path: String| {
+        let (http, cookie, base) = (http.clone(), cookie.clone(), base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    let ns = &env.ns.name;
+    let list: Value = serde_json::from_str(&get("/ui/api/sweeps".into()).await).unwrap();
+    let names: Vec<&str> = list["sweeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"grid") && names.contains(&"grid-again"),
+        "{names:?}"
+    );
+    for sweep in ["grid", "grid-again"] {
+        let d: Value =
+            serde_json::from_str(&get(format!("/ui/api/sweeps/{ns}/{sweep}")).await).unwrap();
+        assert_eq!(d["points"], 40, "{d}");
+        assert_eq!(d["sweep"]["status"]["progress"], "40/40");
+        let svg = get(format!("/ui/api/sweeps/{ns}/{sweep}/plot?x=input.temperature&y=output.max_stress&color=input.length")).await;
+        assert_eq!(svg.matches("<circle").count(), 40, "{sweep}");
+        let hot: Value = serde_json::from_str(
+            &get(format!(
+                "/ui/api/sweeps/{ns}/{sweep}/points?min.input.temperature=500&limit=5"
+            ))
+            .await,
+        )
+        .unwrap();
+        assert_eq!(hot["total"], 30, "{hot}");
+        assert_eq!(hot["rows"].as_array().unwrap().len(), 5);
+    }
+    // A cached point links to the run that computed it.
+    let pts: Value =
+        serde_json::from_str(&get(format!("/ui/api/sweeps/{ns}/grid-again/points?limit=1")).await)
+            .unwrap();
+    let row = &pts["rows"][0];
+    assert_eq!(row["phase"], "Cached", "{row}");
+    assert!(
+        row["execution_id"].as_str().is_some_and(|e| !e.is_empty()),
+        "{row}"
+    );
+}
+
 fn slow_thermal_command(seconds: u32) -> Value {
     json!([
         "sh",
@@ -2585,6 +2658,7 @@ async fn a_sweep_runs_its_grid_within_max_parallel_and_bad_sweeps_are_refused() 
     };
     assert_eq!((s.cached, s.succeeded), (40, 0));
     assert!(s.compute_seconds_saved > 0.0);
+    console_shows_the_sweeps(&env).await;
     assert_eq!(
         pods.list(&ListParams::default()).await.unwrap().items.len(),
         before

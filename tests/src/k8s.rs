@@ -384,6 +384,9 @@ pub struct OperatorLaunch<'a> {
     pub log: &'a str,
 }
 
+/// The `admin` password test operators start with (their console logins).
+pub const TEST_ADMIN_PASSWORD: &str = "test-admin-password";
+
 impl OperatorLaunch<'_> {
     pub async fn spawn(&self) -> crate::ServerProcess {
         let port = self.port.to_string();
@@ -411,6 +414,7 @@ impl OperatorLaunch<'_> {
                 ("SIMCACHE_DB_URL", self.db_url),
                 ("SIMCACHE_LOG_FORMAT", "text"),
                 ("RUST_LOG", self.log),
+                ("SIMCACHE_ADMIN_PASSWORD", TEST_ADMIN_PASSWORD),
             ],
         )
         .await
