@@ -248,16 +248,16 @@ fn save_sweeps(home: &Path, report: &Report) -> anyhow::Result<()> {
                     .is_some_and(|o| s.metadata.name.as_deref() == Some(o.simulation.as_str()))
             })
             .map(|s| s.spec.version.clone());
-        let view = simcache_operator::console::sweeps::SweepView {
-            namespace: simcache_operator::console::sweeps::LOCAL_NAMESPACE.into(),
+        let view = simcache_operator::console::source::SweepView {
+            namespace: simcache_operator::console::source::LOCAL_NAMESPACE.into(),
             name: name.clone(),
             simulation: outcomes
                 .first()
                 .map(|o| o.simulation.clone())
                 .unwrap_or_default(),
             version,
-            status: simcache_operator::console::sweeps::local_status(&outcomes),
-            points: simcache_operator::console::sweeps::local_points(&outcomes),
+            status: simcache_operator::console::source::local_status(&outcomes),
+            points: simcache_operator::console::source::local_points(&outcomes),
         };
         let doc = json!({
             "view": view,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use simcache_auth::{AuthConfig, Authenticator};
-use simcache_operator::console::sweeps::LocalSweeps;
+use simcache_operator::console::source::LocalRecords;
 use simcache_operator::server::{self, ApiConfig};
 use simcache_store::Backend;
 
@@ -70,7 +70,7 @@ pub async fn serve(home: &Path, addr: SocketAddr, no_auth: bool) -> anyhow::Resu
     cfg.addr = addr;
     cfg.auth.no_auth = no_auth;
     let api = server::start(cfg, simcache_web::shutdown::signal()).await?;
-    let _ = api.sweeps.set(Arc::new(LocalSweeps {
+    let _ = api.sources.set(Arc::new(LocalRecords {
         dir: home.join("sweeps"),
     }));
     println!("simcache console on {}/ui/", api.url());

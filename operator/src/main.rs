@@ -94,8 +94,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let metrics = ControllerMetrics::register(&api.registry)?;
     let client = kube_client(&metrics).await?;
     let scope = Scope::from_flags(&c.watch_namespace).map_err(anyhow::Error::msg)?;
-    let _ = api.sweeps.set(std::sync::Arc::new(
-        simcache_operator::console::sweeps::ClusterSweeps {
+    let _ = api.sources.set(std::sync::Arc::new(
+        simcache_operator::console::source::ClusterObjects {
             client: client.clone(),
             scope: scope.clone(),
         },

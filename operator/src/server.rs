@@ -60,8 +60,8 @@ pub struct RunningApi {
     pub openapi: utoipa::openapi::OpenApi,
     /// Where /metrics reads from (the controllers register here too).
     pub registry: Registry,
-    /// Set it to show sweeps in the console.
-    pub sweeps: crate::console::SweepSlot,
+    /// Set it to show sweeps and cluster objects in the console.
+    pub sources: crate::console::SourceSlot,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     _pinger: AbortOnDrop,
@@ -176,14 +176,14 @@ pub async fn start(
     )?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let pinger = spawn_store_pinger(stores.clone(), &registry)?;
-    let sweeps = crate::console::SweepSlot::default();
+    let sources = crate::console::SourceSlot::default();
     let state = AppState {
         stores: stores.clone(),
         auth: auth.clone(),
         registry: registry.clone(),
         runs_base: cfg.runs_base.clone(),
         max_ingest_bytes: cfg.max_ingest_bytes,
-        sweeps: sweeps.clone(),
+        sources: sources.clone(),
         secure_cookies: cfg.secure_cookies,
     };
     let (app, openapi) = router(state, http_metrics, cfg.max_body_bytes);
@@ -211,7 +211,7 @@ pub async fn start(
         auth,
         openapi,
         registry,
-        sweeps,
+        sources,
         stop: Some(stop_tx),
         task,
         _pinger: pinger,

@@ -250,7 +250,8 @@ impl Env {
 /// The thermal example after a pause (to keep runs in flight for a while).
 /// The console over this cluster and PostgreSQL: both sweeps listed, their
 /// 40 points plotted from the runs' statuses, a range filter applied.
-async fn console_shows_the_sweeps(env: &Env) {
+/// A console GET through a fresh admin login (the session cookie).
+async fn console_get(env: &Env, path: &str) -> String {
     let base = format!("http://127.0.0.1:{}", env.port);
     let http = reqwest::Client::new();
     let r = http
@@ -267,19 +268,20 @@ async fn console_shows_the_sweeps(env: &Env) {
         .next()
         .unwrap()
         .to_string();
-    let get = |path: String| {
-        let (http, cookie, base) = (http.clone(), cookie.clone(), base.clone());
-        async move {
-            let r = http
-                .get(format!("{base}{path}"))
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{path}");
-            r.text().await.unwrap()
-        }
-    };
+    let r = http
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
+/// The console over this cluster and PostgreSQL: both sweeps listed, their
+/// 40 points plotted from the runs' statuses, a range filter applied.
+async fn console_shows_the_sweeps(env: &Env) {
+    let get = |path: String| async move { console_get(env, &path).await };
     let ns = &env.ns.name;
     let list: Value = serde_json::from_str(&get("/ui/api/sweeps".into()).await).unwrap();
     let names: Vec<&str> = list["sweeps"]
@@ -1651,6 +1653,17 @@ async fn sfm_devices_are_probed_through_the_cache_registered_once_per_address_an
     assert_eq!(status.conn_key.as_deref(), Some("tcp:10.0.0.1:12345"));
     assert!(cond(&status.conditions, "Ready").is_some_and(|c| c.status == "True"));
     assert!(cond(&status.conditions, "Conflict").is_some_and(|c| c.status == "False"));
+    // The console's devices page lists it, Ready, with its serial.
+    let listed: Value =
+        serde_json::from_str(&console_get(&env, "/ui/api/cluster/sfmdevices").await).unwrap();
+    let unit = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "unit-a")
+        .unwrap()
+        .clone();
+    assert_eq!(unit["status"]["serial"], "BE11529", "{unit}");
     // Probes go through the cache: info is cached until a config write, so
     // more probes ask the unit for it no more.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1847,6 +1860,26 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
         ("False", "SecretNotFound")
     );
     assert!(missing.message.contains("\"missing\""));
+    // The console lists them with their conditions and never a secret.
+    let listed = console_get(&env, "/ui/api/cluster/systemsofrecord").await;
+    assert!(!listed.contains(&s3.secret_key) && !listed.contains("definitely-not-the-key"));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let reason = |name: &str| {
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap()["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()["reason"]
+            .clone()
+    };
+    assert_eq!(reason("data"), "Probed");
+    assert_eq!(reason("denied"), "CredentialsRefused");
     let status = sor_status(&env, "data").await.unwrap();
     assert_eq!(
         status.location.as_deref(),

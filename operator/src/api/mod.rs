@@ -32,8 +32,8 @@ pub struct AppState {
     pub runs_base: PathBuf,
     /// Largest run database a sidecar may upload.
     pub max_ingest_bytes: usize,
-    /// Where the console reads sweeps (unset: none to show).
-    pub sweeps: crate::console::SweepSlot,
+    /// Where the console reads sweeps and cluster objects (unset: none to show).
+    pub sources: crate::console::SourceSlot,
     /// Console cookies get `Secure` (the API is reached over TLS).
     pub secure_cookies: bool,
 }

@@ -22,7 +22,7 @@ use simcache_web::{ApiError, JsonBody};
 
 use super::plot::{self, Kind, Plot, Point};
 use super::query::{self, ParamRef, Range};
-use super::sweeps::{SweepPoint, SweepView};
+use super::source::{SweepPoint, SweepView};
 use crate::api::{AppState, ts};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -377,8 +377,8 @@ pub async fn simulation_plot(
     plot_response(&a, &defs, points)
 }
 
-fn sweep_source(s: &AppState) -> ApiResult<&dyn super::sweeps::SweepSource> {
-    s.sweeps.get().map(|b| b.as_ref()).ok_or_else(|| {
+fn sweep_source(s: &AppState) -> ApiResult<&dyn super::source::Source> {
+    s.sources.get().map(|b| b.as_ref()).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "sweeps are not available here: this server has no Kubernetes client (--no-controllers) and no local sweep records",
@@ -392,7 +392,7 @@ fn unavailable(e: String) -> ApiError {
 
 pub async fn sweep_list(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
-    let list = match s.sweeps.get() {
+    let list = match s.sources.get() {
         Some(src) => src.list().await.map_err(unavailable)?,
         None => Vec::new(),
     };
@@ -520,6 +520,31 @@ pub async fn sweep_plot(
         })
         .collect();
     plot_response(&a, &defs, points)
+}
+
+/// CachePolicies, SFM devices or systems of record in the cluster.
+pub async fn resources(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(kind): Path<String>,
+) -> ApiResult<Json<Value>> {
+    use super::source::ResourceKind;
+    let k = ResourceKind::parse(&kind).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no resource list {kind:?}: cachepolicies, sfmdevices or systemsofrecord"
+        ))
+    })?;
+    let needed = match k {
+        ResourceKind::CachePolicies => Privilege::ReadCache,
+        ResourceKind::Devices => Privilege::ReadSfm,
+        ResourceKind::SystemsOfRecord => Privilege::ReadSor,
+    };
+    s.auth.authorize(&headers, needed).await?;
+    let (items, cluster) = match s.sources.get() {
+        Some(src) => (src.resources(k).await.map_err(unavailable)?, true),
+        None => (Vec::new(), false),
+    };
+    Ok(Json(json!({ "items": items, "cluster": cluster })))
 }
 
 /// Log lines a run page shows at most.

@@ -7,7 +7,7 @@
 pub mod api;
 pub mod plot;
 pub mod query;
-pub mod sweeps;
+pub mod source;
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,7 +20,7 @@ use crate::api::AppState;
 
 /// Where the console finds sweeps; set once the process knows (the
 /// operator after it has a Kubernetes client, `simcache ui` at start).
-pub type SweepSlot = Arc<OnceLock<Arc<dyn sweeps::SweepSource>>>;
+pub type SourceSlot = Arc<OnceLock<Arc<dyn source::Source>>>;
 
 /// No script, style, image or connection from anywhere but here; no
 /// framing; no plugins; forms post only here.
@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/api/runs/{execution_id}", get(api::run))
         .route("/ui/api/cache", get(api::cache))
         .route("/ui/api/cache/invalidate", post(api::invalidate))
+        .route("/ui/api/cluster/{kind}", get(api::resources))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -366,6 +366,36 @@ async function runPage(id) {
   ];
 }
 
+// Top-level scalar settings of a spec, for a one-line summary.
+function specSummary(spec) {
+  const flat = [];
+  const walk = (o, prefix) => {
+    for (const [k, v] of Object.entries(o || {})) {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) { if (prefix === '') walk(v, `${k}.`); }
+      else if (!Array.isArray(v)) flat.push(`${prefix}${k}=${v}`);
+    }
+  };
+  walk(spec, '');
+  return flat.join(' · ');
+}
+
+function resourceTable(items, emptyText, cluster) {
+  if (items.length === 0) return el('p', { class: 'muted', text: cluster ? emptyText : 'no cluster here: this console serves a local store' });
+  return el('table', { class: 'resources' }, el('thead', {}, el('tr', {}, ['name', 'ready', 'reason', 'message', 'settings'].map((h) => el('th', { scope: 'col', text: h })))),
+    el('tbody', {}, items.map((o) => {
+      const conds = (o.status && o.status.conditions) || [];
+      const ready = conds.find((c) => c.type === 'Ready') || conds[0] || {};
+      return el('tr', {}, el('td', { text: `${o.namespace}/${o.name}` }),
+        el('td', { class: ready.status === 'True' ? 'phase-Succeeded' : 'phase-Failed', text: ready.status || '' }),
+        el('td', { text: ready.reason || '' }), el('td', { text: ready.message || '' }), el('td', { text: specSummary(o.spec) }));
+    })));
+}
+
+async function resourcePage(kind, title, emptyText) {
+  const r = await api(`/ui/api/cluster/${kind}`);
+  return [el('h1', { text: title }), el('section', { class: 'card' }, resourceTable(r.items, emptyText, r.cluster))];
+}
+
 let cacheMessage = '';
 
 async function cachePage() {
@@ -388,6 +418,7 @@ async function cachePage() {
       el('label', { for: 'inv-kind' }, 'by', kind), el('label', { for: 'inv-value' }, 'value', value),
       el('button', { type: 'submit', class: 'danger' }, 'Invalidate'));
   }
+  const policies = await api('/ui/api/cluster/cachepolicies').catch(() => ({ items: [], cluster: false }));
   return [
     el('h1', { text: 'Cache' }),
     el('div', { class: 'figures' }, figure('entries', c.stats.entries), figure('hits', c.stats.hits), figure('misses', c.stats.misses),
@@ -399,6 +430,7 @@ async function cachePage() {
         el('td', {}, el('a', { href: `#/run/${enc(e.execution_id)}` }, e.execution_id)),
         el('td', { class: 'num', text: e.hits }), el('td', { text: e.expires_at || 'never' }),
         el('td', {}, c.can_invalidate ? el('button', { type: 'button', class: 'danger invalidate', 'aria-label': `invalidate ${e.key}`, onclick: () => invalidate({ key: e.key }) }, 'Invalidate') : null))))),
+    el('section', { class: 'card' }, el('h2', { text: 'Cache policies' }), resourceTable(policies.items, 'no CachePolicies', policies.cluster)),
   ];
 }
 
@@ -414,6 +446,8 @@ async function route() {
       case 'run': page = await runPage(parts.slice(1).join('/')); break;
       case 'sweeps': page = await sweeps(); break;
       case 'cache': page = await cachePage(); break;
+      case 'devices': page = await resourcePage('sfmdevices', 'SFM devices', 'no SFMDevices'); break;
+      case 'sors': page = await resourcePage('systemsofrecord', 'Systems of record', 'no SystemsOfRecord'); break;
       default: page = await overview();
     }
     app.replaceChildren(...page.flat().filter((n) => n));

@@ -46,12 +46,37 @@ pub struct SweepView {
     pub points: Vec<SweepPoint>,
 }
 
+/// Cluster objects the console lists on pages of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    CachePolicies,
+    Devices,
+    SystemsOfRecord,
+}
+
+impl ResourceKind {
+    /// From the console's path segment.
+    pub fn parse(s: &str) -> Option<ResourceKind> {
+        match s {
+            "cachepolicies" => Some(ResourceKind::CachePolicies),
+            "sfmdevices" => Some(ResourceKind::Devices),
+            "systemsofrecord" => Some(ResourceKind::SystemsOfRecord),
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
-pub trait SweepSource: Send + Sync {
+pub trait Source: Send + Sync {
     /// Every sweep, without points.
     async fn list(&self) -> Result<Vec<SweepView>, String>;
     /// One sweep with its points, or None.
     async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String>;
+    /// Objects of a kind as {namespace, name, spec, status}; none where
+    /// there is no cluster.
+    async fn resources(&self, _kind: ResourceKind) -> Result<Vec<Value>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// The namespace local sweeps are shown in.
@@ -113,11 +138,11 @@ pub fn local_status(outcomes: &[Outcome]) -> Value {
 }
 
 /// Sweeps `simcache run` recorded under `<home>/sweeps/`.
-pub struct LocalSweeps {
+pub struct LocalRecords {
     pub dir: PathBuf,
 }
 
-impl LocalSweeps {
+impl LocalRecords {
     fn read(&self, path: &std::path::Path) -> Result<Option<SweepView>, String> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -138,7 +163,7 @@ impl LocalSweeps {
 }
 
 #[async_trait]
-impl SweepSource for LocalSweeps {
+impl Source for LocalRecords {
     async fn list(&self) -> Result<Vec<SweepView>, String> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -178,9 +203,46 @@ fn is_name(s: &str) -> bool {
 }
 
 /// The cluster's sweeps, read from the API server when a page asks.
-pub struct ClusterSweeps {
+pub struct ClusterObjects {
     pub client: kube::Client,
     pub scope: Scope,
+}
+
+/// Every object of kind `K` in scope, as the console shows it. Specs name
+/// Secrets but never hold their values, so they are shown as they are.
+async fn summaries<K>(client: &kube::Client, scope: &Scope) -> Result<Vec<Value>, String>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Serialize,
+    K::DynamicType: Default,
+{
+    let apis: Vec<Api<K>> = match scope {
+        Scope::All => vec![Api::all(client.clone())],
+        Scope::Namespaces(ns) => ns
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for api in apis {
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing {}: {e}", K::kind(&Default::default())))?;
+        for item in list.items {
+            let v = serde_json::to_value(&item).map_err(|e| e.to_string())?;
+            out.push(json!({
+                "namespace": v["metadata"]["namespace"],
+                "name": v["metadata"]["name"],
+                "spec": v["spec"],
+                "status": v.get("status").cloned().unwrap_or_else(|| json!({})),
+            }));
+        }
+    }
+    Ok(out)
 }
 
 fn view_of(s: &SimulationSweep) -> SweepView {
@@ -210,7 +272,7 @@ fn point_of(r: &SimulationRun) -> SweepPoint {
 }
 
 #[async_trait]
-impl SweepSource for ClusterSweeps {
+impl Source for ClusterObjects {
     async fn list(&self) -> Result<Vec<SweepView>, String> {
         let apis: Vec<Api<SimulationSweep>> = match &self.scope {
             Scope::All => vec![Api::all(self.client.clone())],
@@ -251,6 +313,19 @@ impl SweepSource for ClusterSweeps {
         view.points = listed.items.iter().map(point_of).collect();
         view.points.sort_by(|a, b| a.run.cmp(&b.run));
         Ok(Some(view))
+    }
+
+    async fn resources(&self, kind: ResourceKind) -> Result<Vec<Value>, String> {
+        use simcache_crds::{CachePolicy, SFMDevice, SystemOfRecord};
+        match kind {
+            ResourceKind::CachePolicies => {
+                summaries::<CachePolicy>(&self.client, &self.scope).await
+            }
+            ResourceKind::Devices => summaries::<SFMDevice>(&self.client, &self.scope).await,
+            ResourceKind::SystemsOfRecord => {
+                summaries::<SystemOfRecord>(&self.client, &self.scope).await
+            }
+        }
     }
 }
 

@@ -1,0 +1,239 @@
+//! The web console's figures for a sweep of N points (default 10,000), on a
+//! throwaway PostgreSQL (or DATABASE_URL) and the operator's own server, each
+//! beside the bare-hyper ceiling serving a body of the same size in the
+//! same run (this machine's speed drifts):
+//!
+//! 1. the sweep page's server time: its three requests (status, first page
+//!    of points, the SVG plot of every point);
+//! 2. the plot-data endpoint (`format=json`) returning all N points, from the
+//!    sweep's record and from PostgreSQL's results;
+//! 3. the runs table's filtered page (two range filters, 50 rows) on
+//!    PostgreSQL: p50 and p99.
+//!
+//! Requests go one at a time from one client over loopback; times are wall
+//! time at the client (request sent to last byte read).
+//!
+//! cargo run --release -p simcache-benches --bin console [-- N]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use simcache_benches::load::percentile;
+use simcache_operator::console::source::{LocalRecords, SweepPoint, SweepView};
+use simcache_operator::server::{self, ApiConfig};
+use simcache_store::Backend;
+use simcache_store::postgres::PgOptions;
+use simcache_store::results::filter::ParamClass;
+use simcache_store::results::{ParamDef, ResultRecord, Upsert};
+use simcache_testkit::ServerProcess;
+use simcache_testkit::k8s::workspace_bin;
+
+const SIM: &str = "grid";
+const VERSION: &str = "1.0.0";
+
+fn def(class: ParamClass, name: &str, units: &str) -> ParamDef {
+    ParamDef {
+        class,
+        name: name.into(),
+        param_type: "number".into(),
+        description: None,
+        units: Some(units.into()),
+        min: None,
+        max: None,
+        default: None,
+    }
+}
+
+/// Point i of a 100 × (N/100) grid: inputs temperature and pressure,
+/// outputs stress and strain.
+fn point(i: usize) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    let t = 300.0 + (i % 100) as f64 * 10.0;
+    let p = 1.0 + (i / 100) as f64;
+    (
+        BTreeMap::from([("temperature".into(), json!(t)), ("pressure".into(), json!(p))]),
+        BTreeMap::from([
+            ("stress".into(), json!(t * p * 1.0e5 + 0.000_000_04)),
+            ("strain".into(), json!(t / p * 1.0e-6)),
+        ]),
+    )
+}
+
+/// Times `n` GETs of `url` (after 5 warm-ups): (p50, p99) in ms and the body size.
+async fn time(http: &reqwest::Client, url: &str, cookie: &str, n: usize) -> (f64, f64, usize) {
+    let mut ms = Vec::with_capacity(n);
+    let mut size = 0;
+    for i in 0..n + 5 {
+        let t = Instant::now();
+        let r = http.get(url).header("cookie", cookie).send().await.expect("request");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        size = r.bytes().await.expect("body").len();
+        if i >= 5 {
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    (percentile(&mut ms, 50), percentile(&mut ms, 99), size)
+}
+
+/// Ours, then the ceiling serving the same number of bytes.
+async fn beside_ceiling(
+    http: &reqwest::Client,
+    what: &str,
+    url: &str,
+    cookie: &str,
+    n: usize,
+) -> (f64, f64) {
+    let (p50, p99, size) = time(http, url, cookie, n).await;
+    let ceiling = ServerProcess::spawn(&workspace_bin("ceiling"), &[&size.to_string()], &[]).await;
+    let (c50, c99, _) = time(http, &ceiling.url, "", n).await;
+    ceiling.kill().await;
+    println!(
+        "  {what}: p50 {p50:.2} ms, p99 {p99:.2} ms ({size} B); ceiling same size p50 {c50:.2} ms, p99 {c99:.2} ms"
+    );
+    (p50, p99)
+}
+
+fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(n))
+}
+
+async fn run(n: usize) -> anyhow::Result<()> {
+    let url = simcache_testkit::fresh_database("console_bench").await;
+    let runs = tempfile::tempdir()?;
+    let home = tempfile::tempdir()?;
+    let mut cfg = ApiConfig::new(Backend::Postgres(PgOptions::new(url)), runs.path().into());
+    cfg.admin_password = Some("bench-password".into());
+    let api = server::start(cfg, std::future::pending()).await?;
+
+    // N results in PostgreSQL, registered as introspection does.
+    let t = Instant::now();
+    let defs = vec![
+        def(ParamClass::Input, "temperature", "K"),
+        def(ParamClass::Input, "pressure", "bar"),
+        def(ParamClass::Output, "stress", "Pa"),
+        def(ParamClass::Output, "strain", "1"),
+    ];
+    let results = api.stores.results.clone();
+    let registered = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (results, defs) = (results.clone(), defs.clone());
+            async move {
+                let (inputs, outputs) = point(i);
+                results
+                    .register(
+                        &ResultRecord {
+                            execution_id: format!("bench.{i}"),
+                            simulation_name: SIM.into(),
+                            simulation_version: VERSION.into(),
+                            inputs,
+                            outputs,
+                            definitions: defs,
+                            status: "completed".into(),
+                            duration_seconds: Some(1.0),
+                            ..Default::default()
+                        },
+                        Upsert::Replace,
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    anyhow::ensure!(registered == n, "registered {registered} of {n}");
+    // The sweep's record, as `simcache run` writes it.
+    std::fs::create_dir_all(home.path().join("sweeps"))?;
+    let view = SweepView {
+        namespace: "local".into(),
+        name: "big".into(),
+        simulation: SIM.into(),
+        version: Some(VERSION.into()),
+        status: json!({"phase": "Succeeded", "total": n, "succeeded": n, "progress": format!("{n}/{n}")}),
+        points: (0..n)
+            .map(|i| {
+                let (inputs, outputs) = point(i);
+                SweepPoint {
+                    run: format!("big-{i:05}"),
+                    phase: "Succeeded".into(),
+                    inputs,
+                    outputs,
+                    execution_id: Some(format!("bench.{i}")),
+                }
+            })
+            .collect(),
+    };
+    std::fs::write(
+        home.path().join("sweeps/big.json"),
+        serde_json::to_vec(&json!({ "view": view }))?,
+    )?;
+    let _ = api.sources.set(Arc::new(LocalRecords {
+        dir: home.path().join("sweeps"),
+    }));
+    println!("{n} results and a {n}-point sweep seeded in {:.1} s", t.elapsed().as_secs_f64());
+
+    let http = reqwest::Client::new();
+    let login = http
+        .post(format!("{}/ui/api/login", api.url()))
+        .json(&json!({"username": "admin", "password": "bench-password"}))
+        .send()
+        .await?;
+    anyhow::ensure!(login.status().is_success(), "login: {}", login.status());
+    let cookie = login.headers()["set-cookie"]
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let base = api.url();
+    let sweep = format!("{base}/ui/api/sweeps/local/big");
+    let axes = "x=input.temperature&y=output.stress&color=input.pressure";
+    let filters = "min.input.temperature=500&max.input.pressure=50";
+    let reps = 100;
+
+    println!("1. the sweep page ({n} points), its three requests:");
+    let (a, _) = beside_ceiling(&http, "status", &sweep, &cookie, reps).await;
+    let (b, _) = beside_ceiling(&http, "first page of points", &format!("{sweep}/points?limit=50"), &cookie, reps).await;
+    let (c, _) = beside_ceiling(&http, "SVG plot of every point", &format!("{sweep}/plot?{axes}"), &cookie, 30).await;
+    println!("  the page's server time: {:.1} ms (sum of p50s; target < 200 ms)", a + b + c);
+
+    println!("2. plot data, all {n} points (target < 50 ms):");
+    beside_ceiling(&http, "from the sweep's record", &format!("{sweep}/plot?{axes}&format=json"), &cookie, reps).await;
+    beside_ceiling(
+        &http,
+        "from PostgreSQL's results",
+        &format!("{base}/ui/api/simulations/{SIM}/{VERSION}/plot?{axes}&format=json"),
+        &cookie,
+        reps,
+    )
+    .await;
+
+    println!("3. the runs table, two range filters, 50 rows, PostgreSQL (target p99 < 20 ms):");
+    beside_ceiling(
+        &http,
+        "filtered page",
+        &format!("{base}/ui/api/simulations/{SIM}/{VERSION}/runs?{filters}&limit=50"),
+        &cookie,
+        300,
+    )
+    .await;
+    beside_ceiling(
+        &http,
+        "filtered page sorted by an output",
+        &format!("{base}/ui/api/simulations/{SIM}/{VERSION}/runs?{filters}&sort=output.stress&desc=true&limit=50&offset=1000"),
+        &cookie,
+        300,
+    )
+    .await;
+    api.shutdown().await
+}
