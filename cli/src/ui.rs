@@ -70,9 +70,9 @@ pub async fn serve(home: &Path, addr: SocketAddr, no_auth: bool) -> anyhow::Resu
     cfg.addr = addr;
     cfg.auth.no_auth = no_auth;
     let api = server::start(cfg, simcache_web::shutdown::signal()).await?;
-    let _ = api.sources.set(Arc::new(LocalRecords {
-        dir: home.join("sweeps"),
-    }));
+    let _ = api
+        .sources
+        .set(Arc::new(LocalRecords::new(home.join("sweeps"))));
     println!("simcache console on {}/ui/", api.url());
     api.wait().await
 }

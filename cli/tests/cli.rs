@@ -357,3 +357,32 @@ async fn results_and_catalog_come_from_an_operator_api_with_a_session() {
     assert!(err.contains("give a URL"), "{err}");
     p.terminate().await;
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), the runs
+/// show as a progress bar, not as a line each.
+#[test]
+fn a_terminal_gets_a_progress_bar_instead_of_lines() {
+    let home = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{BIN} --home {} run -f {} -j 2",
+        home.path().display(),
+        repo("examples/thermal").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("script (util-linux) is needed for a terminal: {e}; apt-get install bsdutils")
+        });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("/46 runs"), "a bar counting runs: {text}");
+    assert!(
+        !text.contains("[1/46]"),
+        "no plain progress lines on a terminal: {text}"
+    );
+    assert!(
+        text.contains("46 runs: 46 computed, 0 from the cache"),
+        "{text}"
+    );
+}

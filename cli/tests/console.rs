@@ -144,6 +144,19 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .filter(|o| o["input.temperature"].as_f64().is_some_and(|t| t >= 500.0))
         .count();
     assert!(hot > 0 && hot < 40, "{hot} of 40 points at 500 K or more");
+    // The sweep again: every point from the cache, so the overview has
+    // cache hits and computing time saved to show.
+    let again = Command::new(BIN)
+        .arg("--home")
+        .arg(home.path())
+        .args(["run", "-f"])
+        .arg(repo("examples/thermal/simulation.yaml"))
+        .arg("-f")
+        .arg(repo("examples/thermal/simulationsweep.yaml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("40 from the cache"), "{said}");
     add_user(home.path(), "dev", "dev-password-1", Role::Developer).await;
     add_user(home.path(), "alice", "alice-password-1", Role::User).await;
     let home_s = home.path().display().to_string();
@@ -317,6 +330,35 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
     // A developer invalidates an entry from the cache page and it is gone.
     let http = reqwest::Client::new();
     let (dev_cookie, dev_csrf) = api_login(&http, &base, "dev", "dev-password-1").await;
+    let o: Value = http
+        .get(format!("{base}/ui/api/overview"))
+        .header("cookie", &dev_cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        o["saved_by_day"][0]["seconds"].as_f64().unwrap() > 0.0,
+        "{o}"
+    );
+    assert!(o["cache"]["hit_rate"].as_f64().unwrap() > 0.0, "{o}");
+    let by: Vec<(String, i64)> = o["runs_by_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap().to_string(),
+                r["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        by.contains(&("cached".into(), 40)) && by.contains(&("completed".into(), 40)),
+        "{by:?}"
+    );
     let before = live_entries(&http, &base, &dev_cookie).await;
     b.client.goto(&format!("{base}/ui/#/cache")).await.unwrap();
     let first = b

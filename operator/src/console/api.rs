@@ -403,7 +403,7 @@ async fn load_sweep(
     s: &AppState,
     namespace: &str,
     name: &str,
-) -> ApiResult<(SweepView, Vec<ParamDef>)> {
+) -> ApiResult<(std::sync::Arc<SweepView>, Vec<ParamDef>)> {
     let view = sweep_source(s)?
         .get(namespace, name)
         .await
@@ -430,7 +430,7 @@ pub async fn sweep(
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     s.auth.authorize(&headers, Privilege::ReadCatalog).await?;
-    let (mut view, defs) = load_sweep(&s, &namespace, &name).await?;
+    let (view, defs) = load_sweep(&s, &namespace, &name).await?;
     // The parameters the sweep varies, so the page can offer them first.
     let varied: Vec<String> = view
         .points
@@ -444,11 +444,9 @@ pub async fn sweep(
                 .collect()
         })
         .unwrap_or_default();
-    let count = view.points.len();
-    view.points.clear();
     Ok(Json(json!({
-        "sweep": view,
-        "points": count,
+        "sweep": view.clone_without_points(),
+        "points": view.points.len(),
         "varied": varied,
         "parameters": defs_json(&defs),
     })))

@@ -4,8 +4,10 @@
 //! Either way a sweep arrives as a [`SweepView`], so the pages, tables and
 //! plots have one code path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use kube::api::{Api, ListParams};
@@ -66,12 +68,26 @@ impl ResourceKind {
     }
 }
 
+impl SweepView {
+    /// The sweep without its points (for lists).
+    pub fn clone_without_points(&self) -> SweepView {
+        SweepView {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            simulation: self.simulation.clone(),
+            version: self.version.clone(),
+            status: self.status.clone(),
+            points: Vec::new(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Source: Send + Sync {
     /// Every sweep, without points.
     async fn list(&self) -> Result<Vec<SweepView>, String>;
     /// One sweep with its points, or None.
-    async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String>;
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<SweepView>>, String>;
     /// Objects of a kind as {namespace, name, spec, status}; none where
     /// there is no cluster.
     async fn resources(&self, _kind: ResourceKind) -> Result<Vec<Value>, String> {
@@ -140,10 +156,38 @@ pub fn local_status(outcomes: &[Outcome]) -> Value {
 /// Sweeps `simcache run` recorded under `<home>/sweeps/`.
 pub struct LocalRecords {
     pub dir: PathBuf,
+    /// Records as last parsed, by path, with the file's (mtime, length)
+    /// then: a 10,000-point record takes tens of milliseconds to parse, and
+    /// every request of a sweep page reads it.
+    parsed: parking_lot::Mutex<HashMap<PathBuf, Parsed>>,
 }
 
+/// A parsed record and the file's (mtime, length) when it was read.
+type Parsed = (Option<SystemTime>, u64, Arc<SweepView>);
+
+/// Records kept parsed at most (each sweep's latest).
+const PARSED_RECORDS: usize = 64;
+
 impl LocalRecords {
-    fn read(&self, path: &std::path::Path) -> Result<Option<SweepView>, String> {
+    pub fn new(dir: PathBuf) -> Self {
+        LocalRecords {
+            dir,
+            parsed: Default::default(),
+        }
+    }
+
+    fn read(&self, path: &std::path::Path) -> Result<Option<Arc<SweepView>>, String> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        let stamp = (meta.modified().ok(), meta.len());
+        if let Some((m, l, v)) = self.parsed.lock().get(path)
+            && (*m, *l) == stamp
+        {
+            return Ok(Some(v.clone()));
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -156,9 +200,15 @@ impl LocalRecords {
         let Some(view) = doc.get("view") else {
             return Ok(None);
         };
-        serde_json::from_value(view.clone())
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let view: Arc<SweepView> = Arc::new(
+            serde_json::from_value(view.clone()).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        let mut parsed = self.parsed.lock();
+        if parsed.len() >= PARSED_RECORDS {
+            parsed.clear();
+        }
+        parsed.insert(path.to_path_buf(), (stamp.0, stamp.1, view.clone()));
+        Ok(Some(view))
     }
 }
 
@@ -177,15 +227,14 @@ impl Source for LocalRecords {
         paths.sort();
         let mut out = Vec::new();
         for p in paths {
-            if let Some(mut v) = self.read(&p)? {
-                v.points.clear();
-                out.push(v);
+            if let Some(v) = self.read(&p)? {
+                out.push(v.clone_without_points());
             }
         }
         Ok(out)
     }
 
-    async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String> {
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<SweepView>>, String> {
         if namespace != LOCAL_NAMESPACE || !is_name(name) {
             return Ok(None);
         }
@@ -292,7 +341,7 @@ impl Source for ClusterObjects {
         Ok(out)
     }
 
-    async fn get(&self, namespace: &str, name: &str) -> Result<Option<SweepView>, String> {
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<SweepView>>, String> {
         if !self.scope.contains(namespace) || !is_name(namespace) || !is_name(name) {
             return Ok(None);
         }
@@ -312,7 +361,7 @@ impl Source for ClusterObjects {
         let mut view = view_of(&sweep);
         view.points = listed.items.iter().map(point_of).collect();
         view.points.sort_by(|a, b| a.run.cmp(&b.run));
-        Ok(Some(view))
+        Ok(Some(Arc::new(view)))
     }
 
     async fn resources(&self, kind: ResourceKind) -> Result<Vec<Value>, String> {
