@@ -210,6 +210,26 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         status.contains("Succeeded") && status.contains("40/40"),
         "{status}"
     );
+    // Every control is labelled (a screen reader can name it) and every
+    // button says what it does.
+    let unlabelled = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('input, select')].filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.id || e.outerHTML);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+    let mute = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('button')].filter(e => !(e.textContent.trim() || e.getAttribute('aria-label'))).length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(mute, json!(0));
     b.screenshot("02-sweep").await;
     b.client
         .execute("document.getElementById('plot').scrollIntoView()", vec![])

@@ -95,10 +95,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let client = kube_client(&metrics).await?;
     let scope = Scope::from_flags(&c.watch_namespace).map_err(anyhow::Error::msg)?;
     let _ = api.sources.set(std::sync::Arc::new(
-        simcache_operator::console::source::ClusterObjects {
-            client: client.clone(),
-            scope: scope.clone(),
-        },
+        simcache_operator::console::source::ClusterObjects::new(client.clone(), scope.clone()),
     ));
     let native_sidecars = controller::version::check(&client, &metrics)
         .await

@@ -253,8 +253,28 @@ fn is_name(s: &str) -> bool {
 
 /// The cluster's sweeps, read from the API server when a page asks.
 pub struct ClusterObjects {
-    pub client: kube::Client,
-    pub scope: Scope,
+    client: kube::Client,
+    scope: Scope,
+    /// A sweep page asks for the same sweep three times at once (status,
+    /// table, plot) and again every two seconds: one listing of its runs
+    /// serves them for [`CLUSTER_READ_TTL`].
+    recent: moka::sync::Cache<(String, String), Arc<SweepView>>,
+}
+
+/// How long one read of a sweep and its runs is shown before it is read again.
+pub const CLUSTER_READ_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ClusterObjects {
+    pub fn new(client: kube::Client, scope: Scope) -> Self {
+        ClusterObjects {
+            client,
+            scope,
+            recent: moka::sync::Cache::builder()
+                .max_capacity(64)
+                .time_to_live(CLUSTER_READ_TTL)
+                .build(),
+        }
+    }
 }
 
 /// Every object of kind `K` in scope, as the console shows it. Specs name
@@ -345,6 +365,10 @@ impl Source for ClusterObjects {
         if !self.scope.contains(namespace) || !is_name(namespace) || !is_name(name) {
             return Ok(None);
         }
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(v) = self.recent.get(&key) {
+            return Ok(Some(v));
+        }
         let sweeps: Api<SimulationSweep> = Api::namespaced(self.client.clone(), namespace);
         let Some(sweep) = sweeps
             .get_opt(name)
@@ -361,7 +385,9 @@ impl Source for ClusterObjects {
         let mut view = view_of(&sweep);
         view.points = listed.items.iter().map(point_of).collect();
         view.points.sort_by(|a, b| a.run.cmp(&b.run));
-        Ok(Some(Arc::new(view)))
+        let view = Arc::new(view);
+        self.recent.insert(key, view.clone());
+        Ok(Some(view))
     }
 
     async fn resources(&self, kind: ResourceKind) -> Result<Vec<Value>, String> {
