@@ -311,6 +311,23 @@ async fn console_shows_the_sweeps(env: &Env) {
         assert_eq!(hot["total"], 30, "{hot}");
         assert_eq!(hot["rows"].as_array().unwrap().len(), 5);
     }
+    // A computed point's run page: its result, and the SimulationRun's
+    // conditions as the timeline.
+    let pts: Value =
+        serde_json::from_str(&get(format!("/ui/api/sweeps/{ns}/grid/points?limit=1")).await)
+            .unwrap();
+    let exec = pts["rows"][0]["execution_id"].as_str().unwrap().to_string();
+    let run: Value = serde_json::from_str(&get(format!("/ui/api/runs/{exec}")).await).unwrap();
+    let conds = run["conditions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("conditions: {run}"));
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Completed" && c["status"] == "True"),
+        "{run}"
+    );
+    assert!(run["outputs"]["max_stress"].is_number(), "{run}");
     // A cached point links to the run that computed it.
     let pts: Value =
         serde_json::from_str(&get(format!("/ui/api/sweeps/{ns}/grid-again/points?limit=1")).await)

@@ -607,6 +607,14 @@ pub async fn run(
     .flatten()
     .map(|(what, t)| json!({"event": what, "at": ts(t)}))
     .collect();
+    // On a cluster, the run's own conditions are the timeline.
+    let conditions = match s.sources.get() {
+        Some(src) => src.run_conditions(&execution_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading a run's conditions for the console");
+            None
+        }),
+        None => None,
+    };
     let (mut logs_json, mut logs_error) = (Value::Array(vec![]), Value::Null);
     match logs {
         Ok(l) => logs_json = json!(l),
@@ -625,6 +633,7 @@ pub async fn run(
         "provenance": r.provenance,
         "metadata": r.metadata,
         "timeline": timeline,
+        "conditions": conditions,
         "files": files,
         "logs": logs_json,
         "logs_error": logs_error,

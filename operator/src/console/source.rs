@@ -93,6 +93,29 @@ pub trait Source: Send + Sync {
     async fn resources(&self, _kind: ResourceKind) -> Result<Vec<Value>, String> {
         Ok(Vec::new())
     }
+    /// The conditions of the SimulationRun whose attempt made `execution_id`,
+    /// oldest transition first; None where there is no such run here.
+    async fn run_conditions(&self, _execution_id: &str) -> Result<Option<Vec<Value>>, String> {
+        Ok(None)
+    }
+}
+
+/// The (namespace, run name) an operator execution id names: ids are
+/// `<namespace>.<run>.<8 hex of the run's uid>.<attempt>` (namespaces hold
+/// no dots; run names may). None for other ids (local runs, sim2l's).
+pub fn run_of_execution(id: &str) -> Option<(String, String)> {
+    let (ns, rest) = id.split_once('.')?;
+    let mut parts = rest.rsplitn(3, '.');
+    let attempt = parts.next()?;
+    let uid = parts.next()?;
+    let name = parts.next()?;
+    let ok = !ns.is_empty()
+        && ns != "local"
+        && attempt.parse::<u32>().is_ok()
+        && uid.len() == 8
+        && uid.bytes().all(|b| b.is_ascii_hexdigit())
+        && is_name(name);
+    ok.then(|| (ns.to_string(), name.to_string()))
 }
 
 /// The namespace local sweeps are shown in.
@@ -390,6 +413,31 @@ impl Source for ClusterObjects {
         Ok(Some(view))
     }
 
+    async fn run_conditions(&self, execution_id: &str) -> Result<Option<Vec<Value>>, String> {
+        let Some((ns, name)) = run_of_execution(execution_id) else {
+            return Ok(None);
+        };
+        if !self.scope.contains(&ns) {
+            return Ok(None);
+        }
+        let runs: Api<SimulationRun> = Api::namespaced(self.client.clone(), &ns);
+        let Some(run) = runs
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("reading SimulationRun {ns}/{name}: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let mut conditions = run.status.map(|s| s.conditions).unwrap_or_default();
+        conditions.sort_by_key(|c| c.last_transition_time.0);
+        Ok(Some(
+            conditions
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect(),
+        ))
+    }
+
     async fn resources(&self, kind: ResourceKind) -> Result<Vec<Value>, String> {
         use simcache_crds::{CachePolicy, SFMDevice, SystemOfRecord};
         match kind {
@@ -455,6 +503,23 @@ mod tests {
         assert_eq!(s["progress"], "3/3");
         assert_eq!(s["computeSecondsSaved"], 3.5);
         assert_eq!(local_status(&o[..2])["phase"], "Succeeded");
+    }
+
+    #[test]
+    fn operator_execution_ids_name_their_run() {
+        assert_eq!(
+            run_of_execution("team-a.grid-1a2b.x.0123abcd.2"),
+            Some(("team-a".into(), "grid-1a2b.x".into()))
+        );
+        for other in [
+            "local.grid.ab12cd34.0f00",
+            "exec-001",
+            "ns.run.zzzzzzzz.1",
+            "ns.run.0123abcd.x",
+            "ns..0123abcd.1",
+        ] {
+            assert_eq!(run_of_execution(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -352,7 +352,9 @@ async function runPage(id) {
       r.duration_seconds !== null ? ` · ${num(r.duration_seconds)} s` : ''),
     r.error_message ? el('p', { class: 'error', text: r.error_message }) : null,
     el('section', { class: 'card' }, el('h2', { text: 'Inputs and outputs' }), valuesTable(r.parameters, 'input', r.inputs), valuesTable(r.parameters, 'output', r.outputs)),
-    el('section', { class: 'card' }, el('h2', { text: 'Timeline' }), el('ol', { class: 'timeline' }, r.timeline.map((t) => el('li', {}, `${t.event}: ${t.at}`)))),
+    el('section', { class: 'card' }, el('h2', { text: 'Timeline' }), r.conditions
+      ? el('ol', { class: 'timeline conditions' }, r.conditions.map((c) => el('li', {}, `${c.lastTransitionTime} ${c.type}=${c.status}`, c.reason ? ` (${c.reason})` : '', c.message ? `: ${c.message}` : '')))
+      : el('ol', { class: 'timeline' }, r.timeline.map((t) => el('li', {}, `${t.event}: ${t.at}`)))),
     el('section', { class: 'card' }, el('h2', { text: 'Provenance' }), el('dl', { class: 'kv' },
       el('dt', { text: 'image' }), el('dd', { text: prov.image || '' }),
       el('dt', { text: 'digest' }), el('dd', { text: prov.image_digest || '' }),
