@@ -32,44 +32,6 @@ async fn add_user(home: &Path, name: &str, password: &str, role: Role) {
     auth.create_user(name, password, role, None).await.unwrap();
 }
 
-async fn login_in_browser(b: &Browser, base: &str, user: &str, password: &str) {
-    b.client.goto(&format!("{base}/ui/")).await.unwrap();
-    let form = b
-        .wait_for("the login form", || async {
-            b.client.find(Locator::Id("login-user")).await.ok()
-        })
-        .await;
-    form.send_keys(user).await.unwrap();
-    b.client
-        .find(Locator::Id("login-password"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Id("login-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let who = b
-        .wait_for("the user name in the header", || async {
-            let t = b
-                .client
-                .find(Locator::Id("who"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            t.contains(user).then_some(t)
-        })
-        .await;
-    assert!(who.contains(user), "{who}");
-}
-
 /// Text of every element matching `css`.
 async fn texts(b: &Browser, css: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -170,7 +132,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
     let b = Browser::start().await;
 
     // Log in; the overview lists the simulation and the sweep.
-    login_in_browser(&b, &base, "dev", "dev-password-1").await;
+    b.log_in(&base, "dev", "dev-password-1").await;
     b.wait_for("the overview", || async {
         let t = b
             .client
@@ -236,6 +198,29 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .await
         .unwrap();
     b.screenshot("02-sweep-plot").await;
+    // Exports: the drawing as SVG and as PNG, saved by the browser.
+    b.client
+        .find(Locator::Id("export-svg"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let svg = String::from_utf8(b.downloaded("plot.svg").await).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 40);
+    b.client
+        .find(Locator::Id("export-png"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let png = b.downloaded("plot.png").await;
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
 
     // Filter temperature ≥ 500: the table and the plot shrink to match.
     b.client
@@ -414,7 +399,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .click()
         .await
         .unwrap();
-    login_in_browser(&b, &base, "alice", "alice-password-1").await;
+    b.log_in(&base, "alice", "alice-password-1").await;
     b.client.goto(&format!("{base}/ui/#/cache")).await.unwrap();
     b.wait_for("the cache table", || async {
         (b.count("table.cache tr.entry").await > 0).then_some(())

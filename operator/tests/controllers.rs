@@ -2619,6 +2619,25 @@ async fn a_sweep_runs_its_grid_within_max_parallel_and_bad_sweeps_are_refused() 
     // Copper for the swept points, steel for "before": make the cached
     // point match by sweeping steel for that one via a second sweep below.
     env.apply(&sweep_yaml("grid", spec.clone()));
+    // Its console page in a real browser, opened while it runs.
+    let base = format!("http://127.0.0.1:{}", env.port);
+    let browser = simcache_testkit::browser::Browser::start().await;
+    browser
+        .log_in(&base, "admin", simcache_testkit::k8s::TEST_ADMIN_PASSWORD)
+        .await;
+    browser
+        .client
+        .goto(&format!("{base}/ui/#/sweep/{}/grid", env.ns.name))
+        .await
+        .unwrap();
+    let early = browser
+        .wait_for("the sweep's status on its page", || async {
+            browser
+                .text("#sweep-status")
+                .await
+                .filter(|t| t.contains("Phase"))
+        })
+        .await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(env.client.clone(), &env.ns.name);
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -2650,6 +2669,24 @@ async fn a_sweep_runs_its_grid_within_max_parallel_and_bad_sweeps_are_refused() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The open page followed the sweep to its end without a reload.
+    assert!(
+        !early.contains("40/40"),
+        "the page opened while it ran: {early}"
+    );
+    browser
+        .wait_for("the page to show the finished sweep", || async {
+            let t = browser.text("#sweep-status").await?;
+            (t.contains("Succeeded") && t.contains("40/40")).then_some(())
+        })
+        .await;
+    browser
+        .wait_for("40 points in the page's plot", || async {
+            (browser.count("#plot svg circle").await == 40).then_some(())
+        })
+        .await;
+    browser.screenshot("07-cluster-sweep").await;
+    browser.close().await;
     assert!(most <= 4, "{most} pods at once with maxParallel 4");
     assert!(most >= 2, "the sweep ran in parallel ({most})");
     kubectl_wait(&env, "simsweep/grid", "Completed");

@@ -19,7 +19,7 @@ pub const INSTALL_HINT: &str =
 pub struct Browser {
     pub client: Client,
     _driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -70,6 +70,9 @@ impl Browser {
         }
         assert!(ready, "ChromeDriver did not answer on {url} within 10 s");
         let profile = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir_all(&downloads)
+            .unwrap_or_else(|e| panic!("{}: {e}", downloads.display()));
         let mut caps = serde_json::Map::new();
         // The flags keep Chromium off the (closed) network and out of the
         // sandbox it cannot set up as root in a container.
@@ -84,6 +87,10 @@ impl Browser {
                     "--disable-dev-shm-usage", "--window-size=1280,1100",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
+                "prefs": {
+                    "download.default_directory": downloads.display().to_string(),
+                    "download.prompt_for_download": false,
+                },
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -97,8 +104,23 @@ impl Browser {
         Browser {
             client,
             _driver: driver,
-            _profile: profile,
+            profile,
         }
+    }
+
+    /// Where the browser saves downloads.
+    pub fn downloads(&self) -> PathBuf {
+        self.profile.path().join("downloads")
+    }
+
+    /// Waits (up to 15 s) for a finished download named `name` and reads it.
+    pub async fn downloaded(&self, name: &str) -> Vec<u8> {
+        let path = self.downloads().join(name);
+        self.wait_for(&format!("the download {name}"), || {
+            let path = path.clone();
+            async move { std::fs::read(&path).ok().filter(|b| !b.is_empty()) }
+        })
+        .await
     }
 
     /// Saves a PNG of the page under `target/console-screenshots/`.
@@ -128,6 +150,63 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("timed out after 15 s waiting for {what}");
+    }
+
+    /// Logs in through the console's form at `base` and waits for the name
+    /// in the header.
+    pub async fn log_in(&self, base: &str, user: &str, password: &str) {
+        use fantoccini::Locator;
+        self.client
+            .goto(&format!("{base}/ui/"))
+            .await
+            .unwrap_or_else(|e| panic!("opening {base}/ui/: {e}"));
+        let field = self
+            .wait_for("the login form", || async {
+                self.client.find(Locator::Id("login-user")).await.ok()
+            })
+            .await;
+        let type_in = |e: fantoccini::elements::Element, text: String| async move {
+            e.send_keys(&text)
+                .await
+                .unwrap_or_else(|e| panic!("typing: {e}"));
+        };
+        type_in(field, user.to_string()).await;
+        let pw = self
+            .client
+            .find(Locator::Id("login-password"))
+            .await
+            .unwrap_or_else(|e| panic!("password field: {e}"));
+        type_in(pw, password.to_string()).await;
+        self.client
+            .find(Locator::Id("login-submit"))
+            .await
+            .unwrap_or_else(|e| panic!("login button: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking log in: {e}"));
+        self.wait_for(&format!("{user} in the header"), || async {
+            let t = self
+                .client
+                .find(Locator::Id("who"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            t.contains(user).then_some(())
+        })
+        .await;
+    }
+
+    /// The text of the first element matching `css`, if there is one.
+    pub async fn text(&self, css: &str) -> Option<String> {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
     }
 
     /// How many elements match a CSS selector now.

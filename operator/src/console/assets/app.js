@@ -123,7 +123,7 @@ function filterForm(params, state, apply) {
       const i = el('input', { id, type: 'number', step: 'any', value: state.ranges[`${bound}.${p.key}`] || '' });
       i.dataset.key = `${bound}.${p.key}`;
       inputs.push(i);
-      return el('label', { for: id }, `${p.name} ${bound === 'min' ? '≥' : '≤'}${p.units ? ` [${p.units}]` : ''}`, i);
+      return el('label', { for: id }, `${withUnits(p)} ${bound === 'min' ? '≥' : '≤'}`, i);
     };
     return [make('min'), make('max')];
   });
