@@ -282,19 +282,30 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .find(Locator::Css("button[aria-label='sort by temperature']"))
         .await
         .unwrap();
+    // The temperature column (after run and status, inputs in name order:
+    // length, material, reference_temperature, temperature).
+    let first_temperature = || async { b.text("table.runs tr.data-row td:nth-child(6)").await };
     sort.click().await.unwrap();
-    b.wait_for("sorted rows", || async {
-        let first = b
-            .client
-            .find(Locator::Css("table.runs tr.data-row"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        first.contains("300").then_some(()).xor(Some(()))
+    b.wait_for("rows sorted by temperature, ascending", || async {
+        (first_temperature().await? == "500").then_some(())
     })
     .await;
+    b.client
+        .find(Locator::Css("button[aria-label='sort by temperature']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("rows sorted by temperature, descending", || async {
+        (first_temperature().await? == "1000").then_some(())
+    })
+    .await;
+    assert_eq!(
+        b.count("table.runs tr.data-row").await,
+        hot,
+        "sorting keeps the filter"
+    );
 
     // A run: outputs with their units, and the log from the run database.
     b.client
@@ -376,14 +387,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
     assert!(before.contains(&key), "{key} in {before:?}");
     first.click().await.unwrap();
     b.wait_for("the entry to leave the page", || async {
-        let msg = b
-            .client
-            .find(Locator::Id("cache-message"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let msg = b.text("#cache-message").await?;
         msg.contains("invalidated 1").then_some(())
     })
     .await;

@@ -300,6 +300,21 @@ impl ClusterObjects {
     }
 }
 
+/// One API per watched namespace, or one for all.
+fn apis_in<K>(client: &kube::Client, scope: &Scope) -> Vec<Api<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Scope::All => vec![Api::all(client.clone())],
+        Scope::Namespaces(ns) => ns
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect(),
+    }
+}
+
 /// Every object of kind `K` in scope, as the console shows it. Specs name
 /// Secrets but never hold their values, so they are shown as they are.
 async fn summaries<K>(client: &kube::Client, scope: &Scope) -> Result<Vec<Value>, String>
@@ -311,15 +326,8 @@ where
         + Serialize,
     K::DynamicType: Default,
 {
-    let apis: Vec<Api<K>> = match scope {
-        Scope::All => vec![Api::all(client.clone())],
-        Scope::Namespaces(ns) => ns
-            .iter()
-            .map(|n| Api::namespaced(client.clone(), n))
-            .collect(),
-    };
     let mut out = Vec::new();
-    for api in apis {
+    for api in apis_in::<K>(client, scope) {
         let list = api
             .list(&ListParams::default())
             .await
@@ -366,15 +374,8 @@ fn point_of(r: &SimulationRun) -> SweepPoint {
 #[async_trait]
 impl Source for ClusterObjects {
     async fn list(&self) -> Result<Vec<SweepView>, String> {
-        let apis: Vec<Api<SimulationSweep>> = match &self.scope {
-            Scope::All => vec![Api::all(self.client.clone())],
-            Scope::Namespaces(ns) => ns
-                .iter()
-                .map(|n| Api::namespaced(self.client.clone(), n))
-                .collect(),
-        };
         let mut out = Vec::new();
-        for api in apis {
+        for api in apis_in::<SimulationSweep>(&self.client, &self.scope) {
             let list = api
                 .list(&ListParams::default())
                 .await
