@@ -134,14 +134,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
     // Log in; the overview lists the simulation and the sweep.
     b.log_in(&base, "dev", "dev-password-1").await;
     b.wait_for("the overview", || async {
-        let t = b
-            .client
-            .find(Locator::Css("main"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let t = b.text("main").await?;
         (t.contains("thermal") && t.contains("local/thermal-grid")).then_some(())
     })
     .await;
@@ -199,22 +192,10 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .unwrap();
     b.screenshot("02-sweep-plot").await;
     // Exports: the drawing as SVG and as PNG, saved by the browser.
-    b.client
-        .find(Locator::Id("export-svg"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#export-svg").await;
     let svg = String::from_utf8(b.downloaded("plot.svg").await).unwrap();
     assert_eq!(svg.matches("<circle").count(), 40);
-    b.client
-        .find(Locator::Id("export-png"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#export-png").await;
     let png = b.downloaded("plot.png").await;
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
@@ -230,13 +211,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .send_keys("500")
         .await
         .unwrap();
-    b.client
-        .find(Locator::Id("apply-filters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#apply-filters").await;
     b.wait_for("the filtered plot and table", || async {
         let (p, t) = (
             b.count("#plot svg circle").await,
@@ -257,16 +232,8 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .await
         .unwrap();
     b.wait_for("the heatmap", || async {
-        let t = b
-            .client
-            .find(Locator::Css("main p[aria-live]"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok();
         let drawn = texts(&b, "main p[aria-live]").await.join(" ");
-        drawn.contains("heatmap drawn").then_some(t)
+        drawn.contains("heatmap drawn").then_some(())
     })
     .await;
     assert_eq!(b.count("#plot svg circle").await, 0);
@@ -290,13 +257,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         (first_temperature().await? == "500").then_some(())
     })
     .await;
-    b.client
-        .find(Locator::Css("button[aria-label='sort by temperature']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("button[aria-label='sort by temperature']").await;
     b.wait_for("rows sorted by temperature, descending", || async {
         (first_temperature().await? == "1000").then_some(())
     })
@@ -308,23 +269,10 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
     );
 
     // A run: outputs with their units, and the log from the run database.
-    b.client
-        .find(Locator::Css("table.runs tr.data-row a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("table.runs tr.data-row a").await;
     let outputs = b
         .wait_for("the run's outputs", || async {
-            let t = b
-                .client
-                .find(Locator::Css("table.outputs"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let t = b.text("table.outputs").await?;
             t.contains("max_stress").then_some(t)
         })
         .await;
@@ -396,13 +344,7 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
     b.screenshot("05-cache-developer").await;
 
     // A user sees no invalidate button and no invalidation form.
-    b.client
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#logout").await;
     b.log_in(&base, "alice", "alice-password-1").await;
     b.client.goto(&format!("{base}/ui/#/cache")).await.unwrap();
     b.wait_for("the cache table", || async {

@@ -198,6 +198,17 @@ impl Browser {
         .await;
     }
 
+    /// Clicks the first element matching `css` (which must be there).
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} to click: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
     /// The text of the first element matching `css`, if there is one.
     pub async fn text(&self, css: &str) -> Option<String> {
         self.client
