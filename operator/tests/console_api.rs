@@ -14,19 +14,6 @@ use simcache_auth::Role;
 use simcache_store::results::filter::ParamClass;
 use simcache_store::results::{ParamDef, ResultRecord, Upsert};
 
-fn def(class: ParamClass, name: &str, units: &str) -> ParamDef {
-    ParamDef {
-        class,
-        name: name.into(),
-        param_type: "number".into(),
-        description: None,
-        units: Some(units.into()),
-        min: None,
-        max: None,
-        default: None,
-    }
-}
-
 /// 60 results of `grid` 1.0: temperature 300..=890 step 10, pressure 1..=3.
 async fn seed(ctx: &Ctx) {
     for i in 0..60 {
@@ -47,14 +34,14 @@ async fn seed(ctx: &Ctx) {
                     ]),
                     outputs: BTreeMap::from([("stress".into(), json!(t * p))]),
                     definitions: vec![
-                        def(ParamClass::Input, "temperature", "K"),
-                        def(ParamClass::Input, "pressure", "bar"),
+                        ParamDef::number(ParamClass::Input, "temperature", "K"),
+                        ParamDef::number(ParamClass::Input, "pressure", "bar"),
                         ParamDef {
                             param_type: "string".into(),
                             units: None,
-                            ..def(ParamClass::Input, "label", "")
+                            ..ParamDef::number(ParamClass::Input, "label", "")
                         },
-                        def(ParamClass::Output, "stress", "Pa"),
+                        ParamDef::number(ParamClass::Output, "stress", "Pa"),
                     ],
                     status: "completed".into(),
                     duration_seconds: Some(2.0),

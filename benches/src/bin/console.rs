@@ -34,19 +34,6 @@ use simcache_testkit::k8s::workspace_bin;
 const SIM: &str = "grid";
 const VERSION: &str = "1.0.0";
 
-fn def(class: ParamClass, name: &str, units: &str) -> ParamDef {
-    ParamDef {
-        class,
-        name: name.into(),
-        param_type: "number".into(),
-        description: None,
-        units: Some(units.into()),
-        min: None,
-        max: None,
-        default: None,
-    }
-}
-
 /// Point i of a 100 × (N/100) grid: inputs temperature and pressure,
 /// outputs stress and strain.
 fn point(i: usize) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
@@ -126,10 +113,10 @@ async fn run(n: usize) -> anyhow::Result<()> {
     // N results in PostgreSQL, registered as introspection does.
     let t = Instant::now();
     let defs = vec![
-        def(ParamClass::Input, "temperature", "K"),
-        def(ParamClass::Input, "pressure", "bar"),
-        def(ParamClass::Output, "stress", "Pa"),
-        def(ParamClass::Output, "strain", "1"),
+        ParamDef::number(ParamClass::Input, "temperature", "K"),
+        ParamDef::number(ParamClass::Input, "pressure", "bar"),
+        ParamDef::number(ParamClass::Output, "stress", "Pa"),
+        ParamDef::number(ParamClass::Output, "strain", "1"),
     ];
     let results = api.stores.results.clone();
     let registered = futures_util::stream::iter(0..n)

@@ -26,6 +26,22 @@ pub struct ParamDef {
     pub default: Option<Value>,
 }
 
+impl ParamDef {
+    /// A numeric parameter with units and nothing else declared.
+    pub fn number(class: ParamClass, name: &str, units: &str) -> ParamDef {
+        ParamDef {
+            class,
+            name: name.into(),
+            param_type: "number".into(),
+            description: None,
+            units: Some(units.into()),
+            min: None,
+            max: None,
+            default: None,
+        }
+    }
+}
+
 impl Serialize for ParamClass {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
