@@ -12,6 +12,7 @@ use simcache_store::{Backend, Stores};
 use simcache_testkit::ServerProcess;
 use simcache_testkit::browser::Browser;
 use simcache_testkit::browser::fantoccini::Locator;
+use simcache_testkit::browser::fantoccini::key::Key;
 
 const BIN: &str = env!("CARGO_BIN_EXE_simcache");
 
@@ -203,15 +204,15 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         png.len()
     );
 
-    // Filter temperature ≥ 500: the table and the plot shrink to match.
+    // Filter temperature ≥ 500 (typed, then Enter): the table and the plot
+    // shrink to match.
     b.client
         .find(Locator::Id("f-min-input-temperature"))
         .await
         .unwrap()
-        .send_keys("500")
+        .send_keys(&format!("500{}", char::from(Key::Enter)))
         .await
         .unwrap();
-    b.click("#apply-filters").await;
     b.wait_for("the filtered plot and table", || async {
         let (p, t) = (
             b.count("#plot svg circle").await,
@@ -257,7 +258,14 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         (first_temperature().await? == "500").then_some(())
     })
     .await;
-    b.click("button[aria-label='sort by temperature']").await;
+    // Again from the keyboard: the header is a button that Enter presses.
+    b.client
+        .find(Locator::Css("button[aria-label='sort by temperature']"))
+        .await
+        .unwrap()
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
     b.wait_for("rows sorted by temperature, descending", || async {
         (first_temperature().await? == "1000").then_some(())
     })

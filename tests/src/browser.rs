@@ -152,8 +152,8 @@ impl Browser {
         panic!("timed out after 15 s waiting for {what}");
     }
 
-    /// Logs in through the console's form at `base` and waits for the name
-    /// in the header.
+    /// Logs in through the console's form at `base`, typing and pressing
+    /// Enter, and waits for the name in the header.
     pub async fn log_in(&self, base: &str, user: &str, password: &str) {
         use fantoccini::Locator;
         self.client
@@ -176,14 +176,12 @@ impl Browser {
             .find(Locator::Id("login-password"))
             .await
             .unwrap_or_else(|e| panic!("password field: {e}"));
-        type_in(pw, password.to_string()).await;
-        self.client
-            .find(Locator::Id("login-submit"))
-            .await
-            .unwrap_or_else(|e| panic!("login button: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking log in: {e}"));
+        // From the keyboard, as people do: the password, then Enter.
+        type_in(
+            pw,
+            format!("{password}{}", char::from(fantoccini::key::Key::Enter)),
+        )
+        .await;
         self.wait_for(&format!("{user} in the header"), || async {
             let t = self
                 .client
