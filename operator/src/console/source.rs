@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use simcache_crds::{SimulationRun, SimulationSweep};
@@ -274,29 +275,99 @@ fn is_name(s: &str) -> bool {
         && !s.starts_with('.')
 }
 
-/// The cluster's sweeps, read from the API server when a page asks.
+/// The cluster: sweeps and objects read from the API server when a page
+/// asks, and every sweep's runs kept by a watch of their own (a 10,000-run
+/// sweep is listed from memory, not from the API server, on every replica).
 pub struct ClusterObjects {
     client: kube::Client,
     scope: Scope,
+    sweep_runs: Store<SimulationRun>,
+    watch: tokio::task::JoinHandle<()>,
     /// A sweep page asks for the same sweep three times at once (status,
-    /// table, plot) and again every two seconds: one listing of its runs
-    /// serves them for [`CLUSTER_READ_TTL`].
+    /// table, plot) and again every two seconds: one assembled view serves
+    /// them for [`CLUSTER_READ_TTL`].
     recent: moka::sync::Cache<(String, String), Arc<SweepView>>,
 }
 
-/// How long one read of a sweep and its runs is shown before it is read again.
+/// How long one read of a sweep is shown before it is read again.
 pub const CLUSTER_READ_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a page waits for the first listing of sweep runs before it asks
+/// the API server directly.
+const WATCH_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl ClusterObjects {
+    /// Starts the watch of sweep runs (needs a Tokio runtime).
     pub fn new(client: kube::Client, scope: Scope) -> Self {
+        use futures_util::StreamExt;
+        use kube::ResourceExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let (sweep_runs, writer) = reflector::store();
+        let events = crate::controller::scope::watch::<SimulationRun>(
+            &client,
+            &scope,
+            watcher::Config::default().labels(LABEL_SWEEP),
+        )
+        .modify(|r: &mut SimulationRun| {
+            r.managed_fields_mut().clear();
+            r.annotations_mut().remove(crate::controller::LAST_APPLIED);
+        })
+        .reflect(writer)
+        .applied_objects();
+        let watch = tokio::spawn(async move {
+            events
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "console watch of sweep runs");
+                    }
+                })
+                .await;
+        });
         ClusterObjects {
             client,
             scope,
+            sweep_runs,
+            watch,
             recent: moka::sync::Cache::builder()
                 .max_capacity(64)
                 .time_to_live(CLUSTER_READ_TTL)
                 .build(),
         }
+    }
+
+    /// The sweep's runs: from the watch once it has listed, else asked for.
+    async fn runs_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<Arc<SimulationRun>>, String> {
+        use kube::ResourceExt;
+        let ready = tokio::time::timeout(WATCH_READY_WAIT, self.sweep_runs.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ready {
+            return Ok(self
+                .sweep_runs
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace().as_deref() == Some(namespace)
+                        && r.labels().get(LABEL_SWEEP).map(String::as_str) == Some(name)
+                })
+                .collect());
+        }
+        let runs: Api<SimulationRun> = Api::namespaced(self.client.clone(), namespace);
+        let listed = runs
+            .list(&ListParams::default().labels(&format!("{LABEL_SWEEP}={name}")))
+            .await
+            .map_err(|e| format!("listing the runs of SimulationSweep {namespace}/{name}: {e}"))?;
+        Ok(listed.items.into_iter().map(Arc::new).collect())
+    }
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        self.watch.abort();
     }
 }
 
@@ -401,13 +472,13 @@ impl Source for ClusterObjects {
         else {
             return Ok(None);
         };
-        let runs: Api<SimulationRun> = Api::namespaced(self.client.clone(), namespace);
-        let listed = runs
-            .list(&ListParams::default().labels(&format!("{LABEL_SWEEP}={name}")))
-            .await
-            .map_err(|e| format!("listing the runs of SimulationSweep {namespace}/{name}: {e}"))?;
         let mut view = view_of(&sweep);
-        view.points = listed.items.iter().map(point_of).collect();
+        view.points = self
+            .runs_of(namespace, name)
+            .await?
+            .iter()
+            .map(|r| point_of(r))
+            .collect();
         view.points.sort_by(|a, b| a.run.cmp(&b.run));
         let view = Arc::new(view);
         self.recent.insert(key, view.clone());

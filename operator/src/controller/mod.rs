@@ -80,7 +80,7 @@ where
 }
 
 /// kubectl's copy of the last applied spec, kept on every applied object.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// `namespace/name`: the object's key in the backoff table.
 fn object_key<K: Resource>(obj: &K) -> String {
