@@ -13,7 +13,11 @@
 //! Requests go one at a time from one client over loopback; times are wall
 //! time at the client (request sent to last byte read).
 //!
-//! cargo run --release -p simcache-benches --bin console [-- N]
+//! With `--cluster`, also 4. the same sweep page for a SimulationSweep of N
+//! SimulationRuns (with their statuses) on the private kube-apiserver, read
+//! by the operator's cluster source (its own watch of sweep runs).
+//!
+//! cargo run --release -p simcache-benches --bin console [-- N] [--cluster]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,19 +95,79 @@ async fn beside_ceiling(
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cluster = args.iter().any(|a| a == "--cluster");
+    let n: usize = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(10_000);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(n))
+        .block_on(run(n, cluster))
 }
 
-async fn run(n: usize) -> anyhow::Result<()> {
+/// A SimulationSweep of `n` finished runs in a fresh namespace of the
+/// private API server; returns the namespace.
+async fn cluster_sweep(n: usize) -> anyhow::Result<(kube::Client, String)> {
+    use kube::Api;
+    use kube::api::{Patch, PatchParams, PostParams};
+    use simcache_crds::{SimulationRun, SimulationSweep};
+    let c = simcache_testkit::k8s::cluster();
+    c.install_crds();
+    let ns = c.namespace("console-bench").name.clone();
+    let client = c.client().await;
+    let sweeps: Api<SimulationSweep> = Api::namespaced(client.clone(), &ns);
+    let sweep: SimulationSweep = serde_json::from_value(json!({
+        "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationSweep",
+        "metadata": {"name": "big"},
+        "spec": {"simulation": {"name": SIM, "version": VERSION},
+                 "parameters": {"temperature": {"linspace": {"from": 300, "to": 1290, "count": 100}},
+                                "pressure": {"linspace": {"from": 1, "to": (n / 100) as f64, "count": n / 100}}}},
+    }))?;
+    sweeps.create(&PostParams::default(), &sweep).await?;
+    sweeps
+        .patch_status(
+            "big",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded", "total": n, "succeeded": n, "progress": format!("{n}/{n}")}})),
+        )
+        .await?;
+    let runs: Api<SimulationRun> = Api::namespaced(client.clone(), &ns);
+    let made = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let runs = runs.clone();
+            async move {
+                let (inputs, outputs) = point(i);
+                let name = format!("big-{i:05}");
+                let run: SimulationRun = serde_json::from_value(json!({
+                    "apiVersion": "simcache.io/v1alpha1", "kind": "SimulationRun",
+                    "metadata": {"name": name, "labels": {"simcache.io/sweep": "big"}},
+                    "spec": {"simulation": {"name": SIM, "version": VERSION}, "inputs": inputs},
+                }))?;
+                runs.create(&PostParams::default(), &run).await?;
+                runs.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"phase": "Succeeded", "outputs": outputs, "executionId": format!("bench.{i}")}})),
+                )
+                .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    anyhow::ensure!(made == n, "made {made} of {n} runs");
+    Ok((client, ns))
+}
+
+async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
     let url = simcache_testkit::fresh_database("console_bench").await;
+    let db_url = url.clone();
     let runs = tempfile::tempdir()?;
     let home = tempfile::tempdir()?;
     let mut cfg = ApiConfig::new(Backend::Postgres(PgOptions::new(url)), runs.path().into());
@@ -257,5 +321,66 @@ async fn run(n: usize) -> anyhow::Result<()> {
         300,
     )
     .await;
+    if cluster {
+        let t = Instant::now();
+        let (client, ns) = cluster_sweep(n).await?;
+        println!(
+            "4. the sweep page for a SimulationSweep of {n} runs on the private API server (made in {:.0} s):",
+            t.elapsed().as_secs_f64()
+        );
+        let runs2 = tempfile::tempdir()?;
+        let mut cfg = ApiConfig::new(
+            Backend::Postgres(PgOptions::new(db_url)),
+            runs2.path().into(),
+        );
+        cfg.admin_password = Some("bench-password".into());
+        let on_cluster = server::start(cfg, std::future::pending()).await?;
+        let scope = simcache_operator::controller::scope::Scope::Namespaces(vec![ns.clone()]);
+        let _ = on_cluster.sources.set(Arc::new(
+            simcache_operator::console::source::ClusterObjects::new(client, scope),
+        ));
+        let login = http
+            .post(format!("{}/ui/api/login", on_cluster.url()))
+            .json(&json!({"username": "admin", "password": "bench-password"}))
+            .send()
+            .await?;
+        let cookie = login.headers()["set-cookie"]
+            .to_str()?
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let sweep = format!("{}/ui/api/sweeps/{ns}/big", on_cluster.url());
+        let (a, _) = beside_ceiling(&http, "status", &sweep, &cookie, reps).await;
+        let (b, _) = beside_ceiling(
+            &http,
+            "first page of points",
+            &format!("{sweep}/points?limit=50"),
+            &cookie,
+            reps,
+        )
+        .await;
+        let (c, _) = beside_ceiling(
+            &http,
+            "SVG plot of every point",
+            &format!("{sweep}/plot?{axes}"),
+            &cookie,
+            30,
+        )
+        .await;
+        println!(
+            "  the page's server time: {:.1} ms (sum of p50s; target < 200 ms)",
+            a + b + c
+        );
+        beside_ceiling(
+            &http,
+            "plot data, all points",
+            &format!("{sweep}/plot?{axes}&format=json"),
+            &cookie,
+            reps,
+        )
+        .await;
+        on_cluster.shutdown().await?;
+    }
     api.shutdown().await
 }
