@@ -111,13 +111,17 @@ fn main() -> anyhow::Result<()> {
 
 /// A SimulationSweep of `n` finished runs in a fresh namespace of the
 /// private API server; returns the namespace.
-async fn cluster_sweep(n: usize) -> anyhow::Result<(kube::Client, String)> {
+async fn cluster_sweep(
+    n: usize,
+) -> anyhow::Result<(kube::Client, simcache_testkit::k8s::Namespace<'static>)> {
     use kube::Api;
     use kube::api::{Patch, PatchParams, PostParams};
     use simcache_crds::{SimulationRun, SimulationSweep};
     let c = simcache_testkit::k8s::cluster();
     c.install_crds();
-    let ns = c.namespace("console-bench").name.clone();
+    // The guard deletes the namespace when dropped: the caller keeps it.
+    let guard = c.namespace("console-bench");
+    let ns = guard.name.clone();
     let client = c.client().await;
     let sweeps: Api<SimulationSweep> = Api::namespaced(client.clone(), &ns);
     let sweep: SimulationSweep = serde_json::from_value(json!({
@@ -162,7 +166,7 @@ async fn cluster_sweep(n: usize) -> anyhow::Result<(kube::Client, String)> {
         .count()
         .await;
     anyhow::ensure!(made == n, "made {made} of {n} runs");
-    Ok((client, ns))
+    Ok((client, guard))
 }
 
 async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
@@ -323,7 +327,8 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
     .await;
     if cluster {
         let t = Instant::now();
-        let (client, ns) = cluster_sweep(n).await?;
+        let (client, guard) = cluster_sweep(n).await?;
+        let ns = guard.name.clone();
         println!(
             "4. the sweep page for a SimulationSweep of {n} runs on the private API server (made in {:.0} s):",
             t.elapsed().as_secs_f64()
