@@ -157,6 +157,12 @@ async fn console_api_behaves(ctx: Ctx) {
         next["rows"][0]["outputs"]["stress"].as_f64().unwrap(),
         want[5]
     );
+    // Past the last match: no rows, the total still right.
+    let (_, past) = dev
+        .get("/ui/api/simulations/grid/1.0/runs?min.input.temperature=500&max.input.temperature=700&max.input.pressure=2&offset=400")
+        .await;
+    assert_eq!(past["rows"], json!([]));
+    assert_eq!(past["total"], want.len());
 
     // Plots: every matching point, as JSON, CSV and SVG.
     let (s, plot) = dev
