@@ -240,7 +240,8 @@ pub async fn simulation_runs(
     let q = pairs(raw)?;
     let defs = definitions(&s, &name, &version).await?;
     let (rq, _) = result_query(&name, &version, &q, &defs)?;
-    let (rows, total) = s.stores.results.search_page(&rq).await?;
+    let (rows, total) =
+        tokio::try_join!(s.stores.results.search(&rq), s.stores.results.count(&rq))?;
     Ok(Json(json!({
         "total": total,
         "offset": rq.offset,

@@ -170,33 +170,6 @@ fn where_clause(q: &ResultQuery, b: &mut SqlBuilder) -> String {
     }
 }
 
-/// Columns in [`RESULT_COLUMNS`] (a window total, when asked, comes next).
-const RESULT_COLUMN_COUNT: usize = 16;
-
-/// One page of a result query, optionally with the total as a last column.
-async fn query_page(sql: &Sql, q: &ResultQuery, with_total: bool) -> Result<Vec<DbRow>> {
-    let mut b = SqlBuilder::default();
-    let mut join = String::new();
-    let mut order = "r.created_at_ms DESC, r.id DESC".to_string();
-    if let Some((class, name)) = &q.sort {
-        let c = b.bind(class.as_str().into());
-        let n = b.bind(name.as_str().into());
-        join = format!(
-            "LEFT JOIN result_params s ON s.result_id = r.id AND s.class = {c} AND s.name = {n}"
-        );
-        let dir = if q.descending { "DESC" } else { "ASC" };
-        order = format!("s.num_value {dir} NULLS LAST, s.str_value {dir} NULLS LAST, r.id {dir}");
-    }
-    let where_sql = where_clause(q, &mut b);
-    let limit = b.bind(q.limit.clamp(1, 1000).into());
-    let offset = b.bind(q.offset.max(0).into());
-    let total = if with_total { ", COUNT(*) OVER ()" } else { "" };
-    let text = format!(
-        "SELECT {RESULT_COLUMNS}{total} FROM execution_results r {join} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-    );
-    sql.query(&text, b.params).await
-}
-
 const RESULT_COLUMNS: &str = "r.id, r.execution_id, r.simulation_name, r.simulation_version, r.squid_id, \
     r.input_params, r.output_params, r.status, r.duration_seconds, r.error_message, r.created_at_ms, \
     r.completed_at_ms, r.run_db_path, r.metadata, r.provenance, r.schema_id";
@@ -529,21 +502,27 @@ impl ResultsStore {
     }
 
     pub async fn search(&self, q: &ResultQuery) -> Result<Vec<StoredResult>> {
-        let rows = query_page(&self.sql, q, false).await?;
+        let mut b = SqlBuilder::default();
+        let mut join = String::new();
+        let mut order = "r.created_at_ms DESC, r.id DESC".to_string();
+        if let Some((class, name)) = &q.sort {
+            let c = b.bind(class.as_str().into());
+            let n = b.bind(name.as_str().into());
+            join = format!(
+                "LEFT JOIN result_params s ON s.result_id = r.id AND s.class = {c} AND s.name = {n}"
+            );
+            let dir = if q.descending { "DESC" } else { "ASC" };
+            order =
+                format!("s.num_value {dir} NULLS LAST, s.str_value {dir} NULLS LAST, r.id {dir}");
+        }
+        let where_sql = where_clause(q, &mut b);
+        let limit = b.bind(q.limit.clamp(1, 1000).into());
+        let offset = b.bind(q.offset.max(0).into());
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM execution_results r {join} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        );
+        let rows = self.sql.query(&sql, b.params).await?;
         Ok(rows.iter().map(result_from_row).collect())
-    }
-
-    /// A page of results and how many match in all, in one query (the total
-    /// comes from a window over the same matches, not a second scan). Past
-    /// the last match the total is counted on its own.
-    pub async fn search_page(&self, q: &ResultQuery) -> Result<(Vec<StoredResult>, i64)> {
-        let rows = query_page(&self.sql, q, true).await?;
-        let total = match rows.first() {
-            Some(r) => r.i64(RESULT_COLUMN_COUNT).unwrap_or(0),
-            None if q.offset > 0 => self.count(q).await?,
-            None => 0,
-        };
-        Ok((rows.iter().map(result_from_row).collect(), total))
     }
 
     /// How many results match the query's filters (its page ignored).
