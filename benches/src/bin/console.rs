@@ -94,6 +94,36 @@ async fn beside_ceiling(
     (p50, p99)
 }
 
+/// The three requests a sweep page makes (status, first page, SVG of every
+/// point), each beside the ceiling, and their sum.
+async fn sweep_page(http: &reqwest::Client, sweep: &str, axes: &str, cookie: &str, reps: usize) {
+    let (a, _) = beside_ceiling(http, "status", sweep, cookie, reps).await;
+    let first = format!("{sweep}/points?limit=50");
+    let (b, _) = beside_ceiling(http, "first page of points", &first, cookie, reps).await;
+    let svg = format!("{sweep}/plot?{axes}");
+    let (c, _) = beside_ceiling(http, "SVG plot of every point", &svg, cookie, 30).await;
+    println!(
+        "  the page's server time: {:.1} ms (sum of p50s; target < 200 ms)",
+        a + b + c
+    );
+}
+
+/// Logs in as the benchmark's admin; the session cookie.
+async fn login(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{base}/ui/api/login"))
+        .json(&json!({"username": "admin", "password": "bench-password"}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "login: {}", r.status());
+    Ok(r.headers()["set-cookie"]
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cluster = args.iter().any(|a| a == "--cluster");
@@ -249,18 +279,7 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
     );
 
     let http = reqwest::Client::new();
-    let login = http
-        .post(format!("{}/ui/api/login", api.url()))
-        .json(&json!({"username": "admin", "password": "bench-password"}))
-        .send()
-        .await?;
-    anyhow::ensure!(login.status().is_success(), "login: {}", login.status());
-    let cookie = login.headers()["set-cookie"]
-        .to_str()?
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let cookie = login(&http, &api.url()).await?;
     let base = api.url();
     let sweep = format!("{base}/ui/api/sweeps/local/big");
     let axes = "x=input.temperature&y=output.stress&color=input.pressure";
@@ -268,27 +287,7 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
     let reps = 100;
 
     println!("1. the sweep page ({n} points), its three requests:");
-    let (a, _) = beside_ceiling(&http, "status", &sweep, &cookie, reps).await;
-    let (b, _) = beside_ceiling(
-        &http,
-        "first page of points",
-        &format!("{sweep}/points?limit=50"),
-        &cookie,
-        reps,
-    )
-    .await;
-    let (c, _) = beside_ceiling(
-        &http,
-        "SVG plot of every point",
-        &format!("{sweep}/plot?{axes}"),
-        &cookie,
-        30,
-    )
-    .await;
-    println!(
-        "  the page's server time: {:.1} ms (sum of p50s; target < 200 ms)",
-        a + b + c
-    );
+    sweep_page(&http, &sweep, axes, &cookie, reps).await;
 
     println!("2. plot data, all {n} points (target < 50 ms):");
     beside_ceiling(
@@ -344,39 +343,9 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
         let _ = on_cluster.sources.set(Arc::new(
             simcache_operator::console::source::ClusterObjects::new(client, scope),
         ));
-        let login = http
-            .post(format!("{}/ui/api/login", on_cluster.url()))
-            .json(&json!({"username": "admin", "password": "bench-password"}))
-            .send()
-            .await?;
-        let cookie = login.headers()["set-cookie"]
-            .to_str()?
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let cookie = login(&http, &on_cluster.url()).await?;
         let sweep = format!("{}/ui/api/sweeps/{ns}/big", on_cluster.url());
-        let (a, _) = beside_ceiling(&http, "status", &sweep, &cookie, reps).await;
-        let (b, _) = beside_ceiling(
-            &http,
-            "first page of points",
-            &format!("{sweep}/points?limit=50"),
-            &cookie,
-            reps,
-        )
-        .await;
-        let (c, _) = beside_ceiling(
-            &http,
-            "SVG plot of every point",
-            &format!("{sweep}/plot?{axes}"),
-            &cookie,
-            30,
-        )
-        .await;
-        println!(
-            "  the page's server time: {:.1} ms (sum of p50s; target < 200 ms)",
-            a + b + c
-        );
+        sweep_page(&http, &sweep, axes, &cookie, reps).await;
         beside_ceiling(
             &http,
             "plot data, all points",
