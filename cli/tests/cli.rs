@@ -119,6 +119,11 @@ fn the_examples_run_in_parallel_as_a_table_then_come_from_the_cache() {
 fn bad_input_exits_2_naming_the_file_and_a_failed_run_exits_1() {
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // `ui` serves this machine's store; with --api it says where the
+    // cluster's console is instead.
+    let (code, _, err) = simcache(home.path(), &["--api", "http://127.0.0.1:9", "ui"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("serves the console itself at /ui/"), "{err}");
     let (code, _, err) = simcache(home.path(), &["run", "-f", "/no/such/file.yaml"]);
     assert_eq!(code, 2, "{err}");
     assert!(

@@ -274,7 +274,31 @@ async fn console_api_behaves(ctx: Ctx) {
         .await;
     assert_eq!(s, 200);
 
-    // Invalidation: exactly one selector; a user may not.
+    // Invalidation: exactly one selector; a user may not. None of the
+    // refused requests records an invalidation.
+    let (_, before) = dev.get("/ui/api/cache").await;
+    let (s, body) = dev
+        .post(
+            "/ui/api/cache/invalidate",
+            json!({"pattern": "a\u{7}b"}),
+            Some(&dev.csrf),
+        )
+        .await;
+    assert!(
+        s == 400 && body["error"].as_str().unwrap().starts_with("pattern:"),
+        "{s} {body}"
+    );
+    let (s, body) = dev
+        .post(
+            "/ui/api/cache/invalidate",
+            json!({"key": "k", "simulation": "grid"}),
+            Some(&dev.csrf),
+        )
+        .await;
+    assert!(
+        s == 400 && body["error"].as_str().unwrap().contains("exactly one"),
+        "{body}"
+    );
     let (s, body) = dev
         .post("/ui/api/cache/invalidate", json!({}), Some(&dev.csrf))
         .await;
@@ -322,6 +346,70 @@ async fn console_api_behaves(ctx: Ctx) {
     assert_eq!(cache["can_invalidate"], false);
     let (_, cache) = dev.get("/ui/api/cache").await;
     assert_eq!(cache["can_invalidate"], true);
+
+    let (_, after) = dev.get("/ui/api/cache").await;
+    assert_eq!(
+        after["stats"]["invalidations"],
+        before["stats"]["invalidations"]
+    );
+
+    // Cluster pages: an unknown kind is a 404 naming the three; with no
+    // cluster the lists are empty and say so.
+    let (s, body) = dev.get("/ui/api/cluster/widgets").await;
+    assert_eq!(s, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("cachepolicies, sfmdevices or systemsofrecord")
+    );
+    let (s, body) = dev.get("/ui/api/cluster/sfmdevices").await;
+    assert_eq!(
+        (s.as_u16(), &body["cluster"], &body["items"]),
+        (200, &json!(false), &json!([]))
+    );
+    // Each list needs its own privilege: a session with read_cache only
+    // may list policies, not systems of record.
+    let narrow = ctx
+        .api
+        .auth
+        .create_anonymous(
+            simcache_auth::PrivilegeSet::parse(&["read_cache".to_string()]).unwrap(),
+            None,
+        )
+        .await
+        .unwrap()
+        .token;
+    let (s, _) = ctx
+        .client
+        .get("/ui/api/cluster/cachepolicies", Some(&narrow))
+        .await;
+    assert_eq!(s, 200);
+    let (s, body) = ctx
+        .client
+        .get("/ui/api/cluster/systemsofrecord", Some(&narrow))
+        .await;
+    assert!(
+        s == 403 && body["error"].as_str().unwrap().contains("read_sor"),
+        "{body}"
+    );
+
+    // A login without a password, or with a wrong one, sets no cookie.
+    let r = reqwest::Client::new()
+        .post(format!("{}/ui/api/login", ctx.api.url()))
+        .json(&json!({"username": "dana"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("set-cookie").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("username and password are required")
+    );
 
     // Logging out ends the session behind the cookie.
     let (s, _) = dev
