@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use crate::local::{self, Ended, Outcome, Progress, Report};
 use anyhow::Context;
 use clap::CommandFactory;
 use serde_json::{Map, Value, json};
-use simcache_operator::local::{self, Ended, Outcome, Progress, Report};
 
 use crate::output::{Column, Rows};
 use crate::remote::Api;
@@ -248,17 +248,7 @@ fn save_sweeps(home: &Path, report: &Report) -> anyhow::Result<()> {
                     .is_some_and(|o| s.metadata.name.as_deref() == Some(o.simulation.as_str()))
             })
             .map(|s| s.spec.version.clone());
-        let view = simcache_operator::console::source::SweepView {
-            namespace: simcache_operator::console::source::LOCAL_NAMESPACE.into(),
-            name: name.clone(),
-            simulation: outcomes
-                .first()
-                .map(|o| o.simulation.clone())
-                .unwrap_or_default(),
-            version,
-            status: simcache_operator::console::source::local_status(&outcomes),
-            points: simcache_operator::console::source::local_points(&outcomes),
-        };
+        let view = local::records::sweep_view(name, version, &outcomes);
         let doc = json!({
             "view": view,
             "sweep": name,
@@ -420,7 +410,7 @@ fn percent(v: &Value) -> Value {
 async fn local_catalog(home: &Path) -> Result<Rows, Failure> {
     let stores = local::open_store(home).await?;
     let mut records = Vec::new();
-    for (sim, stats) in local::catalog_entries(&stores).await? {
+    for (sim, stats) in stores.catalog.versions_with_stats().await? {
         let mut m = Map::new();
         m.insert("name".into(), json!(sim.spec.name));
         m.insert("version".into(), json!(sim.spec.version));

@@ -7,6 +7,7 @@
 //! flag); 3 anything else (the store or the API could not be reached).
 
 pub mod commands;
+pub mod local;
 pub mod output;
 pub mod remote;
 pub mod ui;
@@ -41,10 +42,16 @@ impl Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<simcache_operator::local::BadInput>() {
+        match e.downcast_ref::<local::BadInput>() {
             Some(b) => Failure::BadInput(b.to_string()),
             None => Failure::Other(e),
         }
+    }
+}
+
+impl From<simcache_store::StoreError> for Failure {
+    fn from(e: simcache_store::StoreError) -> Self {
+        Failure::Other(e.into())
     }
 }
 

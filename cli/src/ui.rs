@@ -1,4 +1,4 @@
-//! `simcache ui`: the operator's API and web console over the local store,
+//! `simcache ui`: the API and web console over the local store,
 //! with sweeps from the records `simcache run` writes.
 
 use std::net::SocketAddr;
@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use simcache_api::server::{self, ApiConfig};
 use simcache_auth::{AuthConfig, Authenticator};
-use simcache_operator::console::source::LocalRecords;
-use simcache_operator::server::{self, ApiConfig};
+
+use crate::local::records::LocalRecords;
 use simcache_store::Backend;
 
 /// Where a generated admin password is written (0600), never printed.
@@ -19,7 +20,7 @@ pub fn password_file(home: &Path) -> std::path::PathBuf {
 /// Makes sure an `admin` can log in: from SIMCACHE_ADMIN_PASSWORD, or a
 /// generated password written to a file only its owner can read.
 async fn ensure_admin(home: &Path) -> anyhow::Result<()> {
-    let stores = simcache_operator::local::open_store(home).await?;
+    let stores = crate::local::open_store(home).await?;
     let auth = Authenticator::new(stores.sessions.clone(), AuthConfig::default());
     if let Some(pw) = std::env::var("SIMCACHE_ADMIN_PASSWORD")
         .ok()
@@ -69,10 +70,10 @@ pub async fn serve(home: &Path, addr: SocketAddr, no_auth: bool) -> anyhow::Resu
     );
     cfg.addr = addr;
     cfg.auth.no_auth = no_auth;
-    let api = server::start(cfg, simcache_web::shutdown::signal()).await?;
-    let _ = api
-        .sources
-        .set(Arc::new(LocalRecords::new(home.join("sweeps"))));
+    let sources = simcache_console::SourceSlot::default();
+    let _ = sources.set(Arc::new(LocalRecords::new(home.join("sweeps"))));
+    let console = simcache_console::mount(sources, false);
+    let api = server::start(cfg, vec![console], simcache_web::shutdown::signal()).await?;
     println!("simcache console on {}/ui/", api.url());
     api.wait().await
 }

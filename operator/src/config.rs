@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "simcache-operator",
     version,
-    about = "simcache's operator: the catalog, results and files API"
+    about = "simcache's operator: the Kubernetes controllers, the catalog/results/files API and the web console"
 )]
 pub struct Cli {
     /// Log format on stderr.
@@ -35,68 +35,10 @@ pub enum Command {
     /// Serve the catalog/results/files/ingest API and, unless
     /// --no-controllers, run the Kubernetes controllers (prints the URL on stdout).
     Serve(Box<ServeArgs>),
-    /// Local mode: run Simulation/SimulationRun YAML on this machine, no
-    /// cluster, no Postgres (SQLite under ~/.simcache/local).
-    #[command(subcommand)]
-    Local(LocalCommand),
     /// Make the trial database's Secret (password and URL) unless it
     /// exists; never changes one that does (the chart runs this as the
     /// operator pod's init container when postgresql.enabled).
     TrialDbSecret(crate::trial_db::TrialDb),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LocalCommand {
-    /// Run every SimulationRun in the files (Simulations from the same files);
-    /// repeats come from the cache.
-    Run {
-        /// YAML files or folders (repeatable).
-        #[arg(short = 'f', long = "file", required = true)]
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        home: LocalHome,
-    },
-    /// What the local catalog holds.
-    #[command(subcommand)]
-    Catalog(LocalCatalog),
-    /// What the local results store holds.
-    #[command(subcommand)]
-    Results(LocalResults),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LocalCatalog {
-    /// Simulation versions with their runs, success and cache-hit rates.
-    List {
-        #[command(flatten)]
-        home: LocalHome,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LocalResults {
-    /// Recorded results, newest first, one JSON object per line.
-    Search {
-        #[arg(long)]
-        simulation: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: i64,
-        #[command(flatten)]
-        home: LocalHome,
-    },
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LocalHome {
-    /// Where local mode keeps its store and run databases (default ~/.simcache/local).
-    #[arg(long, env = "SIMCACHE_LOCAL_HOME")]
-    pub home: Option<PathBuf>,
-}
-
-impl LocalHome {
-    pub fn path(&self) -> PathBuf {
-        self.home.clone().unwrap_or_else(crate::local::default_home)
-    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -223,7 +165,7 @@ fn parse_resources(s: &str) -> Result<k8s_openapi::api::core::v1::ResourceRequir
                 "not the JSON of a ResourceRequirements ({{\"requests\":{{\"cpu\":\"20m\"}}}}): {e}"
             )
         })?;
-    crate::runs::pod::check_resources(&r)?;
+    simcache_core::pod::check_resources(&r)?;
     Ok(r)
 }
 

@@ -1,16 +1,7 @@
-//! simcache's operator: the Kubernetes controllers (`controller`), the pure
-//! decisions they rely on (`runs`), the catalog/results/files/ingest HTTP API
-//! over the shared store (`api`, `server`), and the introspection of run
-//! databases into results (`introspect`).
+//! The `simcache-operator` binary's pieces: its command line, the trial
+//! database's Secret, and the console's view of the cluster. The work itself
+//! lives in `simcache-controller`, `simcache-api` and `simcache-console`.
 
-pub mod api;
-pub mod conditions;
+pub mod cluster_source;
 pub mod config;
-pub mod console;
-pub mod controller;
-pub mod introspect;
-pub mod local;
-pub mod runs;
-pub mod server;
-pub mod sweeps;
 pub mod trial_db;

@@ -3,15 +3,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use simcache_api::server::{self, ApiConfig};
 use simcache_auth::AuthConfig;
-use simcache_operator::config::{
-    Cli, Command, LocalCatalog, LocalCommand, LocalResults, ServeArgs,
-};
-use simcache_operator::controller::leader::LeaderElector;
-use simcache_operator::controller::{self, ControllerConfig, ControllerMetrics, Scope};
-use simcache_operator::local;
-use simcache_operator::runs::pod::SidecarSettings;
-use simcache_operator::server::{self, ApiConfig};
+use simcache_controller::leader::LeaderElector;
+use simcache_controller::{ControllerConfig, ControllerMetrics, Scope};
+use simcache_core::pod::SidecarSettings;
+use simcache_operator::cluster_source::ClusterObjects;
+use simcache_operator::config::{Cli, Command, ServeArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -26,14 +24,6 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(*a).await,
-        Command::Local(LocalCommand::Run { files, home }) => {
-            let failed = local::run(&files, &home.path()).await?;
-            if failed > 0 {
-                eprintln!("{failed} run(s) failed");
-                std::process::exit(1);
-            }
-            Ok(())
-        }
         Command::TrialDbSecret(t) => {
             let config = kube::Config::infer().await.context(
                 "no Kubernetes configuration (in-cluster service account or KUBECONFIG)",
@@ -45,14 +35,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(secret = t.secret, namespace = t.namespace, outcome = ?r, "trial database Secret");
             Ok(())
         }
-        Command::Local(LocalCommand::Catalog(LocalCatalog::List { home })) => {
-            local::catalog_list(&home.path()).await
-        }
-        Command::Local(LocalCommand::Results(LocalResults::Search {
-            simulation,
-            limit,
-            home,
-        })) => local::results_search(&home.path(), simulation, limit).await,
     }
 }
 
@@ -66,7 +48,6 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.limits = a.limits.limits();
     cfg.max_ingest_bytes = a.max_ingest_bytes;
-    cfg.secure_cookies = a.console_secure_cookies;
     cfg.auth = AuthConfig {
         no_auth: a.no_auth,
         cookie_sessions: true,
@@ -85,19 +66,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             stop.cancel();
         });
     }
-    let api = server::start(cfg, stop.clone().cancelled_owned()).await?;
+    let sources = simcache_console::SourceSlot::default();
+    let console = simcache_console::mount(sources.clone(), a.console_secure_cookies);
+    let api = server::start(cfg, vec![console], stop.clone().cancelled_owned()).await?;
     println!("simcache-operator serving the API on {}", api.url());
     if a.controllers.no_controllers {
         return api.wait().await;
     }
     let c = &a.controllers;
     let metrics = ControllerMetrics::register(&api.registry)?;
-    let client = kube_client(&metrics).await?;
+    let client = simcache_controller::counted_client(&metrics).await?;
     let scope = Scope::from_flags(&c.watch_namespace).map_err(anyhow::Error::msg)?;
-    let _ = api.sources.set(std::sync::Arc::new(
-        simcache_operator::console::source::ClusterObjects::new(client.clone(), scope.clone()),
-    ));
-    let native_sidecars = controller::version::check(&client, &metrics)
+    let _ = sources.set(std::sync::Arc::new(ClusterObjects::new(
+        client.clone(),
+        scope.clone(),
+    )));
+    let native_sidecars = simcache_controller::version::check(&client, &metrics)
         .await
         .context("asking the Kubernetes API server for its version")?;
     let identity = c.identity.clone().unwrap_or_else(default_identity);
@@ -129,51 +113,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         )
     });
     let stores = api.stores.clone();
-    let ctl_stop = stop.clone();
-    let controllers = tokio::spawn(async move {
-        let Some(elector) = elector else {
-            metrics.leader.set(1);
-            return controller::run(client, stores, ccfg, metrics, ctl_stop).await;
-        };
-        tokio::select! {
-            _ = elector.acquire() => {}
-            _ = ctl_stop.cancelled() => return Ok(()),
-        }
-        metrics.leader.set(1);
-        let lost = tokio::select! {
-            r = controller::run(client, stores, ccfg, metrics.clone(), ctl_stop.clone()) => { r?; false }
-            _ = elector.hold() => true,
-        };
-        metrics.leader.set(0);
-        if lost {
-            ctl_stop.cancel();
-            anyhow::bail!("lost the leader lease; exiting so that a restart rejoins the election");
-        }
-        elector.release().await;
-        Ok(())
-    });
+    let controllers = tokio::spawn(simcache_controller::run_when_leader(
+        elector,
+        client,
+        stores,
+        ccfg,
+        metrics,
+        stop.clone(),
+    ));
     let served = api.wait().await;
     let ran = controllers.await.context("controller task panicked")?;
     served.and(ran)
-}
-
-/// The Kubernetes client, counting its requests by verb
-/// (`simcache_operator_kube_requests_total`).
-async fn kube_client(metrics: &ControllerMetrics) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::infer().await.context(
-        "no Kubernetes configuration (in-cluster service account or KUBECONFIG); \
-         give --no-controllers to serve the API only",
-    )?;
-    let counter = metrics.kube_requests.clone();
-    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        let verb =
-            controller::metrics::kube_verb(req.method(), req.uri().query(), req.uri().path());
-        counter.with_label_values(&[verb]).inc();
-        req
-    });
-    Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&count)
-        .build())
 }
 
 /// The pod name when in a pod, else host name plus a random suffix.

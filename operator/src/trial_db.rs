@@ -45,7 +45,7 @@ pub fn secret(t: &TrialDb, password: &str) -> Secret {
             namespace: Some(t.namespace.clone()),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_string(),
-                crate::runs::pod::MANAGED_BY.to_string(),
+                simcache_core::pod::MANAGED_BY.to_string(),
             )])),
             annotations: Some(BTreeMap::from([(
                 "simcache.io/purpose".to_string(),

@@ -651,7 +651,7 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "http");
     assert_eq!(
         pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/managed-by"],
-        simcache_operator::runs::pod::MANAGED_BY
+        simcache_core::pod::MANAGED_BY
     );
     let rule = one(&docs, "PrometheusRule");
     let alerts: BTreeSet<&str> = rule["spec"]["groups"][0]["rules"]
@@ -1099,7 +1099,7 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
     let chart: Value =
         serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
-    let (major, minor) = simcache_operator::controller::version::MINIMUM;
+    let (major, minor) = simcache_controller::version::MINIMUM;
     assert_eq!(
         chart["kubeVersion"],
         format!(">={major}.{minor}.0-0"),
@@ -1111,7 +1111,7 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
         env!("CARGO_PKG_VERSION"),
         "appVersion is the crates' version"
     );
-    let sidecar_port = simcache_operator::runs::pod::SIDECAR_PORT;
+    let sidecar_port = simcache_core::pod::SIDECAR_PORT;
     for (file, repository, bin, port) in [
         (
             "operator/Dockerfile",

@@ -1150,7 +1150,7 @@ async fn sidecars_verify_a_tls_postgres_with_the_ca_in_the_run_namespaces_secret
     .await;
     let pod_url = url(
         &db,
-        &format!("{}/ca.crt", simcache_operator::runs::pod::CACHE_DB_TLS_DIR),
+        &format!("{}/ca.crt", simcache_core::pod::CACHE_DB_TLS_DIR),
     );
     let out = env.cluster().kubectl(&[
         "create",
@@ -1209,7 +1209,7 @@ urllib.request.urlopen(req).read()
             .iter()
             .flatten()
             .any(|m| m.name == vol.name
-                && m.mount_path == simcache_operator::runs::pod::CACHE_DB_TLS_DIR
+                && m.mount_path == simcache_core::pod::CACHE_DB_TLS_DIR
                 && m.read_only == Some(true))
     );
     assert!(
@@ -2109,7 +2109,7 @@ async fn pods_meet_pod_security_and_take_the_simulations_own_container_and_sidec
         .unwrap();
     // As stored by the API server, the pod meets the restricted profile.
     assert_eq!(
-        simcache_operator::runs::pod_security::restricted_violations(&pod),
+        simcache_core::pod::security::restricted_violations(&pod),
         Vec::<String>::new()
     );
     let labels = pod.metadata.labels.clone().unwrap();

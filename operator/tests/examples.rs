@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use simcache_core::cache_key::{input_hash, resolve_inputs};
 use simcache_crds::{CachePolicy, Simulation, SimulationRun};
-use simcache_operator::runs::identity::{input_hash, resolve_inputs};
 
 fn docs<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,17 +53,17 @@ fn the_pod_template_example_merges_without_a_refusal() {
     let mut docs = serde_yaml::Deserializer::from_str(&text);
     let sim = <Simulation as serde::Deserialize>::deserialize(docs.next().unwrap()).unwrap();
     let run = <SimulationRun as serde::Deserialize>::deserialize(docs.next().unwrap()).unwrap();
-    let sidecar = simcache_operator::runs::pod::SidecarSettings {
+    let sidecar = simcache_core::pod::SidecarSettings {
         image: "ghcr.io/simcache/simcache-sidecar:0.1.0".into(),
         image_pull_policy: None,
         operator_url: "http://simcache:8080".into(),
         startup_probe: true,
         node_selector: Default::default(),
         cache_db_secret: None,
-        resources: simcache_operator::runs::pod::default_sidecar_resources(),
+        resources: simcache_core::pod::default_sidecar_resources(),
     };
     assert_eq!(
-        simcache_operator::runs::pod_template::check_simulation(&sim.spec, &sidecar),
+        simcache_core::pod::template::check_simulation(&sim.spec, &sidecar),
         Ok(())
     );
     assert!(
@@ -90,7 +90,7 @@ fn the_sweep_example_spans_a_40_point_grid_the_simulation_accepts() {
         sweep.spec.simulation.name,
         sim.metadata.name.clone().unwrap()
     );
-    let points = simcache_operator::sweeps::points::expand(&sweep.spec).unwrap();
+    let points = simcache_core::sweep::points::expand(&sweep.spec).unwrap();
     assert_eq!(points.len(), 40);
     for p in &points {
         resolve_inputs(&sim.spec, p).unwrap_or_else(|e| panic!("{p:?}: {e}"));

@@ -47,28 +47,7 @@ impl Device {
     }
 }
 
-/// The environment variable holding a device's upstream `Authorization`
-/// header: `SIMCACHE_SFM_AUTHORIZATION_<NAMESPACE>_<NAME>`, upper case,
-/// other characters as `_`. The operator sets it from the Secret the
-/// SFMDevice names.
-pub fn authorization_env(namespace: &str, name: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!(
-        "SIMCACHE_SFM_AUTHORIZATION_{}_{}",
-        clean(namespace),
-        clean(name)
-    )
-}
+use simcache_core::pod_env::sfm_authorization_env;
 
 fn device_from_row(r: &DeviceRow) -> Option<Device> {
     let spec: SFMDeviceSpec = match serde_json::from_str(&r.settings) {
@@ -78,7 +57,7 @@ fn device_from_row(r: &DeviceRow) -> Option<Device> {
             return None;
         }
     };
-    let authorization = std::env::var(authorization_env(&r.namespace, &r.name))
+    let authorization = std::env::var(sfm_authorization_env(&r.namespace, &r.name))
         .ok()
         .and_then(|v| HeaderValue::from_str(&v).ok())
         .map(|mut v| {
@@ -172,7 +151,7 @@ mod tests {
     #[test]
     fn authorization_variables_are_named_from_namespace_and_name() {
         assert_eq!(
-            authorization_env("field-ops", "unit-7.a"),
+            sfm_authorization_env("field-ops", "unit-7.a"),
             "SIMCACHE_SFM_AUTHORIZATION_FIELD_OPS_UNIT_7_A"
         );
     }

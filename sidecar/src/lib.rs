@@ -5,7 +5,6 @@
 pub mod cache;
 pub mod config;
 pub mod http;
-pub mod pod_env;
 pub mod run;
 pub mod server;
 pub mod sfm_proxy;

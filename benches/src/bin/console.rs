@@ -25,9 +25,11 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use simcache::local::records::LocalRecords;
+use simcache_api::server::{self, ApiConfig};
 use simcache_benches::load::percentile;
-use simcache_operator::console::source::{LocalRecords, SweepPoint, SweepView};
-use simcache_operator::server::{self, ApiConfig};
+use simcache_console::SourceSlot;
+use simcache_console::source::{SweepPoint, SweepView};
 use simcache_store::Backend;
 use simcache_store::postgres::PgOptions;
 use simcache_store::results::filter::ParamClass;
@@ -206,7 +208,9 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
     let home = tempfile::tempdir()?;
     let mut cfg = ApiConfig::new(Backend::Postgres(PgOptions::new(url)), runs.path().into());
     cfg.admin_password = Some("bench-password".into());
-    let api = server::start(cfg, std::future::pending()).await?;
+    let local_sweeps = SourceSlot::default();
+    let console = simcache_console::mount(local_sweeps.clone(), false);
+    let api = server::start(cfg, vec![console], std::future::pending()).await?;
 
     // N results in PostgreSQL, registered as introspection does.
     let t = Instant::now();
@@ -270,9 +274,7 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
         home.path().join("sweeps/big.json"),
         serde_json::to_vec(&json!({ "view": view }))?,
     )?;
-    let _ = api
-        .sources
-        .set(Arc::new(LocalRecords::new(home.path().join("sweeps"))));
+    let _ = local_sweeps.set(Arc::new(LocalRecords::new(home.path().join("sweeps"))));
     println!(
         "{n} results and a {n}-point sweep seeded in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -338,10 +340,12 @@ async fn run(n: usize, cluster: bool) -> anyhow::Result<()> {
             runs2.path().into(),
         );
         cfg.admin_password = Some("bench-password".into());
-        let on_cluster = server::start(cfg, std::future::pending()).await?;
-        let scope = simcache_operator::controller::scope::Scope::Namespaces(vec![ns.clone()]);
-        let _ = on_cluster.sources.set(Arc::new(
-            simcache_operator::console::source::ClusterObjects::new(client, scope),
+        let cluster_sweeps = SourceSlot::default();
+        let console = simcache_console::mount(cluster_sweeps.clone(), false);
+        let on_cluster = server::start(cfg, vec![console], std::future::pending()).await?;
+        let scope = simcache_controller::Scope::Namespaces(vec![ns.clone()]);
+        let _ = cluster_sweeps.set(Arc::new(
+            simcache_operator::cluster_source::ClusterObjects::new(client, scope),
         ));
         let cookie = login(&http, &on_cluster.url()).await?;
         let sweep = format!("{}/ui/api/sweeps/{ns}/big", on_cluster.url());

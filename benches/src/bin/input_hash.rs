@@ -18,7 +18,7 @@ fn main() {
     let mut h = String::new();
     for _ in 0..200 {
         let t = Instant::now();
-        h = simcache_operator::runs::identity::input_hash(
+        h = simcache_core::cache_key::input_hash(
             "thermal",
             "1.0.0",
             "ghcr.io/x/thermal@sha256:00",

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
+use simcache_api::server::{self, ApiConfig};
 use simcache_auth::Role;
-use simcache_operator::server::{self, ApiConfig};
 use simcache_rundb::{
     ArtifactCategory, LogLevel, LogLine, Metric, ParamSpec, RunDb, RunInit, RunStatus, ValueType,
 };
@@ -357,6 +357,7 @@ async fn run(backend: Backend, label: &str) -> anyhow::Result<()> {
     let runs = tempfile::tempdir()?;
     let api = server::start(
         ApiConfig::new(backend.clone(), runs.path().to_path_buf()),
+        Vec::new(),
         std::future::pending(),
     )
     .await?;
@@ -455,7 +456,7 @@ async fn run(backend: Backend, label: &str) -> anyhow::Result<()> {
     let mut full = Vec::new();
     for _ in 0..30 {
         let t = Instant::now();
-        let rec = simcache_operator::introspect::introspect(&path, Some("typical"))?;
+        let rec = simcache_core::introspect::introspect(&path, Some("typical"))?;
         intro.push(t.elapsed());
         stores
             .results

@@ -28,7 +28,7 @@ pub struct ProgramSpec {
 
 /// Sidecar settings the program must not inherit.
 const SIDECAR_SECRETS: &[&str] = &[
-    crate::pod_env::CACHE_DB_URL,
+    simcache_core::pod_env::CACHE_DB_URL,
     "SIM2L_CACHE_DB_URL",
     "SIMCACHE_ADMIN_PASSWORD",
     "SIMCACHE_USER_PASSWORD",
@@ -58,16 +58,16 @@ pub async fn run_program(
         cmd.current_dir(dir);
     }
     if let Some(p) = &run.inputs_file {
-        cmd.env(crate::pod_env::INPUTS, p);
+        cmd.env(simcache_core::pod_env::INPUTS, p);
     }
     if let Some(p) = &run.outputs_file {
-        cmd.env(crate::pod_env::OUTPUTS, p);
+        cmd.env(simcache_core::pod_env::OUTPUTS, p);
     }
     // The program gets its own credential (the run token), never the sidecar's.
     for k in SIDECAR_SECRETS {
         cmd.env_remove(k);
     }
-    cmd.env(crate::pod_env::EXECUTION_ID, &run.execution_id);
+    cmd.env(simcache_core::pod_env::EXECUTION_ID, &run.execution_id);
     for w in &run.inputs {
         cmd.env(input_env_name(&w.name), input_env_value(&w.value));
     }

@@ -57,8 +57,8 @@ pub async fn record_program(
         command: program.command.clone(),
         workdir: program.workdir.clone(),
         env: vec![
-            (crate::pod_env::URL.into(), srv.url()),
-            (crate::pod_env::RUN_TOKEN.into(), token),
+            (simcache_core::pod_env::URL.into(), srv.url()),
+            (simcache_core::pod_env::RUN_TOKEN.into(), token),
         ],
         timeout: program.timeout,
     };

@@ -699,6 +699,23 @@ impl CatalogStore {
         }
     }
 
+    /// Every simulation version recorded (up to 1,000), each with its
+    /// statistics: the console's overview and `simcache catalog`.
+    pub async fn versions_with_stats(&self) -> Result<Vec<(Simulation, SimulationStats)>> {
+        let sims = self
+            .search(&SearchQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(sims.len());
+        for s in sims {
+            let st = self.stats(s.id).await?;
+            out.push((s, st));
+        }
+        Ok(out)
+    }
+
     pub async fn stats(&self, simulation_id: i64) -> Result<SimulationStats> {
         let rows = self
             .sql

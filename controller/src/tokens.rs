@@ -1,0 +1,76 @@
+//! A run's secrets: its run token (the simulation's access to its own run
+//! API), its ingest token (the sidecar's upload to the operator) and, when
+//! pods share the cache, its cache session. Kept in one Secret per run,
+//! written afresh for each attempt and never read back by the operator.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, PostParams};
+use simcache_auth::{AuthConfig, Authenticator, Privilege, PrivilegeSet};
+use simcache_crds::SimulationRun;
+
+use crate::{Context, Error, Result};
+use simcache_core::pod::{RunTokens, secret_name, token_secret};
+
+/// New tokens in a new Secret, for an attempt about to get its pod. The
+/// operator never reads a Secret (its RBAC has no `get` on Secrets): a
+/// Secret left by an earlier attempt, or by a reconcile cut short before
+/// its pod was made, is replaced; no pod uses it, since the attempt's pod
+/// does not exist yet.
+pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunTokens> {
+    let ns = run.namespace().unwrap_or_default();
+    let name = run.name_any();
+    let secrets = ctx.api::<Secret>(&ns);
+    let secret = secret_name(&name, uid);
+    match secrets.delete(&secret, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let tokens = RunTokens {
+        run: simcache_store::random::token()?,
+        ingest: simcache_store::random::token()?,
+        cache_session: cache_session(ctx, &ns, &name, run.spec.timeout_seconds).await?,
+    };
+    match secrets
+        .create(
+            &PostParams::default(),
+            &token_secret(&ns, &name, uid, &tokens),
+        )
+        .await
+    {
+        Ok(_) => Ok(tokens),
+        // The deleted one is still going (a finalizer someone else put on
+        // it): try again later; the session made here expires unused.
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::TokenSecretBusy {
+            namespace: ns,
+            name: secret,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// With a cache shared through PostgreSQL, a session for the run's
+/// simulation: it may read and write cache entries and nothing else, for as
+/// long as the run may take (its timeout plus an hour, else a day).
+async fn cache_session(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    timeout_seconds: Option<i64>,
+) -> Result<Option<String>> {
+    if ctx.cfg.sidecar.cache_db_secret.is_none() {
+        return Ok(None);
+    }
+    let hours = timeout_seconds.map_or(24.0, |s| s as f64 / 3600.0 + 1.0);
+    let auth = Authenticator::new(ctx.stores.sessions.clone(), AuthConfig::default());
+    let issued = auth
+        .create_for_service(
+            &format!("run:{ns}/{name}"),
+            PrivilegeSet::of(&[Privilege::ReadCache, Privilege::WriteCache]),
+            hours,
+        )
+        .await
+        .map_err(Error::Session)?;
+    Ok(Some(issued.token))
+}
