@@ -9,7 +9,7 @@
 # modern-go/reflect2 1.0.1 crashes under Go >= 1.18 when a custom resource is
 # created, and Debian's golang-github-modern-go-reflect2-dev (1.0.2) is a
 # drop-in replacement. The system's apt sources are left alone: a private
-# apt configuration adds the deb-src entry.
+# apt configuration adds deb-src entries derived from the machine's own.
 set -euo pipefail
 
 VERSION=1.20.2
@@ -41,11 +41,23 @@ fi
 work="$CACHE/build"
 rm -rf "$work"
 mkdir -p "$work/apt/lists/partial" "$work/apt/sources.list.d"
-suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-echo "deb-src http://deb.debian.org/debian $suite main" > "$work/apt/sources.list"
+# The source entries are the machine's own apt sources turned into deb-src
+# ones (one-line and deb822 files alike), so this script names no mirror.
+: > "$work/apt/sources.list"
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  [ -f "$f" ] || continue
+  sed -n 's/^[[:space:]]*deb[[:space:]]\(.*\)$/deb-src \1/p' "$f" >> "$work/apt/sources.list"
+done
+for f in /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] || continue
+  sed 's/^Types:.*$/Types: deb-src/' "$f" > "$work/apt/sources.list.d/$(basename "$f")"
+done
 aptopts=(-o "Dir::Etc::SourceList=$work/apt/sources.list" -o "Dir::Etc::SourceParts=$work/apt/sources.list.d"
          -o "Dir::State::Lists=$work/apt/lists" -o "APT::Sandbox::User=root")
-(cd "$work" && apt-get -qq "${aptopts[@]}" update >&2 && apt-get -qq "${aptopts[@]}" source --download-only kubernetes >&2)
+# A third-party repository without source packages makes `update` complain;
+# `source` below fails plainly if no repository has the package.
+(cd "$work" && { apt-get -qq "${aptopts[@]}" update >&2 || echo "apt-get update reported errors (see above); trying the sources it did read" >&2; } \
+  && apt-get -qq "${aptopts[@]}" source --download-only kubernetes >&2)
 (cd "$work" && dpkg-source -x --no-check kubernetes_*.dsc src >&2)
 rm -rf "$work/src/vendor/github.com/modern-go/reflect2"
 cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "$work/src/vendor/github.com/modern-go/reflect2"
