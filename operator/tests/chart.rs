@@ -4,6 +4,7 @@
 //! into its `k8s-openapi` type, re-apply the manifest with `kubectl`, check
 //! that values.schema.json refuses bad values, and that every metric the
 //! dashboard and the alerts query is one the binaries export.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -359,7 +360,7 @@ fn default_values_render_a_secure_two_replica_operator() {
 
 fn install_prometheus_operator_crds() {
     cluster().apply_crds(
-        &repo("tests/k8s/prometheus-operator-crds.yaml"),
+        &repo("testkit/k8s/prometheus-operator-crds.yaml"),
         &[
             "servicemonitors.monitoring.coreos.com",
             "podmonitors.monitoring.coreos.com",

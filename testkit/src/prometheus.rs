@@ -1,5 +1,5 @@
 //! Prometheus and promtool from Debian's `prometheus` package, installed by
-//! `tests/prometheus/install-prometheus.sh` into `~/.cache/simcache/` on
+//! `testkit/prometheus/install-prometheus.sh` into `~/.cache/simcache/` on
 //! first use. A test that needs them FAILS with an install hint when they
 //! cannot be had; it never skips.
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-const HINT: &str = "Prometheus' promtool is needed: tests/prometheus/install-prometheus.sh \
+const HINT: &str = "Prometheus' promtool is needed: testkit/prometheus/install-prometheus.sh \
     fetches Debian's prometheus package (apt-get download, no root once the package lists \
     exist), or `sudo apt-get install prometheus`.";
 

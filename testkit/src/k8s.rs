@@ -1,6 +1,6 @@
 //! A real Kubernetes API server for tests: `SIMCACHE_TEST_KUBECONFIG` points
 //! at any cluster; otherwise a private etcd + kube-apiserver (built once per
-//! machine by `tests/k8s/provision.sh`) is started on loopback for this test
+//! machine by `testkit/k8s/provision.sh`) is started on loopback for this test
 //! binary, with TLS (self-signed serving certificate), token auth and RBAC,
 //! and removed when the binary exits. When neither works the tests FAIL
 //! saying why — they never pass by skipping.

@@ -1,6 +1,6 @@
 //! Real Helm for the chart tests: Helm's own Go library through the PyPI
 //! package `helm-sdkpy`, installed once per machine into
-//! `~/.cache/simcache/helm-sdkpy-<version>` by `tests/helm/install-helm-sdkpy.sh`
+//! `~/.cache/simcache/helm-sdkpy-<version>` by `testkit/helm/install-helm-sdkpy.sh`
 //! (`SIMCACHE_HELM_PYTHON` names a Python that already has it). When it
 //! cannot be installed the tests FAIL saying why.
 
@@ -87,7 +87,7 @@ fn provision() -> Result<Helm, String> {
         .map_err(|e| format!("running install-helm-sdkpy.sh: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "tests/helm/install-helm-sdkpy.sh failed: {}{}",
+            "testkit/helm/install-helm-sdkpy.sh failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));
