@@ -4,9 +4,9 @@
 //! handlers' annotations (utoipa): the router and the document are built from
 //! the same list, so they cannot drift.
 
-pub mod catalog;
-pub mod files;
-pub mod ingest;
+mod catalog;
+mod files;
+mod ingest;
 pub mod reference;
 pub mod results;
 pub mod server;

@@ -1,4 +1,5 @@
 //! Catalog routes over real HTTP, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

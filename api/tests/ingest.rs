@@ -1,5 +1,6 @@
 //! The run ledger (cache-key leases, expected ingests) and the ingest route
 //! a pod's sidecar uploads its run database to, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Introspection, typed search, statistics and files over real HTTP, with run
 //! databases written by the real library, on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

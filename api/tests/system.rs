@@ -1,5 +1,6 @@
 //! The API's document, health, and its behaviour when the database is new,
 //! shared by replicas starting together, unreachable, or dropping connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

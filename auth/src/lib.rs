@@ -4,11 +4,11 @@
 pub mod authenticator;
 pub mod cookie;
 pub mod limiter;
-pub mod password;
-pub mod privileges;
+mod password;
+mod privileges;
 pub mod routes;
 pub mod session_cache;
-pub mod token;
+mod token;
 
 pub use authenticator::{AuthConfig, Authenticator, IssuedSession, Session};
 pub use privileges::{Privilege, PrivilegeSet, Role};

@@ -1,6 +1,7 @@
 //! The login limiter stops growing at its bound: attempts from three times
 //! its capacity of distinct clients hold no more memory than its capacity.
 //! (Alone in this test binary, so nothing else allocates meanwhile.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

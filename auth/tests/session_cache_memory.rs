@@ -1,6 +1,7 @@
 //! The session cache stops growing at its bound: filled with three times
 //! its capacity of sessions, the process holds no more than at capacity.
 //! (Alone in this test binary, so nothing else allocates meanwhile.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,9 +8,9 @@
 
 pub mod commands;
 pub mod local;
-pub mod output;
-pub mod remote;
-pub mod ui;
+mod output;
+mod remote;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! The `simcache` binary as users run it: real processes, the example
 //! files, a real local store, and a real operator API over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! `simcache run` into a real local store, `simcache ui` serving it, and
 //! Debian's headless Chromium driven over WebDriver. Screenshots land in
 //! `target/console-screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

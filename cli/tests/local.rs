@@ -1,6 +1,7 @@
 //! Local mode end to end through its one front door, `simcache run`: the
 //! real binary on the real example manifests, a real SQLite store and run
 //! databases, the real Python example program.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

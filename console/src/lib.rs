@@ -6,9 +6,9 @@
 //! Mounted on the API's router by the operator and by `simcache ui`
 //! ([`mount`]).
 
-pub mod api;
-pub mod plot;
-pub mod query;
+mod api;
+mod plot;
+mod query;
 pub mod source;
 
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! PostgreSQL): the session cookie beside X-Session-ID, the CSRF guard in
 //! front of every state-changing route, typed range filters, sorting and
 //! paging of runs, plots, and the errors that name what is wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 #[path = "../../api/tests/common/mod.rs"]
 mod common;

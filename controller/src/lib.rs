@@ -7,21 +7,21 @@
 //! applies it; errors become requeues with backoff. [`manager`] registers
 //! them all.
 
-pub mod backoff;
-pub mod cachepolicy;
-pub mod context;
-pub mod error;
+mod backoff;
+mod cachepolicy;
+mod context;
+mod error;
 pub mod leader;
-pub mod manager;
-pub mod metrics;
+mod manager;
+mod metrics;
 pub mod scope;
-pub mod sfmdevice;
-pub mod simulation;
-pub mod simulation_run;
-pub mod simulation_sweep;
-pub mod status;
-pub mod system_of_record;
-pub mod tokens;
+mod sfmdevice;
+mod simulation;
+mod simulation_run;
+mod simulation_sweep;
+mod status;
+mod system_of_record;
+mod tokens;
 pub mod version;
 
 use std::path::PathBuf;

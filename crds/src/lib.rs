@@ -8,13 +8,13 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod chart_readme;
-pub mod pod_template;
-pub mod policy;
+mod pod_template;
+mod policy;
 pub mod reference;
 pub mod run;
 mod schema;
 pub mod sfm;
-pub mod simulation;
+mod simulation;
 pub mod sor;
 pub mod sweep;
 

@@ -2,6 +2,7 @@
 //! kube-apiserver, or any cluster via SIMCACHE_TEST_KUBECONFIG): accepted,
 //! usable with `kubectl`, and invalid resources rejected with readable
 //! messages.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::Path;
 

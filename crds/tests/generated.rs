@@ -1,5 +1,6 @@
 //! The YAML in crds/ is what the types generate, and the schemas carry the
 //! validation, documentation and printer columns users rely on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use serde_json::Value;
 

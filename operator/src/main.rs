@@ -84,7 +84,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let native_sidecars = simcache_controller::version::check(&client, &metrics)
         .await
         .context("asking the Kubernetes API server for its version")?;
-    let identity = c.identity.clone().unwrap_or_else(default_identity);
+    let identity = match c.identity.clone() {
+        Some(i) => i,
+        None => default_identity()?,
+    };
     let ccfg = ControllerConfig {
         sidecar: SidecarSettings {
             image: c.sidecar_image.clone(),
@@ -127,9 +130,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The pod name when in a pod, else host name plus a random suffix.
-fn default_identity() -> String {
+fn default_identity() -> anyhow::Result<String> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "simcache-operator".into());
     // At start-up: no randomness, no start.
-    let suffix = simcache_store::random::hex_id::<4>().expect("random source for the replica id");
-    format!("{host}-{suffix}")
+    let suffix =
+        simcache_store::random::hex_id::<4>().context("random source for the replica id")?;
+    Ok(format!("{host}-{suffix}"))
 }

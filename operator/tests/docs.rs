@@ -1,6 +1,7 @@
 //! The documentation's promises that code can check: relative links lead to
 //! files that exist, and the kind quick start builds exactly the images the
 //! chart and the example Simulation name.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::{Path, PathBuf};
 

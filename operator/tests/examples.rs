@@ -1,5 +1,6 @@
 //! The example manifests in examples/ are valid resources, and every run in
 //! them passes the same input checks the operator applies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! The operator's API listener runs on the same server as the sidecar's:
 //! half-sent requests are closed after the header read timeout while a
 //! normal request is answered, and the open files return to their baseline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::Path;
 use std::time::{Duration, Instant};

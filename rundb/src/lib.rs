@@ -10,7 +10,7 @@ mod db;
 mod error;
 mod guard;
 pub mod location;
-pub mod params;
+mod params;
 mod records;
 mod schema;
 

@@ -1,4 +1,6 @@
 //! The run database library against real SQLite files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
+#![allow(unsafe_code)] // one test sets the environment variable it reads
 
 use std::path::Path;
 

@@ -10,13 +10,13 @@
 //! - [`http`]: the listener's routes.
 
 pub mod device;
-pub mod freshness;
+mod freshness;
 pub mod http;
-pub mod identity;
+mod identity;
 pub mod metrics;
-pub mod registry;
+mod registry;
 pub mod route;
-pub mod service;
-pub mod upstream;
+mod service;
+mod upstream;
 
 pub use service::{SfmConfig, SfmService};

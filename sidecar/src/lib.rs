@@ -4,7 +4,7 @@
 
 pub mod cache;
 pub mod config;
-pub mod http;
+mod http;
 pub mod run;
 pub mod server;
 pub mod sfm_proxy;

@@ -1,5 +1,6 @@
 //! Sessions and privileges over real HTTP: 401 without a live session, 403
 //! without the privilege, rate-limited login, refresh, logout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

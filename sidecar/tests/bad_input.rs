@@ -1,4 +1,5 @@
 //! Every bad input gets a JSON error naming the problem, and changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Faults with real processes: a sidecar killed with SIGKILL in the middle
 //! of a burst of cache writes loses none that it acknowledged.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

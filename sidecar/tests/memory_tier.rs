@@ -2,6 +2,7 @@
 //! its configured bytes with entries shaped like real ones, the process's
 //! resident memory grows by the configured bytes, within 25 %. (Alone in
 //! this test binary, so nothing else allocates meanwhile.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! The real binary as separate processes: two sidecars sharing one PostgreSQL
 //! keep their memory tiers coherent; SIGTERM flushes pending hit counts; the
 //! CLI creates users and sessions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

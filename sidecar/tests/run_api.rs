@@ -1,4 +1,5 @@
 //! The run API over real HTTP into a real run database file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The run contract with real programs and real processes: `exec` running the
 //! documented examples, and a sidecar killed with SIGKILL mid-write.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,5 +1,6 @@
 //! The SFM proxy against the SFM service simulator, over real HTTP, with
 //! real PostgreSQL shared by several real sidecar processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

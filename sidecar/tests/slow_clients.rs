@@ -2,6 +2,7 @@
 //! each is closed after the header read timeout, a normal request is
 //! answered promptly all the while, and the process's open files return to
 //! where they were. Real sockets, the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::Path;
 use std::time::{Duration, Instant};

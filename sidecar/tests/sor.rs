@@ -1,6 +1,7 @@
 //! The system-of-record cache, end to end: real sidecar processes serving
 //! real HTTP, in front of a real S3 server (SeaweedFS) and a real directory.
 //! Each acceptance test runs on both kinds of SOR.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

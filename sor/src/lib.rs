@@ -3,17 +3,17 @@
 //! object, freshness rules with stale-if-error, bounded built-in functions
 //! on cached data, and cache_api's route answered compatibly.
 
-pub mod compat;
-pub mod conditional;
+mod compat;
+mod conditional;
 pub mod config;
-pub mod disk;
-pub mod freshness;
+mod disk;
+mod freshness;
 pub mod functions;
 pub mod http;
-pub mod key;
-pub mod lru;
+mod key;
+mod lru;
 pub mod metrics;
-pub mod service;
+mod service;
 pub mod source;
 
 pub use config::{Limits, Validation};

@@ -39,10 +39,7 @@ impl Lru {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
+    #[cfg(test)]
     pub fn contains(&self, id: &str) -> bool {
         self.entries.contains_key(id)
     }

@@ -5,12 +5,12 @@
 pub mod cache;
 pub mod catalog;
 pub mod clock;
-pub mod error;
+mod error;
 pub mod events;
 pub mod files;
 pub mod ledger;
 pub mod migrate;
-pub mod pg_tls;
+mod pg_tls;
 pub mod postgres;
 pub mod random;
 pub mod results;
@@ -18,7 +18,7 @@ pub mod retry;
 pub mod sessions;
 pub mod sfm;
 pub mod sql;
-pub mod sqlite;
+mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! `simcache_catalog_index_bytes` exports), within 25 %: the heap a
 //! 50,000-version index holds, counted by the allocator itself, against its
 //! estimate. (Alone in this test binary, with a counting allocator.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
+#![allow(unsafe_code)] // a counting allocator is unsafe by nature
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 //! Every secret token and random id comes from `simcache_store::random`,
 //! which fails closed. A call to the OS's random source anywhere else could
 //! ignore its failure and hand out an all-zero token, as six places once did.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
 use std::path::{Path, PathBuf};
 
