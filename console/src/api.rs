@@ -336,7 +336,12 @@ fn plot_response(a: &Axes, defs: &[ParamDef], points: Vec<Point>) -> ApiResult<R
                     "attachment; filename=\"plot.csv\"",
                 ),
             ],
-            plot::csv(&p),
+            plot::csv(&p).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("writing the CSV: {e}"),
+                )
+            })?,
         )
             .into_response(),
         Format::Svg => (

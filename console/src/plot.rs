@@ -261,36 +261,24 @@ fn draw_colour_bar(
     Ok(())
 }
 
-/// The points as CSV (header from the labels), full precision.
-pub fn csv(p: &Plot) -> String {
-    let mut s = format!(
-        "{},{}{}\n",
-        quote(&p.x_label),
-        quote(&p.y_label),
-        p.color_label
-            .as_deref()
-            .map(|c| format!(",{}", quote(c)))
-            .unwrap_or_default()
-    );
+/// The points as CSV (header from the labels), full precision; labels
+/// are quoted as RFC 4180 wants (commas, quotes, CR and LF).
+pub fn csv(p: &Plot) -> std::io::Result<String> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let mut header = vec![p.x_label.as_str(), p.y_label.as_str()];
+    header.extend(p.color_label.as_deref());
+    w.write_record(&header)?;
     for q in &p.points {
-        s.push_str(&format!("{},{}", q.x, q.y));
+        let mut row = vec![q.x.to_string(), q.y.to_string()];
         if p.color_label.is_some() {
-            s.push(',');
-            if let Some(c) = q.c {
-                s.push_str(&c.to_string());
-            }
+            row.push(q.c.map(|c| c.to_string()).unwrap_or_default());
         }
-        s.push('\n');
+        w.write_record(&row)?;
     }
-    s
-}
-
-fn quote(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    String::from_utf8(bytes).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
@@ -377,8 +365,13 @@ mod tests {
             }],
         ));
         assert_eq!(
-            c,
+            c.unwrap(),
             "temperature [K],stress [Pa],pressure [bar]\n1.5,106309500.00000004,\n"
         );
+        let mut odd = plot(Kind::Scatter, Vec::new());
+        odd.x_label = "a,b".into();
+        odd.y_label = "line\rbreak \"q\"".into();
+        odd.color_label = None;
+        assert_eq!(csv(&odd).unwrap(), "\"a,b\",\"line\rbreak \"\"q\"\"\"\n");
     }
 }
