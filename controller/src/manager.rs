@@ -136,44 +136,14 @@ pub async fn run(
     let policy_ctl = controller_for::<CachePolicy>(&client, &scope, &ctl_cfg, stop());
     let sfm_ctl = controller_for::<SFMDevice>(&client, &scope, &ctl_cfg, stop());
     let sor_ctl = controller_for::<SystemOfRecord>(&client, &scope, &ctl_cfg, stop());
-    // Sweeps are woken by their runs' changes and read them from a store
-    // of their own (only runs a sweep made carry its label).
-    let (sweep_runs, sweep_runs_writer) = reflector::store();
-    let sweep_run_events = scope::watch::<SimulationRun>(
-        &client,
-        &scope,
-        watcher::Config::default().labels(LABEL_SWEEP),
-    )
-    .modify(trim_run)
-    .reflect(sweep_runs_writer)
-    .touched_objects();
-    let sweep_ctl = controller_for::<SimulationSweep>(&client, &scope, &ctl_cfg, stop())
-        .owns_stream(sweep_run_events);
+    let (sweep_ctl, sweep_runs) = sweep_controller(&client, &scope, &ctl_cfg, stop());
     let sfm_service = simcache_sfm::SfmService::new(
         stores.sfm.clone(),
         simcache_sfm::SfmConfig::default(),
         metrics.sfm.clone(),
     )?;
     let sfm_tasks = sfm_service.spawn_background(stores.pg.as_ref().map(|p| p.config().clone()));
-    // Runs are the objects there are tens of thousands of: the cache keeps
-    // them without what the controller never reads (managed fields, kubectl's
-    // last-applied copy of the spec), which is most of a small run's bytes.
-    let (runs_cache, runs_writer) = reflector::store();
-    let runs = scope::watch::<SimulationRun>(&client, &scope, watcher::Config::default())
-        .modify(trim_run)
-        .reflect(runs_writer)
-        .touched_objects();
-    let run_ctl = Controller::for_stream(runs, runs_cache)
-        .owns_stream(
-            scope::watch::<Pod>(
-                &client,
-                &scope,
-                watcher::Config::default().labels("app.kubernetes.io/managed-by=simcache-operator"),
-            )
-            .touched_objects(),
-        )
-        .with_config(ctl_cfg.clone())
-        .graceful_shutdown_on(stop());
+    let run_ctl = run_controller(&client, &scope, &ctl_cfg, stop());
     let reporter = Reporter {
         controller: "simcache-operator".into(),
         instance: Some(cfg.identity.clone()),
@@ -304,6 +274,57 @@ pub async fn counted_client(metrics: &ControllerMetrics) -> anyhow::Result<Clien
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&count)
         .build())
+}
+
+/// The SimulationSweep controller, woken by its runs' changes, and the
+/// store of those runs it reads them from (only runs a sweep made carry
+/// its label).
+fn sweep_controller(
+    client: &Client,
+    scope: &Scope,
+    settings: &kube::runtime::controller::Config,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (Controller<SimulationSweep>, reflector::Store<SimulationRun>) {
+    let (sweep_runs, sweep_runs_writer) = reflector::store();
+    let sweep_run_events = scope::watch::<SimulationRun>(
+        client,
+        scope,
+        watcher::Config::default().labels(LABEL_SWEEP),
+    )
+    .modify(trim_run)
+    .reflect(sweep_runs_writer)
+    .touched_objects();
+    let ctl = controller_for::<SimulationSweep>(client, scope, settings, stop)
+        .owns_stream(sweep_run_events);
+    (ctl, sweep_runs)
+}
+
+/// The SimulationRun controller, woken by the pods it made. Runs are the
+/// objects there are tens of thousands of: the cache keeps them without
+/// what the controller never reads (managed fields, kubectl's last-applied
+/// copy of the spec), which is most of a small run's bytes.
+fn run_controller(
+    client: &Client,
+    scope: &Scope,
+    settings: &kube::runtime::controller::Config,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Controller<SimulationRun> {
+    let (runs_cache, runs_writer) = reflector::store();
+    let runs = scope::watch::<SimulationRun>(client, scope, watcher::Config::default())
+        .modify(trim_run)
+        .reflect(runs_writer)
+        .touched_objects();
+    Controller::for_stream(runs, runs_cache)
+        .owns_stream(
+            scope::watch::<Pod>(
+                client,
+                scope,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=simcache-operator"),
+            )
+            .touched_objects(),
+        )
+        .with_config(settings.clone())
+        .graceful_shutdown_on(stop)
 }
 
 /// Drops from a watched run what no controller reads (managed fields,

@@ -77,201 +77,149 @@ pub struct ControllerMetrics {
 
 impl ControllerMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        let reconcile_total = IntCounterVec::new(
-            Opts::new(
+        let m = ControllerMetrics {
+            reconcile_total: counters(
+                r,
                 "controller_runtime_reconcile_total",
                 "Total number of reconciliations per controller",
-            ),
-            &["controller", "result"],
-        )?;
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
+                &["controller", "result"],
+            )?,
+            reconcile_errors: counters(
+                r,
                 "controller_runtime_reconcile_errors_total",
                 "Total number of reconciliation errors per controller",
-            ),
-            &["controller"],
-        )?;
-        let reconcile_time = HistogramVec::new(
-            HistogramOpts::new(
-                "controller_runtime_reconcile_time_seconds",
-                "Length of time per reconciliation per controller",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["controller"],
-        )?;
-        let reconcile_failures = IntCounterVec::new(
-            Opts::new(
+                &["controller"],
+            )?,
+            reconcile_time: registered(r, reconcile_time()?)?,
+            reconcile_failures: counters(
+                r,
                 "simcache_operator_reconcile_failures_total",
                 "Failed reconciliations by controller and kind of error",
-            ),
-            &["controller", "error"],
-        )?;
-        let kube_requests = IntCounterVec::new(
-            Opts::new(
+                &["controller", "error"],
+            )?,
+            kube_requests: counters(
+                r,
                 "simcache_operator_kube_requests_total",
                 "Requests sent to the Kubernetes API, by verb (get, list, watch, create, update, patch, delete)",
-            ),
-            &["verb"],
-        )?;
-        let kubernetes_supported = IntGauge::new(
-            "simcache_operator_kubernetes_version_supported",
-            "1 when the API server is Kubernetes 1.29 or newer (native sidecars); 0 below it",
-        )?;
-        let run_phase = IntCounterVec::new(
-            Opts::new(
+                &["verb"],
+            )?,
+            kubernetes_supported: registered(
+                r,
+                IntGauge::new(
+                    "simcache_operator_kubernetes_version_supported",
+                    "1 when the API server is Kubernetes 1.29 or newer (native sidecars); 0 below it",
+                )?,
+            )?,
+            run_phase: counters(
+                r,
                 "simcache_operator_run_phase_transitions_total",
                 "SimulationRuns entering each phase",
-            ),
-            &["phase"],
-        )?;
-        let cache_lookups = IntCounterVec::new(
-            Opts::new(
+                &["phase"],
+            )?,
+            cache_lookups: counters(
+                r,
                 "simcache_operator_cache_lookups_total",
                 "Cache decisions for SimulationRuns (hit, miss, wait, bypass, error)",
-            ),
-            &["result"],
-        )?;
-        let run_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "simcache_operator_run_duration_seconds",
-                "Wall time of simulation runs that ran a pod, by outcome",
-            )
-            .buckets(vec![
-                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
-                86400.0,
-            ]),
-        )?;
-        let compute_seconds_saved = prometheus::Counter::new(
-            "simcache_operator_compute_seconds_saved_total",
-            "Seconds of computing the cache saved: the producing run's duration, counted on each cache hit",
-        )?;
-        r.register(Box::new(compute_seconds_saved.clone()))?;
-        let leader = IntGauge::new(
-            "simcache_operator_leader",
-            "1 while this replica holds the leader lease",
-        )?;
-        let evictions = IntCounterVec::new(
-            Opts::new(
+                &["result"],
+            )?,
+            run_duration: registered(r, run_duration()?)?,
+            compute_seconds_saved: registered(
+                r,
+                prometheus::Counter::new(
+                    "simcache_operator_compute_seconds_saved_total",
+                    "Seconds of computing the cache saved: the producing run's duration, counted on each cache hit",
+                )?,
+            )?,
+            leader: registered(
+                r,
+                IntGauge::new(
+                    "simcache_operator_leader",
+                    "1 while this replica holds the leader lease",
+                )?,
+            )?,
+            evictions: counters(
+                r,
                 "simcache_operator_cache_evictions_total",
                 "Cache entries removed by CachePolicy sweeps",
-            ),
-            &["reason"],
-        )?;
-        let policy_entries = IntGaugeVec::new(
-            Opts::new(
+                &["reason"],
+            )?,
+            policy_entries: gauges(
+                r,
                 "simcache_operator_cache_entries",
                 "Valid cache entries governed by each CachePolicy",
-            ),
-            &["policy_namespace", "policy"],
-        )?;
-        let policy_bytes = IntGaugeVec::new(
-            Opts::new(
+                &["policy_namespace", "policy"],
+            )?,
+            policy_bytes: gauges(
+                r,
                 "simcache_operator_cache_bytes",
                 "Bytes of the valid cache entries governed by each CachePolicy",
-            ),
-            &["policy_namespace", "policy"],
-        )?;
-        let sfm_devices = IntGaugeVec::new(
-            Opts::new(
+                &["policy_namespace", "policy"],
+            )?,
+            sfm_devices: gauges(
+                r,
                 "simcache_operator_sfm_devices",
                 "SFMDevices by condition type and status",
-            ),
-            &["condition", "status"],
-        )?;
-        let runs = IntGaugeVec::new(
-            Opts::new(
-                "simcache_operator_runs",
-                "SimulationRuns by phase, as the operator's watch sees them now",
-            ),
-            &["phase"],
-        )?;
-        for p in simcache_core::lifecycle::PHASES {
-            runs.with_label_values(&[simcache_core::lifecycle::phase_name(p)]);
-        }
-        r.register(Box::new(runs.clone()))?;
-        let sfm_device_reachable = IntGaugeVec::new(
-            Opts::new(
+                &["condition", "status"],
+            )?,
+            sfm_device_reachable: gauges(
+                r,
                 "simcache_operator_sfm_device_reachable",
                 "1 while the SFMDevice's unit answers, 0 while the proxies back off",
-            ),
-            &["sfmdevice_namespace", "sfmdevice"],
-        )?;
-        let sfm_device_counters = IntGaugeVec::new(
-            Opts::new(
+                &["sfmdevice_namespace", "sfmdevice"],
+            )?,
+            sfm_device_counters: gauges(
+                r,
                 "simcache_operator_sfm_device_counters",
                 "An SFMDevice's request counters summed over every proxy (as in its status)",
-            ),
-            &["sfmdevice_namespace", "sfmdevice", "counter"],
-        )?;
-        for c in SFM_CONDITIONS {
-            for st in ["True", "False", "Unknown"] {
-                sfm_devices.with_label_values(&[c, st]);
-            }
-        }
-        r.register(Box::new(sfm_devices.clone()))?;
-        r.register(Box::new(sfm_device_reachable.clone()))?;
-        r.register(Box::new(sfm_device_counters.clone()))?;
-        // Every known label set starts at zero, so that rates and alert
-        // ratios exist from the first scrape instead of appearing only after
-        // the first error (Prometheus cannot rate a series it never saw).
+                &["sfmdevice_namespace", "sfmdevice", "counter"],
+            )?,
+            runs: gauges(
+                r,
+                "simcache_operator_runs",
+                "SimulationRuns by phase, as the operator's watch sees them now",
+                &["phase"],
+            )?,
+            sfm: simcache_sfm::metrics::SfmMetrics::register(r)?,
+        };
+        m.start_known_series_at_zero();
+        Ok(m)
+    }
+
+    /// Every known label set starts at zero, so that rates and alert
+    /// ratios exist from the first scrape instead of appearing only after
+    /// the first error (Prometheus cannot rate a series it never saw).
+    fn start_known_series_at_zero(&self) {
         for c in CONTROLLERS {
             for res in RESULTS {
-                reconcile_total.with_label_values(&[c, res]);
+                self.reconcile_total.with_label_values(&[c, res]);
             }
-            reconcile_errors.with_label_values(&[c]);
-            reconcile_time.with_label_values(&[c]);
+            self.reconcile_errors.with_label_values(&[c]);
+            self.reconcile_time.with_label_values(&[c]);
             for e in crate::Error::LABELS {
-                reconcile_failures.with_label_values(&[c, e]);
+                self.reconcile_failures.with_label_values(&[c, e]);
             }
         }
         for v in KUBE_VERBS {
-            kube_requests.with_label_values(&[v]);
+            self.kube_requests.with_label_values(&[v]);
         }
         for p in PHASES {
-            run_phase.with_label_values(&[p]);
+            self.run_phase.with_label_values(&[p]);
         }
         for l in LOOKUPS {
-            cache_lookups.with_label_values(&[l]);
+            self.cache_lookups.with_label_values(&[l]);
         }
         for e in EVICTION_REASONS {
-            evictions.with_label_values(&[e]);
+            self.evictions.with_label_values(&[e]);
         }
-        r.register(Box::new(policy_entries.clone()))?;
-        r.register(Box::new(policy_bytes.clone()))?;
-        r.register(Box::new(reconcile_total.clone()))?;
-        r.register(Box::new(reconcile_errors.clone()))?;
-        r.register(Box::new(reconcile_time.clone()))?;
-        r.register(Box::new(reconcile_failures.clone()))?;
-        r.register(Box::new(kube_requests.clone()))?;
-        r.register(Box::new(kubernetes_supported.clone()))?;
-        r.register(Box::new(run_phase.clone()))?;
-        r.register(Box::new(cache_lookups.clone()))?;
-        r.register(Box::new(run_duration.clone()))?;
-        r.register(Box::new(leader.clone()))?;
-        r.register(Box::new(evictions.clone()))?;
-        Ok(ControllerMetrics {
-            reconcile_total,
-            reconcile_errors,
-            reconcile_time,
-            reconcile_failures,
-            kube_requests,
-            kubernetes_supported,
-            run_phase,
-            cache_lookups,
-            run_duration,
-            compute_seconds_saved,
-            leader,
-            evictions,
-            policy_entries,
-            policy_bytes,
-            sfm_devices,
-            sfm_device_reachable,
-            sfm_device_counters,
-            runs,
-            sfm: simcache_sfm::metrics::SfmMetrics::register(r)?,
-        })
+        for p in simcache_core::lifecycle::PHASES {
+            self.runs
+                .with_label_values(&[simcache_core::lifecycle::phase_name(p)]);
+        }
+        for c in SFM_CONDITIONS {
+            for st in ["True", "False", "Unknown"] {
+                self.sfm_devices.with_label_values(&[c, st]);
+            }
+        }
     }
 
     /// Drops an SFMDevice's series (it was deleted).
@@ -359,6 +307,60 @@ impl Drop for ReconcileTimer {
 pub const KUBE_VERBS: [&str; 8] = [
     "get", "list", "watch", "create", "update", "patch", "delete", "other",
 ];
+
+/// `c`, registered on `r`.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// A counter family registered on `r`.
+fn counters(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+/// A gauge family registered on `r`.
+fn gauges(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+fn reconcile_time() -> prometheus::Result<HistogramVec> {
+    HistogramVec::new(
+        HistogramOpts::new(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]),
+        &["controller"],
+    )
+}
+
+fn run_duration() -> prometheus::Result<Histogram> {
+    Histogram::with_opts(
+        HistogramOpts::new(
+            "simcache_operator_run_duration_seconds",
+            "Wall time of simulation runs that ran a pod, by outcome",
+        )
+        .buckets(vec![
+            0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0,
+        ]),
+    )
+}
 
 /// The Kubernetes verb of an API request.
 pub fn kube_verb(method: &http::Method, query: Option<&str>, path: &str) -> &'static str {

@@ -138,66 +138,99 @@ async fn apply(dev: &SFMDevice, ctx: &Context) -> Result<Action> {
         }
         Ok((key, Registration::Registered)) => {
             status.conn_key = Some(key.clone());
-            let interval = dev.spec.probe.interval_seconds;
-            if interval > 0 && !dev.spec.suspend {
-                probe(ctx, dev, &key).await;
-            }
-            let row = ctx.stores.sfm.device(&key).await?;
-            let amounts = ctx.stores.sfm.amounts(Some(&key)).await?;
-            if let Some(r) = &row {
-                status.serial = r.serial.clone().or(status.serial);
-                status.firmware = r.firmware.clone().or(status.firmware);
-                status.event_count = r.event_count.or(status.event_count);
-                let c = r.counters;
-                status.hits = c.hits;
-                status.misses = c.misses;
-                status.upstream_calls = c.upstream_calls;
-                status.coalesced = c.coalesced;
-                status.stale_served = c.stale_served;
-                status.hit_rate = (c.hits + c.misses > 0)
-                    .then(|| format!("{:.1}%", c.hits as f64 * 100.0 / (c.hits + c.misses) as f64));
-                status.last_contact_time = r.last_contact_ms.and_then(rfc3339);
-                status.last_success_time = r.last_success_ms.and_then(rfc3339);
-                status.last_error = r.last_error.clone().filter(|_| r.failures > 0);
-                for (counter, v) in SFM_COUNTERS.iter().zip([
-                    c.hits,
-                    c.misses,
-                    c.upstream_calls,
-                    c.coalesced,
-                    c.stale_served,
-                ]) {
-                    ctx.metrics
-                        .sfm_device_counters
-                        .with_label_values(&[ns.as_str(), name.as_str(), counter])
-                        .set(v);
-                }
-            }
-            status.cached_events = amounts.events;
-            status.cached_waveforms = amounts.waveforms;
-            status.cached_bytes = amounts.bytes;
-            let reachable = reachability(dev.spec.suspend, row.as_ref());
-            ctx.metrics
-                .sfm_device_reachable
-                .with_label_values(&[ns.as_str(), name.as_str()])
-                .set(i64::from(reachable.as_ref().is_some_and(|r| r.0)));
-            let every = if interval > 0 {
-                Duration::from_secs(interval as u64)
-            } else {
-                STATUS_REFRESH
-            };
-            (
-                Verdict {
-                    ready: (true, "Registered", format!("served at {key}")),
-                    reachable,
-                    conflict: (false, "NoConflict", "the address is this device's".into()),
-                },
-                Action::requeue(every),
-            )
+            served(ctx, dev, &key, &mut status).await?
         }
     };
     let now = k8s_openapi::jiff::Timestamp::now();
-    let generation = dev.metadata.generation;
-    let mut c: Vec<Condition> = previous.conditions.clone();
+    status.conditions =
+        conditions_after(&previous.conditions, verdict, dev.metadata.generation, now);
+    if status != previous {
+        ctx.api::<SFMDevice>(&ns)
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await?;
+    }
+    Ok(requeue)
+}
+
+/// A registered device: probed when its interval says so, its status
+/// filled from the proxies' shared record, its gauges set.
+async fn served(
+    ctx: &Context,
+    dev: &SFMDevice,
+    key: &str,
+    status: &mut SFMDeviceStatus,
+) -> Result<(Verdict, Action)> {
+    let ns = dev.namespace().unwrap_or_default();
+    let name = dev.name_any();
+    let interval = dev.spec.probe.interval_seconds;
+    if interval > 0 && !dev.spec.suspend {
+        probe(ctx, dev, key).await;
+    }
+    let row = ctx.stores.sfm.device(key).await?;
+    let amounts = ctx.stores.sfm.amounts(Some(key)).await?;
+    if let Some(r) = &row {
+        status.serial = r.serial.clone().or(status.serial.take());
+        status.firmware = r.firmware.clone().or(status.firmware.take());
+        status.event_count = r.event_count.or(status.event_count);
+        let c = r.counters;
+        status.hits = c.hits;
+        status.misses = c.misses;
+        status.upstream_calls = c.upstream_calls;
+        status.coalesced = c.coalesced;
+        status.stale_served = c.stale_served;
+        status.hit_rate = (c.hits + c.misses > 0)
+            .then(|| format!("{:.1}%", c.hits as f64 * 100.0 / (c.hits + c.misses) as f64));
+        status.last_contact_time = r.last_contact_ms.and_then(rfc3339);
+        status.last_success_time = r.last_success_ms.and_then(rfc3339);
+        status.last_error = r.last_error.clone().filter(|_| r.failures > 0);
+        for (counter, v) in SFM_COUNTERS.iter().zip([
+            c.hits,
+            c.misses,
+            c.upstream_calls,
+            c.coalesced,
+            c.stale_served,
+        ]) {
+            ctx.metrics
+                .sfm_device_counters
+                .with_label_values(&[ns.as_str(), name.as_str(), counter])
+                .set(v);
+        }
+    }
+    status.cached_events = amounts.events;
+    status.cached_waveforms = amounts.waveforms;
+    status.cached_bytes = amounts.bytes;
+    let reachable = reachability(dev.spec.suspend, row.as_ref());
+    ctx.metrics
+        .sfm_device_reachable
+        .with_label_values(&[ns.as_str(), name.as_str()])
+        .set(i64::from(reachable.as_ref().is_some_and(|r| r.0)));
+    let every = if interval > 0 {
+        Duration::from_secs(interval as u64)
+    } else {
+        STATUS_REFRESH
+    };
+    Ok((
+        Verdict {
+            ready: (true, "Registered", format!("served at {key}")),
+            reachable,
+            conflict: (false, "NoConflict", "the address is this device's".into()),
+        },
+        Action::requeue(every),
+    ))
+}
+
+/// The device's conditions after `verdict`.
+fn conditions_after(
+    previous: &[Condition],
+    verdict: Verdict,
+    generation: Option<i64>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<Condition> {
+    let mut c: Vec<Condition> = previous.to_vec();
     let (ok, reason, msg) = verdict.ready;
     conditions::set(&mut c, "Ready", ok, reason, msg, generation, now);
     let (on, reason, msg) = verdict.conflict;
@@ -216,17 +249,7 @@ async fn apply(dev: &SFMDevice, ctx: &Context) -> Result<Action> {
             now,
         ),
     }
-    status.conditions = c;
-    if status != previous {
-        ctx.api::<SFMDevice>(&ns)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
-    }
-    Ok(requeue)
+    c
 }
 
 /// Reads info and monitor status through the proxies' own cache path: a

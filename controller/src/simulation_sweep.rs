@@ -23,7 +23,7 @@ use crate::{Context, Error, Result};
 use simcache_core::cache_key::identify;
 use simcache_core::conditions;
 use simcache_core::pod::label_value;
-use simcache_core::sweep::plan::{Facts, RunFacts, plan};
+use simcache_core::sweep::plan::{Facts, Plan, RunFacts, plan};
 use simcache_core::sweep::points::{Point, expand, run_name};
 
 pub use simcache_core::sweep::LABEL_SWEEP;
@@ -94,57 +94,8 @@ pub async fn reconcile(sweep: Arc<SimulationSweep>, ctx: Arc<Context>) -> Result
         create_run(&ctx, &sweep, &names[i], &points[i].0).await?;
     }
     let now = Timestamp::now();
-    let mut status = SimulationSweepStatus {
-        phase: decided.phase,
-        total: decided.counts.total,
-        pending: decided.counts.pending,
-        running: decided.counts.running,
-        succeeded: decided.counts.succeeded,
-        cached: decided.counts.cached,
-        failed: decided.counts.failed,
-        progress: Some(format!(
-            "{}/{}",
-            decided.counts.succeeded + decided.counts.cached + decided.counts.failed,
-            decided.counts.total
-        )),
-        compute_seconds_saved: (decided.counts.compute_seconds_saved * 1000.0).round() / 1000.0,
-        start_time: previous
-            .start_time
-            .clone()
-            .or_else(|| (!runs.is_empty() || !decided.create.is_empty()).then_some(Time(now))),
-        completion_time: if decided.completed {
-            previous.completion_time.clone().or(Some(Time(now)))
-        } else {
-            None
-        },
-        message: Some(decided.message.clone()),
-        observed_generation: generation,
-        conditions: previous.conditions.clone(),
-    };
-    conditions::set(
-        &mut status.conditions,
-        "Valid",
-        true,
-        "PointsChecked",
-        format!("{} points, every one valid for the Simulation", names.len()),
-        generation,
-        now,
-    );
-    let reason = match (decided.completed, decided.phase) {
-        (false, _) => "Running",
-        (true, SweepPhase::Succeeded) => "Succeeded",
-        (true, SweepPhase::PartiallyFailed) => "PartiallyFailed",
-        (true, _) => "Failed",
-    };
-    conditions::set(
-        &mut status.conditions,
-        "Completed",
-        decided.completed,
-        reason,
-        decided.message.clone(),
-        generation,
-        now,
-    );
+    let started = !runs.is_empty() || !decided.create.is_empty();
+    let (status, reason) = status_after(&previous, &decided, started, names.len(), generation, now);
     if decided.completed && !previous_completed(&previous) {
         ctx.event(
             &*sweep,
@@ -163,6 +114,70 @@ pub async fn reconcile(sweep: Arc<SimulationSweep>, ctx: Arc<Context>) -> Result
     } else {
         Action::requeue(RECHECK)
     })
+}
+
+/// The sweep's status after `decided` (and the Completed reason), from
+/// the previous one. Pure.
+fn status_after(
+    previous: &SimulationSweepStatus,
+    decided: &Plan,
+    started: bool,
+    points: usize,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (SimulationSweepStatus, &'static str) {
+    let mut status = SimulationSweepStatus {
+        phase: decided.phase,
+        total: decided.counts.total,
+        pending: decided.counts.pending,
+        running: decided.counts.running,
+        succeeded: decided.counts.succeeded,
+        cached: decided.counts.cached,
+        failed: decided.counts.failed,
+        progress: Some(format!(
+            "{}/{}",
+            decided.counts.succeeded + decided.counts.cached + decided.counts.failed,
+            decided.counts.total
+        )),
+        compute_seconds_saved: (decided.counts.compute_seconds_saved * 1000.0).round() / 1000.0,
+        start_time: previous
+            .start_time
+            .clone()
+            .or_else(|| started.then_some(Time(now))),
+        completion_time: if decided.completed {
+            previous.completion_time.clone().or(Some(Time(now)))
+        } else {
+            None
+        },
+        message: Some(decided.message.clone()),
+        observed_generation: generation,
+        conditions: previous.conditions.clone(),
+    };
+    conditions::set(
+        &mut status.conditions,
+        "Valid",
+        true,
+        "PointsChecked",
+        format!("{points} points, every one valid for the Simulation"),
+        generation,
+        now,
+    );
+    let reason = match (decided.completed, decided.phase) {
+        (false, _) => "Running",
+        (true, SweepPhase::Succeeded) => "Succeeded",
+        (true, SweepPhase::PartiallyFailed) => "PartiallyFailed",
+        (true, _) => "Failed",
+    };
+    conditions::set(
+        &mut status.conditions,
+        "Completed",
+        decided.completed,
+        reason,
+        decided.message.clone(),
+        generation,
+        now,
+    );
+    (status, reason)
 }
 
 fn previous_completed(s: &SimulationSweepStatus) -> bool {

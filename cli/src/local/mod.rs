@@ -458,84 +458,105 @@ async fn run_one(
     sim_id: i64,
     tag: &str,
 ) -> anyhow::Result<Outcome> {
-    let Workspace {
-        stores,
-        home,
-        progress,
-    } = *w;
-    let sim = &ls.sim;
-    let outcome = |inputs: &BTreeMap<String, Value>, outputs: &Value, ended: Ended| Outcome {
+    let outcome = |inputs: &BTreeMap<String, Value>, outputs: Value, ended: Ended| Outcome {
         run: name.to_string(),
         simulation: run.spec.simulation.name.clone(),
         inputs: inputs.clone(),
-        outputs: outputs.clone(),
+        outputs,
         ended,
     };
-    let id = match identify(sim, &run.spec) {
+    let id = match identify(&ls.sim, &run.spec) {
         Ok(id) => id,
         Err(refusal) => {
+            let message = refusal.to_string();
             return Ok(outcome(
                 &run.spec.inputs,
-                &Value::Null,
-                Ended::Failed {
-                    message: refusal.to_string(),
-                },
+                Value::Null,
+                Ended::Failed { message },
             ));
         }
     };
     let run_key = id.run_key(sim_id);
-    let RunIdentity {
-        name: sim_name,
-        version,
-        inputs,
-        hash,
-        key,
-    } = &id;
+    let attempt = Attempt {
+        ls,
+        run,
+        id: &id,
+        run_key: &run_key,
+        name,
+        sim_id,
+        tag,
+    };
     if run.spec.cache_mode == CacheMode::Use
-        && let Some(e) = stores.cache.get(key, now_ms()).await?
-        && e.run_db_path
-            .as_deref()
-            .is_some_and(|p| Path::new(p).exists())
+        && let Some((outputs, ended)) = from_cache(w, &attempt).await?
     {
-        let meta = e.metadata.clone().unwrap_or(Value::Null);
-        let saved = meta.get("duration_seconds").and_then(Value::as_f64);
-        stores
-            .cache
-            .record_accesses(
-                &[HitDelta {
-                    cache_key: key.clone(),
-                    hits: 1,
-                    last_accessed_ms: now_ms(),
-                }],
-                0,
-            )
-            .await?;
-        let exec = format!("local.{name}.{}.cached.{}", &hash[..8], now_ms());
-        record(stores, &run_key, Execution::cache_hit(&exec, &e)).await?;
-        return Ok(outcome(
-            inputs,
-            meta.get("outputs").unwrap_or(&Value::Null),
-            Ended::Cached {
-                saved,
-                computed_by: e.execution_id.clone(),
-            },
-        ));
+        return Ok(outcome(&id.inputs, outputs, ended));
     }
+    let (outputs, ended) = compute(w, &attempt).await?;
+    Ok(outcome(&id.inputs, outputs, ended))
+}
 
-    let command = local_command(ls)?;
-    let suffix = simcache_store::random::hex_id::<4>()?;
-    let execution_id = format!("local.{name}.{}.{suffix}", &hash[..8]);
-    let runs_dir = home.join("runs");
-    let mut init = RunInit::new(sim_name.clone(), version.clone());
+/// One run to serve or compute, once its inputs are identified.
+struct Attempt<'a> {
+    ls: &'a LocalSimulation,
+    run: &'a SimulationRun,
+    id: &'a RunIdentity,
+    run_key: &'a RunKey<'a>,
+    name: &'a str,
+    sim_id: i64,
+    tag: &'a str,
+}
+
+/// The cached result of these inputs, if its entry is valid and its run
+/// database still exists; the hit is counted and recorded.
+async fn from_cache(w: &Workspace<'_>, a: &Attempt<'_>) -> anyhow::Result<Option<(Value, Ended)>> {
+    let stores = w.stores;
+    let key = &a.id.key;
+    let Some(e) = stores.cache.get(key, now_ms()).await? else {
+        return Ok(None);
+    };
+    if !e
+        .run_db_path
+        .as_deref()
+        .is_some_and(|p| Path::new(p).exists())
+    {
+        return Ok(None);
+    }
+    let meta = e.metadata.clone().unwrap_or(Value::Null);
+    let saved = meta.get("duration_seconds").and_then(Value::as_f64);
+    let hit = HitDelta {
+        cache_key: key.clone(),
+        hits: 1,
+        last_accessed_ms: now_ms(),
+    };
+    stores.cache.record_accesses(&[hit], 0).await?;
+    let exec = format!("local.{}.{}.cached.{}", a.name, &a.id.hash[..8], now_ms());
+    record(stores, a.run_key, Execution::cache_hit(&exec, &e)).await?;
+    let outputs = meta.get("outputs").cloned().unwrap_or(Value::Null);
+    let ended = Ended::Cached {
+        saved,
+        computed_by: e.execution_id.clone(),
+    };
+    Ok(Some((outputs, ended)))
+}
+
+/// How the in-process sidecar records one computing run.
+fn run_config(
+    a: &Attempt<'_>,
+    execution_id: &str,
+    command: &[String],
+    runs_dir: &Path,
+) -> anyhow::Result<RunConfig> {
+    let sim = &a.ls.sim;
+    let mut init = RunInit::new(a.id.name.clone(), a.id.version.clone());
     init.executor_type = Some("local".into());
-    init.cache_key = Some(key.clone());
-    init.simulation_id = Some(sim_id);
-    let rc = RunConfig {
-        db_path: simcache_rundb::run_db_path(&runs_dir, &execution_id)?,
-        execution_id: execution_id.clone(),
+    init.cache_key = Some(a.id.key.clone());
+    init.simulation_id = Some(a.sim_id);
+    Ok(RunConfig {
+        db_path: simcache_rundb::run_db_path(runs_dir, execution_id)?,
+        execution_id: execution_id.to_string(),
         init,
         schema: run_schema(&sim.spec),
-        inputs: Some(inputs.clone().into_iter().collect()),
+        inputs: Some(a.id.inputs.clone().into_iter().collect()),
         inputs_file: None,
         outputs_file: None,
         token: Some(simcache_store::random::token()?),
@@ -543,31 +564,38 @@ async fn run_one(
             host: None,
             image: Some(sim.spec.image.clone()),
             image_digest: sim.spec.image.split_once('@').map(|(_, d)| d.to_string()),
-            command: command.clone(),
+            command: command.to_vec(),
             environment: BTreeMap::new(),
             parent_execution_ids: Vec::new(),
-            input_hash: Some(hash.clone()),
+            input_hash: Some(a.id.hash.clone()),
         },
         max_artifact_bytes: simcache_rundb::MAX_ARTIFACT_BYTES,
-    };
-    progress.started(tag, &command);
+    })
+}
+
+/// Runs the simulation's command as a recorded run, introspects it into
+/// the results, records the execution and (unless bypassed) caches it.
+async fn compute(w: &Workspace<'_>, a: &Attempt<'_>) -> anyhow::Result<(Value, Ended)> {
+    let stores = w.stores;
+    let command = local_command(a.ls)?;
+    let suffix = simcache_store::random::hex_id::<4>()?;
+    let execution_id = format!("local.{}.{}.{suffix}", a.name, &a.id.hash[..8]);
+    let rc = run_config(a, &execution_id, &command, &w.home.join("runs"))?;
+    w.progress.started(a.tag, &command);
     let started = Instant::now();
     let program = Program {
         command,
-        workdir: Some(ls.dir.clone()),
-        timeout: run
+        workdir: Some(a.ls.dir.clone()),
+        timeout: a
+            .run
             .spec
             .timeout_seconds
             .map(|t| Duration::from_secs(t.max(1) as u64)),
     };
-    let done = record_program(
-        Backend::Sqlite {
-            path: home.join("simcache.db"),
-        },
-        rc,
-        &program,
-    )
-    .await?;
+    let store = Backend::Sqlite {
+        path: w.home.join("simcache.db"),
+    };
+    let done = record_program(store, rc, &program).await?;
     let wall = started.elapsed().as_secs_f64();
     let path = done.db_path.clone();
     let id = execution_id.clone();
@@ -581,7 +609,7 @@ async fn run_one(
     let size = std::fs::metadata(&done.db_path)
         .map(|m| m.len() as i64)
         .unwrap_or(0);
-    let cache = match (ok, run.spec.cache_mode) {
+    let cache = match (ok, a.run.spec.cache_mode) {
         (false, _) | (true, CacheMode::Bypass) => CacheOutcome::Skipped,
         (true, _) => CacheOutcome::Populated,
     };
@@ -592,42 +620,36 @@ async fn run_one(
         run_db_size_bytes: Some(size),
         output_count: rec.outputs.len() as i64,
     };
-    record(
-        stores,
-        &run_key,
-        Execution::completed(&execution_id, ok, cache, completed),
-    )
-    .await?;
+    let execution = Execution::completed(&execution_id, ok, cache, completed);
+    record(stores, a.run_key, execution).await?;
     if !ok {
         let message = done
             .summary
             .error_message
             .clone()
             .unwrap_or_else(|| format!("the run ended as {}", done.summary.status));
-        return Ok(outcome(inputs, &outputs, Ended::Failed { message }));
+        return Ok((outputs, Ended::Failed { message }));
     }
-    if run.spec.cache_mode != CacheMode::Bypass {
-        stores
-            .cache
-            .put(record::cache_entry(
-                &run_key,
-                &execution_id,
-                Some(done.db_path.display().to_string()),
-                size,
-                &outputs,
-                Some(result_id),
-                &format!("local/{name}"),
-                duration,
-                None,
-                now_ms(),
-            ))
-            .await?;
+    if a.run.spec.cache_mode != CacheMode::Bypass {
+        let entry = record::cache_entry(
+            a.run_key,
+            &execution_id,
+            Some(done.db_path.display().to_string()),
+            size,
+            &outputs,
+            Some(result_id),
+            &format!("local/{}", a.name),
+            duration,
+            None,
+            now_ms(),
+        );
+        stores.cache.put(entry).await?;
     }
-    Ok(outcome(
-        inputs,
-        &outputs,
+    let seconds = duration.unwrap_or(wall);
+    Ok((
+        outputs,
         Ended::Computed {
-            seconds: duration.unwrap_or(wall),
+            seconds,
             execution_id,
         },
     ))

@@ -366,17 +366,73 @@ pub fn build_pod(p: &PodPlan) -> Pod {
     let name = pod_name(p.run_name, p.run_uid, p.attempt);
     let secret = secret_name(p.run_name, p.run_uid);
     let exec_id = execution_id(p.namespace, p.run_name, p.run_uid, p.attempt);
-    let file = |f: &str| format!("{RUN_DIR}/{f}");
-    let mount = vec![VolumeMount {
+    let (sidecar, volumes) = sidecar_container(p, &exec_id, &secret);
+    let simulation = simulation_container(p, &exec_id, &secret);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(p.namespace.into()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+                ("app.kubernetes.io/name".into(), "simcache-run".into()),
+                (LABEL_RUN.into(), label_value(p.run_name)),
+                (LABEL_SIMULATION.into(), label_value(p.simulation_name)),
+                (LABEL_EXECUTION.into(), label_value(&exec_id)),
+            ])),
+            annotations: Some(BTreeMap::from([
+                ("simcache.io/cache-key".into(), p.cache_key.into()),
+                ("simcache.io/execution-id".into(), exec_id.clone()),
+            ])),
+            owner_references: Some(vec![owner_reference(p.run_name, p.run_uid)]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            // Pod Security `restricted` at pod level too, so that containers
+            // added later (by a mutating webhook, say) start from it.
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: runtime_default(),
+                ..Default::default()
+            }),
+            // The operator enforces the timeout too; this is the node's backstop.
+            active_deadline_seconds: p.timeout_seconds.map(|t| t + 60),
+            node_selector: (!p.sidecar.node_selector.is_empty())
+                .then(|| p.sidecar.node_selector.clone()),
+            init_containers: Some(vec![sidecar]),
+            containers: vec![simulation],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// A file in the volume the two containers share.
+fn run_file(f: &str) -> String {
+    format!("{RUN_DIR}/{f}")
+}
+
+/// The shared run volume, as each container mounts it.
+fn run_mount() -> Vec<VolumeMount> {
+    vec![VolumeMount {
         name: RUN_VOLUME.into(),
         mount_path: RUN_DIR.into(),
         ..Default::default()
-    }];
+    }]
+}
+
+/// What the sidecar reads: the run's identity, schema and inputs, where to
+/// upload, its token, its cache backend, its SFM devices and systems of
+/// record.
+fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
+    let file = run_file;
     let inputs_json = serde_json::to_string(p.inputs).unwrap_or_else(|_| "{}".into());
     let mut sidecar_env = vec![
         env(pod_env::CACHE_HOST, "0.0.0.0"),
         env(pod_env::CACHE_PORT, SIDECAR_PORT.to_string()),
-        env(pod_env::EXECUTION_ID, &exec_id),
+        env(pod_env::EXECUTION_ID, exec_id),
         env(pod_env::SIMULATION_NAME, p.simulation_name),
         env(pod_env::SIMULATION_VERSION, p.simulation_version),
         env(pod_env::RUN_DB_PATH, file("run.db")),
@@ -394,8 +450,8 @@ pub fn build_pod(p: &PodPlan) -> Pod {
                 p.sidecar.operator_url.trim_end_matches('/')
             ),
         ),
-        secret_env(pod_env::RUN_TOKEN, &secret, TOKEN_KEY_RUN),
-        secret_env(pod_env::INGEST_TOKEN, &secret, TOKEN_KEY_INGEST),
+        secret_env(pod_env::RUN_TOKEN, secret, TOKEN_KEY_RUN),
+        secret_env(pod_env::INGEST_TOKEN, secret, TOKEN_KEY_INGEST),
     ];
     if let Some((_, digest)) = p.image.split_once('@') {
         sidecar_env.push(env(pod_env::IMAGE_DIGEST, digest));
@@ -420,6 +476,14 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         }
     }
     sidecar_env.extend(p.sor.sidecar_env.iter().cloned());
+    sidecar_env
+}
+
+/// The sidecar container and the pod's volumes (the run volume, the systems
+/// of record's, the cache database's TLS files).
+fn sidecar_container(p: &PodPlan, exec_id: &str, secret: &str) -> (Container, Vec<Volume>) {
+    let sidecar_env = sidecar_env(p, exec_id, secret);
+    let mount = run_mount();
     let mut sidecar_mounts = mount.clone();
     sidecar_mounts.extend(p.sor.sidecar_mounts.iter().cloned());
     let mut volumes = vec![Volume {
@@ -478,10 +542,18 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         volume_mounts: Some(sidecar_mounts),
         ..Default::default()
     };
+    (sidecar, volumes)
+}
+
+/// The simulation container: the author's image and command, the inputs as
+/// variables, where its sidecar and SFM proxy listen, its run token.
+fn simulation_container(p: &PodPlan, exec_id: &str, secret: &str) -> Container {
+    let file = run_file;
+    let mount = run_mount();
     let mut sim_env = vec![
         env(pod_env::URL, format!("http://127.0.0.1:{SIDECAR_PORT}")),
-        secret_env(pod_env::RUN_TOKEN, &secret, TOKEN_KEY_RUN),
-        env(pod_env::EXECUTION_ID, &exec_id),
+        secret_env(pod_env::RUN_TOKEN, secret, TOKEN_KEY_RUN),
+        env(pod_env::EXECUTION_ID, exec_id),
         env(pod_env::INPUTS, file("inputs.json")),
         env(pod_env::OUTPUTS, file("outputs.json")),
     ];
@@ -491,7 +563,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
     if p.sidecar.cache_db_secret.is_some() {
         // The cache API's `X-Session-ID`, as sim2l's CacheClient sends it.
         // Optional: a Secret made before the cache was shared has none.
-        let mut session = secret_env(pod_env::SESSION_ID, &secret, TOKEN_KEY_SESSION);
+        let mut session = secret_env(pod_env::SESSION_ID, secret, TOKEN_KEY_SESSION);
         if let Some(r) = session
             .value_from
             .as_mut()
@@ -506,7 +578,7 @@ pub fn build_pod(p: &PodPlan) -> Pod {
             .iter()
             .map(|(k, v)| env(&input_env_name(k), input_env_value(v))),
     );
-    let simulation = Container {
+    Container {
         name: SIMULATION_CONTAINER.into(),
         image: Some(p.image.into()),
         command: (!p.command.is_empty()).then(|| p.command.to_vec()),
@@ -516,45 +588,6 @@ pub fn build_pod(p: &PodPlan) -> Pod {
         volume_mounts: Some(mount),
         security_context: Some(simulation_security(p.security_context)),
         ..Default::default()
-    };
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(p.namespace.into()),
-            labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
-                ("app.kubernetes.io/name".into(), "simcache-run".into()),
-                (LABEL_RUN.into(), label_value(p.run_name)),
-                (LABEL_SIMULATION.into(), label_value(p.simulation_name)),
-                (LABEL_EXECUTION.into(), label_value(&exec_id)),
-            ])),
-            annotations: Some(BTreeMap::from([
-                ("simcache.io/cache-key".into(), p.cache_key.into()),
-                ("simcache.io/execution-id".into(), exec_id.clone()),
-            ])),
-            owner_references: Some(vec![owner_reference(p.run_name, p.run_uid)]),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            restart_policy: Some("Never".into()),
-            automount_service_account_token: Some(false),
-            // Pod Security `restricted` at pod level too, so that containers
-            // added later (by a mutating webhook, say) start from it.
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                seccomp_profile: runtime_default(),
-                ..Default::default()
-            }),
-            // The operator enforces the timeout too; this is the node's backstop.
-            active_deadline_seconds: p.timeout_seconds.map(|t| t + 60),
-            node_selector: (!p.sidecar.node_selector.is_empty())
-                .then(|| p.sidecar.node_selector.clone()),
-            init_containers: Some(vec![sidecar]),
-            containers: vec![simulation],
-            volumes: Some(volumes),
-            ..Default::default()
-        }),
-        status: None,
     }
 }
 

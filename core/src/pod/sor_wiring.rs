@@ -63,6 +63,9 @@ struct Connection {
     anonymous: bool,
 }
 
+/// The sidecar's settings, volumes and mounts for the pod's systems of
+/// record: one S3 connection at most, each directory SOR's claim mounted
+/// read-only, one disk tier sized by the combined limits.
 pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
     if sors.is_empty() {
         return Ok(SorWiring::default());
@@ -75,25 +78,7 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
             (Some(loc), None) => {
                 let prefix = loc.prefix.trim_matches('/');
                 urls.push(format!("{}=s3://{}/{}", s.name, loc.bucket, prefix));
-                let c = Connection {
-                    endpoint: loc.endpoint.clone(),
-                    region: loc.region.clone(),
-                    secret: loc.credentials_secret.as_ref().map(|c| {
-                        (
-                            c.name.clone(),
-                            c.access_key_id_key.clone(),
-                            c.secret_access_key_key.clone(),
-                            c.session_token_key.clone(),
-                        )
-                    }),
-                    anonymous: loc.anonymous,
-                };
-                if !c.anonymous && c.secret.is_none() {
-                    return Err(format!(
-                        "SystemOfRecord {:?} names no credentialsSecret and is not anonymous",
-                        s.name
-                    ));
-                }
+                let c = s3_connection(&s.name, loc)?;
                 match &conn {
                     Some((first, other)) if *other != c => {
                         return Err(format!(
@@ -105,37 +90,7 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
                     None => conn = Some((s.name.clone(), c)),
                 }
             }
-            (None, Some(dir)) => {
-                let volume = volume_name(&s.name);
-                let mount = format!("{DIR_ROOT}/{}", s.name);
-                let sub = dir.sub_path.trim_matches('/');
-                if sub.split('/').any(|seg| seg == "..") {
-                    return Err(format!(
-                        "SystemOfRecord {:?}: subPath may not contain '..'",
-                        s.name
-                    ));
-                }
-                let path = if sub.is_empty() {
-                    mount.clone()
-                } else {
-                    format!("{mount}/{sub}")
-                };
-                urls.push(format!("{}=file://{path}", s.name));
-                w.volumes.push(Volume {
-                    name: volume.clone(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: dir.claim_name.clone(),
-                        read_only: Some(true),
-                    }),
-                    ..Default::default()
-                });
-                w.sidecar_mounts.push(VolumeMount {
-                    name: volume,
-                    mount_path: mount,
-                    read_only: Some(true),
-                    ..Default::default()
-                });
-            }
+            (None, Some(dir)) => urls.push(mount_directory(&mut w, &s.name, dir)?),
             _ => {
                 return Err(format!(
                     "SystemOfRecord {:?} must set exactly one of s3 or directory",
@@ -147,48 +102,13 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
     w.sidecar_env.push(env(pod_env::SOR, urls.join(",")));
     w.sidecar_env.push(env(pod_env::SOR_CACHE_DIR, CACHE_DIR));
     if let Some((_, c)) = conn {
-        if let Some(ep) = &c.endpoint {
-            w.sidecar_env.push(env(pod_env::SOR_ENDPOINT, ep));
-            if ep.starts_with("http://") {
-                // The schema admits plain http to loopback only; the sidecar checks again.
-                w.sidecar_env.push(env("SIMCACHE_SOR_ALLOW_HTTP", "true"));
-            }
-        }
-        if let Some(r) = &c.region {
-            w.sidecar_env.push(env("SIMCACHE_SOR_REGION", r));
-        }
-        if c.anonymous {
-            w.sidecar_env.push(env("SIMCACHE_SOR_ANONYMOUS", "true"));
-        }
-        if let Some((secret, id, key, token)) = &c.secret {
-            w.sidecar_env
-                .push(secret_env("AWS_ACCESS_KEY_ID", secret, id));
-            w.sidecar_env
-                .push(secret_env("AWS_SECRET_ACCESS_KEY", secret, key));
-            if let Some(t) = token {
-                w.sidecar_env
-                    .push(secret_env("AWS_SESSION_TOKEN", secret, t));
-            }
-        }
+        w.sidecar_env.extend(connection_env(&c));
     }
     let limits = combine(sors);
     for (k, v) in &limits {
         w.sidecar_env.push(env(k, v));
     }
-    let functions: Vec<_> = sors.iter().flat_map(|s| s.spec.functions.iter()).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    for f in &functions {
-        if !seen.insert(f.name.as_str()) {
-            return Err(format!(
-                "two of the Simulation's SystemsOfRecord declare a function named {:?}",
-                f.name
-            ));
-        }
-    }
-    if !functions.is_empty() {
-        let json = serde_json::to_string(&functions).map_err(|e| e.to_string())?;
-        w.sidecar_env.push(env(pod_env::SOR_FUNCTIONS, json));
-    }
+    w.sidecar_env.extend(functions_env(sors)?);
     let size_limit = limits
         .get("SIMCACHE_SOR_DISK_BYTES")
         .map(|b| Quantity(b.clone()));
@@ -206,6 +126,112 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
         ..Default::default()
     });
     Ok(w)
+}
+
+/// The S3 connection an S3 SOR names (credentials, or explicitly anonymous).
+fn s3_connection(name: &str, loc: &simcache_crds::sor::S3Location) -> Result<Connection, String> {
+    let c = Connection {
+        endpoint: loc.endpoint.clone(),
+        region: loc.region.clone(),
+        secret: loc.credentials_secret.as_ref().map(|c| {
+            (
+                c.name.clone(),
+                c.access_key_id_key.clone(),
+                c.secret_access_key_key.clone(),
+                c.session_token_key.clone(),
+            )
+        }),
+        anonymous: loc.anonymous,
+    };
+    if !c.anonymous && c.secret.is_none() {
+        return Err(format!(
+            "SystemOfRecord {name:?} names no credentialsSecret and is not anonymous"
+        ));
+    }
+    Ok(c)
+}
+
+/// Mounts a directory SOR's claim read-only under `/sor/<name>`; returns
+/// its `name=file://path` setting.
+fn mount_directory(
+    w: &mut SorWiring,
+    name: &str,
+    dir: &simcache_crds::sor::DirectoryLocation,
+) -> Result<String, String> {
+    let volume = volume_name(name);
+    let mount = format!("{DIR_ROOT}/{name}");
+    let sub = dir.sub_path.trim_matches('/');
+    if sub.split('/').any(|seg| seg == "..") {
+        return Err(format!(
+            "SystemOfRecord {name:?}: subPath may not contain '..'"
+        ));
+    }
+    let path = if sub.is_empty() {
+        mount.clone()
+    } else {
+        format!("{mount}/{sub}")
+    };
+    w.volumes.push(Volume {
+        name: volume.clone(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: dir.claim_name.clone(),
+            read_only: Some(true),
+        }),
+        ..Default::default()
+    });
+    w.sidecar_mounts.push(VolumeMount {
+        name: volume,
+        mount_path: mount,
+        read_only: Some(true),
+        ..Default::default()
+    });
+    Ok(format!("{name}=file://{path}"))
+}
+
+/// The sidecar's S3 settings and credentials (from the Secret, by key).
+fn connection_env(c: &Connection) -> Vec<EnvVar> {
+    let mut out = Vec::new();
+    if let Some(ep) = &c.endpoint {
+        out.push(env(pod_env::SOR_ENDPOINT, ep));
+        if ep.starts_with("http://") {
+            // The schema admits plain http to loopback only; the sidecar checks again.
+            out.push(env("SIMCACHE_SOR_ALLOW_HTTP", "true"));
+        }
+    }
+    if let Some(r) = &c.region {
+        out.push(env("SIMCACHE_SOR_REGION", r));
+    }
+    if c.anonymous {
+        out.push(env("SIMCACHE_SOR_ANONYMOUS", "true"));
+    }
+    if let Some((secret, id, key, token)) = &c.secret {
+        out.push(secret_env("AWS_ACCESS_KEY_ID", secret, id));
+        out.push(secret_env("AWS_SECRET_ACCESS_KEY", secret, key));
+        if let Some(t) = token {
+            out.push(secret_env("AWS_SESSION_TOKEN", secret, t));
+        }
+    }
+    out
+}
+
+/// Every SOR's declared functions, as one setting; a name declared twice
+/// is refused.
+fn functions_env(sors: &[SorRef]) -> Result<Option<EnvVar>, String> {
+    let functions: Vec<_> = sors.iter().flat_map(|s| s.spec.functions.iter()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &functions {
+        if !seen.insert(f.name.as_str()) {
+            return Err(format!(
+                "two of the Simulation's SystemsOfRecord declare a function named {:?}",
+                f.name
+            ));
+        }
+    }
+    if functions.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::to_string(&functions).map_err(|e| e.to_string())?;
+    Ok(Some(env(pod_env::SOR_FUNCTIONS, json)))
 }
 
 /// One sidecar serves every SOR of the pod with one set of limits: byte

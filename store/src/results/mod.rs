@@ -219,173 +219,19 @@ impl ResultsStore {
             ));
         }
         let now = now_ms();
-        let squid = rec
-            .squid_id
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| {
-                format!(
-                    "{}/{}/{}",
-                    rec.simulation_name, rec.simulation_version, rec.execution_id
-                )
-            });
-        let schema_doc = serde_json::json!({
-            "input": rec.definitions.iter().filter(|d| d.class == ParamClass::Input).map(|d| (d.name.clone(), serde_json::json!({"type": d.param_type, "units": d.units, "description": d.description, "min": d.min, "max": d.max, "default": d.default}))).collect::<serde_json::Map<_, _>>(),
-            "output": rec.definitions.iter().filter(|d| d.class == ParamClass::Output).map(|d| (d.name.clone(), serde_json::json!({"type": d.param_type, "units": d.units, "description": d.description, "min": d.min, "max": d.max}))).collect::<serde_json::Map<_, _>>(),
-        });
-        let mut script = vec![Stmt::new(
-            "INSERT INTO simulation_schemas (tool_name, tool_version, schema_data, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (tool_name, tool_version) DO UPDATE SET updated_at_ms = excluded.updated_at_ms
-             RETURNING id",
-            vec![
-                rec.simulation_name.as_str().into(),
-                rec.simulation_version.as_str().into(),
-                schema_doc.to_string().into(),
-                now.into(),
-            ],
-        )];
+        // One transaction: the schema (statement 0), its parameters, the
+        // result, its typed values and its files.
+        let mut script = schema_statements(rec, now);
         let schema = Param::Returned { stmt: 0, col: 0 };
-        for d in &rec.definitions {
-            script.push(Stmt::new(
-                "INSERT INTO parameter_definitions (schema_id, classification, param_name, param_type,
-                    description, units, min_value, max_value, default_value)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (schema_id, classification, param_name) DO UPDATE SET
-                    param_type = excluded.param_type, description = excluded.description,
-                    units = excluded.units, min_value = excluded.min_value,
-                    max_value = excluded.max_value, default_value = excluded.default_value",
-                vec![
-                    schema.clone(),
-                    d.class.as_str().into(),
-                    d.name.as_str().into(),
-                    d.param_type.as_str().into(),
-                    d.description.clone().into(),
-                    d.units.clone().into(),
-                    d.min.into(),
-                    d.max.into(),
-                    d.default.as_ref().map(Value::to_string).into(),
-                ],
-            ));
-        }
-        let on_conflict = match mode {
-            Upsert::Replace => {
-                "simulation_name = excluded.simulation_name, simulation_version = excluded.simulation_version,
-                 schema_id = excluded.schema_id, squid_id = excluded.squid_id,
-                 input_params = excluded.input_params, output_params = excluded.output_params,
-                 status = excluded.status, duration_seconds = excluded.duration_seconds,
-                 error_message = excluded.error_message, completed_at_ms = excluded.completed_at_ms,
-                 run_db_path = excluded.run_db_path, metadata = excluded.metadata,
-                 provenance = excluded.provenance"
-            }
-            Upsert::KeepInputs => {
-                "output_params = excluded.output_params, status = excluded.status,
-                 duration_seconds = excluded.duration_seconds, completed_at_ms = excluded.completed_at_ms"
-            }
-        };
-        let inputs = Value::Object(rec.inputs.clone().into_iter().collect());
-        let outputs = Value::Object(rec.outputs.clone().into_iter().collect());
-        script.push(Stmt::new(
-            format!(
-                "INSERT INTO execution_results (execution_id, simulation_name, simulation_version, schema_id,
-                    squid_id, input_params, output_params, status, duration_seconds, error_message,
-                    created_at_ms, completed_at_ms, run_db_path, metadata, provenance)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                 ON CONFLICT (execution_id) DO UPDATE SET {on_conflict}
-                 RETURNING id"
-            ),
-            vec![
-                rec.execution_id.as_str().into(),
-                rec.simulation_name.as_str().into(),
-                rec.simulation_version.as_str().into(),
-                schema.clone(),
-                squid.into(),
-                inputs.to_string().into(),
-                outputs.to_string().into(),
-                rec.status.as_str().into(),
-                rec.duration_seconds.into(),
-                rec.error_message.clone().into(),
-                now.into(),
-                rec.completed_at_ms.into(),
-                rec.run_db_path.clone().into(),
-                rec.metadata.as_ref().map(Value::to_string).into(),
-                rec.provenance.as_ref().map(Value::to_string).into(),
-            ],
-        ));
+        script.push(result_statement(rec, mode, schema, now));
         let result_stmt = script.len() - 1;
         let result = Param::Returned {
             stmt: result_stmt,
             col: 0,
         };
-        let replaced = match mode {
-            Upsert::Replace => "DELETE FROM result_params WHERE result_id = $1",
-            Upsert::KeepInputs => {
-                "DELETE FROM result_params WHERE result_id = $1 AND class = 'output'"
-            }
-        };
-        script.push(Stmt::new(replaced, vec![result.clone()]));
-        let rows: Vec<(ParamClass, &String, &Value)> = rec
-            .inputs
-            .iter()
-            .map(|(k, v)| (ParamClass::Input, k, v))
-            .chain(rec.outputs.iter().map(|(k, v)| (ParamClass::Output, k, v)))
-            .collect();
-        for chunk in rows.chunks(PARAM_ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO result_params (result_id, simulation_name, class, name, value_type, num_value, str_value, bool_value) VALUES ",
-            );
-            let mut params: Vec<Param> = Vec::with_capacity(chunk.len() * 8);
-            for (i, (class, name, v)) in chunk.iter().enumerate() {
-                let (t, num, s, b) = typed_value(v);
-                let base = params.len();
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    base + 1,
-                    base + 2,
-                    base + 3,
-                    base + 4,
-                    base + 5,
-                    base + 6,
-                    base + 7,
-                    base + 8
-                ));
-                params.extend([
-                    result.clone(),
-                    rec.simulation_name.as_str().into(),
-                    class.as_str().into(),
-                    name.as_str().into(),
-                    t.into(),
-                    num.into(),
-                    s.into(),
-                    b.into(),
-                ]);
-            }
-            // With KeepInputs the first input values stay.
-            sql.push_str(" ON CONFLICT (result_id, class, name) DO NOTHING");
-            script.push(Stmt::new(sql, params));
-        }
+        script.extend(value_statements(rec, mode, &result));
         if mode == Upsert::Replace {
-            script.push(Stmt::new(
-                "DELETE FROM result_files WHERE result_id = $1",
-                vec![result.clone()],
-            ));
-            for f in &rec.files {
-                script.push(Stmt::new(
-                    "INSERT INTO result_files (result_id, name, size_bytes, category, content_type, sha256)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    vec![
-                        result.clone(),
-                        f.name.as_str().into(),
-                        f.size_bytes.into(),
-                        f.category.clone().into(),
-                        f.content_type.clone().into(),
-                        f.sha256.clone().into(),
-                    ],
-                ));
-            }
+            script.extend(file_statements(rec, &result));
         }
         let done = self.sql.script(script).await?;
         let id = |i: usize| done[i].first().and_then(|r| r.i64(0)).unwrap_or_default();
@@ -683,4 +529,186 @@ fn file_from_row(r: &DbRow) -> ResultFile {
         content_type: r.text(3),
         sha256: r.text(4),
     }
+}
+
+/// The simulation's schema (first, returning its id) and its parameter
+/// definitions.
+fn schema_statements(rec: &ResultRecord, now: i64) -> Vec<Stmt> {
+    let schema_doc = serde_json::json!({
+        "input": rec.definitions.iter().filter(|d| d.class == ParamClass::Input).map(|d| (d.name.clone(), serde_json::json!({"type": d.param_type, "units": d.units, "description": d.description, "min": d.min, "max": d.max, "default": d.default}))).collect::<serde_json::Map<_, _>>(),
+        "output": rec.definitions.iter().filter(|d| d.class == ParamClass::Output).map(|d| (d.name.clone(), serde_json::json!({"type": d.param_type, "units": d.units, "description": d.description, "min": d.min, "max": d.max}))).collect::<serde_json::Map<_, _>>(),
+    });
+    let mut script = vec![Stmt::new(
+        "INSERT INTO simulation_schemas (tool_name, tool_version, schema_data, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (tool_name, tool_version) DO UPDATE SET updated_at_ms = excluded.updated_at_ms
+         RETURNING id",
+        vec![
+            rec.simulation_name.as_str().into(),
+            rec.simulation_version.as_str().into(),
+            schema_doc.to_string().into(),
+            now.into(),
+        ],
+    )];
+    let schema = Param::Returned { stmt: 0, col: 0 };
+    for d in &rec.definitions {
+        script.push(Stmt::new(
+            "INSERT INTO parameter_definitions (schema_id, classification, param_name, param_type,
+                description, units, min_value, max_value, default_value)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (schema_id, classification, param_name) DO UPDATE SET
+                param_type = excluded.param_type, description = excluded.description,
+                units = excluded.units, min_value = excluded.min_value,
+                max_value = excluded.max_value, default_value = excluded.default_value",
+            vec![
+                schema.clone(),
+                d.class.as_str().into(),
+                d.name.as_str().into(),
+                d.param_type.as_str().into(),
+                d.description.clone().into(),
+                d.units.clone().into(),
+                d.min.into(),
+                d.max.into(),
+                d.default.as_ref().map(Value::to_string).into(),
+            ],
+        ));
+    }
+    script
+}
+
+/// The result row (returning its id), inserted or updated as `mode` says.
+fn result_statement(rec: &ResultRecord, mode: Upsert, schema: Param, now: i64) -> Stmt {
+    let squid = rec
+        .squid_id
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "{}/{}/{}",
+                rec.simulation_name, rec.simulation_version, rec.execution_id
+            )
+        });
+    let on_conflict = match mode {
+        Upsert::Replace => {
+            "simulation_name = excluded.simulation_name, simulation_version = excluded.simulation_version,
+             schema_id = excluded.schema_id, squid_id = excluded.squid_id,
+             input_params = excluded.input_params, output_params = excluded.output_params,
+             status = excluded.status, duration_seconds = excluded.duration_seconds,
+             error_message = excluded.error_message, completed_at_ms = excluded.completed_at_ms,
+             run_db_path = excluded.run_db_path, metadata = excluded.metadata,
+             provenance = excluded.provenance"
+        }
+        Upsert::KeepInputs => {
+            "output_params = excluded.output_params, status = excluded.status,
+             duration_seconds = excluded.duration_seconds, completed_at_ms = excluded.completed_at_ms"
+        }
+    };
+    let inputs = Value::Object(rec.inputs.clone().into_iter().collect());
+    let outputs = Value::Object(rec.outputs.clone().into_iter().collect());
+    Stmt::new(
+        format!(
+            "INSERT INTO execution_results (execution_id, simulation_name, simulation_version, schema_id,
+                squid_id, input_params, output_params, status, duration_seconds, error_message,
+                created_at_ms, completed_at_ms, run_db_path, metadata, provenance)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (execution_id) DO UPDATE SET {on_conflict}
+             RETURNING id"
+        ),
+        vec![
+            rec.execution_id.as_str().into(),
+            rec.simulation_name.as_str().into(),
+            rec.simulation_version.as_str().into(),
+            schema,
+            squid.into(),
+            inputs.to_string().into(),
+            outputs.to_string().into(),
+            rec.status.as_str().into(),
+            rec.duration_seconds.into(),
+            rec.error_message.clone().into(),
+            now.into(),
+            rec.completed_at_ms.into(),
+            rec.run_db_path.clone().into(),
+            rec.metadata.as_ref().map(Value::to_string).into(),
+            rec.provenance.as_ref().map(Value::to_string).into(),
+        ],
+    )
+}
+
+/// The result's typed values (replacing the old ones, or with KeepInputs
+/// only the outputs), many rows per statement.
+fn value_statements(rec: &ResultRecord, mode: Upsert, result: &Param) -> Vec<Stmt> {
+    let mut script = Vec::new();
+    let replaced = match mode {
+        Upsert::Replace => "DELETE FROM result_params WHERE result_id = $1",
+        Upsert::KeepInputs => "DELETE FROM result_params WHERE result_id = $1 AND class = 'output'",
+    };
+    script.push(Stmt::new(replaced, vec![result.clone()]));
+    let rows: Vec<(ParamClass, &String, &Value)> = rec
+        .inputs
+        .iter()
+        .map(|(k, v)| (ParamClass::Input, k, v))
+        .chain(rec.outputs.iter().map(|(k, v)| (ParamClass::Output, k, v)))
+        .collect();
+    for chunk in rows.chunks(PARAM_ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO result_params (result_id, simulation_name, class, name, value_type, num_value, str_value, bool_value) VALUES ",
+        );
+        let mut params: Vec<Param> = Vec::with_capacity(chunk.len() * 8);
+        for (i, (class, name, v)) in chunk.iter().enumerate() {
+            let (t, num, s, b) = typed_value(v);
+            let base = params.len();
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4,
+                base + 5,
+                base + 6,
+                base + 7,
+                base + 8
+            ));
+            params.extend([
+                result.clone(),
+                rec.simulation_name.as_str().into(),
+                class.as_str().into(),
+                name.as_str().into(),
+                t.into(),
+                num.into(),
+                s.into(),
+                b.into(),
+            ]);
+        }
+        // With KeepInputs the first input values stay.
+        sql.push_str(" ON CONFLICT (result_id, class, name) DO NOTHING");
+        script.push(Stmt::new(sql, params));
+    }
+    script
+}
+
+/// The result's files, replacing the old list.
+fn file_statements(rec: &ResultRecord, result: &Param) -> Vec<Stmt> {
+    let mut script = Vec::new();
+    script.push(Stmt::new(
+        "DELETE FROM result_files WHERE result_id = $1",
+        vec![result.clone()],
+    ));
+    for f in &rec.files {
+        script.push(Stmt::new(
+            "INSERT INTO result_files (result_id, name, size_bytes, category, content_type, sha256)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                result.clone(),
+                f.name.as_str().into(),
+                f.size_bytes.into(),
+                f.category.clone().into(),
+                f.content_type.clone().into(),
+                f.sha256.clone().into(),
+            ],
+        ));
+    }
+    script
 }
