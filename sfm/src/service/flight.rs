@@ -1,0 +1,281 @@
+//! One fetch for the whole cluster: readers in this process join its flight,
+//! and the cluster agrees through the store's fetch lease, woken by NOTIFY.
+
+use super::*;
+
+impl SfmService {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fetch_and_wait(
+        self: &Arc<Self>,
+        dev: &Arc<Device>,
+        op: Op,
+        kind: Kind,
+        flags: Flags,
+        query: &str,
+        arrived_ms: i64,
+        copy: Option<Arc<StoredBody>>,
+        wait_ms: Option<i64>,
+    ) -> Answer {
+        let deadline = wait_ms.map(|w| Instant::now() + Duration::from_millis(w.max(0) as u64));
+        loop {
+            let (flight, joined) = self.join_or_start(dev, op, flags, query, arrived_ms);
+            if joined {
+                self.count(dev, |c| c.coalesced += 1);
+                self.metrics
+                    .coalesced
+                    .with_label_values(&[&dev.label])
+                    .inc();
+            }
+            let mut rx = flight.done.clone();
+            let outcome = async {
+                loop {
+                    if let Some(o) = rx.borrow_and_update().clone() {
+                        return Some(o);
+                    }
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            };
+            let outcome = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), outcome).await {
+                    Ok(o) => o,
+                    Err(_) => {
+                        // A slow fetch: the reader takes its copy; the fetch goes on.
+                        return self.stale_or_unavailable(
+                            dev,
+                            copy.as_deref(),
+                            Some("fetch still in progress after staleAfterSeconds"),
+                        );
+                    }
+                },
+                None => outcome.await,
+            };
+            // A forced read needs a fetch that began after it arrived; one
+            // that began earlier is waited out, then the next one is joined.
+            let fresh_enough = !flags.force
+                || match &outcome {
+                    Some(Outcome::Fetched(b)) => b.fetch_started_ms >= arrived_ms,
+                    _ => flight.started_ms >= arrived_ms,
+                };
+            if !fresh_enough {
+                continue;
+            }
+            let now = clock::now_ms();
+            return match outcome {
+                Some(Outcome::Fetched(b)) => Answer::from_body(&b, Source::Device, now),
+                Some(Outcome::Failed(f)) => {
+                    let usable = copy.as_deref().filter(|b| {
+                        freshness::usable_when_unreachable(kind, &copy_of(b), &dev.rules, now)
+                    });
+                    match (f.unreachable, usable) {
+                        (true, Some(b)) => {
+                            self.stale_or_unavailable(dev, Some(b), Some(&f.message))
+                        }
+                        _ => Answer {
+                            status: f.status,
+                            body: f.body,
+                            source: if f.from_upstream {
+                                Source::Device
+                            } else {
+                                Source::Proxy
+                            },
+                            etag: None,
+                            age_secs: None,
+                            upstream_error: None,
+                            retry_after_secs: None,
+                            content_type: None,
+                        },
+                    }
+                }
+                None => Answer::detail(StatusCode::INTERNAL_SERVER_ERROR, "fetch task ended"),
+            };
+        }
+    }
+
+    /// Joins the flight in this process for the same data, or starts one.
+    /// Returns the flight and whether it was joined.
+    pub(super) fn join_or_start(
+        self: &Arc<Self>,
+        dev: &Arc<Device>,
+        op: Op,
+        flags: Flags,
+        query: &str,
+        arrived_ms: i64,
+    ) -> (Arc<Flight>, bool) {
+        let key = (dev.conn_key.clone(), fetch_key(op, flags));
+        let mut flights = self.flights.lock();
+        if let Some(f) = flights.get(&key)
+            && f.done.borrow().is_none()
+        {
+            return (f.clone(), true);
+        }
+        let started_ms = clock::now_ms();
+        let (tx, rx) = watch::channel(None);
+        let flight = Arc::new(Flight {
+            started_ms,
+            done: rx,
+        });
+        flights.insert(key.clone(), flight.clone());
+        drop(flights);
+        let svc = self.clone();
+        let dev = dev.clone();
+        let query = query.to_string();
+        let need_after = flags.force.then_some(arrived_ms.min(started_ms));
+        tokio::spawn(async move {
+            let outcome = svc
+                .fetch_through_cluster(&dev, op, flags, &query, &key.1, started_ms, need_after)
+                .await;
+            let _ = tx.send(Some(outcome));
+            let mut flights = svc.flights.lock();
+            if flights
+                .get(&key)
+                .is_some_and(|f| f.started_ms == started_ms && f.done.borrow().is_some())
+            {
+                flights.remove(&key);
+            }
+        });
+        (flight, false)
+    }
+
+    pub(super) fn waker(&self, conn_key: &str, fetch_key: &str) -> Arc<Notify> {
+        self.lease_wakers
+            .lock()
+            .entry((conn_key.to_string(), fetch_key.to_string()))
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    pub(super) fn slot_waker(&self, conn_key: &str) -> Arc<Notify> {
+        self.slot_wakers
+            .lock()
+            .entry(conn_key.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    /// The cluster-wide half of a fetch: if another process committed what
+    /// we need meanwhile, take it; else take the fetch lease and fetch, or
+    /// wait for the holder's commit (taking over an expired lease).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fetch_through_cluster(
+        self: &Arc<Self>,
+        dev: &Arc<Device>,
+        op: Op,
+        flags: Flags,
+        query: &str,
+        fetch_key: &str,
+        started_ms: i64,
+        need_after: Option<i64>,
+    ) -> Outcome {
+        let conn = dev.conn_key.as_str();
+        let mut saw_held = false;
+        loop {
+            let waker = self.waker(conn, fetch_key);
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(b) = self
+                .committed_by_others(dev, op, flags, need_after, started_ms)
+                .await
+            {
+                return Outcome::Fetched(b);
+            }
+            let now = clock::now_ms();
+            match self
+                .store
+                .try_lease(
+                    conn,
+                    fetch_key,
+                    &self.holder,
+                    self.cfg.lease_ttl.as_millis() as i64,
+                    now,
+                )
+                .await
+            {
+                // The fetch starts now: a forced read that arrived before
+                // this moment is answered by it, wherever it waits.
+                Ok(true) => {
+                    return self
+                        .fetch_holding_lease(dev, op, flags, query, fetch_key, now)
+                        .await;
+                }
+                Ok(false) => {}
+                Err(e) => return Outcome::Failed(store_failure(&e)),
+            }
+            let wait = match self.store.lease(conn, fetch_key).await {
+                Ok(LeaseState::Failed { status, body, .. }) if saw_held => {
+                    return Outcome::Failed(Failure {
+                        status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                        unreachable: status >= 502,
+                        message: format!("upstream answered {status}"),
+                        body,
+                        from_upstream: true,
+                    });
+                }
+                Ok(LeaseState::Held { expires_at_ms }) => {
+                    saw_held = true;
+                    (expires_at_ms - now).clamp(10, 1000)
+                }
+                Ok(_) => 10,
+                Err(e) => return Outcome::Failed(store_failure(&e)),
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(wait as u64), notified).await;
+        }
+    }
+
+    /// What another process committed that satisfies this fetch, if anything.
+    pub(super) async fn committed_by_others(
+        &self,
+        dev: &Device,
+        op: Op,
+        flags: Flags,
+        need_after: Option<i64>,
+        flight_started_ms: i64,
+    ) -> Option<Arc<StoredBody>> {
+        let kind = kind_of(op)?;
+        let key = match op {
+            Op::Event(i) | Op::Waveform(i) => {
+                let id = self.store.identity_at(&dev.conn_key, i).await.ok()??;
+                BodyKey {
+                    conn_key: dev.conn_key.clone(),
+                    kind,
+                    id,
+                }
+            }
+            _ => self.body_key(dev, op, flags).await.ok()??,
+        };
+        let b = self
+            .store
+            .body(&key.conn_key, kind.as_str(), &key.id)
+            .await
+            .ok()??;
+        let now = clock::now_ms();
+        let ok = match need_after {
+            Some(t) => b.fetch_started_ms >= t,
+            // Fresh by the rules, or committed after this flight began: as
+            // fresh as a fetch of our own could be (eventsFreshSeconds 0).
+            None => {
+                freshness::is_fresh(kind, &copy_of(&b), &dev.rules, now)
+                    || b.fetched_at_ms >= flight_started_ms
+            }
+        };
+        ok.then(|| Arc::new(b))
+    }
+}
+
+/// Runs `renew` every third of `ttl_ms` until the handle is aborted: what
+/// keeps a lease or a session slot ours while its holder works.
+pub(super) fn heartbeat<F, Fut>(ttl_ms: i64, renew: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let every = Duration::from_millis((ttl_ms / 3).max(50) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            renew().await;
+        }
+    })
+}
