@@ -9,7 +9,7 @@ use simcache_crds::run::SimulationRunSpec;
 use simcache_crds::{ParameterSpec, ParameterType, Simulation, SimulationSpec};
 
 use crate::record::RunKey;
-use simcache_rundb::{ParamSpec, RunSchema, ValueType, write_canonical};
+use simcache_rundb::{ParamError, ParamSpec, RunSchema, ValueType, write_canonical};
 
 fn value_type(t: ParameterType) -> ValueType {
     match t {
@@ -87,7 +87,7 @@ pub fn run_schema(sim: &SimulationSpec) -> RunSchema {
 pub fn resolve_inputs(
     sim: &SimulationSpec,
     given: &BTreeMap<String, Value>,
-) -> Result<BTreeMap<String, Value>, String> {
+) -> Result<BTreeMap<String, Value>, ParamError> {
     let schema = run_schema(sim);
     schema.check_self()?;
     let map: serde_json::Map<String, Value> = given.clone().into_iter().collect();
@@ -185,7 +185,7 @@ impl RunIdentity {
 }
 
 /// Why a run cannot be run at all (it fails without a pod).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
     #[error("Simulation {simulation:?} is at version {have:?}; this run asks for {want:?}")]
     VersionMismatch {
@@ -194,7 +194,7 @@ pub enum Refusal {
         want: String,
     },
     #[error("invalid inputs: {0}")]
-    InvalidInputs(String),
+    InvalidInputs(ParamError),
 }
 
 impl Refusal {
@@ -308,7 +308,9 @@ mod tests {
             ),
             (json!({}), "missing input \"temperature\""),
         ] {
-            let e = resolve_inputs(&sim(), &inputs(given.clone())).unwrap_err();
+            let e = resolve_inputs(&sim(), &inputs(given.clone()))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(msg), "{given}: {e}");
         }
     }

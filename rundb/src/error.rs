@@ -11,6 +11,9 @@ pub enum RunDbError {
     /// A value or request the caller got wrong; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// A value that does not fit its parameter's spec.
+    #[error(transparent)]
+    Param(#[from] crate::params::ParamError),
     #[error("{0} not found")]
     NotFound(String),
     #[error("the run is already {0}; it accepts no more writes")]
@@ -47,6 +50,7 @@ impl RunDbError {
             self,
             RunDbError::InvalidExecutionId(_)
                 | RunDbError::Invalid(_)
+                | RunDbError::Param(_)
                 | RunDbError::NotFound(_)
                 | RunDbError::Completed(_)
                 | RunDbError::AlreadyInitialized

@@ -19,6 +19,8 @@ pub use db::{MAX_ARTIFACT_BYTES, RunDb};
 pub use error::{Result, RunDbError};
 pub use guard::RunGuard;
 pub use location::{default_base_path, run_db_path, validate_execution_id};
-pub use params::{Direction, ParamSpec, RunSchema, ValueType, input_env_name, input_env_value};
+pub use params::{
+    Direction, ParamError, ParamSpec, RunSchema, ValueType, input_env_name, input_env_value,
+};
 pub use records::*;
 pub use schema::SCHEMA_VERSION;

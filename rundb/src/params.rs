@@ -8,6 +8,57 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A value, or a declared spec, that does not fit; each names the
+/// parameter and says why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamError {
+    #[error(
+        "unknown value type {0:?} (expected one of number, integer, boolean, string, array, object, file)"
+    )]
+    UnknownType(String),
+    #[error("{name}: expected {expected}, got {got} ({value})")]
+    WrongType {
+        name: String,
+        expected: ValueType,
+        got: &'static str,
+        value: String,
+    },
+    #[error("{name}: {value} is below the minimum {min}")]
+    BelowMinimum { name: String, value: f64, min: f64 },
+    #[error("{name}: {value} is above the maximum {max}")]
+    AboveMaximum { name: String, value: f64, max: f64 },
+    #[error("{name}: {value} is not one of the allowed values {allowed}")]
+    NotAllowed {
+        name: String,
+        value: Value,
+        allowed: Value,
+    },
+    #[error("{name}: min {min} is greater than max {max}")]
+    MinAboveMax { name: String, min: f64, max: f64 },
+    #[error("{0}: min/max only apply to number and integer parameters")]
+    RangeOnNonNumber(String),
+    #[error("default of {0}")]
+    BadDefault(Box<ParamError>),
+    #[error("unknown input {name:?} (declared inputs: {declared})")]
+    UnknownInput { name: String, declared: String },
+    #[error("missing input {0:?} (it has no default)")]
+    MissingInput(String),
+    #[error("{name}: type {given} contradicts the declared type {declared}")]
+    TypeContradicts {
+        name: String,
+        given: ValueType,
+        declared: ValueType,
+    },
+    #[error("unknown {direction} {name:?} (declared: {declared})")]
+    Undeclared {
+        direction: &'static str,
+        name: String,
+        declared: String,
+    },
+    #[error("{0}: a null value needs an explicit type")]
+    NullNeedsType(String),
+}
+
 /// The type of an input or output value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,7 +98,7 @@ impl ValueType {
 
     /// Parses a type name; sim2l's spellings (`float`, `int`, `bool`, `str`,
     /// `list`, `dict`) are accepted too.
-    pub fn parse(s: &str) -> Result<ValueType, String> {
+    pub fn parse(s: &str) -> Result<ValueType, ParamError> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "number" | "float" | "double" | "real" => ValueType::Number,
             "integer" | "int" => ValueType::Integer,
@@ -57,9 +108,7 @@ impl ValueType {
             "object" | "dict" | "map" => ValueType::Object,
             "file" | "path" | "uri" => ValueType::File,
             _ => {
-                return Err(format!(
-                    "unknown value type {s:?} (expected one of number, integer, boolean, string, array, object, file)"
-                ));
+                return Err(ParamError::UnknownType(s.to_string()));
             }
         })
     }
@@ -133,43 +182,55 @@ impl ParamSpec {
     }
 
     /// Checks a value against this spec; the error names the parameter.
-    pub fn check(&self, name: &str, v: &Value) -> Result<(), String> {
+    pub fn check(&self, name: &str, v: &Value) -> Result<(), ParamError> {
         check_type(name, self.value_type, v)?;
         if let Some(x) = v.as_f64() {
             if let Some(min) = self.min.filter(|m| x < *m) {
-                return Err(format!("{name}: {x} is below the minimum {min}"));
+                return Err(ParamError::BelowMinimum {
+                    name: name.to_string(),
+                    value: x,
+                    min,
+                });
             }
             if let Some(max) = self.max.filter(|m| x > *m) {
-                return Err(format!("{name}: {x} is above the maximum {max}"));
+                return Err(ParamError::AboveMaximum {
+                    name: name.to_string(),
+                    value: x,
+                    max,
+                });
             }
         }
         if let Some(choices) = &self.choices
             && !choices.iter().any(|c| json_eq(c, v))
         {
-            return Err(format!(
-                "{name}: {v} is not one of the allowed values {}",
-                Value::Array(choices.clone())
-            ));
+            return Err(ParamError::NotAllowed {
+                name: name.to_string(),
+                value: v.clone(),
+                allowed: Value::Array(choices.clone()),
+            });
         }
         Ok(())
     }
 
     /// Checks that the spec itself makes sense (min ≤ max, default valid).
-    pub fn check_self(&self, name: &str) -> Result<(), String> {
+    pub fn check_self(&self, name: &str) -> Result<(), ParamError> {
         if let (Some(min), Some(max)) = (self.min, self.max)
             && min > max
         {
-            return Err(format!("{name}: min {min} is greater than max {max}"));
+            return Err(ParamError::MinAboveMax {
+                name: name.to_string(),
+                min,
+                max,
+            });
         }
         if (self.min.is_some() || self.max.is_some())
             && !matches!(self.value_type, ValueType::Number | ValueType::Integer)
         {
-            return Err(format!(
-                "{name}: min/max only apply to number and integer parameters"
-            ));
+            return Err(ParamError::RangeOnNonNumber(name.to_string()));
         }
         if let Some(d) = &self.default {
-            self.check(name, d).map_err(|e| format!("default of {e}"))?;
+            self.check(name, d)
+                .map_err(|e| ParamError::BadDefault(Box::new(e)))?;
         }
         Ok(())
     }
@@ -184,7 +245,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 }
 
 /// Checks that `v` has type `t`; the error names the parameter and both types.
-pub fn check_type(name: &str, t: ValueType, v: &Value) -> Result<(), String> {
+pub fn check_type(name: &str, t: ValueType, v: &Value) -> Result<(), ParamError> {
     let ok = match t {
         ValueType::Number => v.as_f64().is_some_and(f64::is_finite),
         ValueType::Integer => match v {
@@ -209,7 +270,12 @@ pub fn check_type(name: &str, t: ValueType, v: &Value) -> Result<(), String> {
         Some(g) => g.as_str(),
         None => "null",
     };
-    Err(format!("{name}: expected {t}, got {got} ({})", short(v)))
+    Err(ParamError::WrongType {
+        name: name.to_string(),
+        expected: t,
+        got,
+        value: short(v),
+    })
 }
 
 fn short(v: &Value) -> String {
@@ -264,7 +330,7 @@ impl RunSchema {
     }
 
     /// Checks every declared spec (min ≤ max, defaults valid).
-    pub fn check_self(&self) -> Result<(), String> {
+    pub fn check_self(&self) -> Result<(), ParamError> {
         for (d, side) in [
             (Direction::Input, &self.inputs),
             (Direction::Output, &self.outputs),
@@ -282,15 +348,16 @@ impl RunSchema {
     pub fn resolve_inputs(
         &self,
         given: &serde_json::Map<String, Value>,
-    ) -> Result<BTreeMap<String, Value>, String> {
+    ) -> Result<BTreeMap<String, Value>, ParamError> {
         let mut out = BTreeMap::new();
         for (name, v) in given {
-            let spec = self.inputs.get(name).ok_or_else(|| {
-                format!(
-                    "unknown input {name:?} (declared inputs: {})",
-                    self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })?;
+            let spec = self
+                .inputs
+                .get(name)
+                .ok_or_else(|| ParamError::UnknownInput {
+                    name: name.clone(),
+                    declared: self.inputs.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
             spec.check(name, v)?;
             out.insert(name.clone(), v.clone());
         }
@@ -302,7 +369,7 @@ impl RunSchema {
                 Some(d) => {
                     out.insert(name.clone(), d.clone());
                 }
-                None => return Err(format!("missing input {name:?} (it has no default)")),
+                None => return Err(ParamError::MissingInput(name.clone())),
             }
         }
         Ok(out)
@@ -316,29 +383,30 @@ impl RunSchema {
         name: &str,
         given_type: Option<ValueType>,
         v: &Value,
-    ) -> Result<ParamSpec, String> {
+    ) -> Result<ParamSpec, ParamError> {
         let side = self.side(d);
         if let Some(spec) = side.get(name) {
             if let Some(t) = given_type
                 && t != spec.value_type
             {
-                return Err(format!(
-                    "{name}: type {t} contradicts the declared type {}",
-                    spec.value_type
-                ));
+                return Err(ParamError::TypeContradicts {
+                    name: name.to_string(),
+                    given: t,
+                    declared: spec.value_type,
+                });
             }
             return Ok(spec.clone());
         }
         if !side.is_empty() {
-            return Err(format!(
-                "unknown {} {name:?} (declared: {})",
-                d.as_str(),
-                side.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(ParamError::Undeclared {
+                direction: d.as_str(),
+                name: name.to_string(),
+                declared: side.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
         }
         let t = match given_type.or_else(|| ValueType::infer(v)) {
             Some(t) => t,
-            None => return Err(format!("{name}: a null value needs an explicit type")),
+            None => return Err(ParamError::NullNeedsType(name.to_string())),
         };
         Ok(ParamSpec::of_type(t))
     }
@@ -382,10 +450,13 @@ mod tests {
         assert!(s.check("n", &json!(3)).is_ok());
         assert!(s.check("n", &json!(3.0)).is_ok());
         let e = s.check("n", &json!(3.5)).unwrap_err();
+        assert!(matches!(&e, ParamError::WrongType { got: "number", .. }));
+        let e = e.to_string();
         assert!(e.contains("n: expected integer, got number"), "{e}");
         let e = spec(json!({"type": "number"}))
             .check("t", &json!("hot"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "t: expected number, got string (\"hot\")");
         assert!(
             spec(json!({"type": "file"}))
@@ -405,12 +476,13 @@ mod tests {
         assert_eq!(s.units.as_deref(), Some("K"));
         assert!(s.check("t", &json!(1000)).is_ok());
         assert_eq!(
-            s.check("t", &json!(-1)).unwrap_err(),
+            s.check("t", &json!(-1)).unwrap_err().to_string(),
             "t: -1 is below the minimum 0"
         );
         assert!(
             s.check("t", &json!(1000.5))
                 .unwrap_err()
+                .to_string()
                 .contains("above the maximum 1000")
         );
         let c = spec(json!({"type": "string", "choices": ["steel", "copper"]}));
@@ -418,23 +490,39 @@ mod tests {
         assert!(
             c.check("m", &json!("wood"))
                 .unwrap_err()
+                .to_string()
                 .contains("not one of")
         );
     }
 
     #[test]
     fn unknown_type_and_bad_spec_are_refused() {
-        let e = serde_json::from_value::<ParamSpec>(json!({"type": "complex"})).unwrap_err();
+        let e = serde_json::from_value::<ParamSpec>(json!({"type": "complex"}))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.to_string().contains("unknown value type \"complex\""),
             "{e}"
         );
         let s = spec(json!({"type": "number", "min": 5, "max": 1}));
-        assert!(s.check_self("x").unwrap_err().contains("greater than max"));
+        assert!(
+            s.check_self("x")
+                .unwrap_err()
+                .to_string()
+                .contains("greater than max")
+        );
         let s = spec(json!({"type": "number", "max": 1, "default": 2}));
-        assert!(s.check_self("x").unwrap_err().starts_with("default of x"));
+        assert!(
+            s.check_self("x")
+                .unwrap_err()
+                .to_string()
+                .starts_with("default of x")
+        );
         let s = spec(json!({"type": "string", "min": 1}));
-        assert!(s.check_self("x").is_err());
+        assert_eq!(
+            s.check_self("x"),
+            Err(ParamError::RangeOnNonNumber("x".into()))
+        );
     }
 
     #[test]
@@ -457,6 +545,7 @@ mod tests {
             schema
                 .resolve_inputs(&given)
                 .unwrap_err()
+                .to_string()
                 .starts_with("unknown input \"colour\"")
         );
         let given = json!({}).as_object().unwrap().clone();
@@ -464,6 +553,7 @@ mod tests {
             schema
                 .resolve_inputs(&given)
                 .unwrap_err()
+                .to_string()
                 .contains("missing input \"temperature\"")
         );
         let given = json!({"temperature": -3}).as_object().unwrap().clone();
@@ -471,6 +561,7 @@ mod tests {
             schema
                 .resolve_inputs(&given)
                 .unwrap_err()
+                .to_string()
                 .contains("below the minimum")
         );
     }
@@ -493,12 +584,14 @@ mod tests {
             schema
                 .spec_for(Direction::Output, "z", None, &json!(1))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown output \"z\"")
         );
         assert!(
             schema
                 .spec_for(Direction::Output, "y", Some(ValueType::String), &json!(1))
                 .unwrap_err()
+                .to_string()
                 .contains("contradicts")
         );
     }

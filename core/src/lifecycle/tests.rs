@@ -4,6 +4,7 @@
 use super::*;
 use crate::attempt::{Ingested, PodOutcome};
 use serde_json::json;
+use simcache_rundb::ParamError;
 
 fn at(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -35,9 +36,12 @@ fn outcomes() -> Vec<Outcome> {
             simulation: "thermal".into(),
             namespace: "ns".into(),
         },
-        Outcome::Refused(Refusal::InvalidInputs(
-            "temperature: expected number".into(),
-        )),
+        Outcome::Refused(Refusal::InvalidInputs(ParamError::WrongType {
+            name: "temperature".into(),
+            expected: simcache_rundb::ValueType::Number,
+            got: "string",
+            value: "\"hot\"".into(),
+        })),
         Outcome::Refused(Refusal::VersionMismatch {
             simulation: "thermal".into(),
             have: "1".into(),

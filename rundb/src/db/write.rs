@@ -90,7 +90,7 @@ impl RunDb {
                     "value name {name:?} must be 1 to 256 characters"
                 )));
             }
-            spec.check(name, value).map_err(|e| RunDbError::Invalid(e.to_string()))?;
+            spec.check(name, value)?;
         }
         let tx = self.conn.transaction()?;
         {

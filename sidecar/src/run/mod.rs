@@ -48,6 +48,9 @@ pub enum RunError {
     /// The caller's request was wrong; the message names what.
     #[error("{0}")]
     Invalid(String),
+    /// An input or the schema itself does not fit.
+    #[error(transparent)]
+    Param(#[from] simcache_rundb::ParamError),
     #[error("run database task failed: {0}")]
     Task(String),
 }
@@ -58,6 +61,7 @@ impl From<RunError> for simcache_web::ApiError {
         use simcache_web::ApiError;
         match e {
             RunError::Invalid(m) => ApiError::bad_request(m),
+            RunError::Param(p) => ApiError::bad_request(p.to_string()),
             RunError::Db(d) => match d {
                 RunDbError::Invalid(m) | RunDbError::InvalidExecutionId(m) => {
                     ApiError::bad_request(m)
@@ -104,15 +108,12 @@ impl RunService {
     /// Opens (or, after a sidecar restart, resumes) the run database: records
     /// the start, the inputs and the provenance once, writes the inputs file.
     pub fn open(cfg: &RunConfig) -> Result<RunService, RunError> {
-        cfg.schema.check_self().map_err(RunError::Invalid)?;
+        cfg.schema.check_self()?;
         let mut db = RunDb::open(&cfg.db_path, &cfg.execution_id)?;
         let resolved = match &cfg.inputs {
             None => Vec::new(),
             Some(given) if !cfg.schema.inputs.is_empty() => {
-                let full = cfg
-                    .schema
-                    .resolve_inputs(given)
-                    .map_err(RunError::Invalid)?;
+                let full = cfg.schema.resolve_inputs(given)?;
                 let obj = Value::Object(full.into_iter().collect());
                 parse_values(&obj, &cfg.schema, Direction::Input).map_err(RunError::Invalid)?
             }

@@ -117,7 +117,9 @@ fn typed(
             d.as_str()
         ));
     }
-    let mut spec = schema.spec_for(d, name, given_type, value)?;
+    let mut spec = schema
+        .spec_for(d, name, given_type, value)
+        .map_err(|e| e.to_string())?;
     // Units and descriptions a caller sends fill in what the schema leaves open.
     if spec.units.is_none() {
         spec.units = units;
@@ -125,7 +127,7 @@ fn typed(
     if spec.description.is_none() {
         spec.description = description;
     }
-    spec.check(name, value)?;
+    spec.check(name, value).map_err(|e| e.to_string())?;
     Ok(ValueWrite {
         name: name.to_string(),
         value: value.clone(),
