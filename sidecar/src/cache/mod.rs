@@ -32,6 +32,10 @@ pub struct CacheService {
     store: Arc<dyn CacheStore>,
     hot: HotTier,
     hits: HitBuffer,
+    /// Held from taking the buffered counts until they are written, so a
+    /// reader that flushes first (stats, list) waits for a flush already
+    /// under way instead of reading the store before its counts land.
+    flushing: tokio::sync::Mutex<()>,
     metrics: CacheMetrics,
     origin: String,
 }
@@ -51,6 +55,7 @@ impl CacheService {
             store,
             hot: HotTier::new(memory_bytes, !shared),
             hits: HitBuffer::default(),
+            flushing: tokio::sync::Mutex::new(()),
             metrics,
             origin,
         }
@@ -154,6 +159,7 @@ impl CacheService {
 
     /// Writes batched hit and miss counts; on failure they are kept for the next try.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.flushing.lock().await;
         let (deltas, misses) = self.hits.take();
         if deltas.is_empty() && misses == 0 {
             return Ok(());
