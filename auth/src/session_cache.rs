@@ -72,14 +72,16 @@ mod tests {
 
     #[test]
     fn entries_expire_after_the_ttl_and_can_be_invalidated() {
-        let c = SessionCache::new(Duration::from_millis(50), 10);
+        // TTLs of seconds, not milliseconds: a loaded machine may pause a
+        // thread for tens of milliseconds between two lines.
+        let c = SessionCache::new(Duration::from_secs(2), 10);
         c.insert([1; 32], Arc::new("a"));
         assert_eq!(c.get(&[1; 32]).as_deref(), Some(&"a"));
         assert!(c.get(&[2; 32]).is_none());
         c.invalidate(&[1; 32]);
         assert!(c.get(&[1; 32]).is_none());
         c.insert([3; 32], Arc::new("c"));
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(2100));
         assert!(
             c.get(&[3; 32]).is_none(),
             "read again from the store after the ttl"
@@ -95,9 +97,9 @@ mod tests {
             assert_eq!(c.get(&[i; 32]).as_deref(), Some(&i), "the newest is kept");
         }
         // Stale entries make room before fresh ones are dropped.
-        let c = SessionCache::new(Duration::from_millis(30), 2);
+        let c = SessionCache::new(Duration::from_secs(2), 2);
         c.insert([1; 32], Arc::new(1));
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(2100));
         c.insert([2; 32], Arc::new(2));
         c.insert([3; 32], Arc::new(3));
         assert!(c.get(&[2; 32]).is_some() && c.get(&[3; 32]).is_some());

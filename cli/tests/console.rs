@@ -147,14 +147,15 @@ async fn the_console_shows_a_sweep_filters_it_and_guards_invalidation() {
         .goto(&format!("{base}/ui/#/sweep/local/thermal-grid"))
         .await
         .unwrap();
+    // The plot and the table load with separate requests: wait for both.
     let n = b
-        .wait_for("40 points in the plot", || async {
+        .wait_for("40 points in the plot and 40 rows in the table", || async {
             let n = b.count("#plot svg circle").await;
-            (n == 40).then_some(n)
+            let rows = b.count("table.runs tr.data-row").await;
+            (n == 40 && rows == 40).then_some(n)
         })
         .await;
     assert_eq!(n, 40);
-    assert_eq!(b.count("table.runs tr.data-row").await, 40);
     let status = b
         .client
         .find(Locator::Id("sweep-status"))

@@ -246,6 +246,21 @@ impl Env {
         )
         .into_owned()
     }
+
+    /// The namespace's events once each of `reasons` is among them: an
+    /// event is published just after the status it explains.
+    async fn events_with(&self, reasons: &[&str]) -> String {
+        simcache_testkit::wait::eventually(
+            &format!("events {reasons:?}"),
+            simcache_testkit::wait::PATIENCE,
+            || {
+                let e = self.events();
+                let all = reasons.iter().all(|r| e.contains(&format!("\"{r}\"")));
+                async move { all.then_some(e) }
+            },
+        )
+        .await
+    }
 }
 
 /// The thermal example after a pause (to keep runs in flight for a while).
@@ -442,7 +457,9 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
             .iter()
             .any(|c| c.type_ == "Registered" && c.status == "True")
     );
-    let events = env.events();
+    let events = env
+        .events_with(&["Registered", "Started", "Succeeded", "CacheHit"])
+        .await;
     for reason in ["Registered", "Started", "Succeeded", "CacheHit"] {
         assert!(
             events.contains(&format!("\"{reason}\"")),
@@ -506,8 +523,9 @@ async fn a_run_succeeds_into_postgres_and_an_identical_run_is_cached_without_a_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identical_runs_applied_at_once_start_exactly_one_pod() {
     let env = Env::new("trio").await;
-    // A slower simulation so that all three are in flight together.
-    env.simulation("thermal", slow_thermal_command(2), "");
+    // A slow simulation so that all three are in flight together, even
+    // when a loaded machine reconciles them seconds apart.
+    env.simulation("thermal", slow_thermal_command(10), "");
     let docs: Vec<String> = (1..=3)
         .map(|i| env.run(&format!("same-{i}"), "thermal", json!({"temperature": 400})))
         .collect();
@@ -1357,7 +1375,11 @@ async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finish
         )
         .await;
     assert_eq!(rows[0].get::<_, i64>(0), 1, "the result stays");
-    assert!(env.events().contains("\"CleanedUp\""));
+    assert!(
+        env.events_with(&["CleanedUp"])
+            .await
+            .contains("\"CleanedUp\"")
+    );
 
     // Cached: kubectl wait returns too.
     env.apply(&env.run("again", "thermal", json!({"temperature": 420})));
@@ -1459,7 +1481,7 @@ async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finish
     );
     let es = edited.status.unwrap();
     assert_eq!((es.phase, &es.outputs), (Phase::Succeeded, &s.outputs));
-    let events = env.events();
+    let events = env.events_with(&["SpecChanged"]).await;
     assert!(events.contains("\"SpecChanged\"") && events.contains("\"Warning\""));
 
     // `kubectl get -o wide` shows why each run is where it is.
@@ -1480,12 +1502,19 @@ async fn runs_keep_the_conditions_contract_clean_up_and_refuse_edits_once_finish
         "later",
         "thermal",
         json!({"temperature": 430}),
-        json!({"ttlSecondsAfterFinished": 4}),
+        json!({"ttlSecondsAfterFinished": 20}),
     ));
     let later = env.finished("later", Duration::from_secs(90)).await;
-    let pod = later.status.unwrap().pod_name.unwrap();
+    let status = later.status.unwrap();
+    let pod = status.pod_name.unwrap();
     env.operator.take().unwrap().kill().await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Past the TTL counted from the run's completion (20 s leaves a loaded
+    // machine time to kill the operator before it is due).
+    let due = status.completion_time.unwrap().0 + k8s_openapi::jiff::SignedDuration::from_secs(21);
+    let wait = due.duration_since(k8s_openapi::jiff::Timestamp::now());
+    if wait.is_positive() {
+        tokio::time::sleep(Duration::from_millis(wait.as_millis() as u64)).await;
+    }
     assert!(
         pods.get_opt(&pod).await.unwrap().is_some(),
         "nobody deleted it while the operator was down"

@@ -54,13 +54,18 @@ async fn the_api_closes_half_sent_requests_after_the_header_timeout() {
             .status()
             .is_success()
     );
-    assert!(t.elapsed() < Duration::from_secs(1));
+    // Promptly, even on a loaded machine.
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(
-        closed_by_server(&mut slow, Duration::from_secs(10)).await,
+        closed_by_server(&mut slow, Duration::from_secs(60)).await,
         500
     );
     drop(slow);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + simcache_testkit::wait::PATIENCE;
     while open_files(p.pid()) > baseline + 2 {
         assert!(Instant::now() < deadline, "open files stay up");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -100,7 +100,7 @@ async fn ttl_zero_and_short_ttls_expire(c: Ctx) {
     c.put_entry(
         "ttl/short",
         1,
-        json!({"ttl_seconds": "1", "ttl_hours": null}),
+        json!({"ttl_seconds": "3", "ttl_hours": null}),
     )
     .await;
     c.put_entry("ttl/none", 1, json!({"ttl_hours": null})).await;
@@ -113,7 +113,7 @@ async fn ttl_zero_and_short_ttls_expire(c: Ctx) {
         (e["expires_at"].clone(), e["ttl_hours"].clone()),
         (json!(null), json!(null))
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         c.get("/cache/ttl/short", Some(&c.user)).await.0,
         StatusCode::NOT_FOUND,

@@ -77,7 +77,14 @@ async fn acknowledged_writes_survive_a_kill(store: &[&str]) {
             }
         }));
     }
+    let deadline = std::time::Instant::now() + 4 * simcache_testkit::wait::PATIENCE;
     while count.load(Ordering::Relaxed) < 3_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} writes acknowledged in {:?}; did every writer stop?",
+            count.load(Ordering::Relaxed),
+            4 * simcache_testkit::wait::PATIENCE
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     p.kill().await;

@@ -61,16 +61,20 @@ fn entry(key: &str, exec: &str) -> Value {
     common::entry_body(key, 1, json!({ "execution_id": exec }))
 }
 
-/// Polls `f` until it returns true or 3 s pass; returns how long it took.
+/// Polls `f` until it returns true (within the test kit's patience: a
+/// loaded machine delays NOTIFY and reconnects); returns how long it took.
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
+    while start.elapsed() < simcache_testkit::wait::PATIENCE {
         if f().await {
             return start.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("{what} did not happen within 3 s");
+    panic!(
+        "{what} did not happen within {:?}",
+        simcache_testkit::wait::PATIENCE
+    );
 }
 
 async fn memory_entries(http: &reqwest::Client, base: &str, tok: &str) -> (bool, i64) {

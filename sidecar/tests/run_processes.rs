@@ -277,7 +277,12 @@ async fn a_killed_sidecar_keeps_every_acknowledged_write() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed once at least 1000 lines are acknowledged, however long a
+    // loaded machine takes to get there.
+    let deadline = std::time::Instant::now() + simcache_testkit::wait::PATIENCE;
+    while acked.load(Ordering::SeqCst) < 1000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let before_kill = acked.load(Ordering::SeqCst);
     srv.kill().await;
     for w in writers {

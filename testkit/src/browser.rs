@@ -59,7 +59,8 @@ impl Browser {
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let mut ready = false;
-        for _ in 0..100 {
+        // Up to a minute: ChromeDriver starts slowly on a loaded machine.
+        for _ in 0..600 {
             if let Ok(r) = http.get(format!("{url}/status")).send().await
                 && r.status().is_success()
             {
@@ -137,19 +138,14 @@ impl Browser {
         path
     }
 
-    /// Polls `f` until it returns Some, for up to 15 s.
-    pub async fn wait_for<T, F, Fut>(&self, what: &str, mut f: F) -> T
+    /// Polls `f` until it returns Some (a headless browser on a loaded
+    /// machine is slow: up to a minute).
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, f: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        for _ in 0..150 {
-            if let Some(v) = f().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("timed out after 15 s waiting for {what}");
+        crate::wait::eventually(what, 2 * crate::wait::PATIENCE, f).await
     }
 
     /// Logs in through the console's form at `base`, typing and pressing

@@ -14,6 +14,7 @@ pub mod roles;
 pub mod s3;
 pub mod sfm_sim;
 pub mod slow_clients;
+pub mod wait;
 
 pub use pg::{PgServer, fresh_database};
 pub use process::ServerProcess;

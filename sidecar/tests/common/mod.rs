@@ -90,13 +90,16 @@ impl Ctx {
 
     /// On PostgreSQL the memory tier starts once the event channel is up.
     pub async fn wait_coherent(&self) {
-        for _ in 0..200 {
-            if self.srv.cache.hot().enabled() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("memory tier never became coherent");
+        let hot = self.srv.cache.hot();
+        simcache_testkit::wait::eventually(
+            "the memory tier becoming coherent",
+            simcache_testkit::wait::PATIENCE,
+            || {
+                let on = hot.enabled().then_some(());
+                async move { on }
+            },
+        )
+        .await;
     }
 
     pub async fn post_raw(
