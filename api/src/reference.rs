@@ -12,7 +12,7 @@ pub fn markdown(doc: &Value) -> String {
     let mut out = String::from(
         "# HTTP API reference (operator)\n\n\
          Generated from the OpenAPI document the operator serves at `/openapi.json`\n\
-         (a test fails when this page and the routes disagree; `SIMCACHE_UPDATE_DOCS=1 cargo test -p simcache-operator --test system` rewrites it).\n\
+         (a test fails when this page and the routes disagree; `SIMCACHE_UPDATE_DOCS=1 cargo test -p simcache-api --test system` rewrites it).\n\
          Routes marked *session* need an `X-Session-ID` header (see [sessions](../cache-api.md));\n\
          errors are JSON `{\"error\": \"...\"}` with a 4xx/5xx status.\n",
     );

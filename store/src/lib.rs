@@ -1,6 +1,6 @@
 //! simcache's persistence: one interface per concept (cache entries, sessions,
-//! the catalog, results, files), each over SQLite or PostgreSQL, behind
-//! versioned migrations.
+//! the catalog, results, files, SFM records, the run ledger and its leases),
+//! each over SQLite or PostgreSQL, behind versioned migrations.
 
 pub mod cache;
 pub mod catalog;
