@@ -12,6 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+use crate::lease;
 use crate::sql::{DbRow, Sql, Stmt};
 
 /// Who holds a cache key's lease.
@@ -88,29 +89,17 @@ impl RunLedger {
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<LeaseOutcome> {
-        let done = self
-            .sql
-            .script(vec![Stmt::new(
-                "INSERT INTO cache_leases (cache_key, holder, holder_uid, execution_id, acquired_at_ms,
-                    heartbeat_at_ms, expires_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $5, $6)
-                 ON CONFLICT (cache_key) DO UPDATE SET holder = excluded.holder,
-                    holder_uid = excluded.holder_uid, execution_id = excluded.execution_id,
-                    heartbeat_at_ms = excluded.heartbeat_at_ms, expires_at_ms = excluded.expires_at_ms,
-                    acquired_at_ms = CASE WHEN cache_leases.holder_uid = excluded.holder_uid
-                        THEN cache_leases.acquired_at_ms ELSE excluded.acquired_at_ms END
-                 WHERE cache_leases.holder_uid = excluded.holder_uid OR cache_leases.expires_at_ms <= $5
-                 RETURNING holder_uid",
-                vec![
-                    key.into(),
-                    holder.into(),
-                    holder_uid.into(),
-                    execution_id.into(),
-                    now_ms.into(),
-                    (now_ms + ttl_ms).into(),
-                ],
-            )])
-            .await?;
+        let take = lease::RUN_CACHE_KEY.take(
+            vec![key.into()],
+            holder_uid,
+            vec![
+                ("holder", holder.into()),
+                ("execution_id", execution_id.into()),
+            ],
+            ttl_ms,
+            now_ms,
+        );
+        let done = self.sql.script(vec![take]).await?;
         if !done[0].is_empty() {
             return Ok(LeaseOutcome::Acquired);
         }
@@ -150,31 +139,16 @@ impl RunLedger {
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        let done = self
-            .sql
-            .script(vec![Stmt::new(
-                "UPDATE cache_leases SET heartbeat_at_ms = $3, expires_at_ms = $4
-                 WHERE cache_key = $1 AND holder_uid = $2 RETURNING cache_key",
-                vec![
-                    key.into(),
-                    holder_uid.into(),
-                    now_ms.into(),
-                    (now_ms + ttl_ms).into(),
-                ],
-            )])
-            .await?;
+        let renew =
+            lease::RUN_CACHE_KEY.renew(vec![key.into()], holder_uid, vec![], ttl_ms, now_ms);
+        let done = self.sql.script(vec![renew]).await?;
         Ok(!done[0].is_empty())
     }
 
     /// Gives the lease up (only the holder can).
     pub async fn release(&self, key: &str, holder_uid: &str) -> Result<bool> {
-        let done = self
-            .sql
-            .script(vec![Stmt::new(
-                "DELETE FROM cache_leases WHERE cache_key = $1 AND holder_uid = $2 RETURNING cache_key",
-                vec![key.into(), holder_uid.into()],
-            )])
-            .await?;
+        let release = lease::RUN_CACHE_KEY.release(vec![key.into()], holder_uid);
+        let done = self.sql.script(vec![release]).await?;
         Ok(!done[0].is_empty())
     }
 

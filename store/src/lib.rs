@@ -8,6 +8,7 @@ pub mod clock;
 mod error;
 pub mod events;
 pub mod files;
+pub mod lease;
 pub mod ledger;
 pub mod migrate;
 mod pg_tls;

@@ -1,8 +1,10 @@
 //! Fetch leases (one fetch per piece of data across the cluster) and
 //! session slots (at most a unit's allowed sessions), with the NOTIFY
-//! that wakes the proxies waiting for them.
+//! that wakes the proxies waiting for them: the store's one lease
+//! primitive ([`crate::lease`]) over two tables.
 
 use super::*;
+use crate::lease;
 
 impl SfmStore {
     /// Takes the fetch lease on `fetch_key` unless a live one is held.
@@ -14,26 +16,9 @@ impl SfmStore {
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        let done = self
-            .sql
-            .script(vec![Stmt::new(
-                "INSERT INTO sfm_fetch_leases (conn_key, fetch_key, holder, started_ms, expires_at_ms)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (conn_key, fetch_key) DO UPDATE SET holder = excluded.holder,
-                    started_ms = excluded.started_ms, expires_at_ms = excluded.expires_at_ms,
-                    failed_status = NULL, failed_body = NULL
-                 WHERE sfm_fetch_leases.expires_at_ms <= $4
-                    OR sfm_fetch_leases.failed_status IS NOT NULL
-                 RETURNING holder",
-                vec![
-                    conn_key.into(),
-                    fetch_key.into(),
-                    holder.into(),
-                    now_ms.into(),
-                    (now_ms + ttl_ms).into(),
-                ],
-            )])
-            .await?;
+        let key = vec![conn_key.into(), fetch_key.into()];
+        let take = lease::SFM_FETCH.take(key, holder, vec![], ttl_ms, now_ms);
+        let done = self.sql.script(vec![take]).await?;
         Ok(!done[0].is_empty())
     }
 
@@ -45,19 +30,9 @@ impl SfmStore {
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        let done = self
-            .sql
-            .script(vec![Stmt::new(
-                "UPDATE sfm_fetch_leases SET expires_at_ms = $4
-                 WHERE conn_key = $1 AND fetch_key = $2 AND holder = $3 RETURNING holder",
-                vec![
-                    conn_key.into(),
-                    fetch_key.into(),
-                    holder.into(),
-                    (now_ms + ttl_ms).into(),
-                ],
-            )])
-            .await?;
+        let key = vec![conn_key.into(), fetch_key.into()];
+        let renew = lease::SFM_FETCH.renew(key, holder, vec![], ttl_ms, now_ms);
+        let done = self.sql.script(vec![renew]).await?;
         Ok(!done[0].is_empty())
     }
 
@@ -99,18 +74,12 @@ impl SfmStore {
         keep_ms: i64,
         now_ms: i64,
     ) -> Result<()> {
-        let mut script = vec![Stmt::new(
-            "UPDATE sfm_fetch_leases SET failed_status = $4, failed_body = $5, expires_at_ms = $6
-             WHERE conn_key = $1 AND fetch_key = $2 AND holder = $3",
-            vec![
-                conn_key.into(),
-                fetch_key.into(),
-                holder.into(),
-                i64::from(status).into(),
-                Param::Value(SqlValue::Bytes(body)),
-                (now_ms + keep_ms).into(),
-            ],
-        )];
+        let key = vec![conn_key.into(), fetch_key.into()];
+        let failure = vec![
+            ("failed_status", i64::from(status).into()),
+            ("failed_body", Param::Value(SqlValue::Bytes(body))),
+        ];
+        let mut script = vec![lease::SFM_FETCH.renew(key, holder, failure, keep_ms, now_ms)];
         script.extend(self.notify(SfmEvent::Lease {
             conn_key: conn_key.into(),
             fetch_key: fetch_key.into(),
@@ -121,10 +90,8 @@ impl SfmStore {
 
     /// Releases a lease without a result (the holder gave up).
     pub async fn release_lease(&self, conn_key: &str, fetch_key: &str, holder: &str) -> Result<()> {
-        let mut script = vec![Stmt::new(
-            "DELETE FROM sfm_fetch_leases WHERE conn_key = $1 AND fetch_key = $2 AND holder = $3",
-            vec![conn_key.into(), fetch_key.into(), holder.into()],
-        )];
+        let key = vec![conn_key.into(), fetch_key.into()];
+        let mut script = vec![lease::SFM_FETCH.release(key, holder)];
         script.extend(self.notify(SfmEvent::Lease {
             conn_key: conn_key.into(),
             fetch_key: fetch_key.into(),
@@ -144,25 +111,9 @@ impl SfmStore {
         now_ms: i64,
     ) -> Result<Option<i64>> {
         for slot in 0..max.max(1) {
-            let done = self
-                .sql
-                .script(vec![Stmt::new(
-                    "INSERT INTO sfm_session_slots (conn_key, slot, holder, expires_at_ms)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (conn_key, slot) DO UPDATE SET holder = excluded.holder,
-                        expires_at_ms = excluded.expires_at_ms
-                     WHERE sfm_session_slots.expires_at_ms <= $5
-                     RETURNING slot",
-                    vec![
-                        conn_key.into(),
-                        slot.into(),
-                        holder.into(),
-                        (now_ms + ttl_ms).into(),
-                        now_ms.into(),
-                    ],
-                )])
-                .await?;
-            if !done[0].is_empty() {
+            let key = vec![conn_key.into(), slot.into()];
+            let take = lease::SFM_SLOT.take(key, holder, vec![], ttl_ms, now_ms);
+            if !self.sql.script(vec![take]).await?[0].is_empty() {
                 return Ok(Some(slot));
             }
         }
@@ -177,27 +128,15 @@ impl SfmStore {
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        let done = self
-            .sql
-            .script(vec![Stmt::new(
-                "UPDATE sfm_session_slots SET expires_at_ms = $4
-                 WHERE conn_key = $1 AND slot = $2 AND holder = $3 RETURNING slot",
-                vec![
-                    conn_key.into(),
-                    slot.into(),
-                    holder.into(),
-                    (now_ms + ttl_ms).into(),
-                ],
-            )])
-            .await?;
+        let key = vec![conn_key.into(), slot.into()];
+        let renew = lease::SFM_SLOT.renew(key, holder, vec![], ttl_ms, now_ms);
+        let done = self.sql.script(vec![renew]).await?;
         Ok(!done[0].is_empty())
     }
 
     pub async fn release_slot(&self, conn_key: &str, slot: i64, holder: &str) -> Result<()> {
-        let mut script = vec![Stmt::new(
-            "DELETE FROM sfm_session_slots WHERE conn_key = $1 AND slot = $2 AND holder = $3",
-            vec![conn_key.into(), slot.into(), holder.into()],
-        )];
+        let key = vec![conn_key.into(), slot.into()];
+        let mut script = vec![lease::SFM_SLOT.release(key, holder)];
         script.extend(self.notify(SfmEvent::Slot {
             conn_key: conn_key.into(),
         }));
