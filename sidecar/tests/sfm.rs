@@ -23,6 +23,12 @@ struct Rig {
 }
 
 fn device_yaml(sim: &str, extra_cache: &str, sessions: i64) -> String {
+    // A test that sets its own staleAfterSeconds replaces the default.
+    let stale = if extra_cache.contains("staleAfterSeconds") {
+        ""
+    } else {
+        "    staleAfterSeconds: 3\n"
+    };
     format!(
         "apiVersion: simcache.io/v1alpha1
 kind: SFMDevice
@@ -39,8 +45,7 @@ spec:
   maxConcurrentSessions: {sessions}
   cache:
     monitorStatusTtlSeconds: 1
-    staleAfterSeconds: 3
-    unreachableBackoffSeconds: 2
+{stale}    unreachableBackoffSeconds: 2
 {extra_cache}"
     )
 }
@@ -233,9 +238,12 @@ async fn a_hundred_cold_waveform_reads_over_three_sidecars_cause_one_upstream_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_forced_reads_costs_at_most_two_upstream_calls() {
-    // Info takes 5 s, so the 100 reads arrive while the first fetch runs,
-    // even on a loaded machine.
-    let rig = Rig::with("sfm_forced", 3, Unit::new("BE11529", 1, 100), "", 1, 5.0).await;
+    // Info takes 2 s, so the 100 reads arrive while the first fetch runs
+    // even on a loaded machine; a read that waits out that fetch and the
+    // next (4 s) is still under staleAfterSeconds.
+    let unit = Unit::new("BE11529", 1, 100);
+    let stale = "    staleAfterSeconds: 30\n";
+    let rig = Rig::with("sfm_forced", 3, unit, stale, 1, 2.0).await;
     rig.get(0, "/device/info", Q).await;
     rig.sim.reset_counters();
     let arrived = Instant::now();

@@ -8,6 +8,7 @@ pub mod clock;
 mod error;
 pub mod events;
 pub mod files;
+pub mod flight;
 pub mod lease;
 pub mod ledger;
 pub mod migrate;

@@ -26,17 +26,7 @@ impl SfmService {
                     .with_label_values(&[&dev.label])
                     .inc();
             }
-            let mut rx = flight.done.clone();
-            let outcome = async {
-                loop {
-                    if let Some(o) = rx.borrow_and_update().clone() {
-                        return Some(o);
-                    }
-                    if rx.changed().await.is_err() {
-                        return None;
-                    }
-                }
-            };
+            let outcome = flight.outcome();
             let outcome = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), outcome).await {
                     Ok(o) => o,
@@ -104,38 +94,16 @@ impl SfmService {
         arrived_ms: i64,
     ) -> (Arc<Flight>, bool) {
         let key = (dev.conn_key.clone(), fetch_key(op, flags));
-        let mut flights = self.flights.lock();
-        if let Some(f) = flights.get(&key)
-            && f.done.borrow().is_none()
-        {
-            return (f.clone(), true);
-        }
-        let started_ms = clock::now_ms();
-        let (tx, rx) = watch::channel(None);
-        let flight = Arc::new(Flight {
-            started_ms,
-            done: rx,
-        });
-        flights.insert(key.clone(), flight.clone());
-        drop(flights);
         let svc = self.clone();
         let dev = dev.clone();
         let query = query.to_string();
-        let need_after = flags.force.then_some(arrived_ms.min(started_ms));
-        tokio::spawn(async move {
-            let outcome = svc
-                .fetch_through_cluster(&dev, op, flags, &query, &key.1, started_ms, need_after)
-                .await;
-            let _ = tx.send(Some(outcome));
-            let mut flights = svc.flights.lock();
-            if flights
-                .get(&key)
-                .is_some_and(|f| f.started_ms == started_ms && f.done.borrow().is_some())
-            {
-                flights.remove(&key);
-            }
-        });
-        (flight, false)
+        let fetch = key.1.clone();
+        self.flights
+            .join_or_start(key, clock::now_ms(), move |started_ms| async move {
+                let need_after = flags.force.then_some(arrived_ms.min(started_ms));
+                svc.fetch_through_cluster(&dev, op, flags, &query, &fetch, started_ms, need_after)
+                    .await
+            })
     }
 
     pub(super) fn waker(&self, conn_key: &str, fetch_key: &str) -> Arc<Notify> {

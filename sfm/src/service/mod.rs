@@ -25,7 +25,7 @@ use simcache_store::events::Signal;
 use simcache_store::sfm::{
     Counters, LeaseState, NewBody, SfmEnvelope, SfmEvent, SfmStore, StoredBody,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::freshness::{self, Copy, Decision, Facts, Kind, Reach};
 use crate::identity;
@@ -164,10 +164,8 @@ struct Failure {
     from_upstream: bool,
 }
 
-struct Flight {
-    started_ms: i64,
-    done: watch::Receiver<Option<Outcome>>,
-}
+/// A fetch in flight in this process, and its outcome once it ends.
+type Flight = simcache_store::flight::Flight<Outcome>;
 
 type FlightKey = (String, String);
 
@@ -178,7 +176,7 @@ pub struct SfmService {
     memory: moka::sync::Cache<BodyKey, Arc<StoredBody>>,
     /// Index → identity per device, dropped on change events.
     index: Mutex<HashMap<String, Arc<HashMap<i64, String>>>>,
-    flights: Mutex<HashMap<FlightKey, Arc<Flight>>>,
+    flights: Arc<simcache_store::flight::Flights<FlightKey, Outcome>>,
     lease_wakers: Mutex<HashMap<FlightKey, Arc<Notify>>>,
     slot_wakers: Mutex<HashMap<String, Arc<Notify>>>,
     counters: Mutex<HashMap<String, Counters>>,
@@ -245,7 +243,7 @@ impl SfmService {
             upstream: Upstream::new()?,
             memory,
             index: Mutex::new(HashMap::new()),
-            flights: Mutex::new(HashMap::new()),
+            flights: Arc::default(),
             lease_wakers: Mutex::new(HashMap::new()),
             slot_wakers: Mutex::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),

@@ -13,7 +13,8 @@ impl SorService {
         id: &str,
         existing: Option<Meta>,
     ) -> Result<Filled, SourceError> {
-        self.join_or_start(src, key, id, existing, None).0.await
+        let (flight, _) = self.join_or_start(src, key, id, existing, None);
+        outcome_of(&flight).await
     }
 
     /// As [`Self::flight`], but the request that starts the fill is answered
@@ -25,15 +26,15 @@ impl SorService {
         id: &str,
     ) -> Result<Landed, SourceError> {
         let (tell, begun) = tokio::sync::oneshot::channel();
-        let (fut, started) = self.join_or_start(src, key, id, None, Some(tell));
+        let (flight, started) = self.join_or_start(src, key, id, None, Some(tell));
         if !started {
-            return fut.await.map(Landed::Filled);
+            return outcome_of(&flight).await.map(Landed::Filled);
         }
         // Whichever comes first: the fill's end, or its start on disk (a
         // fill that never reaches disk drops the sender).
         tokio::select! {
             Ok((meta, growing)) = begun => Ok(Landed::Growing(meta, growing)),
-            r = fut => r.map(Landed::Filled),
+            r = outcome_of(&flight) => r.map(Landed::Filled),
         }
     }
 
@@ -46,30 +47,21 @@ impl SorService {
         id: &str,
         existing: Option<Meta>,
         tell: Option<Begun>,
-    ) -> (Flight, bool) {
-        let mut flights = self.flights.lock();
-        if let Some(f) = flights.get(id) {
+    ) -> (Arc<Flight>, bool) {
+        let this = self.clone();
+        let (source, key, id2) = (src.clone(), key.clone(), id.to_string());
+        let (flight, joined) = self.flights.join_or_start(
+            id.to_string(),
+            simcache_store::clock::now_ms(),
+            move |_| async move { this.fill(&source, &key, &id2, existing, tell).await },
+        );
+        if joined {
             self.metrics
                 .coalesced
                 .with_label_values(&[src.name.as_str()])
                 .inc();
-            return (f.clone(), false);
         }
-        let this = self.clone();
-        let (src, key, id2) = (src.clone(), key.clone(), id.to_string());
-        let task = tokio::spawn(async move {
-            let r = this.fill(&src, &key, &id2, existing, tell).await;
-            this.flights.lock().remove(&id2);
-            r
-        });
-        let f: Flight = async move {
-            task.await
-                .unwrap_or_else(|e| Err(SourceError::Unavailable(format!("fill task: {e}"))))
-        }
-        .boxed()
-        .shared();
-        flights.insert(id.to_string(), f.clone());
-        (f, true)
+        (flight, !joined)
     }
 
     pub(super) fn record_fetch(
@@ -238,4 +230,13 @@ impl SorService {
         }
         Ok(Filled::Cached(meta, body))
     }
+}
+
+/// A flight's outcome; a fill whose task died is reported unavailable.
+async fn outcome_of(flight: &Flight) -> Result<Filled, SourceError> {
+    flight.outcome().await.unwrap_or_else(|| {
+        Err(SourceError::Unavailable(
+            "the fill task ended without an answer".into(),
+        ))
+    })
 }

@@ -7,15 +7,13 @@ mod fill;
 mod invalidate;
 mod inventory;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use simcache_store::sql::{Sql, SqlValue};
 use tokio::sync::Semaphore;
@@ -120,7 +118,7 @@ enum Filled {
     Uncacheable(ObjectInfo),
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Filled, SourceError>>>;
+type Flight = simcache_store::flight::Flight<Result<Filled, SourceError>>;
 
 /// Tells the request that started a fill where to follow it.
 type Begun = tokio::sync::oneshot::Sender<(Meta, Growing)>;
@@ -149,7 +147,7 @@ pub struct SorService {
     rules: Rules,
     disk: Arc<DiskTier>,
     memory: moka::sync::Cache<String, MemValue>,
-    flights: Mutex<HashMap<String, Flight>>,
+    flights: Arc<simcache_store::flight::Flights<String, Result<Filled, SourceError>>>,
     fetch_slots: Arc<Semaphore>,
     metrics: SorMetrics,
     notify: Option<Sql>,
@@ -245,7 +243,7 @@ impl SorService {
             rules,
             disk,
             memory,
-            flights: Mutex::new(HashMap::new()),
+            flights: Arc::default(),
             metrics,
             notify,
             origin: origin.to_string(),
