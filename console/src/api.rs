@@ -38,8 +38,8 @@ fn pairs(raw: Option<String>) -> ApiResult<Vec<(String, String)>> {
     }
 }
 
-fn bad(e: String) -> ApiError {
-    ApiError::bad_request(e)
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(e.to_string())
 }
 
 /// Whether the browser reached us over TLS (directly or through a trusted
@@ -301,7 +301,7 @@ fn axes(q: &[(String, String)], defs: &[ParamDef]) -> ApiResult<Axes> {
         .transpose()?;
     if kind == Kind::Heatmap && colour.is_none() {
         return Err(bad(
-            "color is required for a heatmap: the value each cell shows".into(),
+            "color is required for a heatmap: the value each cell shows",
         ));
     }
     Ok(Axes {
@@ -391,8 +391,8 @@ fn sweep_source(s: &ConsoleState) -> ApiResult<&dyn super::source::Source> {
     })
 }
 
-fn unavailable(e: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_GATEWAY, e)
+fn unavailable(e: super::source::SourceError) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
 }
 
 pub async fn sweep_list(
@@ -719,8 +719,7 @@ pub async fn invalidate(
         .count();
     if given != 1 {
         return Err(bad(
-            "give exactly one of key, pattern or simulation (nothing else invalidates everything)"
-                .into(),
+            "give exactly one of key, pattern or simulation (nothing else invalidates everything)",
         ));
     }
     let mut filter = InvalidationFilter::default();

@@ -22,24 +22,54 @@ impl ParamRef {
     }
 }
 
+/// A query the console cannot answer; each names the query key and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    #[error("{field}: {text:?} is not a parameter; write input.NAME or output.NAME")]
+    NotAParameter { field: String, text: String },
+    #[error("{field}: the simulation declares no {class} {name:?} (it has {known})")]
+    Undeclared {
+        field: String,
+        class: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("{field}: {param} is a {param_type}, and ranges need a number")]
+    NotNumeric {
+        field: String,
+        param: String,
+        param_type: String,
+    },
+    #[error("{field}: {text:?} is not a number")]
+    NotANumber { field: String, text: String },
+    #[error("{field}: {text:?} is not a whole number from 0 to {max}")]
+    BadCount {
+        field: String,
+        text: String,
+        max: i64,
+    },
+}
+
 /// `input.NAME` or `output.NAME`, which the simulation must declare.
-pub fn param_ref(field: &str, text: &str, defs: &[ParamDef]) -> Result<ParamRef, String> {
+pub fn param_ref(field: &str, text: &str, defs: &[ParamDef]) -> Result<ParamRef, QueryError> {
     let (class, name) = text
         .split_once('.')
         .and_then(|(c, n)| Some((ParamClass::parse(c)?, n)))
-        .ok_or_else(|| {
-            format!("{field}: {text:?} is not a parameter; write input.NAME or output.NAME")
+        .ok_or_else(|| QueryError::NotAParameter {
+            field: field.to_string(),
+            text: text.to_string(),
         })?;
     if !defs.is_empty() && !defs.iter().any(|d| d.class == class && d.name == name) {
         let known: Vec<String> = defs
             .iter()
             .map(|d| format!("{}.{}", d.class.as_str(), d.name))
             .collect();
-        return Err(format!(
-            "{field}: the simulation declares no {} {name:?} (it has {})",
-            class.as_str(),
-            known.join(", ")
-        ));
+        return Err(QueryError::Undeclared {
+            field: field.to_string(),
+            class: class.as_str(),
+            name: name.to_string(),
+            known: known.join(", "),
+        });
     }
     Ok(ParamRef {
         class,
@@ -60,7 +90,7 @@ fn is_numeric(t: &str) -> bool {
 }
 
 /// The `min.<param>=x` / `max.<param>=x` pairs of a query string.
-pub fn ranges(query: &[(String, String)], defs: &[ParamDef]) -> Result<Vec<Range>, String> {
+pub fn ranges(query: &[(String, String)], defs: &[ParamDef]) -> Result<Vec<Range>, QueryError> {
     let mut out: Vec<Range> = Vec::new();
     for (k, v) in query {
         let (bound, param) = match k.split_once('.') {
@@ -77,18 +107,21 @@ pub fn ranges(query: &[(String, String)], defs: &[ParamDef]) -> Result<Vec<Range
             .find(|d| d.class == param.class && d.name == param.name)
             && !is_numeric(&d.param_type)
         {
-            return Err(format!(
-                "{k}: {} is a {}, and ranges need a number",
-                param.key(),
-                d.param_type
-            ));
+            return Err(QueryError::NotNumeric {
+                field: k.clone(),
+                param: param.key(),
+                param_type: d.param_type.clone(),
+            });
         }
         let x: f64 = v
             .trim()
             .parse()
             .ok()
             .filter(|x: &f64| x.is_finite())
-            .ok_or_else(|| format!("{k}: {v:?} is not a number"))?;
+            .ok_or_else(|| QueryError::NotANumber {
+                field: k.clone(),
+                text: v.clone(),
+            })?;
         let r = match out.iter_mut().find(|r| r.param == param) {
             Some(r) => r,
             None => {
@@ -153,15 +186,19 @@ pub fn within(
 }
 
 /// Rows per page: asked for, within 1..=500.
-pub fn page(query: &[(String, String)]) -> Result<(i64, i64), String> {
-    let get = |k: &str, default: i64, max: i64| -> Result<i64, String> {
+pub fn page(query: &[(String, String)]) -> Result<(i64, i64), QueryError> {
+    let get = |k: &str, default: i64, max: i64| -> Result<i64, QueryError> {
         match query.iter().rev().find(|(q, _)| q == k) {
             None => Ok(default),
             Some((_, v)) => v
                 .parse::<i64>()
                 .ok()
                 .filter(|n| (0..=max).contains(n))
-                .ok_or_else(|| format!("{k}: {v:?} is not a whole number from 0 to {max}")),
+                .ok_or_else(|| QueryError::BadCount {
+                    field: k.to_string(),
+                    text: v.clone(),
+                    max,
+                }),
         }
     };
     let limit = get("limit", 50, 500)?.max(1);
@@ -250,17 +287,33 @@ mod tests {
     #[test]
     fn bad_filters_name_the_key_and_the_fix() {
         let e = ranges(&q(&[("min.input.temperature", "hot")]), &defs()).unwrap_err();
+        assert_eq!(
+            e,
+            QueryError::NotANumber {
+                field: "min.input.temperature".into(),
+                text: "hot".into()
+            }
+        );
+        let e = e.to_string();
         assert!(
             e.contains("min.input.temperature") && e.contains("not a number"),
             "{e}"
         );
-        let e = ranges(&q(&[("min.input.pressure", "1")]), &defs()).unwrap_err();
+        let e = ranges(&q(&[("min.input.pressure", "1")]), &defs())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("declares no input \"pressure\""), "{e}");
-        let e = ranges(&q(&[("min.input.material", "1")]), &defs()).unwrap_err();
+        let e = ranges(&q(&[("min.input.material", "1")]), &defs())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is a string"), "{e}");
-        let e = param_ref("x", "temperature", &defs()).unwrap_err();
+        let e = param_ref("x", "temperature", &defs())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("input.NAME"), "{e}");
-        let e = ranges(&q(&[("max.output.stress", "inf")]), &defs()).unwrap_err();
+        let e = ranges(&q(&[("max.output.stress", "inf")]), &defs())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a number"), "{e}");
     }
 
@@ -274,6 +327,7 @@ mod tests {
         assert!(
             page(&q(&[("limit", "5000")]))
                 .unwrap_err()
+                .to_string()
                 .contains("limit")
         );
         assert!(page(&q(&[("offset", "-1")])).is_err());

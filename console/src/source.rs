@@ -74,20 +74,48 @@ impl SweepView {
     }
 }
 
+/// Why a source could not answer: what it was doing, and what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The cluster's API server did not answer.
+    #[error("{doing}: {detail}")]
+    Cluster { doing: String, detail: String },
+    /// A local record could not be read or parsed.
+    #[error("{doing}: {detail}")]
+    Record { doing: String, detail: String },
+}
+
+impl SourceError {
+    pub fn cluster(doing: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        SourceError::Cluster {
+            doing: doing.into(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub fn record(doing: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        SourceError::Record {
+            doing: doing.into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Source: Send + Sync {
     /// Every sweep, without points.
-    async fn list(&self) -> Result<Vec<SweepView>, String>;
+    async fn list(&self) -> Result<Vec<SweepView>, SourceError>;
     /// One sweep with its points, or None.
-    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<SweepView>>, String>;
+    async fn get(&self, namespace: &str, name: &str)
+    -> Result<Option<Arc<SweepView>>, SourceError>;
     /// Objects of a kind as {namespace, name, spec, status}; none where
     /// there is no cluster.
-    async fn resources(&self, _kind: ResourceKind) -> Result<Vec<Value>, String> {
+    async fn resources(&self, _kind: ResourceKind) -> Result<Vec<Value>, SourceError> {
         Ok(Vec::new())
     }
     /// The conditions of the SimulationRun whose attempt made `execution_id`,
     /// oldest transition first; None where there is no such run here.
-    async fn run_conditions(&self, _execution_id: &str) -> Result<Option<Vec<Value>>, String> {
+    async fn run_conditions(&self, _execution_id: &str) -> Result<Option<Vec<Value>>, SourceError> {
         Ok(None)
     }
 }

@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use serde::Serialize;
 use serde_json::{Value, json};
 use simcache_console::source::{
-    ResourceKind, Source, SweepPoint, SweepView, is_object_name, run_of_execution,
+    ResourceKind, Source, SourceError, SweepPoint, SweepView, is_object_name, run_of_execution,
 };
 use simcache_controller::scope::Scope;
 use simcache_core::sweep::LABEL_SWEEP;
@@ -83,7 +83,7 @@ impl ClusterObjects {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Vec<Arc<SimulationRun>>, String> {
+    ) -> Result<Vec<Arc<SimulationRun>>, SourceError> {
         use kube::ResourceExt;
         let ready = tokio::time::timeout(WATCH_READY_WAIT, self.sweep_runs.wait_until_ready())
             .await
@@ -103,7 +103,12 @@ impl ClusterObjects {
         let listed = runs
             .list(&ListParams::default().labels(&format!("{LABEL_SWEEP}={name}")))
             .await
-            .map_err(|e| format!("listing the runs of SimulationSweep {namespace}/{name}: {e}"))?;
+            .map_err(|e| {
+                SourceError::cluster(
+                    format!("listing the runs of SimulationSweep {namespace}/{name}"),
+                    e,
+                )
+            })?;
         Ok(listed.items.into_iter().map(Arc::new).collect())
     }
 }
@@ -131,7 +136,7 @@ where
 
 /// Every object of kind `K` in scope, as the console shows it. Specs name
 /// Secrets but never hold their values, so they are shown as they are.
-async fn summaries<K>(client: &kube::Client, scope: &Scope) -> Result<Vec<Value>, String>
+async fn summaries<K>(client: &kube::Client, scope: &Scope) -> Result<Vec<Value>, SourceError>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -142,12 +147,12 @@ where
 {
     let mut out = Vec::new();
     for api in apis_in::<K>(client, scope) {
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("listing {}: {e}", K::kind(&Default::default())))?;
+        let list = api.list(&ListParams::default()).await.map_err(|e| {
+            SourceError::cluster(format!("listing {}", K::kind(&Default::default())), e)
+        })?;
         for item in list.items {
-            let v = serde_json::to_value(&item).map_err(|e| e.to_string())?;
+            let v = serde_json::to_value(&item)
+                .map_err(|e| SourceError::cluster("reading an object", e))?;
             out.push(json!({
                 "namespace": v["metadata"]["namespace"],
                 "name": v["metadata"]["name"],
@@ -187,19 +192,23 @@ fn point_of(r: &SimulationRun) -> SweepPoint {
 
 #[async_trait]
 impl Source for ClusterObjects {
-    async fn list(&self) -> Result<Vec<SweepView>, String> {
+    async fn list(&self) -> Result<Vec<SweepView>, SourceError> {
         let mut out = Vec::new();
         for api in apis_in::<SimulationSweep>(&self.client, &self.scope) {
             let list = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| format!("listing SimulationSweeps: {e}"))?;
+                .map_err(|e| SourceError::cluster("listing SimulationSweeps", e))?;
             out.extend(list.items.iter().map(view_of));
         }
         Ok(out)
     }
 
-    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<SweepView>>, String> {
+    async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<SweepView>>, SourceError> {
         if !self.scope.contains(namespace) || !is_object_name(namespace) || !is_object_name(name) {
             return Ok(None);
         }
@@ -208,10 +217,9 @@ impl Source for ClusterObjects {
             return Ok(Some(v));
         }
         let sweeps: Api<SimulationSweep> = Api::namespaced(self.client.clone(), namespace);
-        let Some(sweep) = sweeps
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("reading SimulationSweep {namespace}/{name}: {e}"))?
+        let Some(sweep) = sweeps.get_opt(name).await.map_err(|e| {
+            SourceError::cluster(format!("reading SimulationSweep {namespace}/{name}"), e)
+        })?
         else {
             return Ok(None);
         };
@@ -228,7 +236,7 @@ impl Source for ClusterObjects {
         Ok(Some(view))
     }
 
-    async fn run_conditions(&self, execution_id: &str) -> Result<Option<Vec<Value>>, String> {
+    async fn run_conditions(&self, execution_id: &str) -> Result<Option<Vec<Value>>, SourceError> {
         let Some((ns, name)) = run_of_execution(execution_id) else {
             return Ok(None);
         };
@@ -239,7 +247,7 @@ impl Source for ClusterObjects {
         let Some(run) = runs
             .get_opt(&name)
             .await
-            .map_err(|e| format!("reading SimulationRun {ns}/{name}: {e}"))?
+            .map_err(|e| SourceError::cluster(format!("reading SimulationRun {ns}/{name}"), e))?
         else {
             return Ok(None);
         };
@@ -253,7 +261,7 @@ impl Source for ClusterObjects {
         ))
     }
 
-    async fn resources(&self, kind: ResourceKind) -> Result<Vec<Value>, String> {
+    async fn resources(&self, kind: ResourceKind) -> Result<Vec<Value>, SourceError> {
         use simcache_crds::{CachePolicy, SFMDevice, SystemOfRecord};
         match kind {
             ResourceKind::CachePolicies => {

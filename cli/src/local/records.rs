@@ -9,7 +9,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use simcache_console::source::{LOCAL_NAMESPACE, Source, SweepPoint, SweepView, is_object_name};
+use simcache_console::source::{
+    LOCAL_NAMESPACE, Source, SourceError, SweepPoint, SweepView, is_object_name,
+};
 
 use super::{Ended, Outcome};
 
@@ -106,11 +108,16 @@ impl LocalRecords {
         }
     }
 
-    fn read(&self, path: &std::path::Path) -> Result<Option<Arc<SweepView>>, String> {
+    fn read(&self, path: &std::path::Path) -> Result<Option<Arc<SweepView>>, SourceError> {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(e) => {
+                return Err(SourceError::record(
+                    format!("reading {}", path.display()),
+                    e,
+                ));
+            }
         };
         let stamp = (meta.modified().ok(), meta.len());
         if let Some((m, l, v)) = self.parsed.lock().get(path)
@@ -121,17 +128,23 @@ impl LocalRecords {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(e) => {
+                return Err(SourceError::record(
+                    format!("reading {}", path.display()),
+                    e,
+                ));
+            }
         };
         let doc: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+            .map_err(|e| SourceError::record(format!("{} is not JSON", path.display()), e))?;
         // Records from before the console carry no `view`: not an error,
         // just nothing to show until the sweep is run again.
         let Some(view) = doc.get("view") else {
             return Ok(None);
         };
         let view: Arc<SweepView> = Arc::new(
-            serde_json::from_value(view.clone()).map_err(|e| format!("{}: {e}", path.display()))?,
+            serde_json::from_value(view.clone())
+                .map_err(|e| SourceError::record(path.display().to_string(), e))?,
         );
         let mut parsed = self.parsed.lock();
         if parsed.len() >= PARSED_RECORDS {
@@ -144,11 +157,16 @@ impl LocalRecords {
 
 #[async_trait]
 impl Source for LocalRecords {
-    async fn list(&self) -> Result<Vec<SweepView>, String> {
+    async fn list(&self) -> Result<Vec<SweepView>, SourceError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("reading {}: {e}", self.dir.display())),
+            Err(e) => {
+                return Err(SourceError::record(
+                    format!("reading {}", self.dir.display()),
+                    e,
+                ));
+            }
         };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -164,7 +182,11 @@ impl Source for LocalRecords {
         Ok(out)
     }
 
-    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<SweepView>>, String> {
+    async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<SweepView>>, SourceError> {
         if namespace != LOCAL_NAMESPACE || !is_object_name(name) {
             return Ok(None);
         }

@@ -12,17 +12,68 @@ use simcache_crds::{Combine, ParameterValues, SimulationSweepSpec};
 /// The most points one sweep may have.
 pub const MAX_POINTS: u64 = 100_000;
 
+/// A sweep spec that does not make points; the message names the field
+/// (from `spec.`) and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SweepError {
+    #[error("input `{0}` is both fixed (spec.inputs) and swept (spec.parameters); keep one")]
+    FixedAndSwept(String),
+    #[error(
+        "combine: zip needs every parameter to have as many values; `{first}` has {first_len}, `{other}` has {other_len}"
+    )]
+    ZipLengths {
+        first: String,
+        first_len: usize,
+        other: String,
+        other_len: usize,
+    },
+    #[error("the sweep has more than {MAX_POINTS} points; split it or use fewer values")]
+    TooManyPoints,
+    #[error("{at}: {problem}")]
+    Parameter { at: String, problem: Problem },
+}
+
+impl SweepError {
+    fn at(at: impl Into<String>, problem: Problem) -> Self {
+        SweepError::Parameter {
+            at: at.into(),
+            problem,
+        }
+    }
+}
+
+/// What is wrong with one parameter's values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("give exactly one of values, range, linspace or logspace")]
+    NotExactlyOneKind,
+    #[error("empty")]
+    Empty,
+    #[error("more than {MAX_POINTS} values")]
+    TooManyValues,
+    #[error("{0} must be finite numbers")]
+    NotFinite(&'static str),
+    #[error("must not be 0")]
+    ZeroStep,
+    #[error("{step} leads away from `to` ({from} → {to}); use {}", -step)]
+    AwayFromTo { step: f64, from: f64, to: f64 },
+    #[error("at least 1")]
+    ZeroCount,
+    #[error("at most {MAX_POINTS}")]
+    CountTooLarge,
+    #[error("from and to must be > 0 (the endpoints are values, not exponents)")]
+    LogOfNonPositive,
+}
+
 /// One point: the inputs of one run (fixed and swept together).
 pub type Point = BTreeMap<String, Value>;
 
 /// Every point of the sweep, in a stable order (parameters by name; for a
 /// product the last parameter varies fastest).
-pub fn expand(spec: &SimulationSweepSpec) -> Result<Vec<Point>, String> {
+pub fn expand(spec: &SimulationSweepSpec) -> Result<Vec<Point>, SweepError> {
     for name in spec.parameters.keys() {
         if spec.inputs.contains_key(name) {
-            return Err(format!(
-                "input `{name}` is both fixed (spec.inputs) and swept (spec.parameters); keep one"
-            ));
+            return Err(SweepError::FixedAndSwept(name.clone()));
         }
     }
     let mut lists: Vec<(&String, Vec<Value>)> = Vec::new();
@@ -36,19 +87,18 @@ pub fn expand(spec: &SimulationSweepSpec) -> Result<Vec<Point>, String> {
         Combine::Zip => {
             let first = lists.first().map(|(_, v)| v.len()).unwrap_or(0);
             if let Some((name, v)) = lists.iter().find(|(_, v)| v.len() != first) {
-                return Err(format!(
-                    "combine: zip needs every parameter to have as many values; `{}` has {first}, `{name}` has {}",
-                    lists[0].0,
-                    v.len()
-                ));
+                return Err(SweepError::ZipLengths {
+                    first: lists[0].0.clone(),
+                    first_len: first,
+                    other: (*name).clone(),
+                    other_len: v.len(),
+                });
             }
             Some(first as u64).filter(|n| *n <= MAX_POINTS)
         }
     };
     let Some(count) = count else {
-        return Err(format!(
-            "the sweep has more than {MAX_POINTS} points; split it or use fewer values"
-        ));
+        return Err(SweepError::TooManyPoints);
     };
     let mut points = Vec::with_capacity(count as usize);
     for i in 0..count as usize {
@@ -73,7 +123,7 @@ pub fn expand(spec: &SimulationSweepSpec) -> Result<Vec<Point>, String> {
 }
 
 /// The values of one parameter.
-pub fn values(name: &str, p: &ParameterValues) -> Result<Vec<Value>, String> {
+pub fn values(name: &str, p: &ParameterValues) -> Result<Vec<Value>, SweepError> {
     let at = format!("parameters.{name}");
     let given = [
         p.values.is_some(),
@@ -82,16 +132,17 @@ pub fn values(name: &str, p: &ParameterValues) -> Result<Vec<Value>, String> {
         p.logspace.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
-        return Err(format!(
-            "{at}: give exactly one of values, range, linspace or logspace"
-        ));
+        return Err(SweepError::at(at, Problem::NotExactlyOneKind));
     }
     let numbers = if let Some(v) = &p.values {
         if v.is_empty() {
-            return Err(format!("{at}.values: empty"));
+            return Err(SweepError::at(format!("{at}.values"), Problem::Empty));
         }
         if v.len() as u64 > MAX_POINTS {
-            return Err(format!("{at}.values: more than {MAX_POINTS} values"));
+            return Err(SweepError::at(
+                format!("{at}.values"),
+                Problem::TooManyValues,
+            ));
         }
         return Ok(v.clone());
     } else if let Some(r) = &p.range {
@@ -106,45 +157,50 @@ pub fn values(name: &str, p: &ParameterValues) -> Result<Vec<Value>, String> {
     Ok(numbers.into_iter().map(number).collect())
 }
 
-fn step_range(at: &str, r: &StepRange) -> Result<Vec<f64>, String> {
+fn step_range(at: &str, r: &StepRange) -> Result<Vec<f64>, SweepError> {
     let at = format!("{at}.range");
     if ![r.from, r.to, r.step].iter().all(|x| x.is_finite()) {
-        return Err(format!("{at}: from, to and step must be finite numbers"));
+        return Err(SweepError::at(at, Problem::NotFinite("from, to and step")));
     }
     if r.step == 0.0 {
-        return Err(format!("{at}.step: must not be 0"));
+        return Err(SweepError::at(format!("{at}.step"), Problem::ZeroStep));
     }
     let span = r.to - r.from;
     if span != 0.0 && span.signum() != r.step.signum() {
-        return Err(format!(
-            "{at}.step: {} leads away from `to` ({} → {}); use {}",
-            r.step, r.from, r.to, -r.step
+        return Err(SweepError::at(
+            format!("{at}.step"),
+            Problem::AwayFromTo {
+                step: r.step,
+                from: r.from,
+                to: r.to,
+            },
         ));
     }
     // A step that lands on `to` within rounding includes it.
     let steps = (span / r.step + 1e-9).floor();
     if steps + 1.0 > MAX_POINTS as f64 {
-        return Err(format!("{at}: more than {MAX_POINTS} values"));
+        return Err(SweepError::at(at, Problem::TooManyValues));
     }
     Ok((0..=steps as u64)
         .map(|i| r.from + r.step * i as f64)
         .collect())
 }
 
-fn count_range(at: &str, r: &CountRange, log: bool) -> Result<Vec<f64>, String> {
+fn count_range(at: &str, r: &CountRange, log: bool) -> Result<Vec<f64>, SweepError> {
     if !r.from.is_finite() || !r.to.is_finite() {
-        return Err(format!("{at}: from and to must be finite numbers"));
+        return Err(SweepError::at(at, Problem::NotFinite("from and to")));
     }
     if r.count == 0 {
-        return Err(format!("{at}.count: at least 1"));
+        return Err(SweepError::at(format!("{at}.count"), Problem::ZeroCount));
     }
     if r.count as u64 > MAX_POINTS {
-        return Err(format!("{at}.count: at most {MAX_POINTS}"));
+        return Err(SweepError::at(
+            format!("{at}.count"),
+            Problem::CountTooLarge,
+        ));
     }
     if log && (r.from <= 0.0 || r.to <= 0.0) {
-        return Err(format!(
-            "{at}: from and to must be > 0 (the endpoints are values, not exponents)"
-        ));
+        return Err(SweepError::at(at, Problem::LogOfNonPositive));
     }
     let n = r.count as usize;
     if n == 1 {
@@ -224,6 +280,15 @@ mod tests {
         let mut s = s.clone();
         s.combine = Combine::Zip;
         let err = expand(&s).unwrap_err();
+        assert!(matches!(
+            err,
+            SweepError::ZipLengths {
+                first_len: 2,
+                other_len: 3,
+                ..
+            }
+        ));
+        let err = err.to_string();
         assert!(
             err.contains("zip needs every parameter to have as many values; `material` has 2, `temperature` has 3"),
             "{err}"
@@ -293,7 +358,7 @@ mod tests {
             ),
             (json!({}), "exactly one of"),
         ] {
-            let err = v(p.clone()).unwrap_err();
+            let err = v(p.clone()).unwrap_err().to_string();
             assert!(err.contains(want), "{p}: {err}");
         }
     }
@@ -307,7 +372,13 @@ mod tests {
                 "b": {"linspace": {"from": 0, "to": 1, "count": 1000}}
             }
         }));
-        assert!(expand(&s).unwrap_err().contains("more than 100000 points"));
+        assert_eq!(expand(&s).unwrap_err(), SweepError::TooManyPoints);
+        assert!(
+            expand(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 100000 points")
+        );
         let s = spec(json!({
             "simulation": {"name": "t"},
             "inputs": {"a": 1},
@@ -316,6 +387,7 @@ mod tests {
         assert!(
             expand(&s)
                 .unwrap_err()
+                .to_string()
                 .contains("input `a` is both fixed (spec.inputs) and swept")
         );
     }
