@@ -41,14 +41,11 @@ impl SfmService {
                 },
                 None => outcome.await,
             };
-            // A forced read needs a fetch that began after it arrived; one
-            // that began earlier is waited out, then the next one is joined.
-            let fresh_enough = !flags.force
-                || match &outcome {
-                    Some(Outcome::Fetched(b)) => b.fetch_started_ms >= arrived_ms,
-                    _ => flight.started_ms >= arrived_ms,
-                };
-            if !fresh_enough {
+            let fetch_started = match &outcome {
+                Some(Outcome::Fetched(b)) => b.fetch_started_ms,
+                _ => flight.started_ms,
+            };
+            if !serves_the_read(flags.force, fetch_started, arrived_ms) {
                 continue;
             }
             let now = clock::now_ms();
@@ -218,17 +215,32 @@ impl SfmService {
             .body(&key.conn_key, kind.as_str(), &key.id)
             .await
             .ok()??;
-        let now = clock::now_ms();
-        let ok = match need_after {
-            Some(t) => b.fetch_started_ms >= t,
-            // Fresh by the rules, or committed after this flight began: as
-            // fresh as a fetch of our own could be (eventsFreshSeconds 0).
-            None => {
-                freshness::is_fresh(kind, &copy_of(&b), &dev.rules, now)
-                    || b.fetched_at_ms >= flight_started_ms
-            }
-        };
-        ok.then(|| Arc::new(b))
+        let fresh = freshness::is_fresh(kind, &copy_of(&b), &dev.rules, clock::now_ms());
+        takes_the_place_of_a_fetch(&b, fresh, need_after, flight_started_ms).then(|| Arc::new(b))
+    }
+}
+
+/// Whether a fetch that began at `fetch_started_ms` answers a read that
+/// arrived at `arrived_ms`: a forced read needs a fetch that began after
+/// it arrived (one that began earlier is waited out, then the next one is
+/// joined); any other read takes what the flight brought.
+pub(super) fn serves_the_read(force: bool, fetch_started_ms: i64, arrived_ms: i64) -> bool {
+    !force || fetch_started_ms >= arrived_ms
+}
+
+/// Whether a body another proxy committed makes this proxy's fetch
+/// needless: for a forced read, one fetched after the read's cut-off;
+/// otherwise one fresh by the rules, or committed after this flight began
+/// (as fresh as a fetch of our own could be, eventsFreshSeconds 0 too).
+pub(super) fn takes_the_place_of_a_fetch(
+    b: &StoredBody,
+    fresh_by_the_rules: bool,
+    need_after: Option<i64>,
+    flight_started_ms: i64,
+) -> bool {
+    match need_after {
+        Some(t) => b.fetch_started_ms >= t,
+        None => fresh_by_the_rules || b.fetched_at_ms >= flight_started_ms,
     }
 }
 
@@ -246,4 +258,48 @@ where
             renew().await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(fetch_started_ms: i64, fetched_at_ms: i64) -> StoredBody {
+        StoredBody {
+            body: Bytes::new(),
+            etag: String::new(),
+            fetched_at_ms,
+            fetch_started_ms,
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn a_forced_read_is_served_only_by_a_fetch_begun_after_it_arrived() {
+        assert!(serves_the_read(false, 10, 20), "a plain read takes any");
+        assert!(!serves_the_read(true, 10, 20), "begun before: wait it out");
+        assert!(serves_the_read(true, 20, 20));
+        assert!(serves_the_read(true, 25, 20));
+    }
+
+    #[test]
+    fn another_proxys_commit_replaces_a_fetch_when_it_is_as_fresh() {
+        // A forced read: only what was fetched after its cut-off.
+        assert!(!takes_the_place_of_a_fetch(
+            &body(99, 150),
+            true,
+            Some(100),
+            0
+        ));
+        assert!(takes_the_place_of_a_fetch(
+            &body(100, 150),
+            false,
+            Some(100),
+            0
+        ));
+        // Otherwise: fresh by the rules, or committed after this flight began.
+        assert!(takes_the_place_of_a_fetch(&body(0, 10), true, None, 50));
+        assert!(!takes_the_place_of_a_fetch(&body(0, 10), false, None, 50));
+        assert!(takes_the_place_of_a_fetch(&body(0, 60), false, None, 50));
+    }
 }

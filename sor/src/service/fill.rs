@@ -192,11 +192,7 @@ impl SorService {
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             received += chunk.len() as u64;
-            if received > info.size {
-                return Err(SourceError::Corrupt(
-                    "more bytes than the SOR stated".into(),
-                ));
-            }
+            within_stated_size(received, info.size)?;
             if let Some(b) = buf.as_mut() {
                 b.extend_from_slice(&chunk);
             }
@@ -213,13 +209,7 @@ impl SorService {
         let meta = meta_of(info);
         match disk_fill {
             Some(f) => f.commit(meta.clone()).await?,
-            None if received != meta.info.size => {
-                return Err(SourceError::Corrupt(format!(
-                    "received {received} bytes, the SOR stated {}",
-                    meta.info.size
-                )));
-            }
-            None => {}
+            None => exactly_stated_size(received, meta.info.size)?,
         }
         let body = buf.map(BytesMut::freeze);
         if let Some(b) = &body {
@@ -232,6 +222,27 @@ impl SorService {
     }
 }
 
+/// A body may not run past the size its source stated.
+fn within_stated_size(received: u64, stated: u64) -> Result<(), SourceError> {
+    if received > stated {
+        return Err(SourceError::Corrupt(
+            "more bytes than the SOR stated".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A finished body is exactly the size its source stated (the disk tier
+/// checks its own fills, with their hash).
+fn exactly_stated_size(received: u64, stated: u64) -> Result<(), SourceError> {
+    if received != stated {
+        return Err(SourceError::Corrupt(format!(
+            "received {received} bytes, the SOR stated {stated}"
+        )));
+    }
+    Ok(())
+}
+
 /// A flight's outcome; a fill whose task died is reported unavailable.
 async fn outcome_of(flight: &Flight) -> Result<Filled, SourceError> {
     flight.outcome().await.unwrap_or_else(|| {
@@ -239,4 +250,24 @@ async fn outcome_of(flight: &Flight) -> Result<Filled, SourceError> {
             "the fill task ended without an answer".into(),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_be_the_size_its_source_stated() {
+        assert!(within_stated_size(10, 10).is_ok());
+        assert!(matches!(
+            within_stated_size(11, 10),
+            Err(SourceError::Corrupt(_))
+        ));
+        assert!(exactly_stated_size(10, 10).is_ok());
+        let short = exactly_stated_size(9, 10).unwrap_err().to_string();
+        assert!(
+            short.contains("received 9 bytes, the SOR stated 10"),
+            "{short}"
+        );
+    }
 }
