@@ -1,5 +1,5 @@
 //! `simcache`: run simulations and sweeps on this machine with their cache
-//! (the operator's local mode), and read results and the catalog from the
+//! (local mode), and read results and the catalog from the
 //! local store or, with `--api`, from a cluster's operator API. The same
 //! binary is the kubectl plugin `kubectl-simcache`.
 //!

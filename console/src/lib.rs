@@ -1,7 +1,7 @@
 //! The web console at `/ui/`: a few static files built into the binary (no
 //! CDN: clusters are often offline) and a JSON API under `/ui/api/` that the
 //! pages call with the session cookie. Plots are SVG drawn here
-//! ([`plot`]); sweeps come from a [`source::Source`] the serving binary
+//! (`plot`); sweeps come from a [`source::Source`] the serving binary
 //! hands in (the operator's view of the cluster, or local mode's records).
 //! Mounted on the API's router by the operator and by `simcache ui`
 //! ([`mount`]).

@@ -4,7 +4,7 @@
 //! size limits), SFMDevice and SystemOfRecord (probes and registration).
 //! Each reconciler is a function of one object and a small shared
 //! [`Context`] that gathers facts, asks `simcache_core` what to do and
-//! applies it; errors become requeues with backoff. [`manager`] registers
+//! applies it; errors become requeues with backoff. `manager` registers
 //! them all.
 
 mod backoff;

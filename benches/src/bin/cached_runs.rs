@@ -10,7 +10,7 @@
 //!   node runs (at most 16 at once, like a small node): throughput and the
 //!   operator's CPU time per run.
 //!
-//! The cache is seeded through the store with the operator's own `identify`
+//! The cache is seeded through the store with `core`'s own `identify`
 //! (the same hash and key a finished run would have written), all entries
 //! pointing at one real run database.
 //!

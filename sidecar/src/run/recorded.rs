@@ -2,7 +2,7 @@
 //! API served on a free loopback port for the program, its inputs handed
 //! over as a file and environment variables, its output lines logged, and
 //! the run database completed from its exit and outputs. Used by
-//! `simcache-sidecar exec` and the operator's local mode.
+//! `simcache-sidecar exec` and local mode (the `simcache` command line).
 
 use std::path::PathBuf;
 use std::time::Duration;
