@@ -22,7 +22,7 @@ struct Rig {
     http: reqwest::Client,
 }
 
-fn device_yaml(sim: &str, extra_cache: &str, sessions: i64) -> String {
+fn device_yaml(sim: &str, extra_cache: &str, sessions: i64, timeout_secs: u32) -> String {
     // A test that sets its own staleAfterSeconds replaces the default.
     let stale = if extra_cache.contains("staleAfterSeconds") {
         ""
@@ -38,7 +38,7 @@ metadata:
 spec:
   upstream:
     url: {sim}
-    timeoutSeconds: 5
+    timeoutSeconds: {timeout_secs}
   address:
     tcp:
       host: 10.0.0.1
@@ -52,7 +52,7 @@ spec:
 
 impl Rig {
     async fn new(hint: &str, proxies: usize, unit: Unit) -> Rig {
-        Rig::with(hint, proxies, unit, "", 1, 0.005).await
+        Rig::with(hint, proxies, unit, "", 1, 0.005, 5).await
     }
 
     async fn with(
@@ -62,6 +62,7 @@ impl Rig {
         extra_cache: &str,
         sessions: i64,
         time_factor: f64,
+        timeout_secs: u32,
     ) -> Rig {
         let sim = SfmSimulator::start(time_factor).await;
         sim.add_unit(UNIT, unit);
@@ -69,7 +70,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("unit.yaml"),
-            device_yaml(&sim.url(), extra_cache, sessions),
+            device_yaml(&sim.url(), extra_cache, sessions, timeout_secs),
         )
         .unwrap();
         let mut rig = Rig {
@@ -238,20 +239,39 @@ async fn a_hundred_cold_waveform_reads_over_three_sidecars_cause_one_upstream_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_forced_reads_costs_at_most_two_upstream_calls() {
-    // Info takes 2 s, so the 100 reads arrive while the first fetch runs
-    // even on a loaded machine; a read that waits out that fetch and the
-    // next (4 s) is still under staleAfterSeconds.
+    // The unit holds the first forced read's call until every read has
+    // arrived (each proxy's later readers join its flight), so the burst
+    // is one burst however slowly a loaded machine sends it; nobody is
+    // served stale meanwhile, and the unit does not time out.
     let unit = Unit::new("BE11529", 1, 100);
-    let stale = "    staleAfterSeconds: 30\n";
-    let rig = Rig::with("sfm_forced", 3, unit, stale, 1, 2.0).await;
+    let stale = "    staleAfterSeconds: 120\n";
+    let rig = Rig::with("sfm_forced", 3, unit, stale, 1, 0.005, 120).await;
     rig.get(0, "/device/info", Q).await;
     rig.sim.reset_counters();
+    rig.sim.hold_next("info");
     let arrived = Instant::now();
     let reads = (0..100).map(|i| {
         let url = rig.url(i, "/device/info", &format!("{Q}&force=true"));
         let http = rig.http.clone();
         tokio::spawn(async move { Reply::of(http.get(url).send().await.unwrap()).await })
     });
+    let reads: Vec<_> = reads.collect();
+    // 100 reads over 3 proxies: all but each proxy's first join a flight.
+    simcache_testkit::wait::eventually(
+        "every forced read waiting on a flight",
+        simcache_testkit::wait::PATIENCE,
+        || async {
+            let mut joined = 0.0;
+            for p in 0..3 {
+                joined += metric_of(&rig, p, "simcache_sfm_coalesced_total{")
+                    .await
+                    .unwrap_or(0.0);
+            }
+            (joined >= 97.0).then_some(())
+        },
+    )
+    .await;
+    rig.sim.release();
     let replies: Vec<Reply> = futures_util::future::join_all(reads)
         .await
         .into_iter()
@@ -264,7 +284,7 @@ async fn a_burst_of_forced_reads_costs_at_most_two_upstream_calls() {
     );
     let n = rig.sim.calls("info");
     assert!((1..=2).contains(&n), "{n} upstream calls for one burst");
-    assert!(arrived.elapsed() < Duration::from_secs(60));
+    assert!(arrived.elapsed() < Duration::from_secs(120));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,9 +429,14 @@ async fn an_erase_never_lets_an_old_waveform_answer_for_a_reused_index() {
 }
 
 async fn metric(rig: &Rig, name: &str) -> Option<f64> {
+    metric_of(rig, 0, name).await
+}
+
+/// A metric of proxy `p`.
+async fn metric_of(rig: &Rig, p: usize, name: &str) -> Option<f64> {
     let text = rig
         .http
-        .get(rig.url(0, "/metrics", ""))
+        .get(rig.url(p, "/metrics", ""))
         .send()
         .await
         .unwrap()
@@ -536,7 +561,7 @@ async fn a_unit_allowing_two_sessions_gets_two_at_most() {
     unit.session_limit = 2;
     // Each waveform takes about a second, so two of them overlap even when
     // a loaded machine spreads the requests out.
-    let rig = Rig::with("sfm_two_sessions", 2, unit, "", 2, 0.06).await;
+    let rig = Rig::with("sfm_two_sessions", 2, unit, "", 2, 0.06, 5).await;
     let reads = (0..16).map(|i| {
         let url = rig.url(i, &format!("/device/event/{}/waveform", i % 8), Q);
         let http = rig.http.clone();
@@ -659,7 +684,7 @@ async fn the_shared_listener_checks_sfm_privileges() {
     let db = simcache_testkit::fresh_database("sfm_auth").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("unit.yaml");
-    std::fs::write(&file, device_yaml(&sim.url(), "", 1)).unwrap();
+    std::fs::write(&file, device_yaml(&sim.url(), "", 1, 5)).unwrap();
     let common = ["--backend", "postgresql", "--db-url", db.as_str()];
     let proxy = ServerProcess::spawn(
         std::path::Path::new(BIN),
@@ -776,11 +801,11 @@ async fn the_pod_local_listener_serves_only_its_simulations_devices_on_loopback(
     let db = simcache_testkit::fresh_database("sfm_pod").await;
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.yaml");
-    std::fs::write(&a, device_yaml(&sim.url(), "", 1)).unwrap();
+    std::fs::write(&a, device_yaml(&sim.url(), "", 1, 5)).unwrap();
     let b = dir.path().join("b.yaml");
     std::fs::write(
         &b,
-        device_yaml(&sim.url(), "", 1)
+        device_yaml(&sim.url(), "", 1, 5)
             .replace("name: unit-a", "name: unit-b")
             .replace("host: 10.0.0.1", "host: 10.0.0.2"),
     )
@@ -914,6 +939,7 @@ async fn a_reader_with_a_copy_waits_at_most_stale_after_and_the_fetch_goes_on() 
         "",
         1,
         2.0,
+        5,
     )
     .await;
     let warm = rig.get(0, "/device/monitor/status", Q).await;
@@ -940,7 +966,7 @@ async fn the_single_process_form_works_on_sqlite() {
     sim.add_unit(UNIT, Unit::new("BE11529", 2, 100));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("unit.yaml");
-    std::fs::write(&file, device_yaml(&sim.url(), "", 1)).unwrap();
+    std::fs::write(&file, device_yaml(&sim.url(), "", 1, 5)).unwrap();
     let db = dir.path().join("sfm.db");
     let args = [
         "--db-path",
@@ -982,7 +1008,7 @@ async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
     let db = simcache_testkit::fresh_database("sfm_bad_file").await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, device_yaml("http://127.0.0.1:9", "", 1)).unwrap();
+    std::fs::write(&good, device_yaml("http://127.0.0.1:9", "", 1, 5)).unwrap();
     let start = |file: std::path::PathBuf| {
         let db = db.clone();
         async move {
@@ -1028,7 +1054,7 @@ async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        device_yaml("ftp://x", "", 1).replace("name: unit-a", "name: unit-z"),
+        device_yaml("ftp://x", "", 1, 5).replace("name: unit-a", "name: unit-z"),
     )
     .unwrap();
     let out = start(bad).await;
@@ -1042,7 +1068,7 @@ async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
     let clash = dir.path().join("clash.yaml");
     std::fs::write(
         &clash,
-        device_yaml("http://127.0.0.1:9", "", 1).replace("name: unit-a", "name: unit-b"),
+        device_yaml("http://127.0.0.1:9", "", 1, 5).replace("name: unit-a", "name: unit-b"),
     )
     .unwrap();
     let out = start(clash).await;

@@ -112,6 +112,9 @@ pub struct SimState {
     units: Mutex<HashMap<String, Unit>>,
     counters: Mutex<Counters>,
     time_factor: f64,
+    /// The route whose next call waits for `gate` (see `hold_next`).
+    hold: Mutex<Option<&'static str>>,
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct SfmSimulator {
@@ -134,6 +137,8 @@ impl SfmSimulator {
             units: Mutex::new(HashMap::new()),
             counters: Mutex::new(Counters::default()),
             time_factor,
+            hold: Mutex::new(None),
+            gate: tokio::sync::watch::channel(false).0,
         });
         let app = Router::new()
             .route(
@@ -185,6 +190,19 @@ impl SfmSimulator {
     /// Erases the unit's events (their indexes will be re-used).
     pub fn erase(&self, conn_key: &str) {
         self.with_unit(conn_key, |u| u.events.clear());
+    }
+
+    /// Holds the next call of `route` (e.g. `info`) until [`Self::release`]:
+    /// a test can then know that every request arrived while that call was
+    /// under way, however slowly a loaded machine sends them.
+    pub fn hold_next(&self, route: &'static str) {
+        self.state.gate.send_replace(false);
+        *self.state.hold.lock() = Some(route);
+    }
+
+    /// Lets a held call (and any later one) go on.
+    pub fn release(&self) {
+        self.state.gate.send_replace(true);
     }
 
     /// Calls of one route (e.g. `waveform`, `events`, `info`).
@@ -396,6 +414,19 @@ async fn device(State(s): State<Arc<SimState>>, req: Request) -> Response {
             key: key.clone(),
         }
     };
+    let held = {
+        let mut hold = s.hold.lock();
+        let this = route_name(&method, rest);
+        (*hold == Some(this)).then(|| hold.take()).is_some()
+    };
+    if held {
+        let mut open = s.gate.subscribe();
+        while !*open.borrow_and_update() {
+            if open.changed().await.is_err() {
+                break;
+            }
+        }
+    }
     if fault == Fault::Hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
