@@ -91,15 +91,18 @@ impl SfmService {
         arrived_ms: i64,
     ) -> (Arc<Flight>, bool) {
         let key = (dev.conn_key.clone(), fetch_key(op, flags));
-        let svc = self.clone();
-        let dev = dev.clone();
-        let query = query.to_string();
         let fetch = key.1.clone();
+        // Called only by the reader that starts the fetch: joiners clone nothing.
         self.flights
-            .join_or_start(key, clock::now_ms(), move |started_ms| async move {
+            .join_or_start(key, clock::now_ms(), |started_ms| {
+                let (svc, dev, query) = (self.clone(), dev.clone(), query.to_string());
                 let need_after = flags.force.then_some(arrived_ms.min(started_ms));
-                svc.fetch_through_cluster(&dev, op, flags, &query, &fetch, started_ms, need_after)
+                async move {
+                    svc.fetch_through_cluster(
+                        &dev, op, flags, &query, &fetch, started_ms, need_after,
+                    )
                     .await
+                }
             })
     }
 

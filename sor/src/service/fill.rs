@@ -48,13 +48,14 @@ impl SorService {
         existing: Option<Meta>,
         tell: Option<Begun>,
     ) -> (Arc<Flight>, bool) {
-        let this = self.clone();
-        let (source, key, id2) = (src.clone(), key.clone(), id.to_string());
-        let (flight, joined) = self.flights.join_or_start(
-            id.to_string(),
-            simcache_store::clock::now_ms(),
-            move |_| async move { this.fill(&source, &key, &id2, existing, tell).await },
-        );
+        // Called only by the reader that starts the fill: joiners clone nothing.
+        let (flight, joined) =
+            self.flights
+                .join_or_start(id.to_string(), simcache_store::clock::now_ms(), |_| {
+                    let (this, source) = (self.clone(), src.clone());
+                    let (key, id) = (key.clone(), id.to_string());
+                    async move { this.fill(&source, &key, &id, existing, tell).await }
+                });
         if joined {
             self.metrics
                 .coalesced
