@@ -283,7 +283,10 @@ async fn search(
             Some(sim) => s.stores.results.declared_types(sim, class).await?,
             None => None,
         };
-        filters.extend(parse_filters(class, f, declared.as_ref()).map_err(ApiError::bad_request)?);
+        filters.extend(
+            parse_filters(class, f, declared.as_ref())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        );
     }
     let sort = match b.sort_by.as_deref() {
         None | Some("created_at") => None,

@@ -322,7 +322,7 @@ async fn bad_registrations_and_filters_are_refused(c: Ctx) {
         ),
         (
             json!({"input_filters": [1]}),
-            "input_filters must be an object",
+            "input_filters: must be an object",
         ),
         (json!({"sort_by": "sideways.x"}), "sort_by \"sideways.x\""),
         (json!({"order": "up"}), "order \"up\""),

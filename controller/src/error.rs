@@ -22,8 +22,21 @@ pub enum Error {
     Random(#[from] RandomError),
     /// The run's pod cannot be planned (a SystemOfRecord is missing or
     /// cannot be wired); the run says why and retries.
-    #[error("{0}")]
-    PodPlan(String),
+    #[error(transparent)]
+    PodPlan(#[from] PlanError),
+}
+
+/// Why a run's pod cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Refused(#[from] simcache_core::pod::Refused),
+    #[error(transparent)]
+    Wiring(#[from] simcache_core::pod::sor_wiring::WiringError),
+    #[error(
+        "SystemOfRecord {name:?} does not exist in namespace {namespace}; create it or remove it from the Simulation's spec.systemsOfRecord"
+    )]
+    MissingSystemOfRecord { name: String, namespace: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -27,10 +27,17 @@ pub enum Scope {
     Namespaces(Vec<String>),
 }
 
+/// A `--watch-namespace` value that cannot name a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--watch-namespace: `{0}` is not a namespace name (lower-case letters, digits and '-', at most 63)"
+)]
+pub struct NotANamespace(pub String);
+
 impl Scope {
     /// From `--watch-namespace` values (each may hold a comma-separated
     /// list); none means all namespaces.
-    pub fn from_flags(values: &[String]) -> Result<Self, String> {
+    pub fn from_flags(values: &[String]) -> Result<Self, NotANamespace> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for v in values.iter().flat_map(|v| v.split(',')) {
@@ -39,9 +46,7 @@ impl Scope {
                 continue;
             }
             if !valid_namespace(n) {
-                return Err(format!(
-                    "--watch-namespace: `{n}` is not a namespace name (lower-case letters, digits and '-', at most 63)"
-                ));
+                return Err(NotANamespace(n.to_string()));
             }
             if seen.insert(n.to_string()) {
                 out.push(n.to_string());
@@ -247,7 +252,11 @@ mod tests {
             ]))
         );
         let err = Scope::from_flags(&["lab-a,Lab_B".into()]).unwrap_err();
-        assert!(err.contains("`Lab_B` is not a namespace name"), "{err}");
+        assert_eq!(err, NotANamespace("Lab_B".into()));
+        assert!(
+            err.to_string().contains("`Lab_B` is not a namespace name"),
+            "{err}"
+        );
         assert!(Scope::from_flags(&["a".repeat(64)]).is_err());
         assert!(Scope::from_flags(&["-a".into()]).is_err());
         let s = Scope::from_flags(&["a,b".into()]).unwrap();

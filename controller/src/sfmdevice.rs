@@ -15,6 +15,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use serde_json::json;
 use simcache_crds::sfm::{SFMDevice, SFMDeviceStatus};
+use simcache_sfm::device::RegisterError;
 use simcache_sfm::route::{Flags, Op};
 use simcache_store::clock::now_ms;
 use simcache_store::sfm::{DeviceRow, Registration};
@@ -96,13 +97,20 @@ async fn apply(dev: &SFMDevice, ctx: &Context) -> Result<Action> {
         observed_generation: dev.metadata.generation,
         ..previous.clone()
     };
-    let registered = simcache_sfm::device::register(&ctx.stores.sfm, dev, now_ms())
-        .await
-        .map_err(|e| Error::Store(simcache_store::StoreError::Database(e.to_string())))?;
+    let registered = match simcache_sfm::device::register(&ctx.stores.sfm, dev, now_ms()).await {
+        Err(RegisterError::Invalid(why)) => Err(why),
+        Err(RegisterError::Store(e)) => return Err(Error::Store(e)),
+        Err(e @ RegisterError::Encode(_)) => {
+            return Err(Error::Store(simcache_store::StoreError::Corrupt(
+                e.to_string(),
+            )));
+        }
+        Ok(r) => Ok(r),
+    };
     let (verdict, requeue) = match registered {
         Err(why) => (
             Verdict {
-                ready: (false, "InvalidSpec", why),
+                ready: (false, "InvalidSpec", why.to_string()),
                 reachable: None,
                 conflict: (false, "NoConflict", "not registered".into()),
             },

@@ -99,7 +99,9 @@ async fn apply(sim: &Simulation, ctx: &Context) -> Result<Action> {
     let stats = ctx.stores.catalog.stats(id).await?;
     // Registered either way (the catalog needs no pod), but runs can't
     // start while the pod settings reach for what simcache owns.
-    let refused = check_simulation(&sim.spec, &ctx.cfg.sidecar).err();
+    let refused = check_simulation(&sim.spec, &ctx.cfg.sidecar)
+        .err()
+        .map(|r| r.to_string());
     if let Some(message) = &refused {
         let was = previous
             .conditions

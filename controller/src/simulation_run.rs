@@ -26,6 +26,7 @@ use simcache_store::cache::{CacheEntry, HitDelta};
 use simcache_store::clock::now_ms;
 use simcache_store::ledger::{IngestRecord, LeaseOutcome};
 
+use crate::error::PlanError;
 use crate::status::patch_run;
 use crate::{Context, Error, Result, tokens};
 use simcache_core::attempt::{AttemptFacts, Ingested, pod_outcome};
@@ -313,10 +314,10 @@ impl Run<'_> {
                 self.apply(&status, refused).await?;
                 return Ok(Action::requeue(RETRY_POD));
             }
-            Err(Error::PodPlan(message)) => {
+            Err(Error::PodPlan(why)) => {
                 let refused = Outcome::PodRefused {
                     ident: ident(id),
-                    message,
+                    message: why.to_string(),
                 };
                 self.apply(&status, refused).await?;
                 return Ok(Action::requeue(RETRY_POD));
@@ -357,10 +358,10 @@ impl Run<'_> {
             return Ok(pod);
         }
         let sor = sor_wiring::wire(&self.systems_of_record(&sim.spec.systems_of_record)?)
-            .map_err(Error::PodPlan)?;
+            .map_err(PlanError::from)?;
         if let Some(r) = &sim.spec.sidecar_resources {
             simcache_core::pod::check_resources(r)
-                .map_err(|e| Error::PodPlan(format!("Simulation spec.sidecarResources.{e}")))?;
+                .map_err(|e| PlanError::from(e.under("Simulation spec.sidecarResources")))?;
         }
         let tokens = tokens::issue(self.ctx, self.obj, uid).await?;
         self.ctx
@@ -400,7 +401,7 @@ impl Run<'_> {
             self.obj.spec.pod.as_ref(),
             &self.ctx.cfg.sidecar.node_selector,
         )
-        .map_err(Error::PodPlan)?;
+        .map_err(PlanError::from)?;
         match pods.create(&PostParams::default(), &pod_spec).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -535,10 +536,10 @@ impl Run<'_> {
                         spec: s.spec.clone(),
                     })
                     .ok_or_else(|| {
-                        Error::PodPlan(format!(
-                            "SystemOfRecord {name:?} does not exist in namespace {}; create it or remove it from the Simulation's spec.systemsOfRecord",
-                            self.ns
-                        ))
+                        Error::PodPlan(PlanError::MissingSystemOfRecord {
+                            name: name.clone(),
+                            namespace: self.ns.clone(),
+                        })
                     })
             })
             .collect()

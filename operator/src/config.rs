@@ -165,7 +165,7 @@ fn parse_resources(s: &str) -> Result<k8s_openapi::api::core::v1::ResourceRequir
                 "not the JSON of a ResourceRequirements ({{\"requests\":{{\"cpu\":\"20m\"}}}}): {e}"
             )
         })?;
-    simcache_core::pod::check_resources(&r)?;
+    simcache_core::pod::check_resources(&r).map_err(|e| e.to_string())?;
     Ok(r)
 }
 

@@ -3,47 +3,72 @@
 //! `--device-file` use the same code.
 
 use simcache_crds::sfm::{SFMDevice, SFMDeviceSpec};
+use simcache_store::StoreError;
 use simcache_store::sfm::{Registration, SfmStore};
 
 /// Why a spec cannot be served, in words for a condition message.
-pub fn validate(spec: &SFMDeviceSpec) -> Result<String, String> {
-    let key = spec
-        .conn_key()
-        .ok_or_else(|| "spec.address must set exactly one of tcp or serial".to_string())?;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec.address must set exactly one of tcp or serial")]
+    NotOneAddress,
+    #[error("spec.upstream.url must be an http:// or https:// URL, not {0:?}")]
+    UrlScheme(String),
+    #[error("spec.upstream.url needs a host and no user info, not {0:?}")]
+    UrlHost(String),
+    #[error("spec.upstream.url must not carry a query or fragment")]
+    UrlQuery,
+    #[error("spec.address.tcp.host is empty")]
+    EmptyHost,
+    #[error("spec.address.tcp.port {0} is not 1-65535")]
+    TcpPort(i64),
+    #[error("spec.address.serial.port is empty")]
+    EmptySerialPort,
+    #[error("spec.maxConcurrentSessions {0} is not 1-16")]
+    Sessions(i64),
+}
+
+/// Why a device could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The spec is wrong: a condition message, not a retry.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    #[error("cannot encode the device's settings: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The device's connection key, or why its spec cannot be served.
+pub fn validate(spec: &SFMDeviceSpec) -> Result<String, SpecError> {
+    let key = spec.conn_key().ok_or(SpecError::NotOneAddress)?;
     let url = spec.upstream.url.trim();
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| {
-            format!("spec.upstream.url must be an http:// or https:// URL, not {url:?}")
-        })?;
+        .ok_or_else(|| SpecError::UrlScheme(url.to_string()))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.contains('@') {
-        return Err(format!(
-            "spec.upstream.url needs a host and no user info, not {url:?}"
-        ));
+        return Err(SpecError::UrlHost(url.to_string()));
     }
     if rest.contains(['?', '#']) {
-        return Err("spec.upstream.url must not carry a query or fragment".into());
+        return Err(SpecError::UrlQuery);
     }
     if let Some(t) = &spec.address.tcp {
         if t.host.trim().is_empty() {
-            return Err("spec.address.tcp.host is empty".into());
+            return Err(SpecError::EmptyHost);
         }
         if !(1..=65535).contains(&t.port) {
-            return Err(format!("spec.address.tcp.port {} is not 1-65535", t.port));
+            return Err(SpecError::TcpPort(t.port));
         }
     }
     if let Some(s) = &spec.address.serial
         && s.port.trim().is_empty()
     {
-        return Err("spec.address.serial.port is empty".into());
+        return Err(SpecError::EmptySerialPort);
     }
     if !(1..=16).contains(&spec.max_concurrent_sessions) {
-        return Err(format!(
-            "spec.maxConcurrentSessions {} is not 1-16",
-            spec.max_concurrent_sessions
-        ));
+        return Err(SpecError::Sessions(spec.max_concurrent_sessions));
     }
     Ok(key)
 }
@@ -67,16 +92,13 @@ pub fn query_for(spec: &SFMDeviceSpec) -> String {
     }
 }
 
-/// Validates and registers a device. `Err` carries the validation message.
+/// Validates and registers a device under its connection key.
 pub async fn register(
     store: &SfmStore,
     dev: &SFMDevice,
     now_ms: i64,
-) -> anyhow::Result<Result<(String, Registration), String>> {
-    let key = match validate(&dev.spec) {
-        Ok(k) => k,
-        Err(why) => return Ok(Err(why)),
-    };
+) -> Result<(String, Registration), RegisterError> {
+    let key = validate(&dev.spec)?;
     let ns = dev
         .metadata
         .namespace
@@ -92,7 +114,7 @@ pub async fn register(
     let r = store
         .register(&key, &ns, &name, &uid, &settings, now_ms)
         .await?;
-    Ok(Ok((key, r)))
+    Ok((key, r))
 }
 
 #[cfg(test)]
@@ -139,15 +161,24 @@ mod tests {
             port: "COM1".into(),
             baud: 9600,
         });
-        assert!(validate(&s).unwrap_err().contains("exactly one"));
+        assert_eq!(validate(&s), Err(SpecError::NotOneAddress));
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
         let mut s = spec();
         s.upstream.url = "ftp://x".into();
-        assert!(validate(&s).unwrap_err().contains("spec.upstream.url"));
+        assert_eq!(validate(&s), Err(SpecError::UrlScheme("ftp://x".into())));
         let mut s = spec();
         s.upstream.url = "http://user:pw@x".into();
-        assert!(validate(&s).unwrap_err().contains("user info"));
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e, SpecError::UrlHost("http://user:pw@x".into()));
+        assert!(e.to_string().contains("user info"));
         let mut s = spec();
         s.max_concurrent_sessions = 0;
-        assert!(validate(&s).unwrap_err().contains("maxConcurrentSessions"));
+        assert_eq!(validate(&s), Err(SpecError::Sessions(0)));
+        assert!(e.to_string().contains("spec.upstream.url"));
     }
 }

@@ -10,6 +10,7 @@ use prometheus::Registry;
 use serde::Deserialize;
 use simcache_auth::{AuthConfig, Authenticator};
 use simcache_crds::SFMDevice;
+use simcache_sfm::device::RegisterError;
 use simcache_sfm::http::{SfmState, router, serve, with_metrics};
 use simcache_sfm::metrics::SfmMetrics;
 use simcache_store::sfm::Registration;
@@ -99,7 +100,7 @@ async fn register_file(stores: &Stores, path: &std::path::Path) -> anyhow::Resul
             .with_context(|| format!("{}: not a valid SFMDevice", path.display()))?;
         let name = dev.metadata.name.clone().unwrap_or_default();
         match simcache_sfm::device::register(&stores.sfm, &dev, simcache_store::clock::now_ms())
-            .await?
+            .await
         {
             Ok((key, Registration::Registered)) => {
                 eprintln!("registered SFMDevice {name} at {key}")
@@ -114,7 +115,10 @@ async fn register_file(stores: &Stores, path: &std::path::Path) -> anyhow::Resul
                 "{}: SFMDevice {name}: {key} is already registered by {namespace}/{other}",
                 path.display()
             ),
-            Err(why) => anyhow::bail!("{}: SFMDevice {name}: {why}", path.display()),
+            Err(RegisterError::Invalid(why)) => {
+                anyhow::bail!("{}: SFMDevice {name}: {why}", path.display())
+            }
+            Err(other) => return Err(other.into()),
         }
     }
     Ok(())

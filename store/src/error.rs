@@ -2,28 +2,57 @@
 
 use thiserror::Error;
 
+/// Why a database operation failed: the driver's own error when there is
+/// one, kept whole so its source chain reaches the log; otherwise a
+/// sentence (`"sqlite writer stopped".into()`). Shown with its whole
+/// source chain, since drivers put the reason (refused, TLS) in a source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error and its sources, joined by `: `.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        // Some drivers repeat their source in their own message.
+        if !msg.ends_with(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        src = s.source();
+    }
+    msg
+}
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database could not be reached (connection refused, pool timeout).
     /// Callers map this to 503 and retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable: {}", chain(.0.as_ref()))]
+    Unavailable(Cause),
+    /// The connection settings disagree with the server (TLS mode, an
+    /// invalid URL): retrying cannot fix it, an operator must.
+    #[error("database misconfigured: {0}")]
+    Misconfigured(String),
     /// The database's disk is full: writes fail until space is freed, reads
     /// go on. Callers map this to 507.
-    #[error("the database's disk is full: {0}")]
-    Full(String),
+    #[error("the database's disk is full: {}", chain(.0.as_ref()))]
+    Full(Cause),
     /// A write would break a uniqueness rule (e.g. a username taken).
     #[error("conflict: {0}")]
     Conflict(String),
     /// The request names something that does not exist (a parent folder, a simulation).
     #[error("{0}")]
     NotFound(String),
+    /// A write refers to a row that is not there (a foreign key failed).
+    #[error("missing reference: {}", chain(.0.as_ref()))]
+    MissingReference(Cause),
     /// The request is wrong in a way only the store can tell (a file used as a folder).
     #[error("{0}")]
     Invalid(String),
     /// Anything else the database reported.
-    #[error("database error: {0}")]
-    Database(String),
+    #[error("database error: {}", chain(.0.as_ref()))]
+    Database(Cause),
     /// The schema on disk is newer than this binary understands.
     #[error("schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
@@ -40,13 +69,22 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
+        /// SQLITE_CONSTRAINT_FOREIGNKEY, the extended code of a failed foreign key.
+        const FOREIGN_KEY: std::ffi::c_int = 787;
+        let extended = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+            _ => None,
+        };
         match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) if extended == Some(FOREIGN_KEY) => {
+                StoreError::MissingReference(Box::new(e))
+            }
             Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(e.to_string()),
             Some(ErrorCode::CannotOpen) | Some(ErrorCode::DatabaseBusy) => {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(Box::new(e))
             }
-            Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
-            _ => StoreError::Database(e.to_string()),
+            Some(ErrorCode::DiskFull) => StoreError::Full(Box::new(e)),
+            _ => StoreError::Database(Box::new(e)),
         }
     }
 }
@@ -57,6 +95,9 @@ impl From<tokio_postgres::Error> for StoreError {
             if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
                 return StoreError::Conflict(db.message().to_string());
             }
+            if db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION {
+                return StoreError::MissingReference(Box::new(e));
+            }
             // A server going away says so as an error message before the
             // socket closes: connection exceptions (class 08) and shutdowns
             // (57P01 admin, 57P02 crash, 57P03 cannot connect now) are an
@@ -64,25 +105,15 @@ impl From<tokio_postgres::Error> for StoreError {
             let code = db.code().code();
             // 53100 disk_full (and 53xxx insufficient resources of the disk kind).
             if code == "53100" {
-                return StoreError::Full(db.message().to_string());
+                return StoreError::Full(Box::new(e));
             }
             if code.starts_with("08") || code.starts_with("57P") {
-                return StoreError::Unavailable(format!("{code}: {}", db.message()));
+                return StoreError::Unavailable(Box::new(e));
             }
-            return StoreError::Database(format!("{}: {}", db.code().code(), db.message()));
+            return StoreError::Database(Box::new(e));
         }
-        if e.is_closed() {
-            return StoreError::Unavailable(e.to_string());
-        }
-        // Connection-level failures carry no DbError; report the whole chain.
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        StoreError::Unavailable(msg)
+        // Connection-level failures carry no DbError; the source chain says why.
+        StoreError::Unavailable(Box::new(e))
     }
 }
 
@@ -90,7 +121,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => StoreError::Unavailable(other.to_string()),
+            other => StoreError::Unavailable(Box::new(other)),
         }
     }
 }

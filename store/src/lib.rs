@@ -66,7 +66,7 @@ impl Stores {
                     sqlite::SqliteDb::open(&path, migrate::SQLITE, 4)
                 })
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
+                .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}").into()))??;
                 let sql: sql::Sql = Arc::new(db.clone());
                 Ok(Stores {
                     cache: Arc::new(cache::sqlite::SqliteCacheStore::new(db.clone())),

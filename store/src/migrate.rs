@@ -101,7 +101,7 @@ pub fn apply_sqlite(conn: &mut Connection, migrations: &[Migration]) -> Result<u
     let mut ran = 0;
     for m in migrations.iter().filter(|m| m.version > current) {
         tx.execute_batch(m.sql).map_err(|e| {
-            StoreError::Database(format!("migration {} ({}) failed: {e}", m.version, m.name))
+            StoreError::Database(format!("migration {} ({}) failed: {e}", m.version, m.name).into())
         })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
@@ -138,7 +138,7 @@ pub async fn apply_postgres(
     let mut ran = 0;
     for m in migrations.iter().filter(|m| m.version > current) {
         tx.batch_execute(m.sql).await.map_err(|e| {
-            StoreError::Database(format!("migration {} ({}) failed: {e}", m.version, m.name))
+            StoreError::Database(format!("migration {} ({}) failed: {e}", m.version, m.name).into())
         })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",

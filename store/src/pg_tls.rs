@@ -85,7 +85,7 @@ impl TlsParams {
 }
 
 fn invalid(msg: &str) -> StoreError {
-    StoreError::Unavailable(format!("invalid database URL: {msg}"))
+    StoreError::Misconfigured(format!("invalid database URL: {msg}"))
 }
 
 /// Splits the libpq TLS parameters off a connection string (URL or
@@ -206,12 +206,12 @@ impl PgConfig {
             .map_err(|e| self.explain(&e.to_string()))
     }
 
-    /// A connection error in words a user can act on. `Fatal` marks what
-    /// retrying cannot fix (the TLS settings disagree with the server).
+    /// A connection error in words a user can act on. `Misconfigured` is
+    /// what retrying cannot fix (the TLS settings disagree with the server).
     pub fn explain(&self, err: &str) -> StoreError {
         let mode = self.tls.effective_mode().as_str();
         let host = self.host();
-        let fatal = |msg: String| StoreError::Unavailable(format!("{FATAL}{msg}"));
+        let fatal = StoreError::Misconfigured;
         if err.contains("no encryption") && self.tls.mode == SslMode::Disable {
             return fatal(format!(
                 "the server at {host} accepts only TLS connections and sslmode=disable: set sslmode=require, or verify-full with sslrootcert ({err})"
@@ -234,7 +234,7 @@ impl PgConfig {
                 "cannot verify the PostgreSQL server at {host} (sslmode={mode}): {why} ({err})"
             ));
         }
-        StoreError::Unavailable(err.to_string())
+        StoreError::Unavailable(err.to_string().into())
     }
 }
 
@@ -243,13 +243,6 @@ pub type PgConnection = tokio_postgres::Connection<
     tokio_postgres::Socket,
     <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
 >;
-
-/// Marks an error that a retry loop should give up on at once.
-pub const FATAL: &str = "[not retried] ";
-
-pub fn is_fatal(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(m) if m.starts_with(FATAL))
-}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -426,6 +419,10 @@ impl ServerCertVerifier for ChainOnly {
 mod tests {
     use super::*;
 
+    fn is_misconfigured(e: &StoreError) -> bool {
+        matches!(e, StoreError::Misconfigured(_))
+    }
+
     #[test]
     fn libpq_parameters_are_taken_off_the_url() {
         let (rest, p) = split_tls_params(
@@ -477,7 +474,7 @@ mod tests {
     fn errors_say_what_to_change() {
         let c = PgConfig::parse("postgres://db.example/x?sslmode=disable").unwrap();
         let e = c.explain("db error: FATAL: no pg_hba.conf entry for host \"1.2.3.4\", user \"u\", database \"x\", no encryption");
-        assert!(is_fatal(&e));
+        assert!(is_misconfigured(&e));
         assert!(
             e.to_string().contains("accepts only TLS connections"),
             "{e}"
@@ -485,13 +482,13 @@ mod tests {
         let c = PgConfig::parse("postgres://db.example/x?sslmode=require").unwrap();
         let e =
             c.explain("error performing TLS handshake: invalid peer certificate: NotValidForName");
-        assert!(is_fatal(&e));
+        assert!(is_misconfigured(&e));
         assert!(
             e.to_string()
                 .contains("does not name the host `db.example`"),
             "{e}"
         );
         let c = PgConfig::parse("postgres://db.example/x").unwrap();
-        assert!(!is_fatal(&c.explain("connection refused")));
+        assert!(!is_misconfigured(&c.explain("connection refused")));
     }
 }

@@ -69,7 +69,7 @@ impl PgDb {
                 })
             }))
             .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let db = PgDb { pool, config };
 
         let start = tokio::time::Instant::now();
@@ -77,16 +77,20 @@ impl PgDb {
         loop {
             let err = match db.migrate(migrations).await {
                 Ok(_) => return Ok(db),
-                Err(StoreError::Unavailable(msg)) => db.config.explain(&msg),
+                Err(StoreError::Unavailable(why)) => {
+                    db.config.explain(&crate::error::chain(why.as_ref()))
+                }
                 // pg_hba's refusal of a plain connection is a database error.
-                Err(StoreError::Database(msg)) => match db.config.explain(&msg) {
-                    e if crate::pg_tls::is_fatal(&e) => e,
-                    _ => return Err(StoreError::Database(msg)),
-                },
+                Err(StoreError::Database(why)) => {
+                    match db.config.explain(&crate::error::chain(why.as_ref())) {
+                        e @ StoreError::Misconfigured(_) => e,
+                        _ => return Err(StoreError::Database(why)),
+                    }
+                }
                 Err(e) => return Err(e),
             };
             let left = opts.connect_deadline.saturating_sub(start.elapsed());
-            if crate::pg_tls::is_fatal(&err) || left.is_zero() {
+            if matches!(err, StoreError::Misconfigured(_)) || left.is_zero() {
                 return Err(err);
             }
             // The last try falls on the deadline.

@@ -185,7 +185,9 @@ fn resolve(params: &[Param], done: &[Vec<DbRow>]) -> Result<Vec<SqlValue>> {
                 .and_then(|rows| rows.first())
                 .map(|r| r.at(*col).clone())
                 .ok_or_else(|| {
-                    StoreError::Database(format!("statement {stmt} of the script returned no row"))
+                    StoreError::Database(
+                        format!("statement {stmt} of the script returned no row").into(),
+                    )
                 }),
         })
         .collect()
@@ -319,10 +321,13 @@ fn pg_row(r: &tokio_postgres::Row) -> Result<DbRow> {
                 .try_get::<_, Option<Vec<u8>>>(i)?
                 .map(|v| SqlValue::Bytes(v.into())),
             _ => {
-                return Err(StoreError::Database(format!(
-                    "column {} has type {t}, which the portable layer does not read",
-                    col.name()
-                )));
+                return Err(StoreError::Database(
+                    format!(
+                        "column {} has type {t}, which the portable layer does not read",
+                        col.name()
+                    )
+                    .into(),
+                ));
             }
         };
         vals.push(v.unwrap_or(SqlValue::Null));

@@ -108,11 +108,12 @@ impl SqliteDb {
     pub fn open(path: &Path, migrations: &[Migration], readers: usize) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()).into())
             })?;
         }
-        let mut wconn = Connection::open(path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let mut wconn = Connection::open(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open {}: {e}", path.display()).into())
+        })?;
         configure(&wconn)?;
         migrate::apply_sqlite(&mut wconn, migrations)?;
 
@@ -123,7 +124,7 @@ impl SqliteDb {
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
                 .spawn(move || writer_loop(wconn, wrx))
-                .map_err(|e| StoreError::Unavailable(format!("spawn writer: {e}")))?,
+                .map_err(|e| StoreError::Unavailable(format!("spawn writer: {e}").into()))?,
         );
         for i in 0..readers.max(1) {
             let conn = Connection::open_with_flags(
@@ -136,7 +137,7 @@ impl SqliteDb {
                 std::thread::Builder::new()
                     .name(format!("sqlite-reader-{i}"))
                     .spawn(move || reader_loop(conn, rx))
-                    .map_err(|e| StoreError::Unavailable(format!("spawn reader: {e}")))?,
+                    .map_err(|e| StoreError::Unavailable(format!("spawn reader: {e}").into()))?,
             );
         }
         Ok(SqliteDb {
@@ -205,7 +206,7 @@ fn writer_loop(conn: Connection, rx: Receiver<Box<dyn WriteJob>>) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in batch.drain(..) {
-                job.finish(Err(StoreError::Unavailable(msg.clone())));
+                job.finish(Err(StoreError::Unavailable(msg.clone().into())));
             }
             continue;
         }
@@ -230,11 +231,13 @@ fn writer_loop(conn: Connection, rx: Receiver<Box<dyn WriteJob>>) {
                 Ok(()) => Ok(()),
                 // Each job gets the commit's error, of the same kind (a full
                 // disk stays a full disk, not a generic database error).
-                Err(StoreError::Full(m)) => Err(StoreError::Full(format!("commit failed: {m}"))),
-                Err(StoreError::Unavailable(m)) => {
-                    Err(StoreError::Unavailable(format!("commit failed: {m}")))
+                Err(StoreError::Full(m)) => {
+                    Err(StoreError::Full(format!("commit failed: {m}").into()))
                 }
-                Err(e) => Err(StoreError::Database(format!("commit failed: {e}"))),
+                Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(
+                    format!("commit failed: {m}").into(),
+                )),
+                Err(e) => Err(StoreError::Database(format!("commit failed: {e}").into())),
             };
             job.finish(outcome);
         }

@@ -2,9 +2,12 @@
 //! built here without I/O, with deterministic names so that a restarted
 //! operator finds what it created instead of creating it twice.
 
+mod refused;
 pub mod security;
 pub mod sor_wiring;
 pub mod template;
+
+pub use refused::{Refused, Rule};
 
 use std::collections::BTreeMap;
 
@@ -78,16 +81,16 @@ pub fn default_sidecar_resources() -> ResourceRequirements {
 /// Refuses resource names and quantities Kubernetes would refuse, naming
 /// the one at fault: a Quantity is a decimal number with an optional
 /// suffix (Ki…Ei, n u m k M G T P E, or an exponent).
-pub fn check_resources(r: &ResourceRequirements) -> Result<(), String> {
+pub fn check_resources(r: &ResourceRequirements) -> Result<(), Refused> {
     for (part, map) in [("requests", &r.requests), ("limits", &r.limits)] {
         for (name, q) in map.iter().flatten() {
             if name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(format!("{part}: `{name}` is not a resource name"));
+                return Err(Refused::new(part, Rule::ResourceName(name.clone())));
             }
             if !quantity_ok(&q.0) {
-                return Err(format!(
-                    "{part}.{name}: `{}` is not a quantity (e.g. 250m, 1.5, 64Mi, 2Gi)",
-                    q.0
+                return Err(Refused::new(
+                    format!("{part}.{name}"),
+                    Rule::Quantity(q.0.clone()),
                 ));
             }
         }
@@ -683,7 +686,7 @@ mod tests {
         let wrong: ResourceRequirements =
             serde_json::from_value(json!({"limits": {"memory": "1MB"}})).unwrap();
         assert_eq!(
-            check_resources(&wrong).unwrap_err(),
+            check_resources(&wrong).unwrap_err().to_string(),
             "limits.memory: `1MB` is not a quantity (e.g. 250m, 1.5, 64Mi, 2Gi)"
         );
     }

@@ -66,7 +66,26 @@ struct Connection {
 /// The sidecar's settings, volumes and mounts for the pod's systems of
 /// record: one S3 connection at most, each directory SOR's claim mounted
 /// read-only, one disk tier sized by the combined limits.
-pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
+/// Why a Simulation's systems of record cannot be wired into one pod.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WiringError {
+    #[error(
+        "SystemsOfRecord {first:?} and {second:?} use different S3 endpoints or credentials; one pod's sidecar reaches one"
+    )]
+    TwoS3Connections { first: String, second: String },
+    #[error("SystemOfRecord {0:?} must set exactly one of s3 or directory")]
+    NotOneLocation(String),
+    #[error("SystemOfRecord {0:?} names no credentialsSecret and is not anonymous")]
+    NoCredentials(String),
+    #[error("SystemOfRecord {0:?}: subPath may not contain '..'")]
+    SubPathEscapes(String),
+    #[error("two of the Simulation's SystemsOfRecord declare a function named {0:?}")]
+    DuplicateFunction(String),
+    #[error("the SystemsOfRecord's functions cannot be encoded: {0}")]
+    Encode(String),
+}
+
+pub fn wire(sors: &[SorRef]) -> Result<SorWiring, WiringError> {
     if sors.is_empty() {
         return Ok(SorWiring::default());
     }
@@ -81,10 +100,10 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
                 let c = s3_connection(&s.name, loc)?;
                 match &conn {
                     Some((first, other)) if *other != c => {
-                        return Err(format!(
-                            "SystemsOfRecord {first:?} and {:?} use different S3 endpoints or credentials; one pod's sidecar reaches one",
-                            s.name
-                        ));
+                        return Err(WiringError::TwoS3Connections {
+                            first: first.clone(),
+                            second: s.name.clone(),
+                        });
                     }
                     Some(_) => {}
                     None => conn = Some((s.name.clone(), c)),
@@ -92,10 +111,7 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
             }
             (None, Some(dir)) => urls.push(mount_directory(&mut w, &s.name, dir)?),
             _ => {
-                return Err(format!(
-                    "SystemOfRecord {:?} must set exactly one of s3 or directory",
-                    s.name
-                ));
+                return Err(WiringError::NotOneLocation(s.name.clone()));
             }
         }
     }
@@ -129,7 +145,10 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, String> {
 }
 
 /// The S3 connection an S3 SOR names (credentials, or explicitly anonymous).
-fn s3_connection(name: &str, loc: &simcache_crds::sor::S3Location) -> Result<Connection, String> {
+fn s3_connection(
+    name: &str,
+    loc: &simcache_crds::sor::S3Location,
+) -> Result<Connection, WiringError> {
     let c = Connection {
         endpoint: loc.endpoint.clone(),
         region: loc.region.clone(),
@@ -144,9 +163,7 @@ fn s3_connection(name: &str, loc: &simcache_crds::sor::S3Location) -> Result<Con
         anonymous: loc.anonymous,
     };
     if !c.anonymous && c.secret.is_none() {
-        return Err(format!(
-            "SystemOfRecord {name:?} names no credentialsSecret and is not anonymous"
-        ));
+        return Err(WiringError::NoCredentials(name.to_string()));
     }
     Ok(c)
 }
@@ -157,14 +174,12 @@ fn mount_directory(
     w: &mut SorWiring,
     name: &str,
     dir: &simcache_crds::sor::DirectoryLocation,
-) -> Result<String, String> {
+) -> Result<String, WiringError> {
     let volume = volume_name(name);
     let mount = format!("{DIR_ROOT}/{name}");
     let sub = dir.sub_path.trim_matches('/');
     if sub.split('/').any(|seg| seg == "..") {
-        return Err(format!(
-            "SystemOfRecord {name:?}: subPath may not contain '..'"
-        ));
+        return Err(WiringError::SubPathEscapes(name.to_string()));
     }
     let path = if sub.is_empty() {
         mount.clone()
@@ -216,21 +231,18 @@ fn connection_env(c: &Connection) -> Vec<EnvVar> {
 
 /// Every SOR's declared functions, as one setting; a name declared twice
 /// is refused.
-fn functions_env(sors: &[SorRef]) -> Result<Option<EnvVar>, String> {
+fn functions_env(sors: &[SorRef]) -> Result<Option<EnvVar>, WiringError> {
     let functions: Vec<_> = sors.iter().flat_map(|s| s.spec.functions.iter()).collect();
     let mut seen = std::collections::BTreeSet::new();
     for f in &functions {
         if !seen.insert(f.name.as_str()) {
-            return Err(format!(
-                "two of the Simulation's SystemsOfRecord declare a function named {:?}",
-                f.name
-            ));
+            return Err(WiringError::DuplicateFunction(f.name.clone()));
         }
     }
     if functions.is_empty() {
         return Ok(None);
     }
-    let json = serde_json::to_string(&functions).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(&functions).map_err(|e| WiringError::Encode(e.to_string()))?;
     Ok(Some(env(pod_env::SOR_FUNCTIONS, json)))
 }
 
@@ -441,9 +453,21 @@ mod tests {
     #[test]
     fn unwirable_combinations_are_refused_with_a_reason() {
         let e = wire(&[s3("a", "b1", Some("one")), s3("b", "b2", Some("two"))]).unwrap_err();
-        assert!(e.contains("different S3 endpoints or credentials"), "{e}");
+        assert_eq!(
+            e,
+            WiringError::TwoS3Connections {
+                first: "a".into(),
+                second: "b".into()
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("different S3 endpoints or credentials"),
+            "{e}"
+        );
         let e = wire(&[s3("a", "b1", None)]).unwrap_err();
-        assert!(e.contains("no credentialsSecret"), "{e}");
+        assert_eq!(e, WiringError::NoCredentials("a".into()));
+        assert!(e.to_string().contains("no credentialsSecret"), "{e}");
         assert_eq!(wire(&[]).unwrap(), SorWiring::default());
     }
 }

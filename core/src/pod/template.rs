@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use simcache_crds::{ContainerTemplate, PodTemplate, RunPodSettings, SimulationSpec};
 
+use super::refused::{Refused, Rule};
 use super::sor_wiring::SorWiring;
 use super::{
     PodPlan, RUN_DIR, SIDECAR_CONTAINER, SIMULATION_CONTAINER, SidecarSettings, build_pod,
@@ -89,20 +90,22 @@ impl Owned {
         }
     }
 
-    fn check_key(&self, set: &BTreeSet<String>, at: &str, key: &str) -> Result<(), String> {
+    fn check_key(&self, set: &BTreeSet<String>, at: &str, key: &str) -> Result<(), Refused> {
         if key.starts_with(OWNED_KEY_PREFIX) || set.contains(key) {
-            return Err(format!(
-                "{at}[{key}]: simcache sets this key on its pods; choose another (keys under {OWNED_KEY_PREFIX} are simcache's)"
-            ));
+            return Err(Refused::new(format!("{at}[{key}]"), Rule::OwnedKey));
         }
         Ok(())
     }
 
-    fn check_node_selector(&self, at: &str, sel: &BTreeMap<String, String>) -> Result<(), String> {
+    fn check_node_selector(&self, at: &str, sel: &BTreeMap<String, String>) -> Result<(), Refused> {
         for (k, v) in sel {
             if let Some(ours) = self.node_selector.get(k).filter(|ours| *ours != v) {
-                return Err(format!(
-                    "{at}.nodeSelector[{k}]: the operator's --pod-node-selector sets it to `{ours}`; it can't be changed to `{v}`"
+                return Err(Refused::new(
+                    format!("{at}.nodeSelector[{k}]"),
+                    Rule::FixedNodeSelector {
+                        ours: ours.clone(),
+                        wanted: v.clone(),
+                    },
                 ));
             }
         }
@@ -118,7 +121,7 @@ pub fn apply(
     template: Option<&PodTemplate>,
     run: Option<&RunPodSettings>,
     operator_node_selector: &BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let owned = Owned::of(pod, operator_node_selector);
     let mut merged = pod.clone();
     if let Some(t) = template {
@@ -133,13 +136,13 @@ pub fn apply(
 
 /// Checks a Simulation's pod settings against a pod like its runs' pods,
 /// so its own status can name a refused field before any run tries.
-pub fn check_simulation(spec: &SimulationSpec, sidecar: &SidecarSettings) -> Result<(), String> {
+pub fn check_simulation(spec: &SimulationSpec, sidecar: &SidecarSettings) -> Result<(), Refused> {
     for (field, r) in [
         ("resources", &spec.resources),
         ("sidecarResources", &spec.sidecar_resources),
     ] {
         if let Some(r) = r {
-            check_resources(r).map_err(|e| format!("Simulation spec.{field}.{e}"))?;
+            check_resources(r).map_err(|e| e.under(&format!("Simulation spec.{field}")))?;
         }
     }
     let (inputs, schema, sor) = (BTreeMap::new(), Value::Null, SorWiring::default());
@@ -174,7 +177,7 @@ pub fn check_simulation(spec: &SimulationSpec, sidecar: &SidecarSettings) -> Res
     )
 }
 
-fn apply_template(pod: &mut Pod, t: &PodTemplate, owned: &Owned) -> Result<(), String> {
+fn apply_template(pod: &mut Pod, t: &PodTemplate, owned: &Owned) -> Result<(), Refused> {
     if let Some(m) = &t.metadata {
         add_keys(
             &mut pod.metadata.labels,
@@ -218,45 +221,38 @@ fn apply_template(pod: &mut Pod, t: &PodTemplate, owned: &Owned) -> Result<(), S
         }
     }
     if let Some(sc) = &ts.security_context {
-        spec.security_context = Some(overlay(spec.security_context.as_ref(), sc)?);
+        spec.security_context = Some(
+            overlay(spec.security_context.as_ref(), sc)
+                .map_err(|e| Refused::new(format!("{at}.securityContext"), e))?,
+        );
     }
     let mut own_volumes = BTreeSet::new();
     for (i, v) in ts.volumes.iter().enumerate() {
+        let here = || format!("{at}.volumes[{i}] ({})", v.name);
         if owned.volumes.contains(&v.name) || v.name.starts_with(OWNED_VOLUME_PREFIX) {
-            return Err(format!(
-                "{at}.volumes[{i}] ({}): simcache uses this volume name (names starting {OWNED_VOLUME_PREFIX} are simcache's); choose another",
-                v.name
-            ));
+            return Err(Refused::new(here(), Rule::OwnedVolume));
         }
         if !own_volumes.insert(v.name.clone()) {
-            return Err(format!(
-                "{at}.volumes[{i}] ({}): a second volume with this name",
-                v.name
-            ));
+            return Err(Refused::new(here(), Rule::DuplicateVolume));
         }
     }
     append(&mut spec.volumes, &ts.volumes);
     for (i, c) in ts.containers.iter().enumerate() {
         let at = format!("{at}.containers[{i}]");
         if c.name != SIMULATION_CONTAINER {
-            let why = if c.name == SIDECAR_CONTAINER {
-                "the sidecar is simcache's and can't be changed".to_string()
+            let rule = if c.name == SIDECAR_CONTAINER {
+                Rule::SidecarContainer(c.name.clone())
             } else {
-                "a template can only shape the simulation's container, not add one".to_string()
+                Rule::ExtraContainer(c.name.clone())
             };
-            return Err(format!(
-                "{at}.name: `{}`: {why}; use name: {SIMULATION_CONTAINER}",
-                c.name
-            ));
+            return Err(Refused::new(format!("{at}.name"), rule));
         }
         let Some(target) = spec
             .containers
             .iter_mut()
             .find(|x| x.name == SIMULATION_CONTAINER)
         else {
-            return Err(format!(
-                "{at}: the generated pod has no simulation container"
-            ));
+            return Err(Refused::new(at, Rule::NoSimulationContainer));
         };
         apply_container(target, c, owned, &own_volumes, &at)?;
     }
@@ -269,12 +265,12 @@ fn apply_container(
     owned: &Owned,
     own_volumes: &BTreeSet<String>,
     at: &str,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     for (i, e) in c.env.iter().enumerate() {
         if e.name.starts_with(OWNED_ENV_PREFIX) || owned.env.contains(&e.name) {
-            return Err(format!(
-                "{at}.env[{i}] ({}): simcache injects this variable (names starting {OWNED_ENV_PREFIX} are simcache's); choose another name",
-                e.name
+            return Err(Refused::new(
+                format!("{at}.env[{i}] ({})", e.name),
+                Rule::OwnedVariable,
             ));
         }
     }
@@ -282,15 +278,15 @@ fn apply_container(
     for (i, m) in c.volume_mounts.iter().enumerate() {
         let path = m.mount_path.trim_end_matches('/');
         if path == root || path.starts_with(&format!("{root}/")) || path.is_empty() {
-            return Err(format!(
-                "{at}.volumeMounts[{i}] ({}): {root} is simcache's run directory; mount elsewhere",
-                m.mount_path
+            return Err(Refused::new(
+                format!("{at}.volumeMounts[{i}] ({})", m.mount_path),
+                Rule::RunDirectoryMount(root.to_string()),
             ));
         }
         if !own_volumes.contains(&m.name) {
-            return Err(format!(
-                "{at}.volumeMounts[{i}] ({}): names no volume in {SIM}.spec.volumes (simcache's volumes can't be mounted again)",
-                m.name
+            return Err(Refused::new(
+                format!("{at}.volumeMounts[{i}] ({})", m.name),
+                Rule::UnknownVolume,
             ));
         }
     }
@@ -298,16 +294,19 @@ fn apply_container(
     append(&mut target.env_from, &c.env_from);
     append(&mut target.volume_mounts, &c.volume_mounts);
     if let Some(r) = &c.resources {
-        check_resources(r).map_err(|e| format!("{at}.resources.{e}"))?;
+        check_resources(r).map_err(|e| e.under(&format!("{at}.resources")))?;
         target.resources = Some(merge_resources(target.resources.as_ref(), r));
     }
     if let Some(sc) = &c.security_context {
-        target.security_context = Some(overlay(target.security_context.as_ref(), sc)?);
+        target.security_context = Some(
+            overlay(target.security_context.as_ref(), sc)
+                .map_err(|e| Refused::new(format!("{at}.securityContext"), e))?,
+        );
     }
     Ok(())
 }
 
-fn apply_run(pod: &mut Pod, r: &RunPodSettings, owned: &Owned) -> Result<(), String> {
+fn apply_run(pod: &mut Pod, r: &RunPodSettings, owned: &Owned) -> Result<(), Refused> {
     // A run may override its Simulation's template keys, not simcache's.
     add_keys(
         &mut pod.metadata.labels,
@@ -336,7 +335,7 @@ fn add_keys(
     owned: &Owned,
     owned_keys: &BTreeSet<String>,
     at: &str,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     for k in from.keys() {
         owned.check_key(owned_keys, at, k)?;
     }
@@ -361,9 +360,10 @@ fn append<T: Clone>(into: &mut Option<Vec<T>>, from: &[T]) {
 pub(crate) fn overlay<T: Serialize + DeserializeOwned + Default>(
     base: Option<&T>,
     over: &T,
-) -> Result<T, String> {
-    let mut b = serde_json::to_value(base.unwrap_or(&T::default())).map_err(|e| e.to_string())?;
-    let o = serde_json::to_value(over).map_err(|e| e.to_string())?;
+) -> Result<T, Rule> {
+    let unmergeable = |e: serde_json::Error| Rule::Unmergeable(e.to_string());
+    let mut b = serde_json::to_value(base.unwrap_or(&T::default())).map_err(unmergeable)?;
+    let o = serde_json::to_value(over).map_err(unmergeable)?;
     if let (Some(b), Some(o)) = (b.as_object_mut(), o.as_object()) {
         for (k, v) in o {
             if !v.is_null() {
@@ -371,7 +371,7 @@ pub(crate) fn overlay<T: Serialize + DeserializeOwned + Default>(
             }
         }
     }
-    serde_json::from_value(b).map_err(|e| e.to_string())
+    serde_json::from_value(b).map_err(unmergeable)
 }
 
 /// Requests and limits entry by entry, `over`'s winning.
@@ -474,7 +474,7 @@ mod tests {
         if r.is_err() {
             assert_eq!(pod, before, "a refused template leaves the pod as it was");
         }
-        r.map(|_| pod)
+        r.map(|_| pod).map_err(|e| e.to_string())
     }
 
     fn full_template() -> Value {
@@ -741,14 +741,17 @@ mod tests {
             Ok(())
         );
         let bad = spec(json!({"podTemplate": {"metadata": {"labels": {"simcache.io/x": "1"}}}}));
-        assert!(
-            check_simulation(&bad, &s)
-                .unwrap_err()
-                .contains("spec.podTemplate.metadata.labels[simcache.io/x]")
+        let refused = check_simulation(&bad, &s).unwrap_err();
+        assert_eq!(refused.rule, Rule::OwnedKey);
+        assert_eq!(
+            refused.at,
+            "Simulation spec.podTemplate.metadata.labels[simcache.io/x]"
         );
         let bad = spec(json!({"sidecarResources": {"limits": {"memory": "1MB"}}}));
+        let refused = check_simulation(&bad, &s).unwrap_err();
+        assert_eq!(refused.rule, Rule::Quantity("1MB".into()));
         assert_eq!(
-            check_simulation(&bad, &s).unwrap_err(),
+            refused.to_string(),
             "Simulation spec.sidecarResources.limits.memory: `1MB` is not a quantity (e.g. 250m, 1.5, 64Mi, 2Gi)"
         );
     }

@@ -51,6 +51,16 @@ pub enum RunError {
     /// An input or the schema itself does not fit.
     #[error(transparent)]
     Param(#[from] simcache_rundb::ParamError),
+    /// A body of inputs or outputs does not fit.
+    #[error(transparent)]
+    Values(#[from] values::ValuesError),
+    /// The program's outputs file does not fit.
+    #[error("outputs file {}: {why}", path.display())]
+    OutputsFile {
+        path: PathBuf,
+        #[source]
+        why: Box<values::ValuesError>,
+    },
     #[error("run database task failed: {0}")]
     Task(String),
 }
@@ -62,6 +72,9 @@ impl From<RunError> for simcache_web::ApiError {
         match e {
             RunError::Invalid(m) => ApiError::bad_request(m),
             RunError::Param(p) => ApiError::bad_request(p.to_string()),
+            e @ (RunError::Values(_) | RunError::OutputsFile { .. }) => {
+                ApiError::bad_request(e.to_string())
+            }
             RunError::Db(d) => match d {
                 RunDbError::Invalid(m) | RunDbError::InvalidExecutionId(m) => {
                     ApiError::bad_request(m)
@@ -115,12 +128,11 @@ impl RunService {
             Some(given) if !cfg.schema.inputs.is_empty() => {
                 let full = cfg.schema.resolve_inputs(given)?;
                 let obj = Value::Object(full.into_iter().collect());
-                parse_values(&obj, &cfg.schema, Direction::Input).map_err(RunError::Invalid)?
+                parse_values(&obj, &cfg.schema, Direction::Input)?
             }
             Some(given) if given.is_empty() => Vec::new(),
             Some(given) => {
-                parse_values(&Value::Object(given.clone()), &cfg.schema, Direction::Input)
-                    .map_err(RunError::Invalid)?
+                parse_values(&Value::Object(given.clone()), &cfg.schema, Direction::Input)?
             }
         };
         if db.status().is_none() {
@@ -194,7 +206,7 @@ impl RunService {
 
     /// Checks and stores inputs or outputs from a request body or file.
     pub async fn save_values(&self, d: Direction, body: Value) -> Result<usize, RunError> {
-        let writes = parse_values(&body, &self.schema, d).map_err(RunError::Invalid)?;
+        let writes = parse_values(&body, &self.schema, d)?;
         let n = writes.len();
         self.with_db(move |db| {
             let rows: Vec<_> = writes
@@ -237,6 +249,10 @@ impl RunService {
                 RunError::Invalid(m) => {
                     RunError::Invalid(format!("outputs file {}: {m}", path.display()))
                 }
+                RunError::Values(why) => RunError::OutputsFile {
+                    path,
+                    why: Box::new(why),
+                },
                 other => other,
             })?;
         Ok(true)

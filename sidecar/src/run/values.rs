@@ -2,7 +2,40 @@
 //! Pure: no database, no HTTP.
 
 use serde_json::{Map, Value};
-use simcache_rundb::{Direction, ParamSpec, RunSchema, ValueType};
+use simcache_rundb::{Direction, ParamError, ParamSpec, RunSchema, ValueType};
+
+/// Why a body of values is refused; the message names the value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ValuesError {
+    #[error("no {0}s given")]
+    Empty(&'static str),
+    #[error("expected an object of {0}s or an array of {{\"name\", \"value\", \"type\"}} entries")]
+    Shape(&'static str),
+    #[error("{direction} {name:?} is given twice")]
+    GivenTwice {
+        direction: &'static str,
+        name: String,
+    },
+    #[error("entry {0}: expected an object with name and value")]
+    NotAnEntry(usize),
+    #[error("entry {index}: unknown field {field:?}")]
+    UnknownField { index: usize, field: String },
+    #[error("entry {0}: \"name\" (a string) is required")]
+    NoName(usize),
+    #[error("entry {index} ({name}): \"value\" is required")]
+    NoValue { index: usize, name: String },
+    #[error("{name}: {field:?} must be a string")]
+    NotAString { name: String, field: String },
+    #[error("{direction} name {name:?} must be 1 to 256 characters")]
+    BadName {
+        direction: &'static str,
+        name: String,
+    },
+    #[error("{name}: {source}")]
+    Type { name: String, source: ParamError },
+    #[error(transparent)]
+    Param(#[from] ParamError),
+}
 
 /// One value ready to be stored: already checked against its spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,11 +53,11 @@ pub fn parse_values(
     body: &Value,
     schema: &RunSchema,
     d: Direction,
-) -> Result<Vec<ValueWrite>, String> {
+) -> Result<Vec<ValueWrite>, ValuesError> {
     let writes = match body {
         Value::Object(m) => {
             if m.is_empty() {
-                return Err(format!("no {}s given", d.as_str()));
+                return Err(ValuesError::Empty(d.as_str()));
             }
             m.iter()
                 .map(|(name, v)| typed(schema, d, name, None, None, None, v))
@@ -32,7 +65,7 @@ pub fn parse_values(
         }
         Value::Array(entries) => {
             if entries.is_empty() {
-                return Err(format!("no {}s given", d.as_str()));
+                return Err(ValuesError::Empty(d.as_str()));
             }
             entries
                 .iter()
@@ -41,50 +74,63 @@ pub fn parse_values(
                 .collect::<Result<Vec<_>, _>>()?
         }
         _ => {
-            return Err(format!(
-                "expected an object of {d}s or an array of {{\"name\", \"value\", \"type\"}} entries",
-                d = d.as_str()
-            ));
+            return Err(ValuesError::Shape(d.as_str()));
         }
     };
     let mut seen = std::collections::HashSet::new();
     for w in &writes {
         if !seen.insert(w.name.as_str()) {
-            return Err(format!("{} {:?} is given twice", d.as_str(), w.name));
+            return Err(ValuesError::GivenTwice {
+                direction: d.as_str(),
+                name: w.name.clone(),
+            });
         }
     }
     Ok(writes)
 }
 
-fn entry(schema: &RunSchema, d: Direction, i: usize, e: &Value) -> Result<ValueWrite, String> {
+fn entry(schema: &RunSchema, d: Direction, i: usize, e: &Value) -> Result<ValueWrite, ValuesError> {
     let Value::Object(m) = e else {
-        return Err(format!("entry {i}: expected an object with name and value"));
+        return Err(ValuesError::NotAnEntry(i));
     };
     for k in m.keys() {
         if !matches!(
             k.as_str(),
             "name" | "value" | "type" | "units" | "unit" | "description"
         ) {
-            return Err(format!("entry {i}: unknown field {k:?}"));
+            return Err(ValuesError::UnknownField {
+                index: i,
+                field: k.clone(),
+            });
         }
     }
     let name = m
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("entry {i}: \"name\" (a string) is required"))?;
-    let value = m
-        .get("value")
-        .ok_or_else(|| format!("entry {i} ({name}): \"value\" is required"))?;
+        .ok_or(ValuesError::NoName(i))?;
+    let value = m.get("value").ok_or_else(|| ValuesError::NoValue {
+        index: i,
+        name: name.to_string(),
+    })?;
+    let not_a_string = |field: &str| ValuesError::NotAString {
+        name: name.to_string(),
+        field: field.to_string(),
+    };
     let given_type = match m.get("type") {
         None => None,
-        Some(Value::String(t)) => Some(ValueType::parse(t).map_err(|e| format!("{name}: {e}"))?),
-        Some(_) => return Err(format!("{name}: \"type\" must be a string")),
+        Some(Value::String(t)) => {
+            Some(ValueType::parse(t).map_err(|source| ValuesError::Type {
+                name: name.to_string(),
+                source,
+            })?)
+        }
+        Some(_) => return Err(not_a_string("type")),
     };
-    let text = |k: &str| -> Result<Option<String>, String> {
+    let text = |k: &str| -> Result<Option<String>, ValuesError> {
         match m.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("{name}: {k:?} must be a string")),
+            Some(_) => Err(not_a_string(k)),
         }
     };
     let units = match text("units")? {
@@ -110,16 +156,14 @@ fn typed(
     units: Option<String>,
     description: Option<String>,
     value: &Value,
-) -> Result<ValueWrite, String> {
+) -> Result<ValueWrite, ValuesError> {
     if name.is_empty() || name.len() > 256 {
-        return Err(format!(
-            "{} name {name:?} must be 1 to 256 characters",
-            d.as_str()
-        ));
+        return Err(ValuesError::BadName {
+            direction: d.as_str(),
+            name: name.to_string(),
+        });
     }
-    let mut spec = schema
-        .spec_for(d, name, given_type, value)
-        .map_err(|e| e.to_string())?;
+    let mut spec = schema.spec_for(d, name, given_type, value)?;
     // Units and descriptions a caller sends fill in what the schema leaves open.
     if spec.units.is_none() {
         spec.units = units;
@@ -127,7 +171,7 @@ fn typed(
     if spec.description.is_none() {
         spec.description = description;
     }
-    spec.check(name, value).map_err(|e| e.to_string())?;
+    spec.check(name, value)?;
     Ok(ValueWrite {
         name: name.to_string(),
         value: value.clone(),
@@ -165,11 +209,16 @@ mod tests {
         assert_eq!(w[0].spec.units.as_deref(), Some("Pa"));
         let e =
             parse_values(&json!({"max_stress": "big"}), &schema(), Direction::Output).unwrap_err();
-        assert!(e.contains("max_stress: expected number, got string"), "{e}");
+        assert!(matches!(e, ValuesError::Param(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("max_stress: expected number, got string"),
+            "{e}"
+        );
         let e = parse_values(&json!({"max_stress": -1}), &schema(), Direction::Output).unwrap_err();
-        assert!(e.contains("below the minimum"), "{e}");
+        assert!(e.to_string().contains("below the minimum"), "{e}");
         let e = parse_values(&json!({"other": 1}), &schema(), Direction::Output).unwrap_err();
-        assert!(e.contains("unknown output \"other\""), "{e}");
+        assert!(e.to_string().contains("unknown output \"other\""), "{e}");
     }
 
     #[test]
@@ -208,7 +257,7 @@ mod tests {
             (json!("x"), "expected an object"),
         ] {
             let e = parse_values(&body, &none, Direction::Output).unwrap_err();
-            assert!(e.contains(msg), "{body}: {e}");
+            assert!(e.to_string().contains(msg), "{body}: {e}");
         }
     }
 

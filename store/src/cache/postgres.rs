@@ -39,8 +39,10 @@ async fn next_batch<T>(queue: &Queue<T>, batch: &mut Vec<T>, max: usize) -> bool
 /// The same failure for every caller of a batch.
 fn shared_error(e: &StoreError) -> StoreError {
     match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        other => StoreError::Database(other.to_string()),
+        StoreError::Unavailable(why) => {
+            StoreError::Unavailable(crate::error::chain(why.as_ref()).into())
+        }
+        other => StoreError::Database(other.to_string().into()),
     }
 }
 

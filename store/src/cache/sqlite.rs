@@ -315,7 +315,7 @@ impl CacheStore for SqliteCacheStore {
         self.db
             .read(|c| {
                 c.query_row("SELECT 1", [], |_| Ok(()))
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+                    .map_err(|e| StoreError::Unavailable(Box::new(e)))
             })
             .await
     }

@@ -51,12 +51,10 @@ impl CatalogStore {
         match r {
             Ok(_) => Ok(()),
             // A foreign-key failure means the simulation id does not exist.
-            Err(StoreError::Database(m)) if m.contains("FOREIGN KEY") || m.contains("23503") => {
-                Err(StoreError::Conflict(format!(
-                    "simulation id {} is not registered",
-                    e.simulation_id
-                )))
-            }
+            Err(StoreError::MissingReference(_)) => Err(StoreError::Conflict(format!(
+                "simulation id {} is not registered",
+                e.simulation_id
+            ))),
             Err(e) => Err(e),
         }
     }

@@ -95,27 +95,82 @@ pub struct ParamFilter {
 
 pub const OPERATORS: &str = "$gt, $gte, $lt, $lte, $eq, $ne, $in";
 
-fn scalar(v: &Value, at: &str) -> Result<Option<Scalar>, String> {
+/// A filter refused, and where in the request it was (`inputs.t.$gte`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{at}: {problem}")]
+pub struct FilterError {
+    pub at: String,
+    pub problem: FilterProblem,
+}
+
+/// What is wrong with a filter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FilterProblem {
+    #[error("must be an object, got {0}")]
+    NotAnObject(Value),
+    #[error("{0} is not a finite number")]
+    NotFinite(String),
+    #[error("filters compare numbers, strings and booleans, not {0}")]
+    NotAScalar(Value),
+    #[error("{op} needs a number, got {got}")]
+    NeedsNumber { op: String, got: Value },
+    #[error("$ne needs a value, not null")]
+    NeNull,
+    #[error("$in needs a non-empty array, got {0}")]
+    InNotAList(Value),
+    #[error("null is not allowed in $in")]
+    NullInList,
+    #[error("unknown operator {0} (expected one of {OPERATORS})")]
+    UnknownOperator(String),
+    #[error("operators and plain fields cannot be mixed")]
+    MixedOperators,
+    #[error("no {class} parameter {name:?} is declared (known: {known})")]
+    Undeclared {
+        class: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("range operators need a number parameter, but it is a {0}")]
+    RangeOnNonNumber(String),
+    #[error("the parameter is a {declared}, the filter gives a {given}")]
+    WrongType {
+        declared: String,
+        given: &'static str,
+    },
+}
+
+fn refuse(at: &str, problem: FilterProblem) -> FilterError {
+    FilterError {
+        at: at.to_string(),
+        problem,
+    }
+}
+
+fn scalar(v: &Value, at: &str) -> Result<Option<Scalar>, FilterError> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::Bool(b) => Scalar::Bool(*b),
         Value::Number(n) => Scalar::Num(
             n.as_f64()
-                .ok_or_else(|| format!("{at}: {n} is not a finite number"))?,
+                .ok_or_else(|| refuse(at, FilterProblem::NotFinite(n.to_string())))?,
         ),
         Value::String(s) => Scalar::Str(s.clone()),
         Value::Array(_) | Value::Object(_) => {
-            return Err(format!(
-                "{at}: filters compare numbers, strings and booleans, not {v}"
-            ));
+            return Err(refuse(at, FilterProblem::NotAScalar(v.clone())));
         }
     }))
 }
 
-fn number(v: &Value, at: &str, op: &str) -> Result<f64, String> {
-    v.as_f64()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| format!("{at}: {op} needs a number, got {v}"))
+fn number(v: &Value, at: &str, op: &str) -> Result<f64, FilterError> {
+    v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+        refuse(
+            at,
+            FilterProblem::NeedsNumber {
+                op: op.to_string(),
+                got: v.clone(),
+            },
+        )
+    })
 }
 
 /// Parses `{"temperature": 350}` / `{"temperature": {"$gte": 300, "$lt": 400}}`.
@@ -125,12 +180,12 @@ pub fn parse_filters(
     class: ParamClass,
     filters: &Value,
     declared: Option<&BTreeMap<String, String>>,
-) -> Result<Vec<ParamFilter>, String> {
+) -> Result<Vec<ParamFilter>, FilterError> {
     let field = class.field();
     let map = match filters {
         Value::Null => return Ok(Vec::new()),
         Value::Object(m) => m,
-        other => return Err(format!("{field} must be an object, got {other}")),
+        other => return Err(refuse(field, FilterProblem::NotAnObject(other.clone()))),
     };
     let mut out = Vec::new();
     for (name, spec) in map {
@@ -146,29 +201,31 @@ pub fn parse_filters(
                             None => Op::IsNull,
                         },
                         "$ne" => Op::Ne(
-                            scalar(v, &at)?
-                                .ok_or_else(|| format!("{at}: $ne needs a value, not null"))?,
+                            scalar(v, &at)?.ok_or_else(|| refuse(&at, FilterProblem::NeNull))?,
                         ),
                         "$gt" => Op::Gt(number(v, &at, op)?),
                         "$gte" => Op::Gte(number(v, &at, op)?),
                         "$lt" => Op::Lt(number(v, &at, op)?),
                         "$lte" => Op::Lte(number(v, &at, op)?),
                         "$in" => {
-                            let items =
-                                v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-                                    format!("{at}: $in needs a non-empty array, got {v}")
-                                })?;
+                            let items = v
+                                .as_array()
+                                .filter(|a| !a.is_empty())
+                                .ok_or_else(|| refuse(&at, FilterProblem::InNotAList(v.clone())))?;
                             let mut list = Vec::new();
                             for (i, x) in items.iter().enumerate() {
-                                list.push(scalar(x, &format!("{at}[{i}]"))?.ok_or_else(|| {
-                                    format!("{at}[{i}]: null is not allowed in $in")
-                                })?);
+                                let at = format!("{at}[{i}]");
+                                list.push(
+                                    scalar(x, &at)?
+                                        .ok_or_else(|| refuse(&at, FilterProblem::NullInList))?,
+                                );
                             }
                             Op::In(list)
                         }
                         other => {
-                            return Err(format!(
-                                "{at}: unknown operator {other} (expected one of {OPERATORS})"
+                            return Err(refuse(
+                                &at,
+                                FilterProblem::UnknownOperator(other.to_string()),
                             ));
                         }
                     });
@@ -176,7 +233,7 @@ pub fn parse_filters(
                 ops
             }
             Value::Object(o) if o.keys().any(|k| k.starts_with('$')) => {
-                return Err(format!("{at}: operators and plain fields cannot be mixed"));
+                return Err(refuse(&at, FilterProblem::MixedOperators));
             }
             other => match scalar(other, &at)? {
                 Some(s) => vec![Op::Eq(s)],
@@ -185,10 +242,13 @@ pub fn parse_filters(
         };
         if let Some(types) = declared {
             let Some(t) = types.get(name) else {
-                return Err(format!(
-                    "{at}: no {} parameter {name:?} is declared (known: {})",
-                    class.as_str(),
-                    types.keys().cloned().collect::<Vec<_>>().join(", ")
+                return Err(refuse(
+                    &at,
+                    FilterProblem::Undeclared {
+                        class: class.as_str(),
+                        name: name.clone(),
+                        known: types.keys().cloned().collect::<Vec<_>>().join(", "),
+                    },
                 ));
             };
             for op in &ops {
@@ -204,7 +264,7 @@ pub fn parse_filters(
     Ok(out)
 }
 
-fn check_declared(at: &str, declared: &str, op: &Op) -> Result<(), String> {
+fn check_declared(at: &str, declared: &str, op: &Op) -> Result<(), FilterError> {
     let numeric = matches!(declared, "number" | "integer" | "float" | "int");
     let values: Vec<&Scalar> = match op {
         Op::Eq(s) | Op::Ne(s) => vec![s],
@@ -212,8 +272,9 @@ fn check_declared(at: &str, declared: &str, op: &Op) -> Result<(), String> {
         Op::IsNull => vec![],
         Op::Gt(_) | Op::Gte(_) | Op::Lt(_) | Op::Lte(_) => {
             if !numeric {
-                return Err(format!(
-                    "{at}: range operators need a number parameter, but it is a {declared}"
+                return Err(refuse(
+                    at,
+                    FilterProblem::RangeOnNonNumber(declared.to_string()),
                 ));
             }
             vec![]
@@ -226,9 +287,12 @@ fn check_declared(at: &str, declared: &str, op: &Op) -> Result<(), String> {
             Scalar::Bool(_) => matches!(declared, "boolean" | "bool"),
         };
         if !ok {
-            return Err(format!(
-                "{at}: the parameter is a {declared}, the filter gives a {}",
-                v.kind()
+            return Err(refuse(
+                at,
+                FilterProblem::WrongType {
+                    declared: declared.to_string(),
+                    given: v.kind(),
+                },
             ));
         }
     }
@@ -352,11 +416,11 @@ mod tests {
                 "filters compare numbers, strings and booleans",
             ),
             (json!({"t": {"$gt": 1, "plain": 2}}), "cannot be mixed"),
-            (json!([1]), "input_filters must be an object"),
+            (json!([1]), "input_filters: must be an object"),
         ];
         for (f, msg) in cases {
             let e = parse_filters(ParamClass::Input, &f, None).unwrap_err();
-            assert!(e.contains(msg), "{f}: {e}");
+            assert!(e.to_string().contains(msg), "{f}: {e}");
         }
     }
 
@@ -377,8 +441,17 @@ mod tests {
         );
         let e =
             parse_filters(ParamClass::Input, &json!({"t": "hot"}), Some(&declared)).unwrap_err();
+        assert_eq!(
+            e.problem,
+            FilterProblem::WrongType {
+                declared: "number".into(),
+                given: "string"
+            }
+        );
+        assert_eq!(e.at, "input_filters.t");
         assert!(
-            e.contains("the parameter is a number, the filter gives a string"),
+            e.to_string()
+                .contains("the parameter is a number, the filter gives a string"),
             "{e}"
         );
         let e = parse_filters(
@@ -387,9 +460,14 @@ mod tests {
             Some(&declared),
         )
         .unwrap_err();
-        assert!(e.contains("range operators need a number parameter"), "{e}");
+        assert_eq!(e.problem, FilterProblem::RangeOnNonNumber("string".into()));
         let e = parse_filters(ParamClass::Input, &json!({"z": 1}), Some(&declared)).unwrap_err();
-        assert!(e.contains("no input parameter \"z\" is declared"), "{e}");
+        assert!(matches!(e.problem, FilterProblem::Undeclared { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no input parameter \"z\" is declared"),
+            "{e}"
+        );
     }
 
     #[test]
