@@ -220,11 +220,8 @@ async fn migrations_apply_once_even_when_replicas_start_together() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_start_up_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on.
+    let port = simcache_testkit::ports::free_port().unwrap();
     let mut o = PgOptions::new(format!("postgresql://nobody@127.0.0.1:{port}/simcache"));
     o.connect_deadline = Duration::from_millis(800);
     let runs = tempfile::tempdir().unwrap();

@@ -73,12 +73,12 @@ struct Env {
     flags: &'static [&'static str],
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// The port of a `http://host:port` URL.
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Env {
@@ -121,7 +121,9 @@ impl Env {
         let node = TestNode::start(client.clone(), &ns.name, workspace_bin("simcache-sidecar"));
         let mut env = Env {
             db_url,
-            port: free_port(),
+            // Picked by the first operator's bind (no free-port race),
+            // kept across restarts so that running pods still reach it.
+            port: 0,
             runs: tempfile::tempdir().unwrap(),
             ns,
             client,
@@ -162,7 +164,11 @@ impl Env {
             extra: &extra,
             log: &log,
         };
-        self.operator = Some(launch.spawn().await);
+        let operator = launch.spawn().await;
+        if self.port == 0 {
+            self.port = port_of(&operator.url);
+        }
+        self.operator = Some(operator);
     }
 
     fn apply(&self, yaml: &str) {
@@ -2372,7 +2378,6 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
 
     // Prometheus on loopback, scraping all three every second.
     let ns = env.ns.name.clone();
-    let prom_port = free_port();
     let op_target = format!("127.0.0.1:{}", env.port);
     let sc_target = sidecar.url.trim_start_matches("http://").to_string();
     let px_target = proxy.url.trim_start_matches("http://").to_string();
@@ -2384,18 +2389,44 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
     );
     let cfg_path = dir.path().join("prometheus.yml");
     std::fs::write(&cfg_path, config).unwrap();
-    let mut prom = std::process::Command::new(simcache_testkit::prometheus::prometheus())
-        .arg(format!("--config.file={}", cfg_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let api = format!("http://127.0.0.1:{prom_port}");
+    // On a free port, again on another if it was taken before Prometheus bound it.
+    let (mut prom, api) = 'started: {
+        for attempt in 1..=simcache_testkit::ports::ATTEMPTS {
+            let port = simcache_testkit::ports::free_port().unwrap();
+            let mut prom = std::process::Command::new(simcache_testkit::prometheus::prometheus())
+                .arg(format!("--config.file={}", cfg_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join(format!("tsdb-{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start prometheus");
+            let api = format!("http://127.0.0.1:{port}");
+            let up = simcache_testkit::wait::eventually(
+                "Prometheus answers or exits",
+                Duration::from_secs(60),
+                || {
+                    let exited = matches!(prom.try_wait(), Ok(Some(_)));
+                    let (http, api) = (&http, &api);
+                    async move {
+                        if exited {
+                            return Some(false);
+                        }
+                        let r = http.get(format!("{api}/-/ready")).send().await;
+                        r.is_ok_and(|r| r.status().is_success()).then_some(true)
+                    }
+                },
+            )
+            .await;
+            if up {
+                break 'started (prom, api);
+            }
+        }
+        panic!("Prometheus exited at start on every port tried");
+    };
     let query = async |q: &str| -> Value {
         http.get(format!("{api}/api/v1/query"))
             .query(&[("query", q)])
@@ -2426,8 +2457,31 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // More traffic while it scrapes, so that rates have two points.
-    for _ in 0..3 {
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("charts/simcache/dashboards/simcache.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<(String, String)> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"].as_array().into_iter().flatten().map(|t| {
+                let expr = t["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$namespace", &ns)
+                    .replace("$__rate_interval", "30s")
+                    .replace("$__range", "1h");
+                (p["title"].to_string(), expr)
+            })
+        })
+        .collect();
+    assert!(exprs.len() > 20, "the dashboard's queries were found");
+    // More traffic while it scrapes, until every panel's query has data
+    // (rates need two scrapes that saw traffic; a loaded machine scrapes late).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let empty = loop {
         http.get(format!("{}/cache/k/1", sidecar.url))
             .send()
             .await
@@ -2435,33 +2489,19 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_alert_expression() 
         reqwest::get(format!("http://127.0.0.1:{}/openapi.json", env.port))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(4)).await;
-
-    let dash: Value = serde_json::from_str(
-        &std::fs::read_to_string(example("charts/simcache/dashboards/simcache.json")).unwrap(),
-    )
-    .unwrap();
-    let mut empty = Vec::new();
-    let mut asked = 0;
-    for p in dash["panels"].as_array().unwrap() {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            let expr = t["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$namespace", &ns)
-                .replace("$__rate_interval", "30s")
-                .replace("$__range", "1h");
-            let v = query(&expr).await;
-            assert_eq!(v["status"], "success", "{}: {expr}\n{v}", p["title"]);
-            asked += 1;
+        let mut empty = Vec::new();
+        for (title, expr) in &exprs {
+            let v = query(expr).await;
+            assert_eq!(v["status"], "success", "{title}: {expr}\n{v}");
             if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-                empty.push(format!("{}: {expr}", p["title"]));
+                empty.push(format!("{title}: {expr}"));
             }
         }
-    }
-    assert!(asked > 20, "the dashboard's queries were found");
+        if empty.is_empty() || Instant::now() > deadline {
+            break empty;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     // No label of ours clashes with the scrape's own `namespace`: the
     // policy's namespace arrives as policy_namespace, nothing is renamed.
     let v = query("simcache_operator_cache_entries{policy=\"week\"}").await;

@@ -185,7 +185,9 @@ async fn two_sidecars_on_one_postgres_stay_coherent() {
     tokio::spawn(conn);
     let killed = client
         .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+            // Only this test's database: other tests listen on theirs.
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND datname = current_database()",
             &[],
         )
         .await

@@ -22,13 +22,36 @@ struct Rig {
     http: reqwest::Client,
 }
 
-fn device_yaml(sim: &str, extra_cache: &str, sessions: i64, timeout_secs: u32) -> String {
-    // A test that sets its own staleAfterSeconds replaces the default.
-    let stale = if extra_cache.contains("staleAfterSeconds") {
-        ""
-    } else {
-        "    staleAfterSeconds: 3\n"
-    };
+/// The SFMDevice a rig's proxies serve, and how its simulated unit paces.
+struct Device {
+    sessions: i64,
+    /// Scales the unit's transfer times (1.0 = a real unit's pace).
+    time_factor: f64,
+    timeout_secs: u32,
+    stale_after_secs: u32,
+    backoff_secs: u32,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Device {
+            sessions: 1,
+            time_factor: 0.005,
+            timeout_secs: 5,
+            stale_after_secs: 3,
+            backoff_secs: 2,
+        }
+    }
+}
+
+fn device_yaml(sim: &str, d: &Device) -> String {
+    let Device {
+        sessions,
+        timeout_secs,
+        stale_after_secs,
+        backoff_secs,
+        ..
+    } = d;
     format!(
         "apiVersion: simcache.io/v1alpha1
 kind: SFMDevice
@@ -45,32 +68,25 @@ spec:
   maxConcurrentSessions: {sessions}
   cache:
     monitorStatusTtlSeconds: 1
-{stale}    unreachableBackoffSeconds: 2
-{extra_cache}"
+    staleAfterSeconds: {stale_after_secs}
+    unreachableBackoffSeconds: {backoff_secs}
+"
     )
 }
 
 impl Rig {
     async fn new(hint: &str, proxies: usize, unit: Unit) -> Rig {
-        Rig::with(hint, proxies, unit, "", 1, 0.005, 5).await
+        Rig::with(hint, proxies, unit, Device::default()).await
     }
 
-    async fn with(
-        hint: &str,
-        proxies: usize,
-        unit: Unit,
-        extra_cache: &str,
-        sessions: i64,
-        time_factor: f64,
-        timeout_secs: u32,
-    ) -> Rig {
-        let sim = SfmSimulator::start(time_factor).await;
+    async fn with(hint: &str, proxies: usize, unit: Unit, device: Device) -> Rig {
+        let sim = SfmSimulator::start(device.time_factor).await;
         sim.add_unit(UNIT, unit);
         let db = simcache_testkit::fresh_database(hint).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("unit.yaml"),
-            device_yaml(&sim.url(), extra_cache, sessions, timeout_secs),
+            device_yaml(&sim.url(), &device),
         )
         .unwrap();
         let mut rig = Rig {
@@ -244,8 +260,12 @@ async fn a_burst_of_forced_reads_costs_at_most_two_upstream_calls() {
     // is one burst however slowly a loaded machine sends it; nobody is
     // served stale meanwhile, and the unit does not time out.
     let unit = Unit::new("BE11529", 1, 100);
-    let stale = "    staleAfterSeconds: 120\n";
-    let rig = Rig::with("sfm_forced", 3, unit, stale, 1, 0.005, 120).await;
+    let device = Device {
+        timeout_secs: 120,
+        stale_after_secs: 120,
+        ..Device::default()
+    };
+    let rig = Rig::with("sfm_forced", 3, unit, device).await;
     rig.get(0, "/device/info", Q).await;
     rig.sim.reset_counters();
     rig.sim.hold_next("info");
@@ -451,7 +471,14 @@ async fn metric_of(rig: &Rig, p: usize, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_unit_gets_stale_copies_fast_503_without_and_one_probe_per_window() {
-    let rig = Rig::new("sfm_offline", 2, Unit::new("BE11529", 2, 100)).await;
+    // A backoff window long enough for a loaded machine to make every
+    // "while backing off" read inside it.
+    const BACKOFF: Duration = Duration::from_secs(6);
+    let device = Device {
+        backoff_secs: BACKOFF.as_secs() as u32,
+        ..Device::default()
+    };
+    let rig = Rig::with("sfm_offline", 2, Unit::new("BE11529", 2, 100), device).await;
     let warm = rig.get(0, "/device/monitor/status", Q).await;
     rig.get(0, "/device/info", Q).await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // status TTL over
@@ -463,8 +490,8 @@ async fn an_offline_unit_gets_stale_copies_fast_503_without_and_one_probe_per_wi
     assert_eq!(r.body, warm.body);
     assert!(!r.error.is_empty(), "the upstream error is in a header");
     assert_eq!(rig.sim.calls("monitor_status"), 1);
+    let failed_at = Instant::now();
     // While backing off: copies at once, 503 without, and nobody asks the unit.
-    let t0 = Instant::now();
     for p in 0..2 {
         let s = rig.get(p, "/device/monitor/status", Q).await;
         assert_eq!(s.source, "stale");
@@ -477,7 +504,10 @@ async fn an_offline_unit_gets_stale_copies_fast_503_without_and_one_probe_per_wi
                 .contains("unreachable")
         );
     }
-    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(
+        failed_at.elapsed() < BACKOFF,
+        "the reads fell inside the window"
+    );
     assert_eq!(rig.sim.calls("monitor_status"), 1);
     assert_eq!(rig.sim.calls("event"), 0);
     assert_eq!(
@@ -486,7 +516,8 @@ async fn an_offline_unit_gets_stale_copies_fast_503_without_and_one_probe_per_wi
     );
     assert_eq!(metric(&rig, "simcache_build_info{").await, Some(1.0));
     // Window over: of 20 reads at once, exactly one probes the unit.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(BACKOFF.saturating_sub(failed_at.elapsed()) + Duration::from_millis(100))
+        .await;
     let reads = (0..20).map(|i| {
         let url = rig.url(i, "/device/monitor/status", Q);
         let http = rig.http.clone();
@@ -498,12 +529,13 @@ async fn an_offline_unit_gets_stale_copies_fast_503_without_and_one_probe_per_wi
     assert_eq!(rig.sim.calls("monitor_status"), 2, "one probe per window");
     // Back online: the next probe succeeds and the unit is reachable again.
     rig.sim.set_fault(UNIT, Fault::None);
-    tokio::time::sleep(Duration::from_millis(4200)).await;
-    let back = rig.get(0, "/device/monitor/status", Q).await;
-    assert_eq!(
-        (back.status, back.source.as_str()),
-        (StatusCode::OK, "device")
-    );
+    // The next probe falls when the (grown) window ends; until then, copies.
+    simcache_testkit::wait::eventually("a probe finds the unit back", 4 * BACKOFF, || async {
+        let r = rig.get(0, "/device/monitor/status", Q).await;
+        assert_eq!(r.status, StatusCode::OK);
+        (r.source == "device").then_some(())
+    })
+    .await;
     assert_eq!(
         rig.get(0, "/device/event/1", Q).await.status,
         StatusCode::OK
@@ -561,7 +593,12 @@ async fn a_unit_allowing_two_sessions_gets_two_at_most() {
     unit.session_limit = 2;
     // Each waveform takes about a second, so two of them overlap even when
     // a loaded machine spreads the requests out.
-    let rig = Rig::with("sfm_two_sessions", 2, unit, "", 2, 0.06, 5).await;
+    let device = Device {
+        sessions: 2,
+        time_factor: 0.06,
+        ..Device::default()
+    };
+    let rig = Rig::with("sfm_two_sessions", 2, unit, device).await;
     let reads = (0..16).map(|i| {
         let url = rig.url(i, &format!("/device/event/{}/waveform", i % 8), Q);
         let http = rig.http.clone();
@@ -684,7 +721,7 @@ async fn the_shared_listener_checks_sfm_privileges() {
     let db = simcache_testkit::fresh_database("sfm_auth").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("unit.yaml");
-    std::fs::write(&file, device_yaml(&sim.url(), "", 1, 5)).unwrap();
+    std::fs::write(&file, device_yaml(&sim.url(), &Device::default())).unwrap();
     let common = ["--backend", "postgresql", "--db-url", db.as_str()];
     let proxy = ServerProcess::spawn(
         std::path::Path::new(BIN),
@@ -801,11 +838,11 @@ async fn the_pod_local_listener_serves_only_its_simulations_devices_on_loopback(
     let db = simcache_testkit::fresh_database("sfm_pod").await;
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.yaml");
-    std::fs::write(&a, device_yaml(&sim.url(), "", 1, 5)).unwrap();
+    std::fs::write(&a, device_yaml(&sim.url(), &Device::default())).unwrap();
     let b = dir.path().join("b.yaml");
     std::fs::write(
         &b,
-        device_yaml(&sim.url(), "", 1, 5)
+        device_yaml(&sim.url(), &Device::default())
             .replace("name: unit-a", "name: unit-b")
             .replace("host: 10.0.0.1", "host: 10.0.0.2"),
     )
@@ -932,16 +969,11 @@ async fn another_serial_at_the_address_flushes_the_devices_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_with_a_copy_waits_at_most_stale_after_and_the_fetch_goes_on() {
     // Status takes 4 s here; staleAfterSeconds is 3.
-    let rig = Rig::with(
-        "sfm_stale_after",
-        1,
-        Unit::new("BE11529", 0, 10),
-        "",
-        1,
-        2.0,
-        5,
-    )
-    .await;
+    let device = Device {
+        time_factor: 2.0,
+        ..Device::default()
+    };
+    let rig = Rig::with("sfm_stale_after", 1, Unit::new("BE11529", 0, 10), device).await;
     let warm = rig.get(0, "/device/monitor/status", Q).await;
     assert_eq!(warm.source, "device");
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -966,7 +998,7 @@ async fn the_single_process_form_works_on_sqlite() {
     sim.add_unit(UNIT, Unit::new("BE11529", 2, 100));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("unit.yaml");
-    std::fs::write(&file, device_yaml(&sim.url(), "", 1, 5)).unwrap();
+    std::fs::write(&file, device_yaml(&sim.url(), &Device::default())).unwrap();
     let db = dir.path().join("sfm.db");
     let args = [
         "--db-path",
@@ -1008,7 +1040,7 @@ async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
     let db = simcache_testkit::fresh_database("sfm_bad_file").await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, device_yaml("http://127.0.0.1:9", "", 1, 5)).unwrap();
+    std::fs::write(&good, device_yaml("http://127.0.0.1:9", &Device::default())).unwrap();
     let start = |file: std::path::PathBuf| {
         let db = db.clone();
         async move {
@@ -1054,7 +1086,7 @@ async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        device_yaml("ftp://x", "", 1, 5).replace("name: unit-a", "name: unit-z"),
+        device_yaml("ftp://x", &Device::default()).replace("name: unit-a", "name: unit-z"),
     )
     .unwrap();
     let out = start(bad).await;
@@ -1068,7 +1100,8 @@ async fn a_bad_device_file_is_refused_at_start_and_the_registration_kept() {
     let clash = dir.path().join("clash.yaml");
     std::fs::write(
         &clash,
-        device_yaml("http://127.0.0.1:9", "", 1, 5).replace("name: unit-a", "name: unit-b"),
+        device_yaml("http://127.0.0.1:9", &Device::default())
+            .replace("name: unit-a", "name: unit-b"),
     )
     .unwrap();
     let out = start(clash).await;

@@ -22,11 +22,41 @@ pub struct Browser {
     profile: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+/// ChromeDriver on a free port, answering; started again on another port
+/// if it exits at once (the port was taken meanwhile).
+async fn start_driver() -> (Child, String) {
+    let http = reqwest::Client::new();
+    for _ in 0..crate::ports::ATTEMPTS {
+        let port = crate::ports::free_port().unwrap_or_else(|e| panic!("{e}"));
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}; {INSTALL_HINT}"));
+        let url = format!("http://127.0.0.1:{port}");
+        // Up to a minute: ChromeDriver starts slowly on a loaded machine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{url}/status")).send().await
+                && r.status().is_success()
+            {
+                return (driver, url);
+            }
+            if let Ok(Some(_)) = driver.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if driver.try_wait().ok().flatten().is_none() {
+            panic!("ChromeDriver did not answer on {url} within 60 s");
+        }
+    }
+    panic!(
+        "ChromeDriver exited at start on {} ports",
+        crate::ports::ATTEMPTS
+    )
 }
 
 impl Browser {
@@ -48,28 +78,7 @@ impl Browser {
                 "{CHROMIUM} or {CHROMEDRIVER} is missing: {INSTALL_HINT}"
             );
         }
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}; {INSTALL_HINT}"));
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let mut ready = false;
-        // Up to a minute: ChromeDriver starts slowly on a loaded machine.
-        for _ in 0..600 {
-            if let Ok(r) = http.get(format!("{url}/status")).send().await
-                && r.status().is_success()
-            {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ready, "ChromeDriver did not answer on {url} within 10 s");
+        let (driver, url) = start_driver().await;
         let profile = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let downloads = profile.path().join("downloads");
         std::fs::create_dir_all(&downloads)

@@ -38,11 +38,6 @@ pub fn cluster() -> &'static KubeCluster {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
     if !out.status.success() {
@@ -54,18 +49,47 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Why a private cluster did not start.
+enum StartFailure {
+    /// etcd or the API server exited at once (a port taken meanwhile):
+    /// worth another try on new ports.
+    Exited(String),
+    Fatal(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(e: String) -> Self {
+        StartFailure::Fatal(e)
+    }
+}
+
 fn start_local() -> Result<KubeCluster, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/provision.sh");
     let bin = PathBuf::from(run(
         Command::new("bash").arg(&script).stderr(Stdio::inherit()),
         "provisioning kube-apiserver",
     )?);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start_once(&bin) {
+            Ok(c) => return Ok(c),
+            Err(StartFailure::Exited(e)) if attempt < crate::ports::ATTEMPTS => {
+                eprintln!("private cluster exited at start ({e}); trying new ports");
+            }
+            Err(StartFailure::Exited(e) | StartFailure::Fatal(e)) => return Err(e),
+        }
+    }
+}
+
+fn start_once(bin: &Path) -> Result<KubeCluster, StartFailure> {
     let dir = tempfile::Builder::new()
         .prefix("simcache-k8s-")
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
-    let (client, peer, secure) = (free_port()?, free_port()?, free_port()?);
+    let ports = crate::ports::free_ports(3)?;
+    let (client, peer, secure) = (ports[0], ports[1], ports[2]);
     run(
         Command::new("openssl")
             .args(["genrsa", "-out"])
@@ -104,7 +128,7 @@ fn start_local() -> Result<KubeCluster, String> {
             .map(Stdio::from)
             .map_err(|e| e.to_string())
     };
-    let etcd = Command::new("etcd")
+    let mut etcd = Command::new("etcd")
         .arg("--data-dir")
         .arg(dir.join("etcd"))
         .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
@@ -118,7 +142,7 @@ fn start_local() -> Result<KubeCluster, String> {
         .stderr(log("etcd.err")?)
         .spawn()
         .map_err(|e| format!("starting etcd: {e}"))?;
-    let apiserver = Command::new(bin.join("kube-apiserver"))
+    let mut apiserver = Command::new(bin.join("kube-apiserver"))
         .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
         .arg("--bind-address=127.0.0.1")
         .arg(format!("--secure-port={secure}"))
@@ -164,8 +188,24 @@ fn start_local() -> Result<KubeCluster, String> {
         if ready.status.success() {
             return Ok(c);
         }
+        let exited = [
+            ("etcd", etcd.try_wait(), "etcd.err"),
+            ("kube-apiserver", apiserver.try_wait(), "apiserver.err"),
+        ];
+        for (name, status, log) in exited {
+            if let Ok(Some(status)) = status {
+                let _ = etcd.kill();
+                let _ = apiserver.kill();
+                let tail = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                return Err(StartFailure::Exited(format!(
+                    "{name} exited ({status}): {}",
+                    tail.join(" | ")
+                )));
+            }
+        }
         if Instant::now() > deadline {
-            return Err(format!(
+            return Err(StartFailure::Fatal(format!(
                 "kube-apiserver not ready after 90 s: {}\n{}",
                 String::from_utf8_lossy(&ready.stderr),
                 std::fs::read_to_string(dir.join("apiserver.err"))
@@ -175,7 +215,7 @@ fn start_local() -> Result<KubeCluster, String> {
                     .take(20)
                     .collect::<Vec<_>>()
                     .join("\n")
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(500));
     }

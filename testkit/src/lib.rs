@@ -8,6 +8,7 @@ pub mod kubelet;
 pub mod memory;
 pub mod parquet_gen;
 pub mod pg;
+pub mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod roles;

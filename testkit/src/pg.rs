@@ -172,11 +172,6 @@ fn run(cmd: &mut Command, ids: Option<(u32, u32)>, what: &str) -> Result<(), Str
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// The certificates of a TLS-only cluster ([`PgServer::start_tls`]).
 pub struct PgTls {
     /// The CA that signed the server's certificate (PEM file).
@@ -307,7 +302,7 @@ impl PgServer {
         let fsync = if durable { "on" } else { "off" };
         let mut last_err = String::new();
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = crate::ports::free_port()?;
             let mut opts = format!(
                 "-p {port} -h 127.0.0.1 -k {} -c fsync={fsync} -c synchronous_commit={fsync} -c full_page_writes={fsync} -c max_connections=300",
                 dir.display()

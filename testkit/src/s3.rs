@@ -97,17 +97,6 @@ fn port_pair_free(p: u16) -> bool {
     a.is_ok() && b.is_ok()
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        ports.push(l.local_addr().map_err(|e| e.to_string())?.port());
-        held.push(l);
-    }
-    Ok(ports)
-}
-
 fn admin_port() -> Result<u16, String> {
     let seed =
         (std::process::id() as u64 * 7919 + Instant::now().elapsed().subsec_nanos() as u64) % 20000;
@@ -162,7 +151,7 @@ impl S3Server {
         )
         .map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
-        let p = free_ports(8)?;
+        let p = crate::ports::free_ports(8)?;
         let admin = admin_port()?;
         let args: Vec<String> = vec![
             "mini".into(),
