@@ -134,7 +134,10 @@ impl LeaseTable {
     }
 
     /// Extends the holder's lease by `ttl_ms` from `now_ms`, setting `extra`
-    /// columns too; an empty result: it no longer holds it.
+    /// columns too; an empty result: it no longer holds it. An expired lease
+    /// that nobody took over is still the holder's (a take changes the
+    /// holder column), so it renews without looking at the expiry: the
+    /// holder column alone says who may act.
     pub fn renew(
         &self,
         key: Vec<Param>,

@@ -305,7 +305,7 @@ impl SfmService {
             fetch_started_ms: started_ms,
         };
         self.store
-            .commit_fetch(conn, fetch_key, &[new], &links, &unlink, now)
+            .commit_fetch(conn, fetch_key, &self.holder, &[new], &links, &unlink, now)
             .await?;
         let stored = Arc::new(StoredBody {
             body,

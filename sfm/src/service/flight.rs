@@ -107,19 +107,14 @@ impl SfmService {
     }
 
     pub(super) fn waker(&self, conn_key: &str, fetch_key: &str) -> Arc<Notify> {
-        self.lease_wakers
-            .lock()
-            .entry((conn_key.to_string(), fetch_key.to_string()))
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone()
+        waker_in(
+            &mut self.lease_wakers.lock(),
+            (conn_key.to_string(), fetch_key.to_string()),
+        )
     }
 
     pub(super) fn slot_waker(&self, conn_key: &str) -> Arc<Notify> {
-        self.slot_wakers
-            .lock()
-            .entry(conn_key.to_string())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone()
+        waker_in(&mut self.slot_wakers.lock(), conn_key.to_string())
     }
 
     /// The cluster-wide half of a fetch: if another process committed what
@@ -263,6 +258,26 @@ where
     })
 }
 
+/// Past this many wakers, those nobody waits on are dropped on the next
+/// lookup: fetch keys name events and waveforms, so the map would
+/// otherwise grow with every piece of data ever fetched.
+const WAKERS_BEFORE_PRUNING: usize = 256;
+
+/// The waker for `key`, made on first use. A waker nobody holds is
+/// pruned: a waiter takes its `Arc` before it looks at the store, so a
+/// notification for it cannot be missed by pruning.
+fn waker_in<K: std::hash::Hash + Eq>(
+    map: &mut std::collections::HashMap<K, Arc<Notify>>,
+    key: K,
+) -> Arc<Notify> {
+    if map.len() >= WAKERS_BEFORE_PRUNING {
+        map.retain(|_, w| Arc::strong_count(w) > 1);
+    }
+    map.entry(key)
+        .or_insert_with(|| Arc::new(Notify::new()))
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +290,20 @@ mod tests {
             fetch_started_ms,
             stale: false,
         }
+    }
+
+    #[test]
+    fn wakers_nobody_waits_on_are_pruned_and_held_ones_kept() {
+        let mut map = std::collections::HashMap::new();
+        let held = waker_in(&mut map, 0usize);
+        for k in 1..WAKERS_BEFORE_PRUNING {
+            waker_in(&mut map, k);
+        }
+        assert_eq!(map.len(), WAKERS_BEFORE_PRUNING);
+        // The next lookup prunes every waker but the held one.
+        let again = waker_in(&mut map, 0);
+        assert_eq!(map.len(), 1);
+        assert!(Arc::ptr_eq(&held, &again), "a waiter's waker survives");
     }
 
     #[test]

@@ -455,12 +455,15 @@ impl SfmStore {
 
     /// Writes the bodies a fetch produced, links event indexes to their
     /// identities (`links`: index → identity; `unlink`: indexes whose event
-    /// changed), releases the fetch lease, and announces it all, in one
-    /// transaction.
+    /// changed), releases `holder`'s fetch lease, and announces it all, in
+    /// one transaction. A lease that expired and was taken over is the new
+    /// holder's and stays; the bodies are stored either way.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit_fetch(
         &self,
         conn_key: &str,
         fetch_key: &str,
+        holder: &str,
         bodies: &[NewBody],
         links: &[(i64, String)],
         unlink: &[i64],
@@ -498,10 +501,8 @@ impl SfmStore {
                 vec![conn_key.into(), (*idx).into(), identity.as_str().into()],
             ));
         }
-        script.push(Stmt::new(
-            "DELETE FROM sfm_fetch_leases WHERE conn_key = $1 AND fetch_key = $2",
-            vec![conn_key.into(), fetch_key.into()],
-        ));
+        script
+            .push(crate::lease::SFM_FETCH.release(vec![conn_key.into(), fetch_key.into()], holder));
         for b in bodies {
             script.extend(self.notify(SfmEvent::Body {
                 conn_key: conn_key.into(),
@@ -647,10 +648,6 @@ impl SfmStore {
             })
             .collect())
     }
-
-    // ------------------------------------------------------- fetch leases
-
-    // ------------------------------------------------------ session slots
 }
 
 fn purge_statements(conn_key: &str) -> Vec<Stmt> {
@@ -692,6 +689,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_late_commit_keeps_the_lease_of_whoever_took_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let (conn, fetch) = ("tcp:10.0.0.1:12345", "info");
+        assert!(s.try_lease(conn, fetch, "p-1", 10, 0).await.unwrap());
+        // p-1's lease lapses; p-2 takes it over and is fetching.
+        assert!(!s.try_lease(conn, fetch, "p-2", 10_000, 5).await.unwrap());
+        assert!(s.try_lease(conn, fetch, "p-2", 10_000, 20).await.unwrap());
+        s.commit_fetch(conn, fetch, "p-1", &[body("info", "")], &[], &[], 30)
+            .await
+            .unwrap();
+        assert!(
+            matches!(s.lease(conn, fetch).await.unwrap(), LeaseState::Held { .. }),
+            "p-2 still holds its lease"
+        );
+        assert!(!s.try_lease(conn, fetch, "p-3", 10_000, 40).await.unwrap());
+        // p-2's own commit releases it.
+        s.commit_fetch(conn, fetch, "p-2", &[body("info", "")], &[], &[], 50)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.lease(conn, fetch).await.unwrap(),
+            LeaseState::Free
+        ));
+    }
+
+    #[tokio::test]
     async fn one_registration_per_address_and_purge_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
@@ -710,6 +734,7 @@ mod tests {
         s.commit_fetch(
             key,
             "waveform:0",
+            "p-1",
             &[body("waveform", "ev:0@t")],
             &[(0, "ev:0@t".into())],
             &[],
