@@ -155,12 +155,33 @@ pub struct Catalog {
     declared: BTreeMap<String, (Builtin, Declared, Value)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     #[error("no function named {0:?}; GET /sor/functions lists them")]
     Unknown(String),
-    #[error("{0}")]
-    BadArguments(String),
+    #[error(transparent)]
+    BadArguments(#[from] schema::SchemaError),
+    #[error("arguments: {argument:?} is fixed by the command {command:?}")]
+    FixedArgument { argument: String, command: String },
+}
+
+/// Why declared functions are refused at start-up.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeclareError {
+    #[error(
+        "function {0:?}: names are 1-63 lowercase letters, digits, '-' and '_', starting with a letter"
+    )]
+    BadName(String),
+    #[error("function {0:?}: the name is taken")]
+    NameTaken(String),
+    #[error("function {name:?}: unknown builtin {builtin:?} (one of: {known})", known = Builtin::ALL.map(Builtin::name).join(", "))]
+    UnknownBuiltin { name: String, builtin: String },
+    #[error("function {name:?}: {argument:?} is both fixed and a parameter")]
+    FixedAndParameter { name: String, argument: String },
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
+    #[error("declared functions: {0}")]
+    Unreadable(String),
 }
 
 /// A function call decided: the built-in and its full arguments.
@@ -174,24 +195,19 @@ pub struct Call {
 impl Catalog {
     /// Validates declared commands (names, built-ins, fixed arguments,
     /// parameter schemas) before any is served.
-    pub fn load(decls: Vec<Declared>) -> Result<Catalog, String> {
+    pub fn load(decls: Vec<Declared>) -> Result<Catalog, DeclareError> {
         let mut declared = BTreeMap::new();
         for d in decls {
             let at = format!("function {:?}", d.name);
             if !valid_command_name(&d.name) {
-                return Err(format!(
-                    "{at}: names are 1-63 lowercase letters, digits, '-' and '_', starting with a letter"
-                ));
+                return Err(DeclareError::BadName(d.name));
             }
             if Builtin::parse(&d.name).is_some() || declared.contains_key(&d.name) {
-                return Err(format!("{at}: the name is taken"));
+                return Err(DeclareError::NameTaken(d.name));
             }
-            let b = Builtin::parse(&d.builtin).ok_or_else(|| {
-                format!(
-                    "{at}: unknown builtin {:?} (one of: {})",
-                    d.builtin,
-                    Builtin::ALL.map(Builtin::name).join(", ")
-                )
+            let b = Builtin::parse(&d.builtin).ok_or_else(|| DeclareError::UnknownBuiltin {
+                name: d.name.clone(),
+                builtin: d.builtin.clone(),
             })?;
             let params = d
                 .parameters
@@ -201,7 +217,10 @@ impl Catalog {
             if let Some(props) = params.get("properties").and_then(Value::as_object) {
                 for k in props.keys() {
                     if d.fixed.contains_key(k) {
-                        return Err(format!("{at}: {k:?} is both fixed and a parameter"));
+                        return Err(DeclareError::FixedAndParameter {
+                            name: d.name.clone(),
+                            argument: k.clone(),
+                        });
                     }
                 }
             }
@@ -236,9 +255,10 @@ impl Catalog {
             .ok_or_else(|| CallError::Unknown(name.into()))?;
         for k in params.keys() {
             if d.fixed.contains_key(k) {
-                return Err(CallError::BadArguments(format!(
-                    "arguments: {k:?} is fixed by the command {name:?}"
-                )));
+                return Err(CallError::FixedArgument {
+                    argument: k.clone(),
+                    command: name.into(),
+                });
             }
         }
         schema::validate(schema_, &Value::Object(params.clone()), "arguments")
@@ -339,8 +359,8 @@ impl Call {
 }
 
 /// Reads a `--sor-functions` file (YAML or JSON: a list of commands).
-pub fn parse_declared(text: &str) -> Result<Vec<Declared>, String> {
-    serde_yaml::from_str(text).map_err(|e| format!("declared functions: {e}"))
+pub fn parse_declared(text: &str) -> Result<Vec<Declared>, DeclareError> {
+    serde_yaml::from_str(text).map_err(|e| DeclareError::Unreadable(e.to_string()))
 }
 
 #[cfg(test)]
@@ -422,7 +442,7 @@ mod tests {
 
     #[test]
     fn bad_declarations_are_refused_at_load() {
-        let e = |d| Catalog::load(vec![d]).unwrap_err();
+        let e = |d| Catalog::load(vec![d]).unwrap_err().to_string();
         assert!(e(decl("x", "python.exec", json!({}), None)).contains("unknown builtin"));
         assert!(e(decl("Bad", "json.get", json!({}), None)).contains("names are"));
         assert!(e(decl("json.get", "json.get", json!({}), None)).contains("names are"));
@@ -430,7 +450,7 @@ mod tests {
             decl("a", "json.len", json!({}), None),
             decl("a", "json.len", json!({}), None),
         ]);
-        assert!(twice.unwrap_err().contains("taken"));
+        assert_eq!(twice.unwrap_err(), DeclareError::NameTaken("a".into()));
         assert!(e(decl("x", "parquet.head", json!({"n": 5000}), None)).contains("maximum"));
         assert!(
             e(decl(
@@ -451,7 +471,12 @@ mod tests {
             .contains("both fixed and a parameter")
         );
         let yaml = "- name: a\n  builtin: json.len\n  bogus: 1\n";
-        assert!(parse_declared(yaml).unwrap_err().contains("bogus"));
+        assert!(
+            parse_declared(yaml)
+                .unwrap_err()
+                .to_string()
+                .contains("bogus")
+        );
     }
 
     #[test]

@@ -27,17 +27,63 @@ const TYPES: &[&str] = &[
     "object", "array", "string", "integer", "number", "boolean", "null",
 ];
 
+/// A schema or an argument refused, and where (`function "f": parameters.x`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{at}: {problem}")]
+pub struct SchemaError {
+    pub at: String,
+    pub problem: Problem,
+}
+
+/// What is wrong: with a declared schema, or with an argument checked against one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("a schema must be an object")]
+    NotAnObject,
+    #[error("keyword {0:?} is not supported (supported: {known})", known = KNOWN.join(", "))]
+    UnsupportedKeyword(String),
+    #[error("type {0} is not a JSON Schema type")]
+    UnknownType(Value),
+    #[error("{0} must be {1}")]
+    BadKeyword(String, &'static str),
+    #[error("expected {expected}, got {got}")]
+    WrongType { expected: Value, got: Value },
+    #[error("{got} is not one of {allowed}")]
+    NotInEnum { got: Value, allowed: Value },
+    #[error("{got} is less than the minimum {min}")]
+    BelowMinimum { got: Value, min: f64 },
+    #[error("{got} is more than the maximum {max}")]
+    AboveMaximum { got: Value, max: f64 },
+    #[error("shorter than {0} characters")]
+    TooShort(u64),
+    #[error("longer than {0} characters")]
+    TooLong(u64),
+    #[error("fewer than {0} items")]
+    TooFewItems(u64),
+    #[error("more than {0} items")]
+    TooManyItems(u64),
+    #[error("missing required argument {0:?}")]
+    MissingArgument(String),
+    #[error("unknown argument {name:?} (known: {known})")]
+    UnknownArgument { name: String, known: String },
+}
+
+fn refuse(at: &str, problem: Problem) -> SchemaError {
+    SchemaError {
+        at: at.to_string(),
+        problem,
+    }
+}
+
 /// Checks that `schema` uses only what [`validate`] understands.
-pub fn check_schema(schema: &Value, at: &str) -> Result<(), String> {
+pub fn check_schema(schema: &Value, at: &str) -> Result<(), SchemaError> {
     let obj = schema
         .as_object()
-        .ok_or_else(|| format!("{at}: a schema must be an object"))?;
+        .ok_or_else(|| refuse(at, Problem::NotAnObject))?;
+    let bad = |k: &str, must: &'static str| Err(refuse(at, Problem::BadKeyword(k.into(), must)));
     for (k, v) in obj {
         if !KNOWN.contains(&k.as_str()) {
-            return Err(format!(
-                "{at}: keyword {k:?} is not supported (supported: {})",
-                KNOWN.join(", ")
-            ));
+            return Err(refuse(at, Problem::UnsupportedKeyword(k.clone())));
         }
         match k.as_str() {
             "type" => {
@@ -49,31 +95,27 @@ pub fn check_schema(schema: &Value, at: &str) -> Result<(), String> {
                     _ => false,
                 };
                 if !ok {
-                    return Err(format!("{at}: type {v} is not a JSON Schema type"));
+                    return Err(refuse(at, Problem::UnknownType(v.clone())));
                 }
             }
             "properties" => {
-                let props = v
-                    .as_object()
-                    .ok_or_else(|| format!("{at}: properties must be an object"))?;
+                let Some(props) = v.as_object() else {
+                    return bad(k, "an object");
+                };
                 for (name, s) in props {
                     check_schema(s, &format!("{at}.properties.{name}"))?;
                 }
             }
             "items" => check_schema(v, &format!("{at}.items"))?,
             "required" if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
-                return Err(format!("{at}: required must be a list of names"));
+                return bad(k, "a list of names");
             }
-            "additionalProperties" if !v.is_boolean() => {
-                return Err(format!("{at}: additionalProperties must be true or false"));
-            }
-            "minimum" | "maximum" if !v.is_number() => {
-                return Err(format!("{at}: {k} must be a number"));
-            }
+            "additionalProperties" if !v.is_boolean() => return bad(k, "true or false"),
+            "minimum" | "maximum" if !v.is_number() => return bad(k, "a number"),
             "minLength" | "maxLength" | "minItems" | "maxItems" if !v.is_u64() => {
-                return Err(format!("{at}: {k} must be a non-negative integer"));
+                return bad(k, "a non-negative integer");
             }
-            "enum" if !v.is_array() => return Err(format!("{at}: enum must be a list")),
+            "enum" if !v.is_array() => return bad(k, "a list"),
             _ => {}
         }
     }
@@ -94,7 +136,7 @@ fn type_matches(t: &str, v: &Value) -> bool {
 }
 
 /// Checks `v` against `schema`; the error names where and what.
-pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), SchemaError> {
     let Some(s) = schema.as_object() else {
         return Ok(());
     };
@@ -108,27 +150,48 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
             _ => true,
         };
         if !ok {
-            return Err(format!("{at}: expected {t}, got {v}"));
+            return Err(refuse(
+                at,
+                Problem::WrongType {
+                    expected: t.clone(),
+                    got: v.clone(),
+                },
+            ));
         }
     }
     if let Some(e) = s.get("enum").and_then(Value::as_array)
         && !e.contains(v)
     {
-        return Err(format!(
-            "{at}: {v} is not one of {}",
-            Value::Array(e.clone())
+        return Err(refuse(
+            at,
+            Problem::NotInEnum {
+                got: v.clone(),
+                allowed: Value::Array(e.clone()),
+            },
         ));
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = s.get("minimum").and_then(Value::as_f64)
             && n < min
         {
-            return Err(format!("{at}: {v} is less than the minimum {min}"));
+            return Err(refuse(
+                at,
+                Problem::BelowMinimum {
+                    got: v.clone(),
+                    min,
+                },
+            ));
         }
         if let Some(max) = s.get("maximum").and_then(Value::as_f64)
             && n > max
         {
-            return Err(format!("{at}: {v} is more than the maximum {max}"));
+            return Err(refuse(
+                at,
+                Problem::AboveMaximum {
+                    got: v.clone(),
+                    max,
+                },
+            ));
         }
     }
     if let Some(st) = v.as_str() {
@@ -136,12 +199,12 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
         if let Some(min) = s.get("minLength").and_then(Value::as_u64)
             && len < min
         {
-            return Err(format!("{at}: shorter than {min} characters"));
+            return Err(refuse(at, Problem::TooShort(min)));
         }
         if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
             && len > max
         {
-            return Err(format!("{at}: longer than {max} characters"));
+            return Err(refuse(at, Problem::TooLong(max)));
         }
     }
     if let Some(items) = v.as_array() {
@@ -149,12 +212,12 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
         if let Some(min) = s.get("minItems").and_then(Value::as_u64)
             && n < min
         {
-            return Err(format!("{at}: fewer than {min} items"));
+            return Err(refuse(at, Problem::TooFewItems(min)));
         }
         if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
             && n > max
         {
-            return Err(format!("{at}: more than {max} items"));
+            return Err(refuse(at, Problem::TooManyItems(max)));
         }
         if let Some(item) = s.get("items") {
             for (i, x) in items.iter().enumerate() {
@@ -167,7 +230,7 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
         if let Some(req) = s.get("required").and_then(Value::as_array) {
             for r in req.iter().filter_map(Value::as_str) {
                 if !obj.contains_key(r) {
-                    return Err(format!("{at}: missing required argument {r:?}"));
+                    return Err(refuse(at, Problem::MissingArgument(r.to_string())));
                 }
             }
         }
@@ -176,13 +239,16 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
                 Some(ps) => validate(ps, x, &format!("{at}.{k}"))?,
                 None if s.get("additionalProperties") == Some(&Value::Bool(false)) => {
                     let known: Vec<&String> = props.map(|p| p.keys().collect()).unwrap_or_default();
-                    return Err(format!(
-                        "{at}: unknown argument {k:?} (known: {})",
-                        known
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                    return Err(refuse(
+                        at,
+                        Problem::UnknownArgument {
+                            name: k.clone(),
+                            known: known
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        },
                     ));
                 }
                 None => {}
@@ -211,7 +277,11 @@ mod tests {
         });
         check_schema(&s, "args").unwrap();
         validate(&s, &json!({"n": 5, "columns": ["x"]}), "args").unwrap();
-        let e = |v| validate(&s, &v, "args").unwrap_err();
+        let e = |v| validate(&s, &v, "args").unwrap_err().to_string();
+        assert_eq!(
+            validate(&s, &json!({}), "args").unwrap_err().problem,
+            Problem::MissingArgument("n".into())
+        );
         assert!(e(json!({})).contains("missing required argument \"n\""));
         assert!(e(json!({"n": 0})).contains("minimum"));
         assert!(e(json!({"n": 1001})).contains("maximum"));
@@ -227,12 +297,14 @@ mod tests {
         assert!(
             check_schema(&json!({"pattern": "^a"}), "p")
                 .unwrap_err()
+                .to_string()
                 .contains("pattern")
         );
         assert!(check_schema(&json!({"type": "str"}), "p").is_err());
         assert!(
             check_schema(&json!({"properties": {"a": {"oneOf": []}}}), "p")
                 .unwrap_err()
+                .to_string()
                 .contains("p.properties.a")
         );
         assert!(check_schema(&json!([]), "p").is_err());

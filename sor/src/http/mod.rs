@@ -144,7 +144,9 @@ pub(crate) fn fn_failure(e: &FnFailure) -> Response {
 pub(crate) fn call_error(e: &CallError) -> ApiError {
     match e {
         CallError::Unknown(_) => ApiError::not_found(e.to_string()),
-        CallError::BadArguments(_) => ApiError::unprocessable(e.to_string()),
+        CallError::BadArguments(_) | CallError::FixedArgument { .. } => {
+            ApiError::unprocessable(e.to_string())
+        }
     }
 }
 

@@ -169,7 +169,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("--sor-functions: {0}")]
-    Functions(String),
+    Functions(#[from] crate::functions::DeclareError),
     #[error("the SOR cache directory {dir}: {err}")]
     CacheDir { dir: String, err: std::io::Error },
 }
@@ -195,7 +195,7 @@ impl SorService {
         origin: &str,
     ) -> Result<Arc<SorService>, StartError> {
         cfg.limits.check()?;
-        let functions = Catalog::load(cfg.functions.clone()).map_err(StartError::Functions)?;
+        let functions = Catalog::load(cfg.functions.clone())?;
         let runner = Runner::new(
             cfg.limits.function_concurrency,
             cfg.limits.function_queue,
