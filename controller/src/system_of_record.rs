@@ -13,8 +13,9 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
+use simcache_crds::fields::is_relative_path;
 use simcache_crds::sor::{S3Location, SystemOfRecord, SystemOfRecordSpec, SystemOfRecordStatus};
-use simcache_sor::config::{Location, S3Options, SorSpec, parse_location};
+use simcache_sor::config::{Location, S3Options, SorSpec, normalise_prefix, valid_bucket};
 use simcache_sor::source::{Credentials, Source, SourceError};
 
 use crate::{Context, Result};
@@ -28,15 +29,29 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn validate(name: &str, spec: &SystemOfRecordSpec) -> Result<(SorSpec, String), String> {
     let (location, display) = match (&spec.s3, &spec.directory) {
         (Some(s3), None) => {
-            let url = format!("s3://{}/{}", s3.bucket, s3.prefix.trim_matches('/'));
+            // Checked field by field: never joined into a URL and parsed again.
+            if !is_relative_path(&s3.prefix) {
+                return Err("spec.s3.prefix must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')".into());
+            }
+            let prefix = normalise_prefix(&s3.prefix).map_err(|e| format!("spec.s3: {e}"))?;
+            if !valid_bucket(&s3.bucket) {
+                return Err(format!(
+                    "spec.s3.bucket {:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')",
+                    s3.bucket
+                ));
+            }
+            let display = format!("s3://{}/{}", s3.bucket, prefix.trim_end_matches('/'));
             (
-                parse_location(&url).map_err(|e| format!("spec.s3: {e}"))?,
-                url,
+                Location::S3 {
+                    bucket: s3.bucket.clone(),
+                    prefix,
+                },
+                display,
             )
         }
         (None, Some(d)) => {
-            if d.sub_path.split('/').any(|s| s == "..") || d.sub_path.starts_with('/') {
-                return Err("spec.directory.subPath must be relative and contain no '..'".into());
+            if !is_relative_path(&d.sub_path) {
+                return Err("spec.directory.subPath must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')".into());
             }
             (
                 Location::Dir {
@@ -253,13 +268,21 @@ mod tests {
 
     #[test]
     fn specs_are_checked_before_any_probe() {
-        let (s, display) = validate("data", &s3_spec("bucket-a", "/in/")).unwrap();
+        let (s, display) = validate("data", &s3_spec("bucket-a", "in/")).unwrap();
         assert_eq!(display, "s3://bucket-a/in");
         assert_eq!(s.name, "data");
+        for bad in ["a/../b", "/in/", "x,db=file:///etc"] {
+            assert!(
+                validate("data", &s3_spec("bucket-a", bad))
+                    .unwrap_err()
+                    .contains("spec.s3.prefix"),
+                "{bad}"
+            );
+        }
         assert!(
-            validate("data", &s3_spec("bucket-a", "a/../b"))
+            validate("data", &s3_spec("Bucket_A", ""))
                 .unwrap_err()
-                .contains("prefix")
+                .contains("spec.s3.bucket")
         );
         let mut both = s3_spec("bucket-a", "");
         both.directory = Some(DirectoryLocation {

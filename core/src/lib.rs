@@ -17,6 +17,7 @@ pub mod introspect;
 pub mod lifecycle;
 pub mod pod;
 pub mod pod_env;
+pub mod pod_settings;
 pub mod policy;
 pub mod record;
 pub mod sweep;

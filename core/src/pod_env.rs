@@ -36,13 +36,20 @@ pub const SESSION_ID: &str = "SIMCACHE_SESSION_ID";
 /// The pod-local SFM proxy (set when the Simulation lists `sfmDevices`).
 pub const SFM_URL: &str = "SIMCACHE_SFM_URL";
 
+/// What the operator tells the sidecar about the custom resources it
+/// serves (systems of record, SFM devices): one JSON document
+/// ([`crate::pod_settings::PodSettings`]), never delimited strings.
+pub const POD_SETTINGS: &str = "SIMCACHE_POD_SETTINGS";
+
 // SFM proxy settings the operator sets on the sidecar.
 /// Address of the pod-local SFM listener (`127.0.0.1:8200`).
 pub const SFM_LISTEN: &str = "SIMCACHE_SFM_LISTEN";
-/// The Simulation's SFMDevices, `namespace/name`, comma-separated.
+/// Serve only these SFMDevices (`namespace/name`, comma-separated): for a
+/// proxy started by hand; the operator uses [`POD_SETTINGS`].
 pub const SFM_DEVICES: &str = "SIMCACHE_SFM_DEVICES";
 
-/// The systems of record the sidecar caches (`NAME=URL`, comma-separated).
+/// The systems of record the sidecar caches (`NAME=URL`, comma-separated):
+/// for a sidecar started by hand; the operator uses [`POD_SETTINGS`].
 pub const SOR: &str = "SIMCACHE_SOR";
 /// The S3 endpoint of those systems of record.
 pub const SOR_ENDPOINT: &str = "SIMCACHE_SOR_ENDPOINT";

@@ -8,6 +8,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod chart_readme;
+pub mod fields;
 mod pod_template;
 mod policy;
 pub mod reference;

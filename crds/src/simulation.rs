@@ -150,11 +150,11 @@ pub struct SimulationSpec {
     pub ttl_seconds_after_finished: Option<i64>,
     /// SFMDevices (in this namespace) its pods may read through the sidecar's SFM proxy at $SIMCACHE_SFM_URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = crate::fields::OBJECT_NAME)))]
     pub sfm_devices: Vec<String>,
     /// SystemsOfRecord (in this namespace) its pods read through the sidecar's cache at $SIMCACHE_URL/sor/{name}/objects/{path}.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = crate::fields::OBJECT_NAME)))]
     pub systems_of_record: Vec<String>,
     /// A partial pod template merged into its runs' pods: labels, annotations, scheduling, pull secrets, service account, volumes, and env/mounts/resources/securityContext of the `simulation` container. What simcache owns (the sidecar, the run volume, the variables it injects, its labels) can't be overridden; an attempt is refused naming the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,9 +24,9 @@ pub struct S3Location {
     /// Bucket name.
     #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9.\-]+$"))]
     pub bucket: String,
-    /// Key prefix the SOR is confined to (`inputs/2026/`); empty for the whole bucket.
+    /// Key prefix the SOR is confined to (`inputs/2026/`); empty for the whole bucket. A clean relative path.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 1024), regex(pattern = crate::fields::RELATIVE_PATH))]
     pub prefix: String,
     /// The S3 endpoint, e.g. https://s3.eu-west-1.amazonaws.com or an on-premises store (https; plain http to a loopback address only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,11 +80,11 @@ fn default_secret_key() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryLocation {
     /// The claim (in the SystemOfRecord's namespace).
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::fields::OBJECT_NAME))]
     pub claim_name: String,
-    /// A directory inside the volume (relative, no `..`).
+    /// A directory inside the volume: a clean relative path (no `..`, no leading `/`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(max = 1024), regex(pattern = r"^$|^[^/].*$"))]
+    #[schemars(length(max = 1024), regex(pattern = crate::fields::RELATIVE_PATH))]
     pub sub_path: String,
 }
 

@@ -1993,6 +1993,45 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
             .kubectl_stdin(&["apply", "-n", &env.ns.name, "-f", "-"], Some(&yaml));
         assert!(!out.status.success(), "accepted:\n{yaml}");
     }
+    // Values that once smuggled a second SOR or device into a delimited
+    // setting are refused by the schema, naming the field.
+    for (kind, spec, field) in [
+        (
+            "SystemOfRecord",
+            "  directory:\n    claimName: c\n    subPath: v2,db=file:///etc\n",
+            "spec.directory.subPath",
+        ),
+        (
+            "SystemOfRecord",
+            "  s3:\n    bucket: b-b-b\n    prefix: x,db=file:///etc\n    anonymous: true\n",
+            "spec.s3.prefix",
+        ),
+        (
+            "SystemOfRecord",
+            "  directory:\n    claimName: c\n    subPath: ../../etc\n",
+            "spec.directory.subPath",
+        ),
+        (
+            "Simulation",
+            "  version: '1'\n  image: busybox\n  sfmDevices: ['unit-a,other/unit-b']\n",
+            "spec.sfmDevices",
+        ),
+        (
+            "Simulation",
+            "  version: '1'\n  image: busybox\n  systemsOfRecord: ['data,db=file:///etc']\n",
+            "spec.systemsOfRecord",
+        ),
+    ] {
+        let yaml = format!(
+            "apiVersion: simcache.io/v1alpha1\nkind: {kind}\nmetadata:\n  name: smuggler\nspec:\n{spec}"
+        );
+        let out = env
+            .cluster()
+            .kubectl_stdin(&["apply", "-n", &env.ns.name, "-f", "-"], Some(&yaml));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+        assert!(err.contains(field), "{field} not named: {err}");
+    }
 
     // A run of a Simulation naming a missing SOR waits, saying which.
     env.simulation(
@@ -2042,13 +2081,20 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
     let sidecar = &spec.init_containers.as_ref().unwrap()[0];
     let envs = sidecar.env.as_ref().unwrap();
     let get = |k: &str| envs.iter().find(|e| e.name == k);
+    // The systems of record travel as one typed document, not a list.
+    assert!(get("SIMCACHE_SOR").is_none());
+    let settings: Value = serde_json::from_str(
+        &get("SIMCACHE_POD_SETTINGS")
+            .and_then(|e| e.value.clone())
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
-        get("SIMCACHE_SOR").and_then(|e| e.value.clone()).unwrap(),
-        format!(
-            "data=s3://{}/{},meshes=file:///sor/meshes/v2",
-            s3.bucket,
-            prefix.trim_end_matches('/')
-        )
+        settings["systemsOfRecord"],
+        json!([
+            {"name": "data", "s3": {"bucket": s3.bucket, "prefix": prefix}},
+            {"name": "meshes", "directory": {"path": "/sor/meshes/v2"}}
+        ])
     );
     let id = get("AWS_SECRET_ACCESS_KEY").unwrap();
     assert!(id.value.is_none());

@@ -2,6 +2,7 @@
 //! store (written by the operator), narrowed in a pod to its Simulation's
 //! list. Refreshed on change events and on a timer.
 
+use simcache_core::pod_settings::DeviceRef;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -16,6 +17,9 @@ use crate::freshness::{Reach, Rules};
 #[derive(Debug, Clone)]
 pub struct Device {
     pub conn_key: String,
+    /// The SFMDevice object's namespace and name.
+    pub namespace: String,
+    pub name: String,
     /// `namespace/name`: the metric label and what logs name.
     pub label: String,
     pub uid: String,
@@ -66,6 +70,8 @@ fn device_from_row(r: &DeviceRow) -> Option<Device> {
         });
     Some(Device {
         conn_key: r.conn_key.clone(),
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
         label: format!("{}/{}", r.namespace, r.name),
         uid: r.uid.clone(),
         rules: Rules::from(&spec.cache),
@@ -80,13 +86,13 @@ fn device_from_row(r: &DeviceRow) -> Option<Device> {
 
 pub struct Registry {
     store: SfmStore,
-    /// `namespace/name` of the devices this process may serve (a pod's list).
-    allow: Option<Vec<String>>,
+    /// The devices this process may serve (a pod's list); all when `None`.
+    allow: Option<Vec<DeviceRef>>,
     devices: RwLock<HashMap<String, Arc<Device>>>,
 }
 
 impl Registry {
-    pub fn new(store: SfmStore, allow: Option<Vec<String>>) -> Self {
+    pub fn new(store: SfmStore, allow: Option<Vec<DeviceRef>>) -> Self {
         Registry {
             store,
             allow,
@@ -95,7 +101,10 @@ impl Registry {
     }
 
     fn allowed(&self, d: &Device) -> bool {
-        self.allow.as_ref().is_none_or(|a| a.contains(&d.label))
+        self.allow.as_ref().is_none_or(|a| {
+            a.iter()
+                .any(|r| r.namespace == d.namespace && r.name == d.name)
+        })
     }
 
     /// The device at `conn_key`, if registered and allowed here.

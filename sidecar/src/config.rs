@@ -1,6 +1,8 @@
 //! Command line and environment. Every serve setting has a `SIMCACHE_*`
 //! variable; sim2l's `SIM2L_CACHE_*` names are read as aliases.
 
+use simcache_core::pod_settings::{DeviceRef, PodSettings, SorSetting};
+use simcache_crds::fields::is_object_name;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -169,10 +171,25 @@ pub struct ServeArgs {
     /// Also serve the pod-local SFM proxy here (loopback only: it has no auth), e.g. 127.0.0.1:8200.
     #[arg(long, env = simcache_core::pod_env::SFM_LISTEN)]
     pub sfm_listen: Option<std::net::SocketAddr>,
+    /// The operator's settings document (JSON): this pod's systems of record
+    /// and SFM devices. A document that does not fit stops the sidecar,
+    /// naming the field.
+    #[arg(long, env = simcache_core::pod_env::POD_SETTINGS)]
+    pub pod_settings: Option<String>,
     #[command(flatten)]
     pub sfm: SfmArgs,
     #[command(flatten)]
     pub sor: SorArgs,
+}
+
+impl ServeArgs {
+    /// The settings document, parsed and checked; empty when none is given.
+    pub fn pod_settings(&self) -> Result<PodSettings, simcache_core::pod_settings::SettingsError> {
+        match &self.pod_settings {
+            Some(text) => PodSettings::parse(text),
+            None => Ok(PodSettings::default()),
+        }
+    }
 }
 
 /// The read-through cache of systems of record (`/sor/...` and cache_api's
@@ -244,13 +261,29 @@ pub struct SorArgs {
 }
 
 impl SorArgs {
-    /// The SOR cache's settings; `None` when no SOR is configured.
+    /// The SOR cache's settings; `None` when no SOR is configured. The
+    /// systems of record come from the settings document (a run pod), from
+    /// `--sor` (by hand), or from cache_api's variables, in that order.
     /// Credentials come from the standard AWS variables only.
-    pub fn config(&self) -> anyhow::Result<Option<simcache_sor::SorConfig>> {
+    pub fn config(
+        &self,
+        from_settings: &[SorSetting],
+    ) -> anyhow::Result<Option<simcache_sor::SorConfig>> {
         use anyhow::Context;
         use simcache_sor::config;
         let env = |k: &str| std::env::var(k).ok();
-        let sors = if self.sors.is_empty() {
+        let sors = if !from_settings.is_empty() {
+            if !self.sors.is_empty() {
+                anyhow::bail!(
+                    "--sor and {} both name systems of record; give one",
+                    simcache_core::pod_env::POD_SETTINGS
+                );
+            }
+            from_settings
+                .iter()
+                .map(sor_spec)
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else if self.sors.is_empty() {
             config::from_cache_api_env(env)?
         } else {
             self.sors
@@ -317,6 +350,29 @@ impl SorArgs {
     }
 }
 
+/// A system of record of the settings document (already checked).
+fn sor_spec(s: &SorSetting) -> anyhow::Result<simcache_sor::config::SorSpec> {
+    use simcache_sor::config::{Location, normalise_prefix};
+    let location = match (&s.s3, &s.directory) {
+        (Some(s3), None) => Location::S3 {
+            bucket: s3.bucket.clone(),
+            prefix: normalise_prefix(&s3.prefix)
+                .map_err(|e| anyhow::anyhow!("system of record {:?}: {e}", s.name))?,
+        },
+        (None, Some(d)) => Location::Dir {
+            root: PathBuf::from(&d.path),
+        },
+        _ => anyhow::bail!(
+            "system of record {:?}: set exactly one of s3 or directory",
+            s.name
+        ),
+    };
+    Ok(simcache_sor::config::SorSpec {
+        name: s.name.clone(),
+        location,
+    })
+}
+
 /// Settings of the SFM proxy, in a pod or stand-alone.
 #[derive(Debug, Clone, Args)]
 pub struct SfmArgs {
@@ -329,12 +385,33 @@ pub struct SfmArgs {
 }
 
 impl SfmArgs {
-    pub fn config(&self) -> simcache_sfm::SfmConfig {
-        simcache_sfm::SfmConfig {
-            allow: (!self.devices.is_empty()).then(|| self.devices.clone()),
+    /// The proxy's settings: it serves the settings document's devices (a
+    /// run pod), else `--sfm-devices` (by hand), else every registered one.
+    pub fn config(&self, from_settings: &[DeviceRef]) -> anyhow::Result<simcache_sfm::SfmConfig> {
+        let allow = if !from_settings.is_empty() {
+            Some(from_settings.to_vec())
+        } else if self.devices.is_empty() {
+            None
+        } else {
+            let refs = self.devices.iter().map(|label| {
+                label
+                    .split_once('/')
+                    .filter(|(ns, name)| is_object_name(ns) && is_object_name(name))
+                    .map(|(ns, name)| DeviceRef {
+                        namespace: ns.into(),
+                        name: name.into(),
+                    })
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--sfm-devices {label:?}: expected namespace/name")
+                    })
+            });
+            Some(refs.collect::<anyhow::Result<Vec<_>>>()?)
+        };
+        Ok(simcache_sfm::SfmConfig {
+            allow,
             memory_bytes: self.sfm_memory_bytes,
             ..Default::default()
-        }
+        })
     }
 }
 

@@ -27,6 +27,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => {
             let mut cfg = ServerConfig::new(backend);
+            let settings = a.pod_settings()?;
             cfg.addr = SocketAddr::new(a.host, a.port);
             cfg.max_body_bytes = a.max_body_bytes;
             cfg.limits = a.limits.limits();
@@ -39,8 +40,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies,
                 ..AuthConfig::default()
             };
-            cfg.sfm = a.sfm_listen.map(|addr| (addr, a.sfm.config()));
-            cfg.sor = a.sor.config()?;
+            cfg.sfm = match a.sfm_listen {
+                Some(addr) => Some((addr, a.sfm.config(&settings.sfm_devices)?)),
+                None => None,
+            };
+            cfg.sor = a.sor.config(&settings.systems_of_record)?;
             cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty());

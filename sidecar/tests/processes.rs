@@ -315,6 +315,47 @@ async fn cli_users_log_in_and_sim2l_env_names_work() {
 }
 
 #[tokio::test]
+async fn a_settings_document_that_does_not_fit_stops_the_sidecar_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (doc, field) in [
+        (
+            r#"{"systemsOfRecord": [{"name": "data", "s3": {"bucket": "lab-data", "prefix": "x,db=file:///etc"}}]}"#,
+            "systemsOfRecord[0].s3.prefix",
+        ),
+        (
+            r#"{"systemsOfRecord": [{"name": "db", "directory": {"path": "/etc/simcache"}}]}"#,
+            "systemsOfRecord[0].directory.path",
+        ),
+        (
+            r#"{"sfmDevices": [{"namespace": "field", "name": "unit-a,other/unit-b"}]}"#,
+            "sfmDevices[0].name",
+        ),
+        (
+            r#"{"sfmDevices": [{"namespace": "field"}]}"#,
+            "sfmDevices[0]",
+        ),
+        (r#"{"systemsOfRecord": "data=s3://b/p"}"#, "systemsOfRecord"),
+        ("not json", "(document)"),
+    ] {
+        let out = tokio::process::Command::new(BIN)
+            .args(["serve", "--no-auth", "--port", "0"])
+            .env("SIMCACHE_CACHE_DB_PATH", dir.path().join("c.db"))
+            .env("SIMCACHE_POD_SETTINGS", doc)
+            .env("SIMCACHE_SFM_LISTEN", "127.0.0.1:0")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {doc}");
+        assert!(
+            err.contains(&format!("SIMCACHE_POD_SETTINGS: {field}: ")),
+            "{field} not named for {doc}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn postgres_without_url_is_a_clear_error() {
     let out = tokio::process::Command::new(BIN)
         .args(["serve", "--backend", "postgresql"])

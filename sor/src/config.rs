@@ -95,7 +95,8 @@ pub fn parse_location(url: &str) -> Result<Location, String> {
     ))
 }
 
-fn valid_bucket(b: &str) -> bool {
+/// 3-63 lowercase letters, digits, `.` and `-`.
+pub fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
         && b.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')

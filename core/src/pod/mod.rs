@@ -460,14 +460,22 @@ fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
         sidecar_env.push(env(pod_env::IMAGE_DIGEST, digest));
     }
     sidecar_env.extend(cache_backend_env(p.sidecar, &file("cache.db")));
-    if !p.sfm_devices.is_empty() {
-        let labels: Vec<String> = p
+    let settings = crate::pod_settings::PodSettings {
+        systems_of_record: p.sor.settings.clone(),
+        sfm_devices: p
             .sfm_devices
             .iter()
-            .map(|d| format!("{}/{}", d.namespace, d.name))
-            .collect();
+            .map(|d| crate::pod_settings::DeviceRef {
+                namespace: d.namespace.clone(),
+                name: d.name.clone(),
+            })
+            .collect(),
+    };
+    if settings != crate::pod_settings::PodSettings::default() {
+        sidecar_env.push(env(pod_env::POD_SETTINGS, settings.to_json()));
+    }
+    if !p.sfm_devices.is_empty() {
         sidecar_env.push(env(pod_env::SFM_LISTEN, SFM_LISTEN));
-        sidecar_env.push(env(pod_env::SFM_DEVICES, labels.join(",")));
         for d in p.sfm_devices {
             if let Some((secret, key)) = &d.authorization {
                 sidecar_env.push(secret_env(
@@ -599,6 +607,7 @@ mod tests {
     use super::*;
 
     static NO_SOR: crate::pod::sor_wiring::SorWiring = crate::pod::sor_wiring::SorWiring {
+        settings: Vec::new(),
         sidecar_env: Vec::new(),
         volumes: Vec::new(),
         sidecar_mounts: Vec::new(),
@@ -834,10 +843,16 @@ mod tests {
             v(side, pod_env::SFM_LISTEN).as_deref(),
             Some("127.0.0.1:8200")
         );
-        assert_eq!(
-            v(side, pod_env::SFM_DEVICES).as_deref(),
-            Some("lab/unit-7,lab/unit-8")
-        );
+        assert!(v(side, pod_env::SFM_DEVICES).is_none(), "no delimited list");
+        let settings =
+            crate::pod_settings::PodSettings::parse(&v(side, pod_env::POD_SETTINGS).unwrap())
+                .unwrap();
+        let names: Vec<_> = settings
+            .sfm_devices
+            .iter()
+            .map(|d| (d.namespace.as_str(), d.name.as_str()))
+            .collect();
+        assert_eq!(names, [("lab", "unit-7"), ("lab", "unit-8")]);
         assert_eq!(
             v(&spec.containers[0], pod_env::SFM_URL).as_deref(),
             Some("http://127.0.0.1:8200")

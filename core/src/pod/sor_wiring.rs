@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::pod_env;
+use crate::pod_settings::{DirectoryPlace, S3Place, SOR_DIRECTORY_ROOT, SorSetting, is_sor_name};
 use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
 };
@@ -38,7 +39,7 @@ fn volume_name(sor: &str) -> String {
     format!("{head}-{}", &hash[..12])
 }
 /// Where directory SORs are mounted: `/sor/<name>`.
-const DIR_ROOT: &str = "/sor";
+const DIR_ROOT: &str = SOR_DIRECTORY_ROOT;
 
 /// A SystemOfRecord a pod reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,8 @@ pub struct SorRef {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SorWiring {
+    /// The systems of record, for the sidecar's settings document.
+    pub settings: Vec<SorSetting>,
     pub sidecar_env: Vec<EnvVar>,
     pub volumes: Vec<Volume>,
     pub sidecar_mounts: Vec<VolumeMount>,
@@ -77,8 +80,18 @@ pub enum WiringError {
     NotOneLocation(String),
     #[error("SystemOfRecord {0:?} names no credentialsSecret and is not anonymous")]
     NoCredentials(String),
-    #[error("SystemOfRecord {0:?}: subPath may not contain '..'")]
+    #[error(
+        "SystemOfRecord {0:?}: spec.directory.subPath must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')"
+    )]
     SubPathEscapes(String),
+    #[error(
+        "SystemOfRecord {0:?}: spec.s3.prefix must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')"
+    )]
+    BadPrefix(String),
+    #[error(
+        "SystemOfRecord {0:?}: a pod reads it as /sor/{0}/..., so its name must be 1-63 lowercase letters, digits and '-', starting with a letter"
+    )]
+    BadName(String),
     #[error("two of the Simulation's SystemsOfRecord declare a function named {0:?}")]
     DuplicateFunction(String),
     #[error("the SystemsOfRecord's functions cannot be encoded: {0}")]
@@ -90,13 +103,24 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, WiringError> {
         return Ok(SorWiring::default());
     }
     let mut w = SorWiring::default();
-    let mut urls = Vec::new();
     let mut conn: Option<(String, Connection)> = None;
     for s in sors {
+        if !is_sor_name(&s.name) {
+            return Err(WiringError::BadName(s.name.clone()));
+        }
         match (&s.spec.s3, &s.spec.directory) {
             (Some(loc), None) => {
-                let prefix = loc.prefix.trim_matches('/');
-                urls.push(format!("{}=s3://{}/{}", s.name, loc.bucket, prefix));
+                if !simcache_crds::fields::is_relative_path(&loc.prefix) {
+                    return Err(WiringError::BadPrefix(s.name.clone()));
+                }
+                w.settings.push(SorSetting {
+                    name: s.name.clone(),
+                    s3: Some(S3Place {
+                        bucket: loc.bucket.clone(),
+                        prefix: loc.prefix.clone(),
+                    }),
+                    directory: None,
+                });
                 let c = s3_connection(&s.name, loc)?;
                 match &conn {
                     Some((first, other)) if *other != c => {
@@ -109,13 +133,19 @@ pub fn wire(sors: &[SorRef]) -> Result<SorWiring, WiringError> {
                     None => conn = Some((s.name.clone(), c)),
                 }
             }
-            (None, Some(dir)) => urls.push(mount_directory(&mut w, &s.name, dir)?),
+            (None, Some(dir)) => {
+                let path = mount_directory(&mut w, &s.name, dir)?;
+                w.settings.push(SorSetting {
+                    name: s.name.clone(),
+                    s3: None,
+                    directory: Some(DirectoryPlace { path }),
+                });
+            }
             _ => {
                 return Err(WiringError::NotOneLocation(s.name.clone()));
             }
         }
     }
-    w.sidecar_env.push(env(pod_env::SOR, urls.join(",")));
     w.sidecar_env.push(env(pod_env::SOR_CACHE_DIR, CACHE_DIR));
     if let Some((_, c)) = conn {
         w.sidecar_env.extend(connection_env(&c));
@@ -169,7 +199,7 @@ fn s3_connection(
 }
 
 /// Mounts a directory SOR's claim read-only under `/sor/<name>`; returns
-/// its `name=file://path` setting.
+/// the directory the sidecar serves.
 fn mount_directory(
     w: &mut SorWiring,
     name: &str,
@@ -177,10 +207,10 @@ fn mount_directory(
 ) -> Result<String, WiringError> {
     let volume = volume_name(name);
     let mount = format!("{DIR_ROOT}/{name}");
-    let sub = dir.sub_path.trim_matches('/');
-    if sub.split('/').any(|seg| seg == "..") {
+    if !simcache_crds::fields::is_relative_path(&dir.sub_path) {
         return Err(WiringError::SubPathEscapes(name.to_string()));
     }
+    let sub = dir.sub_path.trim_end_matches('/');
     let path = if sub.is_empty() {
         mount.clone()
     } else {
@@ -200,7 +230,7 @@ fn mount_directory(
         read_only: Some(true),
         ..Default::default()
     });
-    Ok(format!("{name}=file://{path}"))
+    Ok(path)
 }
 
 /// The sidecar's S3 settings and credentials (from the Secret, by key).
@@ -327,7 +357,7 @@ mod tests {
             spec: SystemOfRecordSpec {
                 s3: Some(S3Location {
                     bucket: bucket.into(),
-                    prefix: "/inputs/".into(),
+                    prefix: "inputs/".into(),
                     endpoint: Some("https://s3.example".into()),
                     region: Some("eu-west-1".into()),
                     credentials_secret: secret.map(|n| CredentialsSecret {
@@ -353,9 +383,17 @@ mod tests {
     fn s3_credentials_travel_by_reference_only() {
         let w = wire(&[s3("data", "bucket-a", Some("s3-creds"))]).unwrap();
         assert_eq!(
-            val(&w, "SIMCACHE_SOR").unwrap().value.as_deref(),
-            Some("data=s3://bucket-a/inputs")
+            w.settings,
+            [SorSetting {
+                name: "data".into(),
+                s3: Some(S3Place {
+                    bucket: "bucket-a".into(),
+                    prefix: "inputs/".into()
+                }),
+                directory: None
+            }]
         );
+        assert!(val(&w, pod_env::SOR).is_none(), "no delimited list");
         let id = val(&w, "AWS_ACCESS_KEY_ID").unwrap();
         assert!(id.value.is_none(), "never a value");
         let r = id
@@ -413,9 +451,12 @@ mod tests {
             },
         };
         let w = wire(&[a, dir]).unwrap();
+        assert_eq!(w.settings.len(), 2);
         assert_eq!(
-            val(&w, "SIMCACHE_SOR").unwrap().value.as_deref(),
-            Some("data=s3://b/inputs,meshes=file:///sor/meshes/v2")
+            w.settings[1].directory,
+            Some(DirectoryPlace {
+                path: "/sor/meshes/v2".into()
+            })
         );
         let pvc = w
             .volumes
@@ -468,6 +509,36 @@ mod tests {
         let e = wire(&[s3("a", "b1", None)]).unwrap_err();
         assert_eq!(e, WiringError::NoCredentials("a".into()));
         assert!(e.to_string().contains("no credentialsSecret"), "{e}");
+        // A value that would have smuggled a second setting into a
+        // delimited list is refused outright.
+        let mut a = s3("a", "b1", Some("one"));
+        a.spec.s3.as_mut().unwrap().prefix = "x,db=file:///etc".into();
+        assert_eq!(wire(&[a]).unwrap_err(), WiringError::BadPrefix("a".into()));
+        let dir = |sub: &str| SorRef {
+            name: "meshes".into(),
+            spec: SystemOfRecordSpec {
+                s3: None,
+                directory: Some(DirectoryLocation {
+                    claim_name: "pvc".into(),
+                    sub_path: sub.into(),
+                }),
+                cache: SorCache::default(),
+                functions: vec![],
+            },
+        };
+        for bad in ["v2,db=file:///etc", "../etc", "/abs", "a/../../b"] {
+            assert_eq!(
+                wire(&[dir(bad)]).unwrap_err(),
+                WiringError::SubPathEscapes("meshes".into()),
+                "{bad}"
+            );
+        }
+        let mut dotted = dir("v2");
+        dotted.name = "meshes.v2".into();
+        assert_eq!(
+            wire(&[dotted]).unwrap_err(),
+            WiringError::BadName("meshes.v2".into())
+        );
         assert_eq!(wire(&[]).unwrap(), SorWiring::default());
     }
 }

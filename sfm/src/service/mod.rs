@@ -109,7 +109,7 @@ pub fn etag_of(body: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct SfmConfig {
     /// `namespace/name` of the only devices served (a pod's list).
-    pub allow: Option<Vec<String>>,
+    pub allow: Option<Vec<simcache_core::pod_settings::DeviceRef>>,
     /// Bytes of bodies kept in memory.
     pub memory_bytes: u64,
     /// Bodies larger than this are read from the store each time.
