@@ -402,6 +402,12 @@ impl Run<'_> {
             &self.ctx.cfg.sidecar.node_selector,
         )
         .map_err(PlanError::from)?;
+        self.ctx
+            .cfg
+            .sidecar
+            .pod_security
+            .admit(&pod_spec)
+            .map_err(PlanError::from)?;
         match pods.create(&PostParams::default(), &pod_spec).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}

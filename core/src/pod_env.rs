@@ -10,6 +10,9 @@ pub const CACHE_DB_URL: &str = "SIMCACHE_CACHE_DB_URL";
 pub const DB_POOL_SIZE: &str = "SIMCACHE_DB_POOL_SIZE";
 pub const CACHE_HOST: &str = "SIMCACHE_CACHE_HOST";
 pub const CACHE_PORT: &str = "SIMCACHE_CACHE_PORT";
+/// Where the sidecar serves health and metrics alone (reachable from
+/// outside the pod; the API itself is on loopback).
+pub const PROBE_LISTEN: &str = "SIMCACHE_PROBE_LISTEN";
 pub const SIMULATION_NAME: &str = "SIMCACHE_SIMULATION_NAME";
 pub const SIMULATION_VERSION: &str = "SIMCACHE_SIMULATION_VERSION";
 pub const RUN_DB_PATH: &str = "SIMCACHE_RUN_DB_PATH";

@@ -39,7 +39,7 @@ pub struct S3Location {
     pub endpoint: Option<String>,
     /// Region (default us-east-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: Option<String>,
     /// The Secret holding the access key; its values reach the sidecar by
     /// `secretKeyRef` only and are never copied anywhere else.

@@ -116,6 +116,19 @@ pub struct ControllerArgs {
     /// comma-separated).
     #[arg(long, env = "SIMCACHE_POD_NODE_SELECTOR", value_delimiter = ',', value_parser = parse_label)]
     pub pod_node_selector: Vec<(String, String)>,
+    /// The Pod Security Standards level every run pod must meet
+    /// (privileged, baseline or restricted); a pod that does not is refused
+    /// before it is created, naming the field.
+    #[arg(
+        long,
+        env = "SIMCACHE_POD_SECURITY_LEVEL",
+        default_value = "restricted"
+    )]
+    pub pod_security_level: simcache_core::pod::security::Level,
+    /// ServiceAccounts a Simulation's podTemplate may set besides the
+    /// namespace's `default` (repeatable or comma-separated).
+    #[arg(long, env = "SIMCACHE_ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub allowed_service_account: Vec<String>,
     /// Run the controllers without leader election (one replica only!).
     #[arg(long, env = "SIMCACHE_NO_LEADER_ELECTION")]
     pub no_leader_election: bool,

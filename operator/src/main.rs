@@ -97,6 +97,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             node_selector: c.pod_node_selector.iter().cloned().collect(),
             cache_db_secret: c.sidecar_cache_db_secret.clone(),
             resources: c.sidecar_resources.clone(),
+            pod_security: simcache_core::pod::PodSecurity {
+                level: c.pod_security_level,
+                service_accounts: c.allowed_service_account.clone(),
+            },
         },
         runs_base: runs,
         lease_ttl: Duration::from_secs(c.cache_lease_seconds.max(5)),

@@ -648,8 +648,10 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
         serde_json::to_value(&dep.spec.as_ref().unwrap().selector.match_labels).unwrap()
     );
     let pm = one(&docs, "PodMonitor");
-    // The PodMonitor selects the pods the operator builds, on the sidecar's port.
-    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "http");
+    // The PodMonitor selects the pods the operator builds, on the sidecar's
+    // probe port (its API is loopback only), by the name the pod gives it.
+    // (core's pod tests check that the sidecar names its probe port so.)
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
     assert_eq!(
         pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/managed-by"],
         simcache_core::pod::MANAGED_BY
@@ -1112,7 +1114,8 @@ fn the_dockerfiles_build_the_images_the_chart_and_the_operator_name() {
         env!("CARGO_PKG_VERSION"),
         "appVersion is the crates' version"
     );
-    let sidecar_port = simcache_core::pod::SIDECAR_PORT;
+    // The sidecar's only port reachable from outside its pod.
+    let sidecar_port = simcache_core::pod::PROBE_PORT;
     for (file, repository, bin, port) in [
         (
             "operator/Dockerfile",

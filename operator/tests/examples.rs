@@ -62,6 +62,7 @@ fn the_pod_template_example_merges_without_a_refusal() {
         node_selector: Default::default(),
         cache_db_secret: None,
         resources: simcache_core::pod::default_sidecar_resources(),
+        pod_security: Default::default(),
     };
     assert_eq!(
         simcache_core::pod::template::check_simulation(&sim.spec, &sidecar),

@@ -171,6 +171,11 @@ pub struct ServeArgs {
     /// Also serve the pod-local SFM proxy here (loopback only: it has no auth), e.g. 127.0.0.1:8200.
     #[arg(long, env = simcache_core::pod_env::SFM_LISTEN)]
     pub sfm_listen: Option<std::net::SocketAddr>,
+    /// Also serve health and metrics alone here (in a run pod: all
+    /// interfaces, for the kubelet's probes and Prometheus, while the
+    /// cache, session and run API stay on the loopback listener).
+    #[arg(long, env = simcache_core::pod_env::PROBE_LISTEN)]
+    pub probe_listen: Option<std::net::SocketAddr>,
     /// The operator's settings document (JSON): this pod's systems of record
     /// and SFM devices. A document that does not fit stops the sidecar,
     /// naming the field.
@@ -183,12 +188,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The settings document, parsed and checked; empty when none is given.
-    pub fn pod_settings(&self) -> Result<PodSettings, simcache_core::pod_settings::SettingsError> {
-        match &self.pod_settings {
-            Some(text) => PodSettings::parse(text),
-            None => Ok(PodSettings::default()),
-        }
+    /// The settings document, parsed and checked; `None` when none is given.
+    pub fn pod_settings(
+        &self,
+    ) -> Result<Option<PodSettings>, simcache_core::pod_settings::SettingsError> {
+        self.pod_settings
+            .as_deref()
+            .map(PodSettings::parse)
+            .transpose()
     }
 }
 
@@ -267,12 +274,14 @@ impl SorArgs {
     /// Credentials come from the standard AWS variables only.
     pub fn config(
         &self,
-        from_settings: &[SorSetting],
+        from_settings: Option<&[SorSetting]>,
     ) -> anyhow::Result<Option<simcache_sor::SorConfig>> {
         use anyhow::Context;
         use simcache_sor::config;
         let env = |k: &str| std::env::var(k).ok();
-        let sors = if !from_settings.is_empty() {
+        // With a settings document (a run pod), it alone names the systems
+        // of record: no flag or cache_api variable adds one.
+        let sors = if let Some(from_settings) = from_settings {
             if !self.sors.is_empty() {
                 anyhow::bail!(
                     "--sor and {} both name systems of record; give one",
@@ -360,7 +369,7 @@ fn sor_spec(s: &SorSetting) -> anyhow::Result<simcache_sor::config::SorSpec> {
                 .map_err(|e| anyhow::anyhow!("system of record {:?}: {e}", s.name))?,
         },
         (None, Some(d)) => Location::Dir {
-            root: PathBuf::from(&d.path),
+            root: beneath_mount(&s.name, &d.path)?,
         },
         _ => anyhow::bail!(
             "system of record {:?}: set exactly one of s3 or directory",
@@ -371,6 +380,22 @@ fn sor_spec(s: &SorSetting) -> anyhow::Result<simcache_sor::config::SorSpec> {
         name: s.name.clone(),
         location,
     })
+}
+
+/// A directory SOR's root, resolved, still under its own mount
+/// (`/sor/{name}`): a `subPath` that is a symlink on the volume must not
+/// carry the root elsewhere in the sidecar's filesystem. A root that does
+/// not exist yet is left for the SOR to report when it opens.
+fn beneath_mount(name: &str, path: &str) -> anyhow::Result<PathBuf> {
+    let mount = std::path::Path::new(simcache_core::pod_settings::SOR_DIRECTORY_ROOT).join(name);
+    match (std::fs::canonicalize(&mount), std::fs::canonicalize(path)) {
+        (Ok(m), Ok(p)) if !p.starts_with(&m) => anyhow::bail!(
+            "system of record {name:?}: {path} resolves to {}, outside its mount {}",
+            p.display(),
+            m.display()
+        ),
+        _ => Ok(PathBuf::from(path)),
+    }
 }
 
 /// Settings of the SFM proxy, in a pod or stand-alone.
@@ -387,8 +412,19 @@ pub struct SfmArgs {
 impl SfmArgs {
     /// The proxy's settings: it serves the settings document's devices (a
     /// run pod), else `--sfm-devices` (by hand), else every registered one.
-    pub fn config(&self, from_settings: &[DeviceRef]) -> anyhow::Result<simcache_sfm::SfmConfig> {
-        let allow = if !from_settings.is_empty() {
+    pub fn config(
+        &self,
+        from_settings: Option<&[DeviceRef]>,
+    ) -> anyhow::Result<simcache_sfm::SfmConfig> {
+        // With a settings document (a run pod), it alone names the devices:
+        // an empty list serves none, never every registered one.
+        let allow = if let Some(from_settings) = from_settings {
+            if !self.devices.is_empty() {
+                anyhow::bail!(
+                    "--sfm-devices and {} both name devices; give one",
+                    simcache_core::pod_env::POD_SETTINGS
+                );
+            }
             Some(from_settings.to_vec())
         } else if self.devices.is_empty() {
             None

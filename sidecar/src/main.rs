@@ -29,6 +29,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = ServerConfig::new(backend);
             let settings = a.pod_settings()?;
             cfg.addr = SocketAddr::new(a.host, a.port);
+            cfg.probe_addr = a.probe_listen;
             cfg.max_body_bytes = a.max_body_bytes;
             cfg.limits = a.limits.limits();
             cfg.memory_tier_bytes = a.memory_tier_bytes;
@@ -41,10 +42,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..AuthConfig::default()
             };
             cfg.sfm = match a.sfm_listen {
-                Some(addr) => Some((addr, a.sfm.config(&settings.sfm_devices)?)),
+                Some(addr) => Some((
+                    addr,
+                    a.sfm
+                        .config(settings.as_ref().map(|s| &s.sfm_devices[..]))?,
+                )),
                 None => None,
             };
-            cfg.sor = a.sor.config(&settings.systems_of_record)?;
+            cfg.sor = a
+                .sor
+                .config(settings.as_ref().map(|s| &s.systems_of_record[..]))?;
             cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty());

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub run: Option<RunConfig>,
     /// Timeouts and the connection cap of the listener.
     pub limits: simcache_web::server::Limits,
+    /// Health and metrics alone, on their own address (a run pod: the
+    /// pod's IP, while `addr` is loopback).
+    pub probe_addr: Option<SocketAddr>,
     /// The pod-local SFM proxy: its loopback address and settings.
     pub sfm: Option<(SocketAddr, simcache_sfm::SfmConfig)>,
     /// The read-through cache of systems of record, when any is configured.
@@ -53,6 +56,7 @@ impl ServerConfig {
             admin_password: None,
             run: None,
             limits: Default::default(),
+            probe_addr: None,
             sfm: None,
             sor: None,
         }
@@ -61,6 +65,8 @@ impl ServerConfig {
 
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where health and metrics are served on their own, when they are.
+    pub probe_addr: Option<SocketAddr>,
     /// Where the pod-local SFM proxy listens, when it does.
     pub sfm_addr: Option<SocketAddr>,
     pub cache: Arc<CacheService>,
@@ -160,6 +166,7 @@ pub async fn start(
     auth.register_size_metrics(&registry)?;
     let connections = simcache_web::server::ConnectionMetrics::register(&registry)?;
     let state = AppState::new(cache.clone(), auth.clone(), registry.clone());
+    let probe_state = state.clone();
     let hot =
         (cfg.memory_tier_bytes > 0).then(|| Arc::new(HotGet::new(state.clone(), &http_metrics)));
     let sor = match cfg.sor.clone() {
@@ -193,6 +200,29 @@ pub async fn start(
         }
     }
 
+    let mut probe_addr = None;
+    if let Some(addr) = cfg.probe_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the probe listener {addr}"))?;
+        probe_addr = Some(listener.local_addr()?);
+        let probes = crate::http::probe_router(probe_state);
+        let limits = cfg.limits;
+        background.push(tokio::spawn(async move {
+            let served = simcache_web::server::serve(
+                listener,
+                limits,
+                None,
+                move |_| probes.clone(),
+                std::future::pending(),
+            )
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the probe listener failed");
+            }
+        }));
+    }
+
     let mut sfm_addr = None;
     if let Some((addr, sfm_cfg)) = cfg.sfm.clone() {
         let (bound, tasks) = start_pod_sfm(&stores, &registry, addr, sfm_cfg, cfg.limits).await?;
@@ -224,6 +254,7 @@ pub async fn start(
     });
     Ok(RunningServer {
         addr,
+        probe_addr,
         sfm_addr,
         cache,
         auth,

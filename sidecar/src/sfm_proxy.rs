@@ -33,7 +33,7 @@ pub async fn run(backend: Backend, a: SfmProxyArgs) -> anyhow::Result<()> {
         "simcache-sidecar",
         env!("CARGO_PKG_VERSION"),
     )?;
-    let service = simcache_sfm::SfmService::new(stores.sfm.clone(), a.sfm.config(&[])?, metrics)?;
+    let service = simcache_sfm::SfmService::new(stores.sfm.clone(), a.sfm.config(None)?, metrics)?;
     service
         .registry()
         .reload()

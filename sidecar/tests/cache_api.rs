@@ -519,3 +519,53 @@ async fn concurrent_puts_all_land_and_a_bad_one_fails_alone(c: Ctx) {
     assert_eq!(s, StatusCode::OK, "{st}");
     assert_eq!(st["total_entries"], 60 + stored_bad, "{st}");
 }
+
+/// A run pod's listeners: the API on loopback only (the simulation is in
+/// the same pod), health and metrics alone on the probe address that the
+/// kubelet and Prometheus reach from outside the pod.
+#[tokio::test]
+async fn the_probe_listener_serves_health_and_metrics_and_nothing_else() {
+    let c = common::sqlite_with(|cfg| {
+        cfg.probe_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    assert!(c.srv.addr.ip().is_loopback(), "{}", c.srv.addr);
+    let probes = format!("http://{}", c.srv.probe_addr.expect("a probe listener"));
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{probes}/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = http.get(format!("{probes}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("simcache_build_info")
+    );
+    // The API is not there, with or without a session.
+    for path in [
+        "/cache/k",
+        "/api/v1/session",
+        "/run/status",
+        "/sor/data/objects/a",
+    ] {
+        let r = http
+            .get(format!("{probes}{path}"))
+            .header("X-Session-ID", &c.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    let put = http
+        .put(format!("{probes}/cache/k"))
+        .header("X-Session-ID", &c.admin)
+        .json(&json!({"simulation_id": 1, "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NOT_FOUND);
+}

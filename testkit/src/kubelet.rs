@@ -318,6 +318,8 @@ async fn run_pod(
         let mut env = resolve_env(&c.env.clone().unwrap_or_default(), &pod, secrets, &rw).await?;
         env.push(("SIMCACHE_CACHE_HOST".into(), "127.0.0.1".into()));
         env.push(("SIMCACHE_CACHE_PORT".into(), "0".into()));
+        // Many pods share this node's loopback: probes on a free port too.
+        env.push(("SIMCACHE_PROBE_LISTEN".into(), "127.0.0.1:0".into()));
         let args: Vec<String> = c
             .args
             .clone()
@@ -353,10 +355,10 @@ async fn run_pod(
             .unwrap_or_default()
             .to_string();
         let actual = url.trim_start_matches("http://").to_string();
-        for p in c.ports.clone().unwrap_or_default() {
-            port_rewrites.push((format!("127.0.0.1:{}", p.container_port), actual.clone()));
-            port_rewrites.push((format!("localhost:{}", p.container_port), actual.clone()));
-        }
+        // The simulation reaches its sidecar's API port on loopback.
+        let api_port = simcache_core::pod::SIDECAR_PORT;
+        port_rewrites.push((format!("127.0.0.1:{api_port}"), actual.clone()));
+        port_rewrites.push((format!("localhost:{api_port}"), actual.clone()));
         sidecars.push((c, child));
     }
     let image = |c: &Container| c.image.clone().unwrap_or_default();

@@ -32,6 +32,10 @@ pub const SIMULATION_CONTAINER: &str = "simulation";
 pub const RUN_VOLUME: &str = "simcache-run";
 pub const RUN_DIR: &str = "/simcache/run";
 pub const SIDECAR_PORT: i32 = 8001;
+/// Where the sidecar serves health and metrics alone, on the pod's IP (the
+/// API on [`SIDECAR_PORT`] is loopback only): the kubelet's probe and
+/// Prometheus come here.
+pub const PROBE_PORT: i32 = 9464;
 pub const MANAGED_BY: &str = "simcache-operator";
 pub const LABEL_RUN: &str = "simcache.io/run";
 pub const LABEL_EXECUTION: &str = "simcache.io/execution-id";
@@ -61,6 +65,49 @@ pub struct SidecarSettings {
     pub cache_db_secret: Option<String>,
     /// The sidecar container's resources (`--sidecar-resources`).
     pub resources: ResourceRequirements,
+    /// What every run pod must meet (`--pod-security-level`).
+    pub pod_security: PodSecurity,
+}
+
+/// The admission rules the operator applies to every pod it builds, before
+/// creating it: a Pod Security Standards level and the ServiceAccounts a
+/// `podTemplate` may name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSecurity {
+    pub level: security::Level,
+    /// ServiceAccounts a template may set besides the namespace's `default`
+    /// (`--allowed-service-account`).
+    pub service_accounts: Vec<String>,
+}
+
+impl PodSecurity {
+    /// Refuses a pod that breaks the level or names another ServiceAccount,
+    /// naming the first field at fault.
+    pub fn admit(&self, pod: &Pod) -> Result<(), Refused> {
+        if let Some(v) = security::violations(pod, self.level).into_iter().next() {
+            return Err(Refused::new(
+                format!("pod {}", v.field),
+                Rule::PodSecurity {
+                    level: self.level.as_str(),
+                    problem: v.problem,
+                },
+            ));
+        }
+        let sa = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref());
+        if let Some(sa) = sa
+            && sa != "default"
+            && !self.service_accounts.iter().any(|a| a == sa)
+        {
+            return Err(Refused::new(
+                "pod spec.serviceAccountName",
+                Rule::ServiceAccount(sa.to_string()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What `--sidecar-resources` gives when not set.
@@ -433,8 +480,10 @@ fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
     let file = run_file;
     let inputs_json = serde_json::to_string(p.inputs).unwrap_or_else(|_| "{}".into());
     let mut sidecar_env = vec![
-        env(pod_env::CACHE_HOST, "0.0.0.0"),
+        // The API is for the simulation beside it: loopback only.
+        env(pod_env::CACHE_HOST, "127.0.0.1"),
         env(pod_env::CACHE_PORT, SIDECAR_PORT.to_string()),
+        env(pod_env::PROBE_LISTEN, format!("0.0.0.0:{PROBE_PORT}")),
         env(pod_env::EXECUTION_ID, exec_id),
         env(pod_env::SIMULATION_NAME, p.simulation_name),
         env(pod_env::SIMULATION_VERSION, p.simulation_version),
@@ -471,9 +520,9 @@ fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
             })
             .collect(),
     };
-    if settings != crate::pod_settings::PodSettings::default() {
-        sidecar_env.push(env(pod_env::POD_SETTINGS, settings.to_json()));
-    }
+    // Always given, even empty: with a document the sidecar takes systems
+    // of record and devices from nothing else.
+    sidecar_env.push(env(pod_env::POD_SETTINGS, settings.to_json()));
     if !p.sfm_devices.is_empty() {
         sidecar_env.push(env(pod_env::SFM_LISTEN, SFM_LISTEN));
         for d in p.sfm_devices {
@@ -532,16 +581,17 @@ fn sidecar_container(p: &PodPlan, exec_id: &str, secret: &str) -> (Container, Ve
         args: Some(vec!["serve".into()]),
         restart_policy: Some("Always".into()),
         env: Some(sidecar_env),
+        // Only the probe port is reachable from outside the pod.
         ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: SIDECAR_PORT,
+            name: Some("metrics".into()),
+            container_port: PROBE_PORT,
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
         startup_probe: p.sidecar.startup_probe.then(|| Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/health".into()),
-                port: IntOrString::Int(SIDECAR_PORT),
+                port: IntOrString::Int(PROBE_PORT),
                 ..Default::default()
             }),
             period_seconds: Some(1),
@@ -659,6 +709,7 @@ mod tests {
             node_selector: BTreeMap::new(),
             cache_db_secret: None,
             resources: default_sidecar_resources(),
+            pod_security: Default::default(),
         };
         let sidecar_of = |p: &PodPlan| {
             build_pod(p).spec.unwrap().init_containers.unwrap()[0]
@@ -701,6 +752,53 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_api_is_loopback_only_and_probes_have_their_own_port() {
+        let (inputs, schema) = (BTreeMap::new(), json!({}));
+        let s = SidecarSettings {
+            image: "sidecar:1".into(),
+            image_pull_policy: None,
+            operator_url: "http://op:8080".into(),
+            startup_probe: true,
+            node_selector: BTreeMap::new(),
+            cache_db_secret: None,
+            resources: default_sidecar_resources(),
+            pod_security: Default::default(),
+        };
+        let pod = build_pod(&plan(&inputs, &schema, &s, &[]));
+        let spec = pod.spec.unwrap();
+        let side = &spec.init_containers.unwrap()[0];
+        let v = |n: &str| env_of(side, n).and_then(|e| e.value.clone());
+        assert_eq!(v(pod_env::CACHE_HOST).as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            v(pod_env::PROBE_LISTEN),
+            Some(format!("0.0.0.0:{PROBE_PORT}"))
+        );
+        let ports: Vec<_> = side
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [(Some("metrics"), PROBE_PORT)],
+            "only the probe port is declared"
+        );
+        let probe = side
+            .startup_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.port, IntOrString::Int(PROBE_PORT));
+        assert_eq!(
+            env_of(&spec.containers[0], pod_env::URL).and_then(|e| e.value.clone()),
+            Some(format!("http://127.0.0.1:{SIDECAR_PORT}"))
+        );
+    }
+
+    #[test]
     fn every_generated_pod_meets_pod_security_restricted() {
         use crate::pod::security::restricted_violations;
         use crate::pod::sor_wiring::{SorRef, wire};
@@ -717,6 +815,7 @@ mod tests {
             node_selector: BTreeMap::new(),
             cache_db_secret: None,
             resources: default_sidecar_resources(),
+            pod_security: Default::default(),
         };
         let shared = SidecarSettings {
             cache_db_secret: Some("cache-db".into()),
@@ -812,6 +911,7 @@ mod tests {
             node_selector: BTreeMap::new(),
             cache_db_secret: None,
             resources: default_sidecar_resources(),
+            pod_security: Default::default(),
         };
         let devices = [
             SfmDeviceRef {
@@ -907,6 +1007,7 @@ mod tests {
                 node_selector: BTreeMap::new(),
                 cache_db_secret: secret.map(str::to_string),
                 resources: default_sidecar_resources(),
+                pod_security: Default::default(),
             };
             let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));
             let spec = pod.spec.unwrap();
@@ -979,6 +1080,7 @@ mod tests {
             node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
             cache_db_secret: None,
             resources: default_sidecar_resources(),
+            pod_security: Default::default(),
         };
         let cmd = vec!["python3".to_string(), "/app/t.py".to_string()];
         let pod = build_pod(&plan(&inputs, &schema, &s, &cmd));

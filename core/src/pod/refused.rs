@@ -75,4 +75,13 @@ pub enum Rule {
     Quantity(String),
     #[error("cannot be merged: {0}")]
     Unmergeable(String),
+    #[error("the operator enforces Pod Security level {level} on run pods: {problem}")]
+    PodSecurity {
+        level: &'static str,
+        problem: String,
+    },
+    #[error(
+        "ServiceAccount `{0}` is not one the operator allows run pods (--allowed-service-account)"
+    )]
+    ServiceAccount(String),
 }

@@ -17,7 +17,8 @@ use super::{env, secret_env};
 
 /// Where the disk tier lives in the sidecar.
 pub const CACHE_DIR: &str = "/var/cache/simcache-sor";
-const CACHE_VOLUME: &str = "simcache-sor-cache";
+/// Not of the `simcache-sor-{name}` shape, so no SOR's volume can take it.
+const CACHE_VOLUME: &str = "simcache-sorcache";
 
 /// `simcache-sor-{name}`, kept a DNS label (at most 63 characters, and a
 /// dot in an object name is not allowed in a volume name) by a hash suffix.
@@ -92,6 +93,8 @@ pub enum WiringError {
         "SystemOfRecord {0:?}: a pod reads it as /sor/{0}/..., so its name must be 1-63 lowercase letters, digits and '-', starting with a letter"
     )]
     BadName(String),
+    #[error("SystemOfRecord {0:?}: spec.s3.region must be lowercase letters, digits and '-'")]
+    BadRegion(String),
     #[error("two of the Simulation's SystemsOfRecord declare a function named {0:?}")]
     DuplicateFunction(String),
     #[error("the SystemsOfRecord's functions cannot be encoded: {0}")]
@@ -192,6 +195,14 @@ fn s3_connection(
         }),
         anonymous: loc.anonymous,
     };
+    let region_ok = |r: &str| {
+        !r.is_empty()
+            && r.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if c.region.as_deref().is_some_and(|r| !region_ok(r)) {
+        return Err(WiringError::BadRegion(name.to_string()));
+    }
     if !c.anonymous && c.secret.is_none() {
         return Err(WiringError::NoCredentials(name.to_string()));
     }

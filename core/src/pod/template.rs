@@ -174,7 +174,8 @@ pub fn check_simulation(spec: &SimulationSpec, sidecar: &SidecarSettings) -> Res
         spec.pod_template.as_ref(),
         None,
         &sidecar.node_selector,
-    )
+    )?;
+    sidecar.pod_security.admit(&pod)
 }
 
 fn apply_template(pod: &mut Pod, t: &PodTemplate, owned: &Owned) -> Result<(), Refused> {
@@ -411,6 +412,7 @@ mod tests {
             node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
             cache_db_secret: None,
             resources: default_sidecar_resources(),
+            pod_security: Default::default(),
         }
     }
 
@@ -709,6 +711,31 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_enforces_its_pod_security_level_naming_the_field() {
+        let mut s = sidecar();
+        let host_path = spec(json!({"podTemplate": {"spec": {
+            "volumes": [{"name": "scratch", "hostPath": {"path": "/var/scratch"}}],
+            "containers": [{"name": "simulation",
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}]}}}));
+        let refused = check_simulation(&host_path, &s).unwrap_err();
+        assert_eq!(refused.at, "pod spec.volumes[scratch]");
+        assert!(
+            refused.to_string().contains(
+                "Pod Security level restricted on run pods: hostPath volumes are forbidden"
+            ),
+            "{refused}"
+        );
+        // Root is a restricted rule only; hostPath a baseline one too.
+        let root = spec(json!({"securityContext": {"runAsNonRoot": false, "runAsUser": 0}}));
+        assert!(check_simulation(&root, &s).is_err());
+        s.pod_security.level = crate::pod::security::Level::Baseline;
+        assert_eq!(check_simulation(&root, &s), Ok(()));
+        assert!(check_simulation(&host_path, &s).is_err());
+        s.pod_security.level = crate::pod::security::Level::Privileged;
+        assert_eq!(check_simulation(&host_path, &s), Ok(()));
+    }
+
+    #[test]
     fn a_simulation_may_relax_only_its_own_container() {
         let pod = merged(
             json!({"spec": {"securityContext": {"runAsNonRoot": false, "runAsUser": 0},
@@ -735,7 +762,13 @@ mod tests {
 
     #[test]
     fn a_simulation_is_checked_before_any_run() {
-        let s = sidecar();
+        let mut s = sidecar();
+        // The template names the ServiceAccount `sims`: refused until allowed.
+        let refused =
+            check_simulation(&spec(json!({"podTemplate": full_template()})), &s).unwrap_err();
+        assert_eq!(refused.rule, Rule::ServiceAccount("sims".into()));
+        assert_eq!(refused.at, "pod spec.serviceAccountName");
+        s.pod_security.service_accounts = vec!["sims".into()];
         assert_eq!(
             check_simulation(&spec(json!({"podTemplate": full_template()})), &s),
             Ok(())

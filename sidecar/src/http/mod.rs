@@ -86,6 +86,19 @@ pub fn router(
         ))
 }
 
+/// The pod's outside door: health and metrics only, for the kubelet's
+/// probes and Prometheus, which reach the pod by its IP. Everything else —
+/// the cache, sessions, the run API, systems of record — is on the
+/// loopback listener, for the simulation in the same pod.
+pub fn probe_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+}
+
 async fn health(State(s): State<AppState>) -> impl IntoResponse {
     let backend = s.cache.backend();
     match s.cache.ping().await {
