@@ -45,7 +45,7 @@ impl Scope {
             if n.is_empty() {
                 continue;
             }
-            if !valid_namespace(n) {
+            if !simcache_crds::fields::is_namespace(n) {
                 return Err(NotANamespace(n.to_string()));
             }
             if seen.insert(n.to_string()) {
@@ -66,14 +66,6 @@ impl Scope {
             Scope::Namespaces(ns) => ns.iter().any(|n| n == namespace),
         }
     }
-}
-
-fn valid_namespace(n: &str) -> bool {
-    n.len() <= 63
-        && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && n.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;

@@ -6,7 +6,9 @@
 //! not fit.
 
 use serde::{Deserialize, Serialize};
-use simcache_crds::fields::{is_object_name, is_relative_path};
+use simcache_crds::fields::{
+    is_bucket_name, is_namespace, is_object_name, is_relative_path, is_sor_name,
+};
 
 /// The sidecar's share of a run pod's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +114,7 @@ impl PodSettings {
             }
             match (&s.s3, &s.directory) {
                 (Some(s3), None) => {
-                    if !is_bucket(&s3.bucket) {
+                    if !is_bucket_name(&s3.bucket) {
                         return refuse(
                             at(".s3.bucket"),
                             "3-63 lowercase letters, digits, '.' and '-'",
@@ -142,7 +144,7 @@ impl PodSettings {
             }
         }
         for (i, d) in self.sfm_devices.iter().enumerate() {
-            if !is_object_name(&d.namespace) {
+            if !is_namespace(&d.namespace) {
                 return refuse(format!("sfmDevices[{i}].namespace"), "not a namespace name");
             }
             if !is_object_name(&d.name) {
@@ -151,22 +153,6 @@ impl PodSettings {
         }
         Ok(())
     }
-}
-
-/// A system of record's name: it is a URL segment and a volume name.
-pub fn is_sor_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.starts_with(|c: char| c.is_ascii_lowercase())
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !n.ends_with('-')
-}
-
-fn is_bucket(b: &str) -> bool {
-    (3..=63).contains(&b.len())
-        && b.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
 }
 
 #[cfg(test)]

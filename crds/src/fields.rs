@@ -23,6 +23,36 @@ pub fn is_object_name(s: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
+/// Whether `n` names a system of record: 1-63 lowercase letters, digits
+/// and `-`, starting with a letter and not ending with `-` (it is a URL
+/// segment, `/sor/{name}`, and part of a volume name).
+pub fn is_sor_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.starts_with(|c: char| c.is_ascii_lowercase())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !n.ends_with('-')
+}
+
+/// Whether `b` is an S3 bucket name: 3-63 lowercase letters, digits, `.`
+/// and `-`.
+pub fn is_bucket_name(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+}
+
+/// Whether `n` is a namespace name (a DNS-1123 label).
+pub fn is_namespace(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && n.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Whether `s` is a clean relative path ([`RELATIVE_PATH`]).
 pub fn is_relative_path(s: &str) -> bool {
     let body = s.strip_suffix('/').unwrap_or(s);

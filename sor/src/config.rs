@@ -36,14 +36,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-pub fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.starts_with(|c: char| c.is_ascii_lowercase())
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !n.ends_with('-')
-}
+pub use simcache_crds::fields::{is_bucket_name as valid_bucket, is_sor_name as valid_name};
 
 /// Parses `NAME=URL`.
 pub fn parse_sor(arg: &str) -> Result<SorSpec, ConfigError> {
@@ -93,13 +86,6 @@ pub fn parse_location(url: &str) -> Result<Location, String> {
     Err(format!(
         "{url:?} is neither s3://bucket/prefix nor file:///abs/dir"
     ))
-}
-
-/// 3-63 lowercase letters, digits, `.` and `-`.
-pub fn valid_bucket(b: &str) -> bool {
-    (3..=63).contains(&b.len())
-        && b.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
 }
 
 /// `"a/b/"`, `"/a/b"` and `"a/b"` all mean the prefix `a/b/`; empty is the bucket's root.

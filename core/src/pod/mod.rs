@@ -694,6 +694,20 @@ mod tests {
         }
     }
 
+    /// The operator's pod settings as a plain install gives them.
+    fn test_sidecar(startup_probe: bool) -> SidecarSettings {
+        SidecarSettings {
+            image: "sidecar:1".into(),
+            image_pull_policy: None,
+            operator_url: "http://op:8080".into(),
+            startup_probe,
+            node_selector: BTreeMap::new(),
+            cache_db_secret: None,
+            resources: default_sidecar_resources(),
+            pod_security: Default::default(),
+        }
+    }
+
     fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
         c.env.as_ref()?.iter().find(|e| e.name == name)
     }
@@ -754,16 +768,7 @@ mod tests {
     #[test]
     fn the_sidecar_api_is_loopback_only_and_probes_have_their_own_port() {
         let (inputs, schema) = (BTreeMap::new(), json!({}));
-        let s = SidecarSettings {
-            image: "sidecar:1".into(),
-            image_pull_policy: None,
-            operator_url: "http://op:8080".into(),
-            startup_probe: true,
-            node_selector: BTreeMap::new(),
-            cache_db_secret: None,
-            resources: default_sidecar_resources(),
-            pod_security: Default::default(),
-        };
+        let s = test_sidecar(true);
         let pod = build_pod(&plan(&inputs, &schema, &s, &[]));
         let spec = pod.spec.unwrap();
         let side = &spec.init_containers.unwrap()[0];
@@ -903,16 +908,7 @@ mod tests {
     #[test]
     fn sfm_devices_get_a_loopback_proxy_in_the_sidecar_and_its_url_in_the_simulation() {
         let (inputs, schema) = (BTreeMap::new(), json!({}));
-        let s = SidecarSettings {
-            image: "sidecar:1".into(),
-            image_pull_policy: None,
-            operator_url: "http://op:8080".into(),
-            startup_probe: false,
-            node_selector: BTreeMap::new(),
-            cache_db_secret: None,
-            resources: default_sidecar_resources(),
-            pod_security: Default::default(),
-        };
+        let s = test_sidecar(false);
         let devices = [
             SfmDeviceRef {
                 namespace: "lab".into(),

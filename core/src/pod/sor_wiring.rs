@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 
 use crate::pod_env;
-use crate::pod_settings::{DirectoryPlace, S3Place, SOR_DIRECTORY_ROOT, SorSetting, is_sor_name};
+use crate::pod_settings::{DirectoryPlace, S3Place, SOR_DIRECTORY_ROOT, SorSetting};
 use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use simcache_crds::fields::is_sor_name;
 use simcache_crds::sor::{SystemOfRecordSpec, ValidationMode};
 
 use super::{env, secret_env};
