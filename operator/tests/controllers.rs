@@ -2129,7 +2129,7 @@ async fn systems_of_record_are_probed_with_their_secret_and_wired_into_pods_by_r
     );
     assert!(
         vols.iter()
-            .any(|v| v.name == "simcache-sor-cache" && v.empty_dir.is_some())
+            .any(|v| v.name == "simcache-sorcache" && v.empty_dir.is_some())
     );
     let pod_yaml =
         serde_json::to_string(&pods.get(&pod.metadata.name.unwrap()).await.unwrap()).unwrap();
