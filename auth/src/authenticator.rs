@@ -85,6 +85,20 @@ pub struct Authenticator {
     cache: SessionCache<Session>,
     limiter: LoginLimiter,
     no_auth_session: Arc<Session>,
+    /// A run pod's own credential: valid only at this sidecar, kept as a
+    /// digest (the token itself is not held).
+    pod_session: Option<([u8; 32], Arc<Session>)>,
+}
+
+/// What a run pod's own credential allows at its sidecar: the cache, its
+/// systems of record and its SFM devices; nothing that manages anything.
+pub fn pod_session_privileges() -> PrivilegeSet {
+    PrivilegeSet::of(&[
+        Privilege::ReadCache,
+        Privilege::WriteCache,
+        Privilege::ReadSor,
+        Privilege::ReadSfm,
+    ])
 }
 
 fn session_from_record(r: SessionRecord) -> Session {
@@ -133,7 +147,31 @@ impl Authenticator {
             cache,
             limiter,
             no_auth_session,
+            pod_session: None,
         }
+    }
+
+    /// Also accepts `token` as the session of the run pod this sidecar
+    /// serves (`who` names it in logs), with [`pod_session_privileges`].
+    pub fn with_pod_session(mut self, token: &str, who: &str) -> Self {
+        let session = Session {
+            token_hash: hex::encode(token::digest(token)),
+            username: who.to_string(),
+            user_id: None,
+            role: None,
+            privileges: pod_session_privileges(),
+            expires_at_ms: i64::MAX,
+        };
+        self.pod_session = Some((token::digest(token), Arc::new(session)));
+        self
+    }
+
+    /// The pod's own session, if `digest` is its credential.
+    fn pod_session_for(&self, digest: &[u8; 32]) -> Option<Arc<Session>> {
+        self.pod_session
+            .as_ref()
+            .filter(|(d, _)| d == digest)
+            .map(|(_, s)| s.clone())
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -211,8 +249,12 @@ impl Authenticator {
         if !token::looks_valid(token) {
             return None;
         }
+        let digest = token::digest(token);
+        if let Some(s) = self.pod_session_for(&digest) {
+            return Some(s);
+        }
         self.cache
-            .get(&token::digest(token))
+            .get(&digest)
             .filter(|s| s.expires_at_ms > now_ms())
     }
 
@@ -222,6 +264,9 @@ impl Authenticator {
             return Err(invalid());
         }
         let digest = token::digest(token);
+        if let Some(s) = self.pod_session_for(&digest) {
+            return Ok(s);
+        }
         let now = now_ms();
         if let Some(s) = self.cache.get(&digest) {
             if s.expires_at_ms > now {

@@ -6,7 +6,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, PostParams};
-use simcache_auth::{AuthConfig, Authenticator, Privilege, PrivilegeSet};
+use simcache_auth::{AuthConfig, Authenticator};
 use simcache_crds::SimulationRun;
 
 use crate::{Context, Error, Result};
@@ -50,9 +50,11 @@ pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunT
     }
 }
 
-/// With a cache shared through PostgreSQL, a session for the run's
-/// simulation: it may read and write cache entries and nothing else, for as
-/// long as the run may take (its timeout plus an hour, else a day).
+/// The run's own session at its sidecar: it may use the cache, its
+/// systems of record and its devices there and nothing else. Pods with
+/// their own cache get a fresh token their sidecar alone knows (it ends
+/// with the pod); with a cache shared through PostgreSQL, a stored session
+/// for as long as the run may take (its timeout plus an hour, else a day).
 async fn cache_session(
     ctx: &Context,
     ns: &str,
@@ -60,14 +62,14 @@ async fn cache_session(
     timeout_seconds: Option<i64>,
 ) -> Result<Option<String>> {
     if ctx.cfg.sidecar.cache_db_secret.is_none() {
-        return Ok(None);
+        return Ok(Some(simcache_store::random::token()?));
     }
     let hours = timeout_seconds.map_or(24.0, |s| s as f64 / 3600.0 + 1.0);
     let auth = Authenticator::new(ctx.stores.sessions.clone(), AuthConfig::default());
     let issued = auth
         .create_for_service(
             &format!("run:{ns}/{name}"),
-            PrivilegeSet::of(&[Privilege::ReadCache, Privilege::WriteCache]),
+            simcache_auth::authenticator::pod_session_privileges(),
             hours,
         )
         .await

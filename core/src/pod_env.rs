@@ -34,8 +34,12 @@ pub const OUTPUTS: &str = "SIMCACHE_OUTPUTS";
 // What the simulation reads.
 /// The sidecar's run API.
 pub const URL: &str = "SIMCACHE_URL";
-/// The run's own cache session, when pods share the cache.
+/// The run's own session at its sidecar (`X-Session-ID`, as sim2l's
+/// CacheClient sends it): the cache, its systems of record, its devices.
 pub const SESSION_ID: &str = "SIMCACHE_SESSION_ID";
+/// The same credential, as the sidecar is told it (pods whose cache is
+/// not shared; a shared cache knows the session from its database).
+pub const POD_SESSION: &str = "SIMCACHE_POD_SESSION";
 /// The pod-local SFM proxy (set when the Simulation lists `sfmDevices`).
 pub const SFM_URL: &str = "SIMCACHE_SFM_URL";
 

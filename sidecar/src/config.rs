@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// cache, session and run API stay on the loopback listener).
     #[arg(long, env = simcache_core::pod_env::PROBE_LISTEN)]
     pub probe_listen: Option<std::net::SocketAddr>,
+    /// The run pod's own credential: the simulation beside this sidecar
+    /// sends it as `X-Session-ID` to use the cache, its systems of record
+    /// and its SFM devices here (and nothing that manages anything).
+    #[arg(long, env = simcache_core::pod_env::POD_SESSION, hide_env_values = true)]
+    pub pod_session: Option<String>,
     /// The operator's settings document (JSON): this pod's systems of record
     /// and SFM devices. A document that does not fit stops the sidecar,
     /// naming the field.

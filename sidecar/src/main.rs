@@ -30,6 +30,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = a.pod_settings()?;
             cfg.addr = SocketAddr::new(a.host, a.port);
             cfg.probe_addr = a.probe_listen;
+            cfg.pod_session = a.pod_session.clone().map(|token| server::PodSession {
+                token,
+                who: format!(
+                    "run:{}",
+                    a.run.execution_id.as_deref().unwrap_or("this pod")
+                ),
+            });
             cfg.max_body_bytes = a.max_body_bytes;
             cfg.limits = a.limits.limits();
             cfg.memory_tier_bytes = a.memory_tier_bytes;

@@ -37,10 +37,30 @@ pub struct ServerConfig {
     /// Health and metrics alone, on their own address (a run pod: the
     /// pod's IP, while `addr` is loopback).
     pub probe_addr: Option<SocketAddr>,
+    /// The run pod's own credential, which the simulation beside this
+    /// sidecar sends as `X-Session-ID` (`SIMCACHE_SESSION_ID`).
+    pub pod_session: Option<PodSession>,
     /// The pod-local SFM proxy: its loopback address and settings.
     pub sfm: Option<(SocketAddr, simcache_sfm::SfmConfig)>,
     /// The read-through cache of systems of record, when any is configured.
     pub sor: Option<simcache_sor::SorConfig>,
+}
+
+/// A run pod's own credential and whose it is; never printed.
+#[derive(Clone)]
+pub struct PodSession {
+    pub token: String,
+    /// Names the session in logs (`run:<execution id>`).
+    pub who: String,
+}
+
+impl std::fmt::Debug for PodSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodSession")
+            .field("token", &"<redacted>")
+            .field("who", &self.who)
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -57,6 +77,7 @@ impl ServerConfig {
             run: None,
             limits: Default::default(),
             probe_addr: None,
+            pod_session: None,
             sfm: None,
             sor: None,
         }
@@ -118,11 +139,11 @@ pub async fn open_services(
         metrics,
         origin,
     ));
-    let auth = Arc::new(Authenticator::new(
-        stores.sessions.clone(),
-        cfg.auth.clone(),
-    ));
-    Ok((stores, cache, auth))
+    let mut auth = Authenticator::new(stores.sessions.clone(), cfg.auth.clone());
+    if let Some(p) = &cfg.pod_session {
+        auth = auth.with_pod_session(&p.token, &p.who);
+    }
+    Ok((stores, cache, Arc::new(auth)))
 }
 
 /// Starts serving; the server stops when `shutdown` resolves or on `RunningServer::shutdown`.

@@ -461,3 +461,94 @@ async fn serves_from_postgres_over_verified_tls_and_names_a_wrong_host() {
     assert!(err.contains("does not name the host `127.0.0.1`"), "{err}");
     assert!(!err.contains("postgres@"), "the URL is not echoed: {err}");
 }
+
+/// A run pod's own cache: the simulation's `SIMCACHE_SESSION_ID` (the
+/// sidecar's `SIMCACHE_POD_SESSION`) reads its system of record and uses
+/// the cache, and manages nothing; any other token is refused.
+#[tokio::test]
+async fn the_pod_session_reads_systems_of_record_and_the_cache_and_manages_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.json"), br#"{"v": 1}"#).unwrap();
+    let db = dir.path().join("cache.db");
+    let sor = format!("data=file://{}", data.display());
+    // A token from the same generator the operator uses.
+    let token = simcache_store::random::token().unwrap();
+    let p = ServerProcess::spawn(
+        Path::new(BIN),
+        &[
+            "serve",
+            "--db-path",
+            db.to_str().unwrap(),
+            "--port",
+            "0",
+            "--sor",
+            &sor,
+        ],
+        &[("SIMCACHE_POD_SESSION", token.as_str())],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let with = |t: &str, req: reqwest::RequestBuilder| req.header("X-Session-ID", t.to_string());
+    let r = with(
+        &token,
+        http.get(format!("{}/sor/data/objects/a.json", p.url)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), r#"{"v": 1}"#);
+    let put = with(&token, http.post(format!("{}/cache", p.url)))
+        .json(&json!({
+            "cache_key": "run/k1",
+            "simulation_id": 1,
+            "simulation_name": "thermal_sim",
+            "simulation_version": "1.0.0",
+            "execution_id": "exec-001",
+            "squid_id": "thermal_sim/1.0.0/xyz",
+            "input_hash": "hash123",
+            "run_db_path": "/path/to/run.db",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    let got = with(&token, http.get(format!("{}/cache/run/k1", p.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    // Managing: refused, naming the privilege.
+    for (method, path) in [
+        (reqwest::Method::POST, "/cache/invalidate"),
+        (reqwest::Method::DELETE, "/sor/data/cache?prefix="),
+        (reqwest::Method::POST, "/sor/data/invalidate"),
+    ] {
+        let r = with(
+            &token,
+            http.request(method.clone(), format!("{}{path}", p.url)),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let b: Value = r.json().await.unwrap();
+        assert!(
+            b["error"].as_str().unwrap().contains("privilege"),
+            "{path}: {b}"
+        );
+    }
+    // Another token, or none: refused.
+    let other = simcache_store::random::token().unwrap();
+    for t in [Some(other.as_str()), None] {
+        let mut req = http.get(format!("{}/sor/data/objects/a.json", p.url));
+        if let Some(t) = t {
+            req = with(t, req);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    p.terminate().await;
+}

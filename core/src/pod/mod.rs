@@ -338,6 +338,20 @@ pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// A key of a Secret that may be missing (a Secret made by an older
+/// operator has no session key).
+fn optional_secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    let mut e = secret_env(name, secret, key);
+    if let Some(r) = e
+        .value_from
+        .as_mut()
+        .and_then(|f| f.secret_key_ref.as_mut())
+    {
+        r.optional = Some(true);
+    }
+    e
+}
+
 /// The Secret holding the run's tokens: one for the simulation talking to
 /// its sidecar's run API, one for the sidecar uploading to the operator, and
 /// with a shared cache the run's session for the cache API.
@@ -509,6 +523,14 @@ fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
         sidecar_env.push(env(pod_env::IMAGE_DIGEST, digest));
     }
     sidecar_env.extend(cache_backend_env(p.sidecar, &file("cache.db")));
+    if p.sidecar.cache_db_secret.is_none() {
+        // Its own cache knows no sessions: the sidecar is told the pod's.
+        sidecar_env.push(optional_secret_env(
+            pod_env::POD_SESSION,
+            secret,
+            TOKEN_KEY_SESSION,
+        ));
+    }
     let settings = crate::pod_settings::PodSettings {
         systems_of_record: p.sor.settings.clone(),
         sfm_devices: p
@@ -621,19 +643,12 @@ fn simulation_container(p: &PodPlan, exec_id: &str, secret: &str) -> Container {
     if !p.sfm_devices.is_empty() {
         sim_env.push(env(pod_env::SFM_URL, format!("http://{SFM_LISTEN}")));
     }
-    if p.sidecar.cache_db_secret.is_some() {
-        // The cache API's `X-Session-ID`, as sim2l's CacheClient sends it.
-        // Optional: a Secret made before the cache was shared has none.
-        let mut session = secret_env(pod_env::SESSION_ID, secret, TOKEN_KEY_SESSION);
-        if let Some(r) = session
-            .value_from
-            .as_mut()
-            .and_then(|f| f.secret_key_ref.as_mut())
-        {
-            r.optional = Some(true);
-        }
-        sim_env.push(session);
-    }
+    // The run's session at its sidecar, as sim2l's CacheClient sends it.
+    sim_env.push(optional_secret_env(
+        pod_env::SESSION_ID,
+        secret,
+        TOKEN_KEY_SESSION,
+    ));
     sim_env.extend(
         p.inputs
             .iter()
@@ -1018,8 +1033,21 @@ mod tests {
             (by_name(init), by_name(spec.containers[0].clone()))
         };
 
+        let secret_ref = |e: &EnvVar| {
+            e.value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.clone())
+                .unwrap()
+        };
         let (own, own_sim) = sidecar_env(None);
-        assert!(!own_sim.contains_key("SIMCACHE_SESSION_ID"));
+        // Its own cache: the simulation and its sidecar both get the run's
+        // pod session from the run's Secret, by reference.
+        let (to_sim, to_sidecar) = (
+            secret_ref(&own_sim["SIMCACHE_SESSION_ID"]),
+            secret_ref(&own["SIMCACHE_POD_SESSION"]),
+        );
+        assert_eq!(to_sim, to_sidecar);
+        assert_eq!(to_sim.key, TOKEN_KEY_SESSION);
         assert_eq!(
             own["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
             Some("sqlite")
@@ -1030,13 +1058,11 @@ mod tests {
         );
         assert!(!own.contains_key("SIMCACHE_CACHE_DB_URL"));
 
-        let secret_ref = |e: &EnvVar| {
-            e.value_from
-                .as_ref()
-                .and_then(|f| f.secret_key_ref.clone())
-                .unwrap()
-        };
         let (shared, shared_sim) = sidecar_env(Some("simcache-cache-db"));
+        assert!(
+            !shared.contains_key("SIMCACHE_POD_SESSION"),
+            "a shared cache knows the session from its database"
+        );
         // The simulation gets the run's cache session from the run's Secret.
         let session = secret_ref(&shared_sim["SIMCACHE_SESSION_ID"]);
         assert_eq!(
