@@ -1127,7 +1127,11 @@ put("from-the-pod/2", os.environ["SIMCACHE_SESSION_ID"])
     let privileges: String = rows[0].get(0);
     let mut privileges: Vec<String> = serde_json::from_str(&privileges).unwrap();
     privileges.sort();
-    assert_eq!(privileges, ["read_cache", "write_cache"]);
+    // The run's own session: the cache, its SORs and devices, no management.
+    assert_eq!(
+        privileges,
+        ["read_cache", "read_sfm", "read_sor", "write_cache"]
+    );
 }
 
 /// Against a PostgreSQL that takes only TLS, the sidecars of simulation
