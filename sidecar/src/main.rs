@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use simcache_auth::{AuthConfig, PrivilegeSet, Role};
 use simcache_sidecar::config::{
-    BackendKind, Cli, Command, ExecArgs, SessionCommand, StoreArgs, UserCommand,
+    BackendKind, Cli, Command, ExecArgs, ServeArgs, SessionCommand, StoreArgs, UserCommand,
 };
 use simcache_sidecar::run::ingest::{IngestTarget, finish_and_upload};
 use simcache_sidecar::run::recorded::{Program, record_program};
@@ -25,85 +25,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let backend = cli.store.backend()?;
     match cli.command {
-        Command::Serve(a) => {
-            let mut cfg = ServerConfig::new(backend);
-            let settings = a.pod_settings()?;
-            cfg.addr = SocketAddr::new(a.host, a.port);
-            cfg.probe_addr = a.probe_listen;
-            cfg.pod_session = a.pod_session.clone().map(|token| server::PodSession {
-                token,
-                who: format!(
-                    "run:{}",
-                    a.run.execution_id.as_deref().unwrap_or("this pod")
-                ),
-            });
-            cfg.max_body_bytes = a.max_body_bytes;
-            cfg.limits = a.limits.limits();
-            cfg.memory_tier_bytes = a.memory_tier_bytes;
-            cfg.hit_flush_interval = Duration::from_millis(a.hit_flush_interval_ms.max(10));
-            cfg.sweep_interval = Duration::from_secs(a.sweep_interval_secs.max(1));
-            cfg.auth = AuthConfig {
-                no_auth: a.no_auth,
-                session_cache_ttl: Duration::from_secs(a.session_cache_ttl_secs),
-                trusted_proxies: a.trusted_proxies,
-                ..AuthConfig::default()
-            };
-            cfg.sfm = match a.sfm_listen {
-                Some(addr) => Some((
-                    addr,
-                    a.sfm
-                        .config(settings.as_ref().map(|s| &s.sfm_devices[..]))?,
-                )),
-                None => None,
-            };
-            cfg.sor = a
-                .sor
-                .config(settings.as_ref().map(|s| &s.systems_of_record[..]))?;
-            cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
-                .ok()
-                .filter(|p| !p.is_empty());
-            let executor = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-                "kubernetes"
-            } else {
-                "sidecar"
-            };
-            cfg.run = a
-                .run
-                .to_run_config(None, executor, a.run.run_token.clone(), &[])?;
-            let ingest = match (&a.ingest_url, &a.ingest_token) {
-                (Some(url), Some(token)) => Some(IngestTarget {
-                    url: url.clone(),
-                    token: token.clone(),
-                    timeout: Duration::from_secs(a.ingest_timeout_secs),
-                }),
-                (Some(_), None) => {
-                    bail!("--ingest-url needs --ingest-token (SIMCACHE_INGEST_TOKEN)")
-                }
-                _ => None,
-            };
-            if ingest.is_some() && cfg.run.is_none() {
-                bail!("--ingest-url needs a run to record (--execution-id and the simulation)");
-            }
-            let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
-            // The first stdout line is the URL: scripts and tests read it.
-            println!("simcache-sidecar serving cache API on {}", srv.url());
-            if let Some(sfm) = srv.sfm_addr {
-                eprintln!("SFM proxy (pod-local, no auth) on http://{sfm}");
-            }
-            if !a.no_auth {
-                eprintln!(
-                    "auth is on: send X-Session-ID. Create one with:\n  simcache-sidecar session create --role developer{}",
-                    db_hint(&cli.store)
-                );
-            }
-            let run = srv.run.clone();
-            srv.wait().await?;
-            // Stopped: in a pod that means the simulation container ended.
-            if let (Some(target), Some(run)) = (ingest, run) {
-                finish_and_upload(run, &target).await?;
-            }
-            Ok(())
-        }
+        Command::Serve(a) => serve(backend, &cli.store, a).await,
         Command::Exec(e) => exec(backend, e).await,
         Command::SfmProxy(a) => simcache_sidecar::sfm_proxy::run(backend, a).await,
         Command::User(UserCommand::Create {
@@ -146,6 +68,94 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The serve configuration from its flags: everything that must parse is
+/// checked here, before anything listens.
+fn serve_config(backend: Backend, a: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut cfg = ServerConfig::new(backend);
+    let settings = a.pod_settings()?;
+    cfg.addr = SocketAddr::new(a.host, a.port);
+    cfg.probe_addr = a.probe_listen;
+    cfg.pod_session = a.pod_session.clone().map(|token| server::PodSession {
+        token,
+        who: format!(
+            "run:{}",
+            a.run.execution_id.as_deref().unwrap_or("this pod")
+        ),
+    });
+    cfg.max_body_bytes = a.max_body_bytes;
+    cfg.limits = a.limits.limits();
+    cfg.memory_tier_bytes = a.memory_tier_bytes;
+    cfg.hit_flush_interval = Duration::from_millis(a.hit_flush_interval_ms.max(10));
+    cfg.sweep_interval = Duration::from_secs(a.sweep_interval_secs.max(1));
+    cfg.auth = AuthConfig {
+        no_auth: a.no_auth,
+        session_cache_ttl: Duration::from_secs(a.session_cache_ttl_secs),
+        trusted_proxies: a.trusted_proxies.clone(),
+        ..AuthConfig::default()
+    };
+    cfg.sfm = match a.sfm_listen {
+        Some(addr) => Some((
+            addr,
+            a.sfm
+                .config(settings.as_ref().map(|s| &s.sfm_devices[..]))?,
+        )),
+        None => None,
+    };
+    cfg.sor = a
+        .sor
+        .config(settings.as_ref().map(|s| &s.systems_of_record[..]))?;
+    cfg.admin_password = std::env::var("SIMCACHE_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let executor = if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        "kubernetes"
+    } else {
+        "sidecar"
+    };
+    cfg.run = a
+        .run
+        .to_run_config(None, executor, a.run.run_token.clone(), &[])?;
+    Ok(cfg)
+}
+
+/// Serves until stopped; in a pod, then completes the run and uploads it.
+async fn serve(backend: Backend, store: &StoreArgs, a: ServeArgs) -> anyhow::Result<()> {
+    let cfg = serve_config(backend, &a)?;
+    let ingest = match (&a.ingest_url, &a.ingest_token) {
+        (Some(url), Some(token)) => Some(IngestTarget {
+            url: url.clone(),
+            token: token.clone(),
+            timeout: Duration::from_secs(a.ingest_timeout_secs),
+        }),
+        (Some(_), None) => {
+            bail!("--ingest-url needs --ingest-token (SIMCACHE_INGEST_TOKEN)")
+        }
+        _ => None,
+    };
+    if ingest.is_some() && cfg.run.is_none() {
+        bail!("--ingest-url needs a run to record (--execution-id and the simulation)");
+    }
+    let srv = server::start(cfg, simcache_web::shutdown::signal()).await?;
+    // The first stdout line is the URL: scripts and tests read it.
+    println!("simcache-sidecar serving cache API on {}", srv.url());
+    if let Some(sfm) = srv.sfm_addr {
+        eprintln!("SFM proxy (pod-local, no auth) on http://{sfm}");
+    }
+    if !a.no_auth {
+        eprintln!(
+            "auth is on: send X-Session-ID. Create one with:\n  simcache-sidecar session create --role developer{}",
+            db_hint(store)
+        );
+    }
+    let run = srv.run.clone();
+    srv.wait().await?;
+    // Stopped: in a pod that means the simulation container ended.
+    if let (Some(target), Some(run)) = (ingest, run) {
+        finish_and_upload(run, &target).await?;
+    }
+    Ok(())
 }
 
 fn db_hint(s: &StoreArgs) -> String {

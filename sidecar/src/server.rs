@@ -164,18 +164,7 @@ pub async fn start(
         tracing::warn!("authentication is DISABLED (--no-auth): every caller is an admin");
     }
     let run = match cfg.run.clone() {
-        Some(rc) => {
-            if rc.token.is_none() && !cfg.auth.no_auth {
-                anyhow::bail!(
-                    "the run API needs a run token (SIMCACHE_RUN_TOKEN) unless --no-auth is given"
-                );
-            }
-            let service = tokio::task::spawn_blocking(move || RunService::open(&rc))
-                .await
-                .context("opening the run database")?
-                .context("opening the run database")?;
-            Some(Arc::new(service))
-        }
+        Some(rc) => Some(open_run(rc, cfg.auth.no_auth).await?),
         None => None,
     };
     let http_metrics = HttpMetrics::register(&registry)?;
@@ -223,25 +212,9 @@ pub async fn start(
 
     let mut probe_addr = None;
     if let Some(addr) = cfg.probe_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the probe listener {addr}"))?;
-        probe_addr = Some(listener.local_addr()?);
-        let probes = crate::http::probe_router(probe_state);
-        let limits = cfg.limits;
-        background.push(tokio::spawn(async move {
-            let served = simcache_web::server::serve(
-                listener,
-                limits,
-                None,
-                move |_| probes.clone(),
-                std::future::pending(),
-            )
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the probe listener failed");
-            }
-        }));
+        let (bound, task) = start_probes(addr, probe_state, cfg.limits).await?;
+        probe_addr = Some(bound);
+        background.push(task);
     }
 
     let mut sfm_addr = None;
@@ -284,6 +257,47 @@ pub async fn start(
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// The run this sidecar records; its API needs a token unless auth is off.
+async fn open_run(rc: RunConfig, no_auth: bool) -> anyhow::Result<Arc<RunService>> {
+    if rc.token.is_none() && !no_auth {
+        anyhow::bail!(
+            "the run API needs a run token (SIMCACHE_RUN_TOKEN) unless --no-auth is given"
+        );
+    }
+    let service = tokio::task::spawn_blocking(move || RunService::open(&rc))
+        .await
+        .context("opening the run database")?
+        .context("opening the run database")?;
+    Ok(Arc::new(service))
+}
+
+/// Serves health and metrics alone at `addr` until aborted.
+async fn start_probes(
+    addr: SocketAddr,
+    state: AppState,
+    limits: simcache_web::server::Limits,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the probe listener {addr}"))?;
+    let bound = listener.local_addr()?;
+    let probes = crate::http::probe_router(state);
+    let task = tokio::spawn(async move {
+        let served = simcache_web::server::serve(
+            listener,
+            limits,
+            None,
+            move |_| probes.clone(),
+            std::future::pending(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the probe listener failed");
+        }
+    });
+    Ok((bound, task))
 }
 
 /// Opens the systems of record and the disk tier; invalidations travel on

@@ -9,7 +9,7 @@ mod error;
 pub mod events;
 pub mod files;
 pub mod flight;
-pub mod lease;
+mod lease;
 pub mod ledger;
 pub mod migrate;
 mod pg_tls;

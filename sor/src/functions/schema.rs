@@ -208,51 +208,71 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), SchemaError> 
         }
     }
     if let Some(items) = v.as_array() {
-        let n = items.len() as u64;
-        if let Some(min) = s.get("minItems").and_then(Value::as_u64)
-            && n < min
-        {
-            return Err(refuse(at, Problem::TooFewItems(min)));
+        validate_items(s, items, at)?;
+    }
+    if let Some(obj) = v.as_object() {
+        validate_fields(s, obj, at)?;
+    }
+    Ok(())
+}
+
+/// An array's length and items against `s`.
+fn validate_items(
+    s: &serde_json::Map<String, Value>,
+    items: &[Value],
+    at: &str,
+) -> Result<(), SchemaError> {
+    let n = items.len() as u64;
+    if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+        && n < min
+    {
+        return Err(refuse(at, Problem::TooFewItems(min)));
+    }
+    if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+        && n > max
+    {
+        return Err(refuse(at, Problem::TooManyItems(max)));
+    }
+    if let Some(item) = s.get("items") {
+        for (i, x) in items.iter().enumerate() {
+            validate(item, x, &format!("{at}[{i}]"))?;
         }
-        if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
-            && n > max
-        {
-            return Err(refuse(at, Problem::TooManyItems(max)));
-        }
-        if let Some(item) = s.get("items") {
-            for (i, x) in items.iter().enumerate() {
-                validate(item, x, &format!("{at}[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// An object's required and known fields against `s`.
+fn validate_fields(
+    s: &serde_json::Map<String, Value>,
+    obj: &serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<(), SchemaError> {
+    let props = s.get("properties").and_then(Value::as_object);
+    if let Some(req) = s.get("required").and_then(Value::as_array) {
+        for r in req.iter().filter_map(Value::as_str) {
+            if !obj.contains_key(r) {
+                return Err(refuse(at, Problem::MissingArgument(r.to_string())));
             }
         }
     }
-    if let Some(obj) = v.as_object() {
-        let props = s.get("properties").and_then(Value::as_object);
-        if let Some(req) = s.get("required").and_then(Value::as_array) {
-            for r in req.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(r) {
-                    return Err(refuse(at, Problem::MissingArgument(r.to_string())));
-                }
+    for (k, x) in obj {
+        match props.and_then(|p| p.get(k)) {
+            Some(ps) => validate(ps, x, &format!("{at}.{k}"))?,
+            None if s.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                let known: Vec<&String> = props.map(|p| p.keys().collect()).unwrap_or_default();
+                return Err(refuse(
+                    at,
+                    Problem::UnknownArgument {
+                        name: k.clone(),
+                        known: known
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                ));
             }
-        }
-        for (k, x) in obj {
-            match props.and_then(|p| p.get(k)) {
-                Some(ps) => validate(ps, x, &format!("{at}.{k}"))?,
-                None if s.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    let known: Vec<&String> = props.map(|p| p.keys().collect()).unwrap_or_default();
-                    return Err(refuse(
-                        at,
-                        Problem::UnknownArgument {
-                            name: k.clone(),
-                            known: known
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        },
-                    ));
-                }
-                None => {}
-            }
+            None => {}
         }
     }
     Ok(())
