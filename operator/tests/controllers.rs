@@ -2750,12 +2750,20 @@ async fn a_sweep_runs_its_grid_within_max_parallel_and_bad_sweeps_are_refused() 
         .goto(&format!("{base}/ui/#/sweep/{}/grid", env.ns.name))
         .await
         .unwrap();
+    // A first load that failed (the operator busy on a loaded machine)
+    // shows an error and does not poll: load the page again until it shows.
+    let last_load = std::cell::Cell::new(Instant::now());
     let early = browser
         .wait_for("the sweep's status on its page", || async {
-            browser
+            let status = browser
                 .text("#sweep-status")
                 .await
-                .filter(|t| t.contains("Phase"))
+                .filter(|t| t.contains("Phase"));
+            if status.is_none() && last_load.get().elapsed() > Duration::from_secs(10) {
+                let _ = browser.client.refresh().await;
+                last_load.set(Instant::now());
+            }
+            status
         })
         .await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
