@@ -501,16 +501,7 @@ async fn the_pod_session_reads_systems_of_record_and_the_cache_and_manages_nothi
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), r#"{"v": 1}"#);
     let put = with(&token, http.post(format!("{}/cache", p.url)))
-        .json(&json!({
-            "cache_key": "run/k1",
-            "simulation_id": 1,
-            "simulation_name": "thermal_sim",
-            "simulation_version": "1.0.0",
-            "execution_id": "exec-001",
-            "squid_id": "thermal_sim/1.0.0/xyz",
-            "input_hash": "hash123",
-            "run_db_path": "/path/to/run.db",
-        }))
+        .json(&common::entry_body("run/k1", 1, json!({})))
         .send()
         .await
         .unwrap();
