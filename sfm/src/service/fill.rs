@@ -1,7 +1,6 @@
 //! The fetch itself: a session slot of the unit, the upstream call, and the
 //! commit of its answer (bodies, the event index, invalidations) to the store.
 
-use super::flight::heartbeat;
 use super::*;
 
 impl SfmService {
@@ -9,12 +8,9 @@ impl SfmService {
     pub(super) async fn take_slot(&self, dev: &Device) -> Result<SlotGuard, Failure> {
         let t0 = Instant::now();
         let ttl = self.cfg.slot_ttl.as_millis() as i64;
-        loop {
-            let waker = self.slot_waker(&dev.conn_key);
-            let notified = waker.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self
+        let this = self;
+        let round = move || async move {
+            match this
                 .store
                 .try_slot(
                     &dev.conn_key,
@@ -26,13 +22,13 @@ impl SfmService {
                 .await
             {
                 Ok(Some(slot)) => {
-                    self.metrics
+                    this.metrics
                         .session_wait
                         .observe(t0.elapsed().as_secs_f64());
                     let (store, conn, holder) = (
-                        self.store.clone(),
+                        this.store.clone(),
                         dev.conn_key.clone(),
-                        self.holder.clone(),
+                        this.holder.clone(),
                     );
                     let beat = heartbeat(ttl, move || {
                         let (store, conn, holder) = (store.clone(), conn.clone(), holder.clone());
@@ -42,13 +38,17 @@ impl SfmService {
                                 .await;
                         }
                     });
-                    return Ok(SlotGuard { slot, beat });
+                    Round::Done(Ok(SlotGuard { slot, beat }))
                 }
-                Ok(None) => {}
-                Err(e) => return Err(store_failure(&e)),
+                // A slot frees up with a NOTIFY; one whose holder died, when
+                // its lease runs out.
+                Ok(None) => Round::WaitUpTo(Duration::from_millis(250)),
+                Err(e) => Round::Done(Err(store_failure(&e))),
             }
-            let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
-        }
+        };
+        self.slot_wakers
+            .until_done(dev.conn_key.clone(), round)
+            .await
     }
 
     pub(super) async fn release_slot(&self, dev: &Device, g: SlotGuard) {
@@ -60,7 +60,7 @@ impl SfmService {
         {
             tracing::warn!(device = %dev.label, error = %e, "could not release a session slot; it expires");
         }
-        self.slot_waker(&dev.conn_key).notify_waiters();
+        self.slot_wakers.wake(&dev.conn_key);
     }
 
     /// Calls upstream once, in a session slot, and records the outcome.
@@ -96,29 +96,11 @@ impl SfmService {
             .with_label_values(&[op.route()])
             .observe(t0.elapsed().as_secs_f64());
         let now = clock::now_ms();
-        let outcome = match &reply {
-            Ok(r) if r.status.is_success() => "ok",
-            Ok(r) if r.status.as_u16() >= 502 => "unreachable",
-            Ok(_) => "error",
-            Err(UpstreamError::Timeout(_)) => "timeout",
-            Err(_) => "unreachable",
-        };
+        let (outcome, failed) = upstream_verdict(&reply);
         self.metrics
             .upstream_requests
             .with_label_values(&[&dev.label, op.route(), outcome])
             .inc();
-        let failed = match &reply {
-            Ok(r) if r.status.as_u16() >= 502 => Some((
-                if r.status == StatusCode::SERVICE_UNAVAILABLE {
-                    "ConnectRefused"
-                } else {
-                    "ProtocolError"
-                },
-                format!("SFM service answered {}", r.status.as_u16()),
-            )),
-            Ok(_) => None,
-            Err(e) => Some((e.reason(), e.to_string())),
-        };
         let recorded = match &failed {
             Some((reason, msg)) => self
                 .store
@@ -135,22 +117,7 @@ impl SfmService {
             .with_label_values(&[&dev.label])
             .set(i64::from(failed.is_none()));
         let _ = self.registry.reload_one(&dev.conn_key).await;
-        match reply {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let status = match e {
-                    UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                Err(Failure {
-                    status,
-                    body: Bytes::from(json!({ "detail": e.to_string() }).to_string()),
-                    unreachable: true,
-                    message: e.to_string(),
-                    from_upstream: false,
-                })
-            }
-        }
+        reply.map_err(unreached)
     }
 
     pub(super) async fn fetch_holding_lease(
@@ -225,7 +192,8 @@ impl SfmService {
                 )
                 .await;
         }
-        self.waker(&conn, fetch_key).notify_waiters();
+        self.lease_wakers
+            .wake(&(conn.clone(), fetch_key.to_string()));
         outcome
     }
 
@@ -280,10 +248,8 @@ impl SfmService {
             }
             Op::Event(i) | Op::Waveform(i) => {
                 let known = self.store.identity_at(conn, i).await?;
-                let id = identity::body_identity(&body)
-                    .or(known.clone())
-                    .unwrap_or_else(|| format!("idx:{i}@{now}"));
-                if known.as_ref().is_some_and(|k| *k != id) {
+                let id = event_identity(i, identity::body_identity(&body), known.as_deref(), now);
+                if known.is_some_and(|k| k != id) {
                     unlink.push(i);
                 }
                 links.push((i, id.clone()));
@@ -331,7 +297,111 @@ impl SfmService {
     }
 }
 
+/// How an upstream call went: the metrics' outcome label, and when the
+/// unit was not reached, the `Reachable` condition's (reason, message).
+/// A 502 or more is the SFM service telling us it could not reach the unit.
+fn upstream_verdict(
+    reply: &Result<UpstreamReply, UpstreamError>,
+) -> (&'static str, Option<(&'static str, String)>) {
+    match reply {
+        Ok(r) if r.status.as_u16() >= 502 => {
+            let reason = if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                "ConnectRefused"
+            } else {
+                "ProtocolError"
+            };
+            let message = format!("SFM service answered {}", r.status.as_u16());
+            ("unreachable", Some((reason, message)))
+        }
+        Ok(r) if r.status.is_success() => ("ok", None),
+        Ok(_) => ("error", None),
+        Err(e @ UpstreamError::Timeout(_)) => ("timeout", Some((e.reason(), e.to_string()))),
+        Err(e) => ("unreachable", Some((e.reason(), e.to_string()))),
+    }
+}
+
+/// The failure readers get when the SFM service gave no answer at all:
+/// ours, in FastAPI's shape, and one a stale copy may stand in for.
+fn unreached(e: UpstreamError) -> Failure {
+    let status = match e {
+        UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Failure {
+        status,
+        body: Bytes::from(json!({ "detail": e.to_string() }).to_string()),
+        unreachable: true,
+        message: e.to_string(),
+        from_upstream: false,
+    }
+}
+
+/// The identity an event (or waveform) at index `i` is filed under: the
+/// one its body states, else the one the index had, else a placeholder
+/// unique to this fetch (so an unidentifiable body never replaces another).
+fn event_identity(i: i64, stated: Option<String>, known: Option<&str>, now_ms: i64) -> String {
+    stated
+        .or_else(|| known.map(str::to_string))
+        .unwrap_or_else(|| format!("idx:{i}@{now_ms}"))
+}
+
 pub(super) struct SlotGuard {
     slot: i64,
     beat: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(code: u16) -> Result<UpstreamReply, UpstreamError> {
+        Ok(UpstreamReply {
+            status: StatusCode::from_u16(code).unwrap(),
+            body: Bytes::new(),
+            content_type: None,
+        })
+    }
+
+    #[test]
+    fn the_services_own_gateway_errors_mean_the_unit_was_not_reached() {
+        assert_eq!(upstream_verdict(&answered(200)), ("ok", None));
+        // The unit answered, with an error of its own: reachable.
+        assert_eq!(upstream_verdict(&answered(404)), ("error", None));
+        let (label, failed) = upstream_verdict(&answered(503));
+        assert_eq!(label, "unreachable");
+        assert_eq!(
+            failed,
+            Some(("ConnectRefused", "SFM service answered 503".into()))
+        );
+        assert_eq!(
+            upstream_verdict(&answered(502)).1.unwrap().0,
+            "ProtocolError"
+        );
+        let (label, failed) = upstream_verdict(&Err(UpstreamError::Timeout(5)));
+        assert_eq!(label, "timeout");
+        assert_eq!(failed.unwrap().0, "Timeout");
+        let refused = upstream_verdict(&Err(UpstreamError::Refused("x".into())));
+        assert_eq!(refused.0, "unreachable");
+    }
+
+    #[test]
+    fn no_answer_at_all_is_ours_and_lets_a_stale_copy_stand_in() {
+        let f = unreached(UpstreamError::Timeout(5));
+        assert_eq!(f.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(f.unreachable && !f.from_upstream);
+        let body: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+        assert!(body["detail"].as_str().unwrap().contains("5 s"), "{body}");
+        let f = unreached(UpstreamError::Refused("no".into()));
+        assert_eq!(f.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn an_event_is_filed_under_its_stated_identity_else_the_known_one() {
+        assert_eq!(
+            event_identity(3, Some("ev-a".into()), Some("ev-b"), 9),
+            "ev-a"
+        );
+        assert_eq!(event_identity(3, None, Some("ev-b"), 9), "ev-b");
+        assert_eq!(event_identity(3, None, None, 9), "idx:3@9");
+    }
 }

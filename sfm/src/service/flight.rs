@@ -1,6 +1,8 @@
 //! One fetch for the whole cluster: readers in this process join its flight,
 //! and the cluster agrees through the store's fetch lease, woken by NOTIFY.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::*;
 
 impl SfmService {
@@ -106,17 +108,6 @@ impl SfmService {
             })
     }
 
-    pub(super) fn waker(&self, conn_key: &str, fetch_key: &str) -> Arc<Notify> {
-        waker_in(
-            &mut self.lease_wakers.lock(),
-            (conn_key.to_string(), fetch_key.to_string()),
-        )
-    }
-
-    pub(super) fn slot_waker(&self, conn_key: &str) -> Arc<Notify> {
-        waker_in(&mut self.slot_wakers.lock(), conn_key.to_string())
-    }
-
     /// The cluster-wide half of a fetch: if another process committed what
     /// we need meanwhile, take it; else take the fetch lease and fetch, or
     /// wait for the holder's commit (taking over an expired lease).
@@ -132,26 +123,25 @@ impl SfmService {
         need_after: Option<i64>,
     ) -> Outcome {
         let conn = dev.conn_key.as_str();
-        let mut saw_held = false;
-        loop {
-            let waker = self.waker(conn, fetch_key);
-            let notified = waker.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(b) = self
+        // Seen held in an earlier round: a failure recorded since is the
+        // holder's answer to this very fetch.
+        let saw_held = std::sync::atomic::AtomicBool::new(false);
+        let (this, saw_held) = (self, &saw_held);
+        let round = move || async move {
+            if let Some(b) = this
                 .committed_by_others(dev, op, flags, need_after, started_ms)
                 .await
             {
-                return Outcome::Fetched(b);
+                return Round::Done(Outcome::Fetched(b));
             }
             let now = clock::now_ms();
-            match self
+            match this
                 .store
                 .try_lease(
                     conn,
                     fetch_key,
-                    &self.holder,
-                    self.cfg.lease_ttl.as_millis() as i64,
+                    &this.holder,
+                    this.cfg.lease_ttl.as_millis() as i64,
                     now,
                 )
                 .await
@@ -159,32 +149,36 @@ impl SfmService {
                 // The fetch starts now: a forced read that arrived before
                 // this moment is answered by it, wherever it waits.
                 Ok(true) => {
-                    return self
-                        .fetch_holding_lease(dev, op, flags, query, fetch_key, now)
-                        .await;
+                    return Round::Done(
+                        this.fetch_holding_lease(dev, op, flags, query, fetch_key, now)
+                            .await,
+                    );
                 }
                 Ok(false) => {}
-                Err(e) => return Outcome::Failed(store_failure(&e)),
+                Err(e) => return Round::Done(Outcome::Failed(store_failure(&e))),
             }
-            let wait = match self.store.lease(conn, fetch_key).await {
-                Ok(LeaseState::Failed { status, body, .. }) if saw_held => {
-                    return Outcome::Failed(Failure {
+            let wait = match this.store.lease(conn, fetch_key).await {
+                Ok(LeaseState::Failed { status, body, .. }) if saw_held.load(Relaxed) => {
+                    return Round::Done(Outcome::Failed(Failure {
                         status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                         unreachable: status >= 502,
                         message: format!("upstream answered {status}"),
                         body,
                         from_upstream: true,
-                    });
+                    }));
                 }
                 Ok(LeaseState::Held { expires_at_ms }) => {
-                    saw_held = true;
+                    saw_held.store(true, Relaxed);
                     (expires_at_ms - now).clamp(10, 1000)
                 }
                 Ok(_) => 10,
-                Err(e) => return Outcome::Failed(store_failure(&e)),
+                Err(e) => return Round::Done(Outcome::Failed(store_failure(&e))),
             };
-            let _ = tokio::time::timeout(Duration::from_millis(wait as u64), notified).await;
-        }
+            Round::WaitUpTo(Duration::from_millis(wait as u64))
+        };
+        self.lease_wakers
+            .until_done((conn.to_string(), fetch_key.to_string()), round)
+            .await
     }
 
     /// What another process committed that satisfies this fetch, if anything.
@@ -242,42 +236,6 @@ pub(super) fn takes_the_place_of_a_fetch(
     }
 }
 
-/// Runs `renew` every third of `ttl_ms` until the handle is aborted: what
-/// keeps a lease or a session slot ours while its holder works.
-pub(super) fn heartbeat<F, Fut>(ttl_ms: i64, renew: F) -> tokio::task::JoinHandle<()>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let every = Duration::from_millis((ttl_ms / 3).max(50) as u64);
-        loop {
-            tokio::time::sleep(every).await;
-            renew().await;
-        }
-    })
-}
-
-/// Past this many wakers, those nobody waits on are dropped on the next
-/// lookup: fetch keys name events and waveforms, so the map would
-/// otherwise grow with every piece of data ever fetched.
-const WAKERS_BEFORE_PRUNING: usize = 256;
-
-/// The waker for `key`, made on first use. A waker nobody holds is
-/// pruned: a waiter takes its `Arc` before it looks at the store, so a
-/// notification for it cannot be missed by pruning.
-fn waker_in<K: std::hash::Hash + Eq>(
-    map: &mut std::collections::HashMap<K, Arc<Notify>>,
-    key: K,
-) -> Arc<Notify> {
-    if map.len() >= WAKERS_BEFORE_PRUNING {
-        map.retain(|_, w| Arc::strong_count(w) > 1);
-    }
-    map.entry(key)
-        .or_insert_with(|| Arc::new(Notify::new()))
-        .clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,20 +248,6 @@ mod tests {
             fetch_started_ms,
             stale: false,
         }
-    }
-
-    #[test]
-    fn wakers_nobody_waits_on_are_pruned_and_held_ones_kept() {
-        let mut map = std::collections::HashMap::new();
-        let held = waker_in(&mut map, 0usize);
-        for k in 1..WAKERS_BEFORE_PRUNING {
-            waker_in(&mut map, k);
-        }
-        assert_eq!(map.len(), WAKERS_BEFORE_PRUNING);
-        // The next lookup prunes every waker but the held one.
-        let again = waker_in(&mut map, 0);
-        assert_eq!(map.len(), 1);
-        assert!(Arc::ptr_eq(&held, &again), "a waiter's waker survives");
     }
 
     #[test]

@@ -22,10 +22,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use simcache_store::clock;
 use simcache_store::events::Signal;
+use simcache_store::flight::{Round, Wakers, heartbeat};
 use simcache_store::sfm::{
     Counters, LeaseState, NewBody, SfmEnvelope, SfmEvent, SfmStore, StoredBody,
 };
-use tokio::sync::Notify;
 
 use crate::freshness::{self, Copy, Decision, Facts, Kind, Reach};
 use crate::identity;
@@ -177,8 +177,10 @@ pub struct SfmService {
     /// Index → identity per device, dropped on change events.
     index: Mutex<HashMap<String, Arc<HashMap<i64, String>>>>,
     flights: Arc<simcache_store::flight::Flights<FlightKey, Outcome>>,
-    lease_wakers: Mutex<HashMap<FlightKey, Arc<Notify>>>,
-    slot_wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Readers waiting on another process's fetch, by (device, fetch key).
+    lease_wakers: Wakers<FlightKey>,
+    /// Readers waiting for one of a device's session slots.
+    slot_wakers: Wakers<String>,
     counters: Mutex<HashMap<String, Counters>>,
     /// False while change events may be missed: memory is bypassed.
     coherent: std::sync::atomic::AtomicBool,
@@ -244,8 +246,8 @@ impl SfmService {
             memory,
             index: Mutex::new(HashMap::new()),
             flights: Arc::default(),
-            lease_wakers: Mutex::new(HashMap::new()),
-            slot_wakers: Mutex::new(HashMap::new()),
+            lease_wakers: Wakers::default(),
+            slot_wakers: Wakers::default(),
             counters: Mutex::new(HashMap::new()),
             coherent: std::sync::atomic::AtomicBool::new(true),
             metrics,
@@ -587,5 +589,55 @@ fn upstream_path(op: Op) -> String {
         Op::Event(i) => format!("/device/event/{i}"),
         Op::Waveform(i) => format!("/device/event/{i}/waveform"),
         _ => "/device/monitor/status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_flight_covers_one_piece_of_data_and_writes_share_one() {
+        let plain = Flags::default();
+        let debug = Flags {
+            debug: true,
+            ..Flags::default()
+        };
+        assert_eq!(fetch_key(Op::Info, plain), "info");
+        assert_eq!(fetch_key(Op::Events, plain), "events");
+        assert_eq!(fetch_key(Op::Events, debug), "events:debug");
+        assert_eq!(fetch_key(Op::Event(7), plain), "event:7");
+        assert_eq!(fetch_key(Op::Waveform(7), plain), "waveform:7");
+        assert_ne!(
+            fetch_key(Op::Event(7), plain),
+            fetch_key(Op::Event(8), plain)
+        );
+        for write in [Op::Monitor, Op::Config, Op::Erase, Op::PassThrough] {
+            assert_eq!(fetch_key(write, plain), "write");
+            assert_eq!(kind_of(write), None, "writes are never stored");
+        }
+        assert_eq!(kind_of(Op::Waveform(1)), Some(Kind::Waveform));
+        assert_eq!(kind_of(Op::Status), Some(Kind::Status));
+    }
+
+    #[test]
+    fn an_answer_from_a_stored_body_carries_its_etag_and_age() {
+        let b = StoredBody {
+            body: Bytes::from_static(b"{}"),
+            etag: etag_of(b"{}"),
+            fetched_at_ms: 10_000,
+            fetch_started_ms: 9_000,
+            stale: false,
+        };
+        let a = Answer::from_body(&b, Source::Cache, 12_999);
+        assert_eq!(a.age_secs, Some(2), "whole seconds since the fetch");
+        assert_eq!(a.etag.as_deref(), Some(b.etag.as_str()));
+        assert_eq!(a.status, StatusCode::OK);
+        // A clock behind the fetch's (another proxy's) says age 0, not negative.
+        assert_eq!(
+            Answer::from_body(&b, Source::Cache, 5_000).age_secs,
+            Some(0)
+        );
+        assert!(etag_of(b"{}").starts_with("\"") && etag_of(b"{}") != etag_of(b"[]"));
     }
 }

@@ -2,6 +2,8 @@
 //! (readers join it; the one that started it may follow the file as it grows),
 //! bounded by the fetch slots, into the disk or memory tier.
 
+use simcache_store::flight::Early;
+
 use super::*;
 
 impl SorService {
@@ -32,9 +34,9 @@ impl SorService {
         }
         // Whichever comes first: the fill's end, or its start on disk (a
         // fill that never reaches disk drops the sender).
-        tokio::select! {
-            Ok((meta, growing)) = begun => Ok(Landed::Growing(meta, growing)),
-            r = outcome_of(&flight) => r.map(Landed::Filled),
+        match flight.outcome_or_begun(begun).await {
+            Early::Begun((meta, growing)) => Ok(Landed::Growing(meta, growing)),
+            Early::Ended(outcome) => ended_or_died(outcome).map(Landed::Filled),
         }
     }
 
@@ -246,7 +248,11 @@ fn exactly_stated_size(received: u64, stated: u64) -> Result<(), SourceError> {
 
 /// A flight's outcome; a fill whose task died is reported unavailable.
 async fn outcome_of(flight: &Flight) -> Result<Filled, SourceError> {
-    flight.outcome().await.unwrap_or_else(|| {
+    ended_or_died(flight.outcome().await)
+}
+
+fn ended_or_died(outcome: Option<Result<Filled, SourceError>>) -> Result<Filled, SourceError> {
+    outcome.unwrap_or_else(|| {
         Err(SourceError::Unavailable(
             "the fill task ended without an answer".into(),
         ))
@@ -270,5 +276,20 @@ mod tests {
             short.contains("received 9 bytes, the SOR stated 10"),
             "{short}"
         );
+    }
+
+    #[test]
+    fn a_fill_whose_task_died_is_reported_unavailable() {
+        let Err(died) = ended_or_died(None) else {
+            panic!("a fill that died has no answer")
+        };
+        assert!(
+            matches!(&died, SourceError::Unavailable(m) if m.contains("without an answer")),
+            "{died}"
+        );
+        assert!(matches!(
+            ended_or_died(Some(Err(SourceError::NotFound))),
+            Err(SourceError::NotFound)
+        ));
     }
 }
