@@ -433,7 +433,9 @@ impl Authenticator {
             .map_err(|e| {
                 ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             })?
-            .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            .map_err(|e| {
+                ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            })?;
         self.store
             .create_user(username, &phc, role.name(), email)
             .await

@@ -4,12 +4,17 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-pub fn hash(password: &str) -> Result<String, String> {
+/// argon2 refused to hash (a password past its length limit, a failing RNG).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(argon2::password_hash::Error);
+
+pub fn hash(password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("password hashing failed: {e}"))
+        .map_err(HashError)
 }
 
 /// True when `password` matches `phc`. A malformed stored hash never matches.

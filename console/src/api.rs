@@ -346,7 +346,8 @@ fn plot_response(a: &Axes, defs: &[ParamDef], points: Vec<Point>) -> ApiResult<R
             .into_response(),
         Format::Svg => (
             [(header::CONTENT_TYPE, "image/svg+xml")],
-            plot::svg(&p).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?,
+            plot::svg(&p)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
         )
             .into_response(),
     })

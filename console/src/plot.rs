@@ -138,11 +138,16 @@ fn distinct(mut v: Vec<f64>) -> Vec<f64> {
 
 /// Draws the plot. An empty plot is a frame saying so, not an error: a
 /// filter that matches nothing is a normal answer.
-pub fn svg(p: &Plot) -> Result<String, String> {
+pub fn svg(p: &Plot) -> Result<String, DrawError> {
     let mut out = String::new();
-    draw(p, &mut out).map_err(|e| format!("drawing the plot: {e}"))?;
+    draw(p, &mut out).map_err(DrawError)?;
     Ok(out)
 }
+
+/// The drawing backend failed (plotters' own error, kept whole).
+#[derive(Debug, thiserror::Error)]
+#[error("drawing the plot: {0}")]
+pub struct DrawError(Box<dyn std::error::Error>);
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 

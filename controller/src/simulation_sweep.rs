@@ -57,7 +57,8 @@ pub async fn reconcile(sweep: Arc<SimulationSweep>, ctx: Arc<Context>) -> Result
     // the sweep whole.
     let points = match points_checked(&sweep, &sim) {
         Ok(p) => p,
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             if previous.phase != SweepPhase::Failed || previous.message.as_deref() != Some(&message)
             {
                 ctx.event(&*sweep, true, "InvalidSweep", message.clone())
@@ -184,12 +185,25 @@ fn previous_completed(s: &SimulationSweepStatus) -> bool {
     conditions::find(&s.conditions, "Completed").is_some_and(|c| c.status == "True")
 }
 
+/// Why a sweep's points cannot be made.
+#[derive(Debug, thiserror::Error)]
+enum PointsError {
+    #[error("spec.{0}")]
+    Spec(#[from] simcache_core::sweep::points::SweepError),
+    /// One point's values; `at` names them (`temperature=500, …`).
+    #[error("point ({at}): {refusal}")]
+    Point {
+        at: String,
+        refusal: simcache_core::cache_key::Refusal,
+    },
+}
+
 /// The sweep's points with their cache keys, or the first problem, named.
 fn points_checked(
     sweep: &SimulationSweep,
     sim: &Simulation,
-) -> std::result::Result<Vec<(Point, String)>, String> {
-    let points = expand(&sweep.spec).map_err(|e| format!("spec.{e}"))?;
+) -> std::result::Result<Vec<(Point, String)>, PointsError> {
+    let points = expand(&sweep.spec)?;
     let mut out = Vec::with_capacity(points.len());
     for p in points {
         let spec = SimulationRunSpec {
@@ -203,14 +217,17 @@ fn points_checked(
         };
         match identify(sim, &spec) {
             Ok(id) => out.push((spec.inputs, id.key)),
-            Err(e) => {
+            Err(refusal) => {
                 let at: Vec<String> = sweep
                     .spec
                     .parameters
                     .keys()
                     .filter_map(|k| spec.inputs.get(k).map(|v| format!("{k}={v}")))
                     .collect();
-                return Err(format!("point ({}): {e}", at.join(", ")));
+                return Err(PointsError::Point {
+                    at: at.join(", "),
+                    refusal,
+                });
             }
         }
     }

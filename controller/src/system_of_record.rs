@@ -25,20 +25,47 @@ const REPROBE_READY: Duration = Duration::from_secs(600);
 const REPROBE_FAILED: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What is wrong with a SystemOfRecord's spec (the `InvalidSpec` message).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "spec.s3.prefix must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')"
+    )]
+    Prefix,
+    #[error("spec.s3: {0}")]
+    PrefixKey(simcache_sor::config::LocationError),
+    #[error(
+        "spec.s3.bucket {0:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')"
+    )]
+    Bucket(String),
+    #[error(
+        "spec.directory.subPath must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')"
+    )]
+    SubPath,
+    #[error("set exactly one of spec.s3 or spec.directory")]
+    NotExactlyOneLocation,
+    #[error("spec.functions: {0}")]
+    FunctionsShape(serde_json::Error),
+    #[error("spec.functions: {0}")]
+    Functions(simcache_sor::functions::DeclareError),
+    #[error("the name {0:?} cannot name a system of record: use lowercase letters, digits and '-'")]
+    Name(String),
+}
+
 /// Checks what can be checked without I/O. Pure.
-pub fn validate(name: &str, spec: &SystemOfRecordSpec) -> Result<(SorSpec, String), String> {
+pub fn validate(
+    name: &str,
+    spec: &SystemOfRecordSpec,
+) -> std::result::Result<(SorSpec, String), SpecError> {
     let (location, display) = match (&spec.s3, &spec.directory) {
         (Some(s3), None) => {
             // Checked field by field: never joined into a URL and parsed again.
             if !is_relative_path(&s3.prefix) {
-                return Err("spec.s3.prefix must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')".into());
+                return Err(SpecError::Prefix);
             }
-            let prefix = normalise_prefix(&s3.prefix).map_err(|e| format!("spec.s3: {e}"))?;
+            let prefix = normalise_prefix(&s3.prefix).map_err(SpecError::PrefixKey)?;
             if !valid_bucket(&s3.bucket) {
-                return Err(format!(
-                    "spec.s3.bucket {:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')",
-                    s3.bucket
-                ));
+                return Err(SpecError::Bucket(s3.bucket.clone()));
             }
             let display = format!("s3://{}/{}", s3.bucket, prefix.trim_end_matches('/'));
             (
@@ -51,7 +78,7 @@ pub fn validate(name: &str, spec: &SystemOfRecordSpec) -> Result<(SorSpec, Strin
         }
         (None, Some(d)) => {
             if !is_relative_path(&d.sub_path) {
-                return Err("spec.directory.subPath must be a clean relative path (no '..', no leading '/', only letters, digits, '_', '-' and '.')".into());
+                return Err(SpecError::SubPath);
             }
             (
                 Location::Dir {
@@ -60,16 +87,14 @@ pub fn validate(name: &str, spec: &SystemOfRecordSpec) -> Result<(SorSpec, Strin
                 format!("pvc://{}/{}", d.claim_name, d.sub_path),
             )
         }
-        _ => return Err("set exactly one of spec.s3 or spec.directory".into()),
+        _ => return Err(SpecError::NotExactlyOneLocation),
     };
-    let decls: Vec<simcache_sor::functions::Declared> =
-        serde_json::from_value(serde_json::to_value(&spec.functions).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("spec.functions: {e}"))?;
-    simcache_sor::functions::Catalog::load(decls).map_err(|e| format!("spec.functions: {e}"))?;
+    let decls: Vec<simcache_sor::functions::Declared> = serde_json::to_value(&spec.functions)
+        .and_then(serde_json::from_value)
+        .map_err(SpecError::FunctionsShape)?;
+    simcache_sor::functions::Catalog::load(decls).map_err(SpecError::Functions)?;
     if !simcache_sor::config::valid_name(name) {
-        return Err(format!(
-            "the name {name:?} cannot name a system of record: use lowercase letters, digits and '-'"
-        ));
+        return Err(SpecError::Name(name.into()));
     }
     Ok((
         SorSpec {
@@ -221,7 +246,7 @@ pub async fn reconcile(sor: Arc<SystemOfRecord>, ctx: Arc<Context>) -> Result<Ac
         ..Default::default()
     };
     let (ok, reason, message) = match validate(&name, &sor.spec) {
-        Err(why) => (false, "InvalidSpec", why),
+        Err(why) => (false, "InvalidSpec", why.to_string()),
         Ok((spec, display)) => {
             status.location = Some(display);
             status.last_probe_time = Some(k8s_openapi::jiff::Timestamp::now().to_string());
@@ -272,35 +297,31 @@ mod tests {
         assert_eq!(display, "s3://bucket-a/in");
         assert_eq!(s.name, "data");
         for bad in ["a/../b", "/in/", "x,db=file:///etc"] {
-            assert!(
-                validate("data", &s3_spec("bucket-a", bad))
-                    .unwrap_err()
-                    .contains("spec.s3.prefix"),
-                "{bad}"
-            );
+            let e = validate("data", &s3_spec("bucket-a", bad)).unwrap_err();
+            assert!(matches!(e, SpecError::Prefix), "{bad}: {e}");
+            assert!(e.to_string().contains("spec.s3.prefix"), "{e}");
         }
-        assert!(
-            validate("data", &s3_spec("Bucket_A", ""))
-                .unwrap_err()
-                .contains("spec.s3.bucket")
-        );
+        let e = validate("data", &s3_spec("Bucket_A", "")).unwrap_err();
+        assert!(matches!(&e, SpecError::Bucket(b) if b == "Bucket_A"), "{e}");
+        assert!(e.to_string().contains("spec.s3.bucket"), "{e}");
         let mut both = s3_spec("bucket-a", "");
         both.directory = Some(DirectoryLocation {
             claim_name: "c".into(),
             sub_path: String::new(),
         });
-        assert!(validate("data", &both).unwrap_err().contains("exactly one"));
+        assert!(matches!(
+            validate("data", &both),
+            Err(SpecError::NotExactlyOneLocation)
+        ));
         let mut bad_fn = s3_spec("bucket-a", "");
         bad_fn.functions = vec![DeclaredFunction {
             name: "x".into(),
             builtin: "os.system".into(),
             ..Default::default()
         }];
-        assert!(
-            validate("data", &bad_fn)
-                .unwrap_err()
-                .contains("unknown builtin")
-        );
+        let e = validate("data", &bad_fn).unwrap_err();
+        assert!(matches!(e, SpecError::Functions(_)), "{e}");
+        assert!(e.to_string().contains("unknown builtin"), "{e}");
         let dir = SystemOfRecordSpec {
             s3: None,
             directory: Some(DirectoryLocation {
@@ -310,7 +331,11 @@ mod tests {
             cache: Default::default(),
             functions: vec![],
         };
-        assert!(validate("meshes", &dir).unwrap_err().contains("subPath"));
+        assert!(matches!(validate("meshes", &dir), Err(SpecError::SubPath)));
+        assert!(matches!(
+            validate("Bad_Name", &s3_spec("bucket-a", "")),
+            Err(SpecError::Name(_))
+        ));
     }
 
     #[test]

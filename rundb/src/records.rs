@@ -9,6 +9,17 @@ use serde_json::Value;
 
 use crate::params::ValueType;
 
+/// A name that is none of a string enum's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {given:?} (expected one of {expected})")]
+pub struct UnknownName {
+    /// The enum, e.g. `LogLevel`.
+    pub kind: &'static str,
+    pub given: String,
+    /// Its values, comma-separated.
+    pub expected: String,
+}
+
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal $(| $alias:literal)*),+ $(,)? }) => {
         $(#[$m])*
@@ -22,15 +33,15 @@ macro_rules! string_enum {
         }
 
         impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
                 let l = s.to_ascii_lowercase();
                 $(if l.eq_ignore_ascii_case($text) $(|| l == $alias)* { return Ok($name::$variant); })+
-                Err(format!(
-                    concat!("unknown ", stringify!($name), " {:?} (expected one of {})"),
-                    s,
-                    [$($text),+].join(", ")
-                ))
+                Err(UnknownName {
+                    kind: stringify!($name),
+                    given: s.to_string(),
+                    expected: [$($text),+].join(", "),
+                })
             }
         }
 
@@ -361,7 +372,8 @@ mod tests {
         assert_eq!("warn".parse::<LogLevel>().unwrap(), LogLevel::Warning);
         assert_eq!("error".parse::<LogLevel>().unwrap(), LogLevel::Error);
         let e = "loud".parse::<LogLevel>().unwrap_err();
-        assert!(e.contains("unknown LogLevel \"loud\""), "{e}");
+        assert_eq!((e.kind, e.given.as_str()), ("LogLevel", "loud"));
+        assert!(e.to_string().contains("unknown LogLevel \"loud\""), "{e}");
         assert_eq!(
             "succeeded".parse::<RunStatus>().unwrap(),
             RunStatus::Completed

@@ -58,12 +58,25 @@ pub struct Request {
     pub args: Map<String, Value>,
 }
 
+/// A request in neither of cache_api's shapes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("command {0:?} is not one of create, read, update, delete, head")]
+    UnknownCommand(String),
+    #[error("give command= or function=, not both")]
+    CommandAndFunction,
+    #[error("give command=create|read|update|delete|head or function=NAME")]
+    NoOperation,
+    #[error("return={0:?}: expected meta or data")]
+    Return(String),
+}
+
 fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")
 }
 
 /// Reads either parameter style. Pure.
-pub fn parse(params: &Map<String, Value>) -> Result<Request, String> {
+pub fn parse(params: &Map<String, Value>) -> Result<Request, RequestError> {
     let text = |k: &str| -> Option<String> {
         params.get(k).map(|v| match v {
             Value::String(s) => s.clone(),
@@ -80,11 +93,7 @@ pub fn parse(params: &Map<String, Value>) -> Result<Request, String> {
                 "update" => Op::Update,
                 "delete" => Op::Delete,
                 "head" => Op::Head,
-                other => {
-                    return Err(format!(
-                        "command {other:?} is not one of create, read, update, delete, head"
-                    ));
-                }
+                other => return Err(RequestError::UnknownCommand(other.into())),
             },
             false,
         ),
@@ -103,16 +112,14 @@ pub fn parse(params: &Map<String, Value>) -> Result<Request, String> {
             },
             true,
         ),
-        (Some(_), Some(_)) => return Err("give command= or function=, not both".into()),
-        (None, None) => {
-            return Err("give command=create|read|update|delete|head or function=NAME".into());
-        }
+        (Some(_), Some(_)) => return Err(RequestError::CommandAndFunction),
+        (None, None) => return Err(RequestError::NoOperation),
     };
     if let Some(r) = text("return")
         && r != "meta"
         && r != "data"
     {
-        return Err(format!("return={r:?}: expected meta or data"));
+        return Err(RequestError::Return(r));
     }
     let path = text("path").or_else(|| text("key"));
     let path_in_envelope =
@@ -280,7 +287,7 @@ fn count(s: &SorState, sor: &str, result: &str) {
 async fn answer(s: &SorState, params: Map<String, Value>, headers: &HeaderMap) -> Response {
     let req = match parse(&params) {
         Ok(r) => r,
-        Err(e) => return ApiError::bad_request(e).into_response(),
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
     let sor = req
         .storage
@@ -529,14 +536,21 @@ mod tests {
         let r = parse(&params("function=parquet.head&path=a.parquet&n=3")).unwrap();
         assert_eq!(r.op, Op::Function("parquet.head".into()));
         assert_eq!(r.args.get("n"), Some(&json!(3)));
-        assert!(
-            parse(&params("command=explode&path=a"))
-                .unwrap_err()
-                .contains("explode")
+        let e = parse(&params("command=explode&path=a")).unwrap_err();
+        assert_eq!(e, RequestError::UnknownCommand("explode".into()));
+        assert!(e.to_string().contains("\"explode\" is not one of"), "{e}");
+        assert_eq!(
+            parse(&params("path=a")).unwrap_err(),
+            RequestError::NoOperation
         );
-        assert!(parse(&params("path=a")).is_err());
-        assert!(parse(&params("command=read&function=read&path=a")).is_err());
-        assert!(parse(&params("command=read&path=a&return=xml")).is_err());
+        assert_eq!(
+            parse(&params("command=read&function=read&path=a")).unwrap_err(),
+            RequestError::CommandAndFunction
+        );
+        assert_eq!(
+            parse(&params("command=read&path=a&return=xml")).unwrap_err(),
+            RequestError::Return("xml".into())
+        );
     }
 
     #[test]

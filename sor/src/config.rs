@@ -29,12 +29,35 @@ pub enum ConfigError {
     #[error("--sor name {0:?}: use 1-63 lowercase letters, digits and '-', starting with a letter")]
     Name(String),
     #[error("--sor {name}: {why}")]
-    Url { name: String, why: String },
+    Url { name: String, why: LocationError },
     #[error("two systems of record are named {0:?}")]
     Duplicate(String),
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Why a location (`s3://…`, `file://…`) or a prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("{0:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')")]
+    Bucket(String),
+    #[error("file URLs name an absolute directory (file:///abs/dir), got {0:?}")]
+    RelativeDirectory(String),
+    #[error("the directory may not contain '..'")]
+    ParentDirectory,
+    #[error("{0:?} is neither s3://bucket/prefix nor file:///abs/dir")]
+    Scheme(String),
+    #[error("prefix {prefix:?}: {why}")]
+    Prefix {
+        prefix: String,
+        why: crate::key::KeyError,
+    },
+}
+
+/// A `validation` mode other than ttl, always or never.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("validation mode {0:?}: expected ttl, always or never")]
+pub struct UnknownValidation(pub String);
 
 pub use simcache_crds::fields::{is_bucket_name as valid_bucket, is_sor_name as valid_name};
 
@@ -57,13 +80,11 @@ pub fn parse_sor(arg: &str) -> Result<SorSpec, ConfigError> {
     })
 }
 
-pub fn parse_location(url: &str) -> Result<Location, String> {
+pub fn parse_location(url: &str) -> Result<Location, LocationError> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if !valid_bucket(bucket) {
-            return Err(format!(
-                "{bucket:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')"
-            ));
+            return Err(LocationError::Bucket(bucket.into()));
         }
         return Ok(Location::S3 {
             bucket: bucket.into(),
@@ -72,29 +93,28 @@ pub fn parse_location(url: &str) -> Result<Location, String> {
     }
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err(format!(
-                "file URLs name an absolute directory (file:///abs/dir), got {url:?}"
-            ));
+            return Err(LocationError::RelativeDirectory(url.into()));
         }
         if path.split('/').any(|s| s == "..") {
-            return Err("the directory may not contain '..'".into());
+            return Err(LocationError::ParentDirectory);
         }
         return Ok(Location::Dir {
             root: PathBuf::from(path),
         });
     }
-    Err(format!(
-        "{url:?} is neither s3://bucket/prefix nor file:///abs/dir"
-    ))
+    Err(LocationError::Scheme(url.into()))
 }
 
 /// `"a/b/"`, `"/a/b"` and `"a/b"` all mean the prefix `a/b/`; empty is the bucket's root.
-pub fn normalise_prefix(p: &str) -> Result<String, String> {
+pub fn normalise_prefix(p: &str) -> Result<String, LocationError> {
     let t = p.trim_matches('/');
     if t.is_empty() {
         return Ok(String::new());
     }
-    crate::key::Key::parse(t).map_err(|e| format!("prefix {p:?}: {e}"))?;
+    crate::key::Key::parse(t).map_err(|why| LocationError::Prefix {
+        prefix: p.into(),
+        why,
+    })?;
     Ok(format!("{t}/"))
 }
 
@@ -130,15 +150,13 @@ pub enum Validation {
 }
 
 impl std::str::FromStr for Validation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownValidation;
+    fn from_str(s: &str) -> Result<Self, UnknownValidation> {
         match s {
             "ttl" => Ok(Validation::Ttl),
             "always" => Ok(Validation::Always),
             "never" => Ok(Validation::Never),
-            _ => Err(format!(
-                "validation mode {s:?}: expected ttl, always or never"
-            )),
+            _ => Err(UnknownValidation(s.into())),
         }
     }
 }
@@ -268,6 +286,25 @@ mod tests {
         assert!(e("d=file:///a/../etc").contains(".."));
         assert!(e("d=http://x").contains("neither"));
         assert!(e("d=s3://bucket/../x").contains("prefix"));
+        // The variant says which rule, for callers that decide on it.
+        let why = |s: &str| match parse_sor(s) {
+            Err(ConfigError::Url { why, .. }) => why,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(why("d=s3://B"), LocationError::Bucket("B".into()));
+        assert_eq!(why("d=file:///a/../etc"), LocationError::ParentDirectory);
+        assert!(matches!(
+            why("d=s3://bucket/../x"),
+            LocationError::Prefix { .. }
+        ));
+    }
+
+    #[test]
+    fn validation_modes_parse_and_others_are_named() {
+        assert_eq!("never".parse::<Validation>(), Ok(Validation::Never));
+        let e = "sometimes".parse::<Validation>().unwrap_err();
+        assert_eq!(e, UnknownValidation("sometimes".into()));
+        assert!(e.to_string().contains("expected ttl, always or never"));
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Source {
                             .with_connect_timeout(Duration::from_secs(5)),
                     );
                 if let Some(ep) = &s3.endpoint {
-                    let url = url_host(ep).map_err(invalid)?;
+                    let url = url_host(ep).map_err(|e| invalid(e.to_string()))?;
                     if ep.starts_with("http://") {
                         if !s3.allow_http {
                             return Err(invalid(format!(
@@ -397,11 +397,20 @@ fn info_of(m: &object_store::ObjectMeta) -> ObjectInfo {
     }
 }
 
-fn url_host(ep: &str) -> Result<String, String> {
+/// An S3 endpoint we cannot take a host from.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum EndpointError {
+    #[error("endpoint {0:?} must start with http:// or https://")]
+    Scheme(String),
+    #[error("endpoint {0:?} names no host")]
+    NoHost(String),
+}
+
+fn url_host(ep: &str) -> Result<String, EndpointError> {
     let rest = ep
         .strip_prefix("http://")
         .or_else(|| ep.strip_prefix("https://"))
-        .ok_or_else(|| format!("endpoint {ep:?} must start with http:// or https://"))?;
+        .ok_or_else(|| EndpointError::Scheme(ep.into()))?;
     let authority = rest.split('/').next().unwrap_or("");
     let host = if let Some(h) = authority.strip_prefix('[') {
         h.split(']').next().unwrap_or("").to_string()
@@ -409,7 +418,7 @@ fn url_host(ep: &str) -> Result<String, String> {
         authority.split(':').next().unwrap_or("").to_string()
     };
     if host.is_empty() {
-        return Err(format!("endpoint {ep:?} names no host"));
+        return Err(EndpointError::NoHost(ep.into()));
     }
     Ok(host)
 }
@@ -425,6 +434,23 @@ fn is_loopback_host(h: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::parse_sor;
+
+    #[test]
+    fn an_endpoint_yields_its_host_or_says_what_is_missing() {
+        assert_eq!(
+            url_host("http://127.0.0.1:8333/").as_deref(),
+            Ok("127.0.0.1")
+        );
+        assert_eq!(url_host("https://[::1]:9000").as_deref(), Ok("::1"));
+        assert_eq!(
+            url_host("ftp://x"),
+            Err(EndpointError::Scheme("ftp://x".into()))
+        );
+        assert_eq!(
+            url_host("http:///path"),
+            Err(EndpointError::NoHost("http:///path".into()))
+        );
+    }
 
     fn open(
         ep: &str,

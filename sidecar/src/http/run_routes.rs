@@ -170,7 +170,7 @@ async fn get_logs(
         .level
         .map(|l| l.parse::<LogLevel>())
         .transpose()
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let logs = run
         .with_db(move |db| Ok(db.get_logs(level, q.limit)?))
         .await?;
@@ -195,7 +195,7 @@ async fn get_metrics(
         .category
         .map(|c| c.parse::<MetricCategory>())
         .transpose()
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let metrics = run
         .with_db(move |db| Ok(db.get_metrics(category, q.name.as_deref())?))
         .await?;
@@ -226,7 +226,7 @@ async fn post_artifact(
     let category = match q.category {
         Some(c) => c
             .parse::<ArtifactCategory>()
-            .map_err(ApiError::bad_request)?,
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => ArtifactCategory::Output,
     };
     let content_type = h

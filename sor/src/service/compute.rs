@@ -32,27 +32,14 @@ impl SorService {
             let object_etag = meta.info.http_etag();
             let fingerprint = call.fingerprint(sor, key.as_str(), &object_etag);
             if let Some(MemValue::Result(b)) = self.memory.get(&fingerprint) {
-                return Ok(FnAnswer {
-                    body: envelope(call, sor, key.as_str(), &object_etag, true, &b),
-                    result: b,
-                    etag: call.etag(sor, key.as_str(), &object_etag),
-                    object_etag,
-                    cached: true,
-                });
+                return Ok(answer(call, sor, key, object_etag, b, true));
             }
         }
         let resolved = self.resolve(sor, key).await?;
         let object_etag = resolved.meta.info.http_etag();
         let fingerprint = call.fingerprint(sor, key.as_str(), &object_etag);
-        let etag = call.etag(sor, key.as_str(), &object_etag);
         if let Some(MemValue::Result(b)) = self.memory.get(&fingerprint) {
-            return Ok(FnAnswer {
-                body: envelope(call, sor, key.as_str(), &object_etag, true, &b),
-                result: b,
-                object_etag,
-                etag,
-                cached: true,
-            });
+            return Ok(answer(call, sor, key, object_etag, b, true));
         }
         let input = match resolved.place {
             Place::Memory(b) => Input::Bytes(b),
@@ -88,13 +75,7 @@ impl SorService {
                     .observe(started.elapsed().as_secs_f64());
                 self.memory
                     .insert(fingerprint, MemValue::Result(result.clone()));
-                Ok(FnAnswer {
-                    body: envelope(call, sor, key.as_str(), &object_etag, false, &result),
-                    result,
-                    object_etag,
-                    etag,
-                    cached: false,
-                })
+                Ok(answer(call, sor, key, object_etag, result, false))
             }
             Err(e) => {
                 self.metrics
@@ -104,5 +85,65 @@ impl SorService {
                 Err(FnFailure::Function(e))
             }
         }
+    }
+}
+
+/// A function's result as the routes send it: the envelope, and an ETag
+/// that changes with the function, its arguments and the object's version.
+fn answer(
+    call: &Call,
+    sor: &str,
+    key: &Key,
+    object_etag: String,
+    result: Bytes,
+    cached: bool,
+) -> FnAnswer {
+    FnAnswer {
+        body: envelope(call, sor, key.as_str(), &object_etag, cached, &result),
+        etag: call.etag(sor, key.as_str(), &object_etag),
+        result,
+        object_etag,
+        cached,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(n: u64) -> Call {
+        let args = serde_json::json!({ "n": n });
+        Catalog::default()
+            .call("parquet.head", args.as_object().cloned().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn an_answer_names_its_version_and_whether_it_was_computed() {
+        let key = Key::parse("t/a.parquet").unwrap();
+        let a = answer(
+            &head(3),
+            "data",
+            &key,
+            "\"v1\"".into(),
+            Bytes::from_static(b"[1]"),
+            true,
+        );
+        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(body["cached"], true);
+        assert_eq!(body["etag"], "\"v1\"");
+        assert_eq!(body["result"], serde_json::json!([1]));
+        assert_eq!(a.result.as_ref(), b"[1]");
+        // The ETag moves with the object's version and with the arguments.
+        let v2 = answer(&head(3), "data", &key, "\"v2\"".into(), Bytes::new(), false);
+        let n4 = answer(&head(4), "data", &key, "\"v1\"".into(), Bytes::new(), false);
+        assert_ne!(a.etag, v2.etag);
+        assert_ne!(a.etag, n4.etag);
+        let again = answer(&head(3), "data", &key, "\"v1\"".into(), Bytes::new(), false);
+        assert_eq!(a.etag, again.etag);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&v2.body).unwrap()["result"],
+            serde_json::Value::Null
+        );
     }
 }

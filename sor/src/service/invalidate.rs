@@ -34,11 +34,11 @@ impl SorService {
         let in_memory = self
             .memory
             .iter()
-            .filter(|(_, v)| matches!(v, MemValue::Object(o) if o.0.sor == s && o.0.key.starts_with(&p)))
+            .filter(|(_, v)| object_under(v, sor, prefix))
             .count();
-        let _ = self.memory.invalidate_entries_if(
-            move |_, v| matches!(v, MemValue::Object(o) if o.0.sor == s && o.0.key.starts_with(&p)),
-        );
+        let _ = self
+            .memory
+            .invalidate_entries_if(move |_, v| object_under(v, &s, &p));
         if in_memory > 0 {
             self.metrics
                 .evictions
@@ -83,8 +83,7 @@ impl SorService {
     /// SOR is the truth and the freshness rules still hold.
     pub fn apply(&self, signal: simcache_store::events::Signal<Invalidation>) {
         if let simcache_store::events::Signal::Event(inv) = signal
-            && inv.origin != self.origin
-            && self.sources.contains_key(&inv.sor)
+            && concerns_us(&inv, &self.origin, |sor| self.sources.contains_key(sor))
         {
             let n = self.evict_prefix(&inv.sor, &inv.prefix, "invalidated");
             tracing::debug!(sor = %inv.sor, prefix = %inv.prefix, evicted = n, "invalidation from another sidecar");
@@ -105,5 +104,71 @@ impl SorService {
             }
         });
         vec![listen, apply]
+    }
+}
+
+/// An object of `sor` whose key starts with `prefix`.
+fn object_under(v: &MemValue, sor: &str, prefix: &str) -> bool {
+    matches!(v, MemValue::Object(o) if o.0.sor == sor && o.0.key.starts_with(prefix))
+}
+
+/// Whether an invalidation on the channel is for this sidecar: sent by
+/// another one (ours were applied when sent), about a SOR we serve.
+fn concerns_us(inv: &Invalidation, origin: &str, serves: impl Fn(&str) -> bool) -> bool {
+    inv.origin != origin && serves(&inv.sor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(sor: &str, key: &str) -> MemValue {
+        let meta = Meta {
+            sor: sor.into(),
+            key: key.into(),
+            info: ObjectInfo {
+                etag: "e".into(),
+                last_modified_ms: 0,
+                size: 1,
+            },
+            fetched_at_ms: 0,
+            validated_at_ms: 0,
+        };
+        MemValue::Object(Arc::new((meta, Bytes::from_static(b"x"))))
+    }
+
+    #[test]
+    fn a_prefix_covers_the_objects_of_its_sor_only() {
+        assert!(object_under(
+            &object("data", "runs/1.json"),
+            "data",
+            "runs/"
+        ));
+        assert!(object_under(&object("data", "runs/1.json"), "data", ""));
+        assert!(!object_under(
+            &object("data", "runs/1.json"),
+            "other",
+            "runs/"
+        ));
+        assert!(!object_under(&object("data", "meshes/1"), "data", "runs/"));
+        // Function results are not objects: an invalidation leaves them to
+        // their own key (the object's ETag is part of it).
+        assert!(!object_under(&MemValue::Result(Bytes::new()), "data", ""));
+    }
+
+    #[test]
+    fn only_other_sidecars_invalidations_of_served_sors_apply() {
+        let inv = |origin: &str, sor: &str| Invalidation {
+            origin: origin.into(),
+            sor: sor.into(),
+            prefix: String::new(),
+        };
+        let serves = |sor: &str| sor == "data";
+        assert!(concerns_us(&inv("them", "data"), "us", serves));
+        assert!(!concerns_us(&inv("us", "data"), "us", serves), "ours");
+        assert!(
+            !concerns_us(&inv("them", "other"), "us", serves),
+            "not served"
+        );
     }
 }

@@ -28,30 +28,7 @@ impl SorService {
     }
 
     pub(super) fn entry(&self, m: &Meta, memory: bool, disk: bool) -> Entry {
-        let fresh_until = match self.rules.validation {
-            crate::config::Validation::Never => None,
-            crate::config::Validation::Always => Some(m.validated_at_ms),
-            crate::config::Validation::Ttl => {
-                Some(m.validated_at_ms + self.rules.ttl.as_millis() as u64)
-            }
-        };
-        let mut tiers = Vec::new();
-        if memory {
-            tiers.push("memory");
-        }
-        if disk {
-            tiers.push("disk");
-        }
-        Entry {
-            key: m.key.clone(),
-            size: m.info.size,
-            etag: m.info.http_etag(),
-            last_modified_ms: m.info.last_modified_ms,
-            fetched_at_ms: m.fetched_at_ms,
-            validated_at_ms: m.validated_at_ms,
-            fresh_until_ms: fresh_until,
-            tiers,
-        }
+        entry_of(m, &self.rules, memory, disk)
     }
 
     pub fn stats(&self, sor: &str) -> Result<serde_json::Value, ReadError> {
@@ -75,6 +52,7 @@ impl SorService {
         };
         let hits = r("object", "hit-memory") + r("object", "hit-disk") + r("object", "revalidated");
         let misses = r("object", "miss");
+        let hit_rate = hit_rate(hits, misses);
         let (used, reserved, _) = self.disk.totals();
         Ok(serde_json::json!({
             "sor": sor,
@@ -89,7 +67,7 @@ impl SorService {
             "misses": misses,
             "stale_served": self.metrics.stale_served.with_label_values(&[sor]).get(),
             "coalesced": self.metrics.coalesced.with_label_values(&[sor]).get(),
-            "hit_rate": if hits + misses > 0 { hits as f64 / (hits + misses) as f64 } else { 0.0 },
+            "hit_rate": hit_rate,
         }))
     }
 
@@ -140,5 +118,87 @@ impl SorService {
     pub fn memory_bytes(&self) -> u64 {
         self.memory.run_pending_tasks();
         self.memory.weighted_size()
+    }
+}
+
+/// How one cached copy is listed: its tiers, and when it is next checked
+/// against the SOR under `rules` (never, for immutable data).
+fn entry_of(m: &Meta, rules: &Rules, memory: bool, disk: bool) -> Entry {
+    let fresh_until = match rules.validation {
+        crate::config::Validation::Never => None,
+        crate::config::Validation::Always => Some(m.validated_at_ms),
+        crate::config::Validation::Ttl => Some(m.validated_at_ms + rules.ttl.as_millis() as u64),
+    };
+    let tiers = [(memory, "memory"), (disk, "disk")]
+        .into_iter()
+        .filter_map(|(held, tier)| held.then_some(tier))
+        .collect();
+    Entry {
+        key: m.key.clone(),
+        size: m.info.size,
+        etag: m.info.http_etag(),
+        last_modified_ms: m.info.last_modified_ms,
+        fetched_at_ms: m.fetched_at_ms,
+        validated_at_ms: m.validated_at_ms,
+        fresh_until_ms: fresh_until,
+        tiers,
+    }
+}
+
+/// Hits over reads; 0 before any read.
+fn hit_rate(hits: u64, misses: u64) -> f64 {
+    if hits + misses > 0 {
+        hits as f64 / (hits + misses) as f64
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Validation;
+    use std::time::Duration;
+
+    fn meta() -> Meta {
+        Meta {
+            sor: "data".into(),
+            key: "a/b.json".into(),
+            info: ObjectInfo {
+                etag: "\"e1\"".into(),
+                last_modified_ms: 5,
+                size: 42,
+            },
+            fetched_at_ms: 1_000,
+            validated_at_ms: 2_000,
+        }
+    }
+
+    fn rules(validation: Validation) -> Rules {
+        Rules {
+            validation,
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(0),
+        }
+    }
+
+    #[test]
+    fn an_entry_says_when_it_is_next_checked_and_where_it_is_held() {
+        let e = entry_of(&meta(), &rules(Validation::Ttl), true, true);
+        assert_eq!(e.fresh_until_ms, Some(62_000), "validated + ttl");
+        assert_eq!(e.tiers, vec!["memory", "disk"]);
+        assert_eq!((e.key.as_str(), e.size), ("a/b.json", 42));
+        let e = entry_of(&meta(), &rules(Validation::Always), false, true);
+        assert_eq!(e.fresh_until_ms, Some(2_000), "checked on every read");
+        assert_eq!(e.tiers, vec!["disk"]);
+        let e = entry_of(&meta(), &rules(Validation::Never), true, false);
+        assert_eq!(e.fresh_until_ms, None, "immutable: never checked");
+        assert_eq!(e.tiers, vec!["memory"]);
+    }
+
+    #[test]
+    fn the_hit_rate_is_zero_before_any_read() {
+        assert_eq!(hit_rate(0, 0), 0.0);
+        assert_eq!(hit_rate(3, 1), 0.75);
     }
 }

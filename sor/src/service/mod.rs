@@ -555,3 +555,42 @@ pub struct Entry {
     pub fresh_until_ms: Option<u64>,
     pub tiers: Vec<&'static str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_miss_carries_the_sors_own_bytes() {
+        for s in [
+            Served::HitMemory,
+            Served::HitDisk,
+            Served::Revalidated,
+            Served::Stale,
+        ] {
+            assert!(s.cached(), "{}", s.as_str());
+        }
+        assert!(!Served::Miss.cached());
+        // The header values clients (and cache_api's tests) read.
+        assert_eq!(Served::HitMemory.as_str(), "hit-memory");
+        assert_eq!(Served::Revalidated.as_str(), "revalidated");
+    }
+
+    #[test]
+    fn memory_weighs_an_entry_by_its_bytes_plus_its_bookkeeping() {
+        let meta = Meta {
+            sor: "d".into(),
+            key: "k".into(),
+            info: ObjectInfo {
+                etag: "e".into(),
+                last_modified_ms: 0,
+                size: 1000,
+            },
+            fetched_at_ms: 0,
+            validated_at_ms: 0,
+        };
+        let object = MemValue::Object(Arc::new((meta, Bytes::from(vec![0u8; 1000]))));
+        assert_eq!(object.weight(), 1256);
+        assert_eq!(MemValue::Result(Bytes::from_static(b"abc")).weight(), 67);
+    }
+}
