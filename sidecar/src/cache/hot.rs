@@ -23,13 +23,13 @@ pub struct HotEntry {
     pub hit_count: AtomicI64,
     /// The entry's JSON around its hit count; an error names why the entry
     /// cannot be written as JSON (it is answered with a 500).
-    pub body: Result<EntryBody, String>,
+    pub body: Result<EntryBody, serde_json::Error>,
 }
 
 impl HotEntry {
     pub fn new(entry: CacheEntry, hit_count: i64) -> Self {
         HotEntry {
-            body: EntryBody::new(&entry).map_err(|e| e.to_string()),
+            body: EntryBody::new(&entry),
             hit_count: AtomicI64::new(hit_count),
             entry,
         }

@@ -47,8 +47,11 @@ fn hit_response(h: &crate::cache::hot::HotEntry, hit_count: i64) -> axum::respon
             body.with_hit_count(hit_count),
         )
             .into_response(),
-        Err(err) => ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, err.clone())
-            .into_response(),
+        Err(err) => ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            err.to_string(),
+        )
+        .into_response(),
     }
 }
 

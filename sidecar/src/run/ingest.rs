@@ -23,7 +23,7 @@ pub struct IngestTarget {
 /// Finishes the run (unless the program already completed it) and uploads it.
 pub async fn finish_and_upload(run: Arc<RunService>, target: &IngestTarget) -> anyhow::Result<()> {
     let summary = run
-        .finish(Ok(()))
+        .finish(None)
         .await
         .context("finishing the run database")?;
     tracing::info!(execution_id = run.execution_id, status = %summary.status, "run finished; uploading");

@@ -305,13 +305,14 @@ impl RunService {
     /// Ends the run after the program stopped by itself: collects the outputs
     /// file and completes as `completed` when it exited cleanly with every
     /// declared output, else as `failed` with the reason. A run already
-    /// completed over HTTP is left as it is.
-    pub async fn finish(&self, exit: Result<(), String>) -> Result<RunSummary, RunError> {
+    /// completed over HTTP is left as it is. `failure` says why the program
+    /// did not exit cleanly (none when it did).
+    pub async fn finish(&self, failure: Option<String>) -> Result<RunSummary, RunError> {
         let already = self.with_db(|db| Ok(db.status())).await?;
         if already.is_some_and(|s| s != RunStatus::Running) {
             return self.summary().await;
         }
-        let mut failure = exit.err();
+        let mut failure = failure;
         if let Err(e) = self.collect_outputs_file().await {
             failure.get_or_insert(e.to_string());
         }

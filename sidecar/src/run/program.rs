@@ -77,7 +77,7 @@ pub async fn run_program(
         Ok(c) => c,
         Err(e) => {
             let why = format!("cannot start {program:?}: {e}");
-            let summary = run.finish(Err(why)).await?;
+            let summary = run.finish(Some(why)).await?;
             return Ok((summary, None));
         }
     };
@@ -112,19 +112,19 @@ pub async fn run_program(
     if let Ok(Err(e)) = writer.await {
         tracing::error!(error = %e, "could not store the program's output lines");
     }
-    let (exit, code) = match waited {
-        Ok(Some(status)) if status.success() => (Ok(()), status.code()),
-        Ok(Some(status)) => (Err(describe_exit(status)), status.code()),
+    let (failure, code) = match waited {
+        Ok(Some(status)) if status.success() => (None, status.code()),
+        Ok(Some(status)) => (Some(describe_exit(status)), status.code()),
         Ok(None) => (
-            Err(format!(
+            Some(format!(
                 "timed out after {}s and was killed",
                 spec.timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0)
             )),
             None,
         ),
-        Err(e) => (Err(format!("waiting for the program failed: {e}")), None),
+        Err(e) => (Some(format!("waiting for the program failed: {e}")), None),
     };
-    let summary = run.finish(exit).await?;
+    let summary = run.finish(failure).await?;
     Ok((summary, code))
 }
 
