@@ -37,9 +37,12 @@ pub const URL: &str = "SIMCACHE_URL";
 /// The run's own session at its sidecar (`X-Session-ID`, as sim2l's
 /// CacheClient sends it): the cache, its systems of record, its devices.
 pub const SESSION_ID: &str = "SIMCACHE_SESSION_ID";
-/// The same credential, as the sidecar is told it (pods whose cache is
-/// not shared; a shared cache knows the session from its database).
+/// The same credential, as the sidecar is told it: it admits the
+/// simulation, and the sidecar presents it to the shared tier.
 pub const POD_SESSION: &str = "SIMCACHE_POD_SESSION";
+/// The shared tier the sidecar keeps the cache in (the chart's
+/// `simcache-sidecar shared` Service); pods hold no database credential.
+pub const SHARED_TIER_URL: &str = "SIMCACHE_SHARED_TIER_URL";
 /// The pod-local SFM proxy (set when the Simulation lists `sfmDevices`).
 pub const SFM_URL: &str = "SIMCACHE_SFM_URL";
 

@@ -53,6 +53,10 @@ pub enum Command {
     /// Serve the shared SFM proxy (for clients outside simulation pods):
     /// SFM's routes, cached and shared through the store, with sessions.
     SfmProxy(SfmProxyArgs),
+    /// Serve the shared tier: the cache store (PostgreSQL) behind HTTP for
+    /// run pods' sidecars, which hold no database credential, and the change
+    /// stream that keeps their memory tiers coherent.
+    Shared(SharedArgs),
     /// Run a program as a recorded simulation run: hand it its inputs, serve
     /// the run API to it, capture its output lines as logs, read its outputs
     /// file, and print the run summary (exit status: 0 when it completed).
@@ -181,6 +185,12 @@ pub struct ServeArgs {
     /// and its SFM devices here (and nothing that manages anything).
     #[arg(long, env = simcache_core::pod_env::POD_SESSION, hide_env_values = true)]
     pub pod_session: Option<String>,
+    /// The shared tier (`simcache-sidecar shared`) that keeps this pod's
+    /// cache: entries are read and written there with the pod's session,
+    /// and its change stream keeps the memory tier coherent. The pod then
+    /// holds no database credential.
+    #[arg(long, env = simcache_core::pod_env::SHARED_TIER_URL)]
+    pub shared_tier_url: Option<String>,
     /// The operator's settings document (JSON): this pod's systems of record
     /// and SFM devices. A document that does not fit stops the sidecar,
     /// naming the field.
@@ -483,6 +493,29 @@ pub struct SfmProxyArgs {
     pub session_cache_ttl_secs: u64,
     #[command(flatten)]
     pub sfm: SfmArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SharedArgs {
+    #[command(flatten)]
+    pub limits: simcache_web::server::LimitArgs,
+    #[arg(long, env = "SIMCACHE_SHARED_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    #[arg(long, env = "SIMCACHE_SHARED_PORT", default_value_t = 8300)]
+    pub port: u16,
+    /// Disable authentication and privilege checks. Only as an explicit flag.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Largest request body accepted (413 beyond it).
+    #[arg(long, env = "SIMCACHE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How long a validated session is trusted before asking the store again.
+    #[arg(long, env = "SIMCACHE_SESSION_CACHE_TTL_SECS", default_value_t = 5)]
+    pub session_cache_ttl_secs: u64,
+    /// How often expired entries and sessions are deleted.
+    #[arg(long, env = "SIMCACHE_SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    pub sweep_interval_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,3 +10,5 @@ mod http;
 pub mod run;
 pub mod server;
 pub mod sfm_proxy;
+pub mod shared;
+pub mod tier;

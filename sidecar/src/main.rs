@@ -28,6 +28,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve(backend, &cli.store, a).await,
         Command::Exec(e) => exec(backend, e).await,
         Command::SfmProxy(a) => simcache_sidecar::sfm_proxy::run(backend, a).await,
+        Command::Shared(a) => simcache_sidecar::shared::run(backend, a).await,
         Command::User(UserCommand::Create {
             username,
             role,
@@ -84,6 +85,7 @@ fn serve_config(backend: Backend, a: &ServeArgs) -> anyhow::Result<ServerConfig>
             a.run.execution_id.as_deref().unwrap_or("this pod")
         ),
     });
+    cfg.shared_tier = a.shared_tier_url.clone();
     cfg.max_body_bytes = a.max_body_bytes;
     cfg.limits = a.limits.limits();
     cfg.memory_tier_bytes = a.memory_tier_bytes;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::cache::{CacheService, coherence, metrics::CacheMetrics};
 use crate::http::{AppState, FrontDoor, HotGet, router};
 use crate::run::{RunConfig, RunService};
+use crate::tier::client::TierClient;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -44,6 +45,9 @@ pub struct ServerConfig {
     pub sfm: Option<(SocketAddr, simcache_sfm::SfmConfig)>,
     /// The read-through cache of systems of record, when any is configured.
     pub sor: Option<simcache_sor::SorConfig>,
+    /// The shared tier that keeps the cache, reached with the pod session
+    /// (instead of a store of this process's own).
+    pub shared_tier: Option<String>,
 }
 
 /// A run pod's own credential and whose it is; never printed.
@@ -80,6 +84,7 @@ impl ServerConfig {
             pod_session: None,
             sfm: None,
             sor: None,
+            shared_tier: None,
         }
     }
 }
@@ -132,10 +137,17 @@ pub async fn open_services(
         .await
         .context("opening the store")?;
     let metrics = CacheMetrics::register(registry)?;
+    let (store, shared) = match tier_client(cfg)? {
+        Some(tier) => (
+            Arc::new(tier) as Arc<dyn simcache_store::cache::CacheStore>,
+            true,
+        ),
+        None => (stores.cache.clone(), stores.pg.is_some()),
+    };
     let cache = Arc::new(CacheService::new(
-        stores.cache.clone(),
+        store,
         cfg.memory_tier_bytes,
-        stores.pg.is_some(),
+        shared,
         metrics,
         origin,
     ));
@@ -144,6 +156,25 @@ pub async fn open_services(
         auth = auth.with_pod_session(&p.token, &p.who);
     }
     Ok((stores, cache, Arc::new(auth)))
+}
+
+/// The shared tier's client, when the cache is kept there: it needs the
+/// pod's session to present.
+fn tier_client(cfg: &ServerConfig) -> anyhow::Result<Option<TierClient>> {
+    let Some(url) = &cfg.shared_tier else {
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--shared-tier-url {url:?}: expected an http:// or https:// URL");
+    }
+    let Some(session) = &cfg.pod_session else {
+        anyhow::bail!(
+            "--shared-tier-url needs the pod's session to present to it (SIMCACHE_POD_SESSION)"
+        );
+    };
+    Ok(Some(
+        TierClient::new(url, session.token.clone()).context("building the shared tier client")?,
+    ))
 }
 
 /// Starts serving; the server stops when `shutdown` resolves or on `RunningServer::shutdown`.
@@ -203,7 +234,9 @@ pub async fn start(
         spawn_flusher(cache.clone(), cfg.hit_flush_interval),
         spawn_sweeper(cache.clone(), auth.clone(), cfg.sweep_interval),
     ];
-    if let Some(pg) = &stores.pg {
+    if let Some(tier) = tier_client(&cfg)? {
+        background.push(crate::tier::client::spawn_coherence(cache.clone(), tier));
+    } else if let Some(pg) = &stores.pg {
         background.push(coherence::spawn(cache.clone(), pg.config().clone()));
         if let Some(sor) = &sor {
             background.extend(sor.spawn_listener(pg.config().clone()));
@@ -361,7 +394,7 @@ async fn start_pod_sfm(
     Ok((bound, tasks))
 }
 
-fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {
+pub(crate) fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,7 +407,7 @@ fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {
     })
 }
 
-fn spawn_sweeper(
+pub(crate) fn spawn_sweeper(
     cache: Arc<CacheService>,
     auth: Arc<Authenticator>,
     every: Duration,

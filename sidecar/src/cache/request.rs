@@ -98,43 +98,12 @@ impl PutRequest {
         now_ms: i64,
         user_id: Option<i64>,
     ) -> Result<CacheEntry, InvalidRequest> {
-        key::validate(&self.cache_key).map_err(|e| bad(e.to_string()))?;
-        if self.simulation_id < 0 {
-            return Err(bad("simulation_id must not be negative"));
-        }
-        for (name, v) in [
-            ("simulation_name", &self.simulation_name),
-            ("simulation_version", &self.simulation_version),
-            ("execution_id", &self.execution_id),
-            ("squid_id", &self.squid_id),
-            ("input_hash", &self.input_hash),
-        ] {
-            check_text(name, v, MAX_FIELD_LEN)?;
-        }
-        if let Some(p) = &self.run_db_path {
-            check_text("run_db_path", p, MAX_PATH_LEN)?;
-        }
         let ttl = ttl_seconds(&self)?;
         let metadata = match self.metadata {
             None | Some(Value::Null) => None,
-            Some(m @ Value::Object(_)) => Some(m),
-            Some(_) => return Err(bad("metadata must be a JSON object")),
+            Some(m) => Some(m),
         };
-        if metadata.as_ref().is_some_and(has_nul) {
-            // PostgreSQL's jsonb cannot hold one; refused on every backend alike.
-            return Err(bad(
-                "metadata contains a NUL character (\\u0000), which cannot be stored",
-            ));
-        }
-        let size = self.cache_key.len()
-            + self.simulation_name.len()
-            + self.simulation_version.len()
-            + self.execution_id.len()
-            + self.squid_id.len()
-            + self.input_hash.len()
-            + self.run_db_path.as_ref().map_or(0, String::len)
-            + metadata.as_ref().map_or(0, |m| m.to_string().len());
-        Ok(CacheEntry {
+        checked(CacheEntry {
             cache_key: self.cache_key,
             simulation_id: self.simulation_id,
             simulation_name: self.simulation_name,
@@ -150,10 +119,72 @@ impl PutRequest {
             last_accessed_ms: now_ms,
             access_count: 0,
             hit_count: 0,
-            size_bytes: size as i64,
+            size_bytes: 0,
             status: EntryStatus::Valid,
         })
     }
+}
+
+/// The checks every stored entry passes wherever it was written (a pod's
+/// write reaches the shared tier as an entry, and is checked again there),
+/// with the size it is accounted as.
+pub fn checked(mut e: CacheEntry) -> Result<CacheEntry, InvalidRequest> {
+    key::validate(&e.cache_key).map_err(|err| bad(err.to_string()))?;
+    if e.simulation_id < 0 {
+        return Err(bad("simulation_id must not be negative"));
+    }
+    for (name, v) in [
+        ("simulation_name", &e.simulation_name),
+        ("simulation_version", &e.simulation_version),
+        ("execution_id", &e.execution_id),
+        ("squid_id", &e.squid_id),
+        ("input_hash", &e.input_hash),
+    ] {
+        check_text(name, v, MAX_FIELD_LEN)?;
+    }
+    if let Some(p) = &e.run_db_path {
+        check_text("run_db_path", p, MAX_PATH_LEN)?;
+    }
+    match &e.metadata {
+        None | Some(Value::Object(_)) => {}
+        Some(_) => return Err(bad("metadata must be a JSON object")),
+    }
+    if e.metadata.as_ref().is_some_and(has_nul) {
+        // PostgreSQL's jsonb cannot hold one; refused on every backend alike.
+        return Err(bad(
+            "metadata contains a NUL character (\\u0000), which cannot be stored",
+        ));
+    }
+    let size = e.cache_key.len()
+        + e.simulation_name.len()
+        + e.simulation_version.len()
+        + e.execution_id.len()
+        + e.squid_id.len()
+        + e.input_hash.len()
+        + e.run_db_path.as_ref().map_or(0, String::len)
+        + e.metadata.as_ref().map_or(0, |m| m.to_string().len());
+    e.size_bytes = size as i64;
+    Ok(e)
+}
+
+/// A pod's entry as the shared tier stores it: written now, by the pod's
+/// session, with fresh counters; only its lifetime is kept from the pod.
+pub fn as_written_at_the_tier(
+    mut e: CacheEntry,
+    now_ms: i64,
+    user_id: Option<i64>,
+) -> Result<CacheEntry, InvalidRequest> {
+    let lifetime = e
+        .expires_at_ms
+        .map(|x| x.saturating_sub(e.created_at_ms).max(0));
+    e.user_id = user_id;
+    e.created_at_ms = now_ms;
+    e.expires_at_ms = lifetime.map(|l| now_ms.saturating_add(l));
+    e.last_accessed_ms = now_ms;
+    e.access_count = 0;
+    e.hit_count = 0;
+    e.status = EntryStatus::Valid;
+    checked(e)
 }
 
 #[cfg(test)]

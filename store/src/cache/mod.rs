@@ -11,8 +11,8 @@ pub use pattern::{KeyPattern, PatternError};
 
 use crate::error::Result;
 
-/// One cache entry as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// One cache entry as stored (and as the shared tier sends it to pods).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheEntry {
     pub cache_key: String,
     pub simulation_id: i64,
@@ -109,7 +109,7 @@ impl InvalidationFilter {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListQuery {
     pub limit: i64,
     pub offset: i64,
@@ -119,7 +119,7 @@ pub struct ListQuery {
 }
 
 /// Figures over live entries, plus the miss counter.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreStats {
     pub total_entries: i64,
     pub total_hits: i64,
@@ -131,7 +131,7 @@ pub struct StoreStats {
 }
 
 /// Hit counts gathered in memory and written in one go.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HitDelta {
     pub cache_key: String,
     pub hits: i64,
@@ -139,7 +139,7 @@ pub struct HitDelta {
 }
 
 /// Who asked for an invalidation, and why (recorded, never used for access).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InvalidationRecord {
     pub requested_by: Option<String>,
     pub reason: Option<String>,
