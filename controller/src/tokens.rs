@@ -53,7 +53,7 @@ pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunT
 /// The run's own session at its sidecar: it may use the cache, its
 /// systems of record and its devices there and nothing else. Pods with
 /// their own cache get a fresh token their sidecar alone knows (it ends
-/// with the pod); with a cache shared through PostgreSQL, a stored session
+/// with the pod); with the shared tier, a stored session the tier checks,
 /// for as long as the run may take (its timeout plus an hour, else a day).
 async fn cache_session(
     ctx: &Context,
@@ -61,7 +61,7 @@ async fn cache_session(
     name: &str,
     timeout_seconds: Option<i64>,
 ) -> Result<Option<String>> {
-    if ctx.cfg.sidecar.cache_db_secret.is_none() {
+    if ctx.cfg.sidecar.shared_tier_url.is_none() {
         return Ok(Some(simcache_store::random::token()?));
     }
     let hours = timeout_seconds.map_or(24.0, |s| s as f64 / 3600.0 + 1.0);

@@ -87,13 +87,12 @@ pub struct ControllerArgs {
     pub sidecar_image: String,
     #[arg(long, env = "SIMCACHE_SIDECAR_IMAGE_PULL_POLICY")]
     pub sidecar_image_pull_policy: Option<String>,
-    /// A Secret that exists in every namespace runs are made in, whose key
-    /// `url` is a PostgreSQL URL (normally the operator's database):
-    /// simulation pods' sidecars then share the cache and sessions through
-    /// it. Default: each pod keeps its own SQLite cache. The operator never
-    /// copies database credentials into run namespaces.
-    #[arg(long, env = "SIMCACHE_SIDECAR_CACHE_DB_SECRET")]
-    pub sidecar_cache_db_secret: Option<String>,
+    /// The shared tier's URL as pods reach it (`simcache-sidecar shared`,
+    /// the chart's `sharedTier` Service): pods' sidecars keep the cache
+    /// there with their run's session, and hold no database credential.
+    /// Default: each pod keeps a cache of its own.
+    #[arg(long, env = "SIMCACHE_SHARED_TIER_URL", value_parser = parse_http_url)]
+    pub shared_tier_url: Option<String>,
     /// This API's URL as simulation pods reach it (sidecars upload run
     /// databases to it). Default: the address it binds.
     #[arg(long, env = "SIMCACHE_OPERATOR_URL")]
@@ -187,4 +186,16 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got {s:?}")),
     }
+}
+
+/// An `http://` or `https://` URL with a host (the shared tier's).
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("{s:?}: expected an http:// or https:// URL"))?;
+    if rest.split('/').next().unwrap_or("").is_empty() {
+        return Err(format!("{s:?}: the URL names no host"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
 }

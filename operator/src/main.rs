@@ -95,7 +95,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             operator_url: c.operator_url.clone().unwrap_or_else(|| api.url()),
             startup_probe: native_sidecars,
             node_selector: c.pod_node_selector.iter().cloned().collect(),
-            cache_db_secret: c.sidecar_cache_db_secret.clone(),
+            shared_tier_url: c.shared_tier_url.clone(),
             resources: c.sidecar_resources.clone(),
             pod_security: simcache_core::pod::PodSecurity {
                 level: c.pod_security_level,

@@ -135,8 +135,13 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
+/// The one `kind` of the operator itself (the shared tier's Deployment
+/// and Service are looked at on their own).
 fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let all = find(docs, kind);
+    let all: Vec<&Value> = find(docs, kind)
+        .into_iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] != "shared-tier")
+        .collect();
     assert_eq!(all.len(), 1, "expected one {kind}, got {}", all.len());
     all[0]
 }
@@ -259,7 +264,11 @@ fn default_values_render_a_secure_two_replica_operator() {
     assert_eq!(env["POD_NAME"]["fieldRef"]["fieldPath"], "metadata.name");
     assert!(!env.contains_key("SIMCACHE_NO_LEADER_ELECTION"));
     assert_eq!(env["SIMCACHE_RUN_TTL_SECONDS_AFTER_FINISHED"], "3600");
-    assert!(!env.contains_key("SIMCACHE_SIDECAR_CACHE_DB_SECRET"));
+    // Pods keep the cache in the shared tier, on by default.
+    assert_eq!(
+        env["SIMCACHE_SHARED_TIER_URL"],
+        json!(format!("http://{full}-shared.{}.svc:8300", ns.name))
+    );
     // The operator's flags exist: the chart only sets documented ones.
     let help = std::process::Command::new(OPERATOR)
         .args(["serve", "--help"])
@@ -375,8 +384,7 @@ fn everything_on(ns: &str) -> Value {
         "image": {"digest": format!("sha256:{}", "a".repeat(64))},
         "sidecar": {"image": {"tag": "9.9.9", "pullPolicy": "Always"},
                     "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
-                    "nodeSelector": {"pool": "compute", "zone": "b"},
-                    "cacheDatabaseSecret": "sims-cache-db"},
+                    "nodeSelector": {"pool": "compute", "zone": "b"}},
         "operator": {"watchNamespace": ns, "logFormat": "text", "logLevel": "debug",
                      "leaderElection": {"enabled": false, "leaseSeconds": 15},
                      "adminPassword": {"existingSecret": "admin-pw", "key": "pw"},
@@ -476,7 +484,6 @@ fn non_default_values_render_monitoring_a_trial_database_and_namespaced_rbac() {
     );
     assert_eq!(env["SIMCACHE_SIDECAR_IMAGE_PULL_POLICY"], "Always");
     assert_eq!(env["SIMCACHE_POD_NODE_SELECTOR"], "pool=compute,zone=b");
-    assert_eq!(env["SIMCACHE_SIDECAR_CACHE_DB_SECRET"], "sims-cache-db");
     // The operator parses it as its --sidecar-resources would; Helm merges
     // the keys given with the defaults.
     let res: k8s_openapi::api::core::v1::ResourceRequirements =
@@ -845,8 +852,105 @@ fn the_optional_sfm_proxy_serves_with_sessions_from_the_shared_database() {
     helm().uninstall(&c.kubeconfig, &ns.name, "s");
     // Off by default.
     let docs = render(&ns, "d", json!({"database": {"existingSecret": "db"}}));
-    assert_eq!(find(&docs, "Deployment").len(), 1);
+    assert!(
+        find(&docs, "Deployment")
+            .iter()
+            .all(|d| d["metadata"]["name"] != "d-simcache-sfm-proxy")
+    );
     helm().uninstall(&c.kubeconfig, &ns.name, "d");
+}
+
+/// The shared tier is on with default values: its Deployment runs the
+/// sidecar image's `shared` with the operator's database Secret, the
+/// operator points pods at its Service, and the container started exactly
+/// as rendered serves. Off, pods keep caches of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_tier_is_on_by_default_and_serves_as_rendered() {
+    let c = cluster();
+    c.install_crds();
+    let ns = c.namespace("chart-shared");
+    let docs = render(&ns, "t", json!({"database": {"existingSecret": "db"}}));
+    check_all_typed(&docs);
+    let deps: Vec<Deployment> = find(&docs, "Deployment").into_iter().map(typed).collect();
+    let tier = deps
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("t-simcache-shared"))
+        .expect("the shared tier's Deployment");
+    assert_eq!(tier.spec.as_ref().unwrap().replicas, Some(2));
+    let pod = tier.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "it needs no API access"
+    );
+    let ctr = &pod.containers[0];
+    let args = ctr.args.clone().unwrap();
+    assert_eq!(args[0], "shared");
+    assert!(!args.iter().any(|a| a == "--no-auth"), "sessions are on");
+    let env = env_of(tier);
+    assert_eq!(env["SIMCACHE_CACHE_DB_URL"]["secretKeyRef"]["name"], "db");
+    assert!(
+        ctr.liveness_probe.is_none(),
+        "a database outage must not restart it"
+    );
+    let svc = find(&docs, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "t-simcache-shared")
+        .expect("the shared tier's Service");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8300);
+    assert_eq!(
+        svc["spec"]["selector"]["app.kubernetes.io/component"],
+        "shared-tier"
+    );
+    let operator: Deployment = typed(one(&docs, "Deployment"));
+    assert_eq!(
+        env_of(&operator)["SIMCACHE_SHARED_TIER_URL"],
+        json!(format!("http://t-simcache-shared.{}.svc:8300", ns.name))
+    );
+
+    // Started as rendered (on a free port), with the database its Secret
+    // names, it serves and answers health.
+    let db = simcache_testkit::fresh_database("chart_shared").await;
+    let port = simcache_testkit::ports::free_port().unwrap().to_string();
+    let mut run_args: Vec<String> = args
+        .iter()
+        .map(|a| match a.as_str() {
+            "--host=0.0.0.0" => "--host=127.0.0.1".to_string(),
+            "--port=8300" => format!("--port={port}"),
+            other => other.to_string(),
+        })
+        .collect();
+    run_args.retain(|a| !a.is_empty());
+    let argv: Vec<&str> = run_args.iter().map(String::as_str).collect();
+    let served = simcache_testkit::ServerProcess::spawn(
+        &simcache_testkit::k8s::workspace_bin("simcache-sidecar"),
+        &argv,
+        &[("SIMCACHE_CACHE_DB_URL", db.as_str())],
+    )
+    .await;
+    let health = reqwest::get(format!("{}/health", served.url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    let refused = reqwest::get(format!("{}/tier/v1/cache/entry?key=a", served.url))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        reqwest::StatusCode::UNAUTHORIZED,
+        "no session, no entry"
+    );
+    helm().uninstall(&c.kubeconfig, &ns.name, "t");
+
+    let docs = render(
+        &ns,
+        "o",
+        json!({"database": {"existingSecret": "db"}, "sharedTier": {"enabled": false}}),
+    );
+    assert_eq!(find(&docs, "Deployment").len(), 1, "the operator alone");
+    let operator: Deployment = typed(one(&docs, "Deployment"));
+    assert!(!env_of(&operator).contains_key("SIMCACHE_SHARED_TIER_URL"));
+    helm().uninstall(&c.kubeconfig, &ns.name, "o");
 }
 
 #[test]

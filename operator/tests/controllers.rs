@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
@@ -1036,87 +1037,100 @@ async fn the_operator_runs_under_the_charts_rbac_and_needs_all_of_it() {
     helm().uninstall(&c.kubeconfig, &ns_name, &release);
 }
 
-/// With `--sidecar-cache-db-secret` every simulation pod's sidecar keeps its
-/// cache API (entries and sessions) in the shared PostgreSQL: a session made
-/// outside the pod works inside it, the run gets a session of its own that
-/// may only read and write entries, and what the pod writes is in the
-/// operator's database.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pods_share_the_cache_api_through_postgres_when_a_secret_names_it() {
-    let env = Env::with_flags("shared", &["--sidecar-cache-db-secret", "sims-cache-db"]).await;
-    let out = env.cluster().kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "sims-cache-db",
-        "-n",
-        &env.ns.name,
-        &format!("--from-literal=url={}", env.db_url),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let made = std::process::Command::new(workspace_bin("simcache-sidecar"))
-        .args([
-            "session",
-            "create",
-            "--role",
-            "developer",
+/// Starts `simcache-sidecar shared` on `db_url` and returns it with the
+/// operator flag that points pods at it (leaked: flags live as long as
+/// the test).
+async fn shared_tier(db_url: &str) -> (ServerProcess, &'static [&'static str]) {
+    let tier = ServerProcess::spawn(
+        &workspace_bin("simcache-sidecar"),
+        &[
+            "shared",
             "--backend",
             "postgresql",
-        ])
-        .args(["--db-url", &env.db_url])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+            "--db-url",
+            db_url,
+            "--port",
+            "0",
+        ],
+        &[],
+    )
+    .await;
+    let url: &'static str = Box::leak(tier.url.clone().into_boxed_str());
+    let flags: &'static [&'static str] =
+        Box::leak(vec!["--shared-tier-url", url].into_boxed_slice());
+    (tier, flags)
+}
 
-    // The simulation first writes entries through its own pod's cache API:
-    // with a session made outside, and with the run's own session.
-    let post = format!(
-        r#"import json, os, urllib.request
-def put(key, session):
-    body = json.dumps({{"cache_key": key, "simulation_id": 1,
-        "simulation_name": "thermal", "simulation_version": "1.0.0",
-        "execution_id": "pod-write", "squid_id": "s", "input_hash": "h"}}).encode()
-    req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
-        headers={{"Content-Type": "application/json", "X-Session-ID": session}})
-    urllib.request.urlopen(req).read()
-put("from-the-pod/1", "{token}")
-put("from-the-pod/2", os.environ["SIMCACHE_SESSION_ID"])
-"#
-    );
+/// A simulation script that writes `key` through its sidecar with the
+/// run's session, or (`read`) exits 3 unless its sidecar serves `key`.
+fn cache_script(key: &str, read: bool) -> String {
     let thermal = example("examples/run-api/thermal.py");
-    let script = format!("python3 -c '{post}' && python3 {thermal}");
-    env.simulation("thermal", json!(["sh", "-c", script]), "");
-    env.apply(&env.run(
-        "shared-350",
-        "thermal",
-        json!({"temperature": 350, "material": "copper"}),
-    ));
-    let run = env.finished("shared-350", Duration::from_secs(90)).await;
+    let py = if read {
+        format!(
+            r#"import os, sys, urllib.request, urllib.error
+req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache/{key}",
+    headers={{"X-Session-ID": os.environ["SIMCACHE_SESSION_ID"]}})
+try:
+    urllib.request.urlopen(req).read()
+except urllib.error.HTTPError as e:
+    sys.exit(3)
+"#
+        )
+    } else {
+        format!(
+            r#"import json, os, urllib.request
+body = json.dumps({{"cache_key": "{key}", "simulation_id": 1,
+    "simulation_name": "thermal", "simulation_version": "1.0.0",
+    "execution_id": "pod-write", "squid_id": "s", "input_hash": "h"}}).encode()
+req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
+    headers={{"Content-Type": "application/json", "X-Session-ID": os.environ["SIMCACHE_SESSION_ID"]}})
+urllib.request.urlopen(req).read()
+"#
+        )
+    };
+    format!("python3 -c '{py}' && python3 {thermal}")
+}
+
+/// With `--shared-tier-url` every simulation pod's sidecar keeps the cache
+/// in the shared tier with its run's session: what one run pod writes,
+/// another reads, and no Secret or pod in the run namespace carries a
+/// database credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_share_the_cache_through_the_shared_tier_without_a_database_credential() {
+    let c: &'static KubeCluster = cluster();
+    c.install_crds();
+    let ns = c.namespace("shared");
+    let db_url = simcache_testkit::fresh_database("shared_tier_pods").await;
+    let (_tier, flags) = shared_tier(&db_url).await;
+    let env = Env::start_on(ns, c.kubeconfig.clone(), flags, db_url.clone()).await;
+    env.simulation(
+        "writer",
+        json!(["sh", "-c", cache_script("from-the-pod/1", false)]),
+        "",
+    );
+    env.simulation(
+        "reader",
+        json!(["sh", "-c", cache_script("from-the-pod/1", true)]),
+        "",
+    );
+    env.apply(&env.run("write-350", "writer", json!({"temperature": 350})));
+    let run = env.finished("write-350", Duration::from_secs(90)).await;
     let s = run.status.unwrap();
     assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
     let rows = env
         .sql(
-            "SELECT cache_key FROM cache_entries WHERE execution_id = 'pod-write'
-             ORDER BY cache_key",
+            "SELECT cache_key FROM cache_entries WHERE execution_id = 'pod-write'",
             &[],
         )
         .await;
-    let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(
-        keys,
-        ["from-the-pod/1", "from-the-pod/2"],
-        "the pod's writes"
-    );
-    let owner = format!("run:{}/shared-350", env.ns.name);
+    assert_eq!(rows.len(), 1, "the pod's write, kept by the shared tier");
+    // A second run pod reads it through its own sidecar.
+    env.apply(&env.run("read-350", "reader", json!({"temperature": 350})));
+    let run = env.finished("read-350", Duration::from_secs(90)).await;
+    let read = run.status.unwrap();
+    assert_eq!(read.phase, Phase::Succeeded, "{:?}", read.message);
+
+    let owner = format!("run:{}/write-350", env.ns.name);
     let rows = env
         .sql(
             "SELECT privileges FROM sessions WHERE username = $1",
@@ -1132,30 +1146,72 @@ put("from-the-pod/2", os.environ["SIMCACHE_SESSION_ID"])
         privileges,
         ["read_cache", "read_sfm", "read_sor", "write_cache"]
     );
+
+    // Nothing in the run namespace holds a database credential: no Secret's
+    // value and no pod's environment names the database or its password.
+    let password = url_password(&db_url);
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let all = secrets.list(&Default::default()).await.unwrap();
+    assert!(!all.items.is_empty(), "the runs' token Secrets are there");
+    for secret in &all.items {
+        for (k, v) in secret.data.iter().flatten() {
+            let text = String::from_utf8_lossy(&v.0);
+            assert!(
+                !text.contains("postgres") && password.as_deref().is_none_or(|p| !text.contains(p)),
+                "Secret {}/{k} holds a database credential",
+                secret.metadata.name.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(env.client.clone(), &env.ns.name);
+    for pod in pods.list(&Default::default()).await.unwrap().items {
+        let spec = pod.spec.unwrap();
+        for ctr in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            for e in ctr.env.iter().flatten() {
+                let v = e.value.as_deref().unwrap_or("");
+                assert!(
+                    !v.contains("postgres") && e.name != "SIMCACHE_CACHE_DB_URL",
+                    "{}: {} = {v}",
+                    ctr.name,
+                    e.name
+                );
+            }
+        }
+    }
 }
 
-/// Against a PostgreSQL that takes only TLS, the sidecars of simulation
-/// pods verify the server with the CA from the same Secret as the URL,
-/// mounted where the chart mounts the operator's (`/etc/simcache/pg-tls`),
-/// so one URL serves both.
+/// The password in a `postgresql://user:password@host/db` URL, if any.
+fn url_password(url: &str) -> Option<String> {
+    let creds = url.split("://").nth(1)?.split('@').next()?;
+    creds.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// Against a PostgreSQL that takes only TLS, the shared tier verifies the
+/// server with the same URL as the operator; the pods know nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sidecars_verify_a_tls_postgres_with_the_ca_in_the_run_namespaces_secret() {
+async fn the_shared_tier_verifies_a_tls_postgres_and_pods_need_none_of_it() {
     let (srv, tls) = tokio::task::spawn_blocking(simcache_testkit::pg::tls_server)
         .await
         .unwrap();
-    let url = |db: &str, ca: &str| {
+    let url = |db: &str| {
         format!(
-            "postgresql://postgres@localhost:{}/{db}?sslmode=verify-full&sslrootcert={ca}",
-            srv.port
+            "postgresql://postgres@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
+            srv.port,
+            tls.ca.display()
         )
     };
     let db = format!("t_tls_pods_{}", std::process::id());
-    let (admin, conn) =
-        simcache_store::postgres::PgConfig::parse(&url("postgres", &tls.ca.display().to_string()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let (admin, conn) = simcache_store::postgres::PgConfig::parse(&url("postgres"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let driver = tokio::spawn(conn);
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
@@ -1170,84 +1226,33 @@ async fn sidecars_verify_a_tls_postgres_with_the_ca_in_the_run_namespaces_secret
     let c: &'static KubeCluster = cluster();
     c.install_crds();
     let ns = c.namespace("pg-tls-pods");
-    let env = Env::start_on(
-        ns,
-        c.kubeconfig.clone(),
-        &["--sidecar-cache-db-secret", "sims-cache-db"],
-        url(&db, &tls.ca.display().to_string()),
-    )
-    .await;
-    let pod_url = url(
-        &db,
-        &format!("{}/ca.crt", simcache_core::pod::CACHE_DB_TLS_DIR),
+    let (_tier, flags) = shared_tier(&url(&db)).await;
+    let env = Env::start_on(ns, c.kubeconfig.clone(), flags, url(&db)).await;
+    env.simulation(
+        "thermal",
+        json!(["sh", "-c", cache_script("over-tls/1", false)]),
+        "",
     );
-    let out = env.cluster().kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "sims-cache-db",
-        "-n",
-        &env.ns.name,
-        &format!("--from-literal=url={pod_url}"),
-        &format!("--from-file=ca.crt={}", tls.ca.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The simulation writes an entry through its sidecar's cache API, which
-    // keeps it in the TLS-only PostgreSQL.
-    let post = r#"import json, os, urllib.request
-body = json.dumps({"cache_key": "over-tls/1", "simulation_id": 1,
-    "simulation_name": "thermal", "simulation_version": "1.0.0",
-    "execution_id": "pod-tls", "squid_id": "s", "input_hash": "h"}).encode()
-req = urllib.request.Request(os.environ["SIMCACHE_URL"] + "/cache", data=body,
-    headers={"Content-Type": "application/json", "X-Session-ID": os.environ["SIMCACHE_SESSION_ID"]})
-urllib.request.urlopen(req).read()
-"#;
-    let thermal = example("examples/run-api/thermal.py");
-    let script = format!("python3 -c '{post}' && python3 {thermal}");
-    env.simulation("thermal", json!(["sh", "-c", script]), "");
     env.apply(&env.run("tls-350", "thermal", json!({"temperature": 350})));
     let run = env.finished("tls-350", Duration::from_secs(90)).await;
     let s = run.status.unwrap();
     assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
     let rows = env
         .sql(
-            "SELECT cache_key FROM cache_entries WHERE execution_id = 'pod-tls'",
+            "SELECT cache_key FROM cache_entries WHERE cache_key = 'over-tls/1'",
             &[],
         )
         .await;
     assert_eq!(rows.len(), 1, "the pod's write, over verified TLS");
-    // The pod: the Secret mounted in the sidecar only, read-only.
+    // The pod mounts no Secret of the database.
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(env.client.clone(), &env.ns.name);
     let pod = pods.get(s.pod_name.as_deref().unwrap()).await.unwrap();
     let spec = pod.spec.unwrap();
-    let vol = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("sims-cache-db"))
-        .expect("the Secret is a volume");
-    let sidecar = &spec.init_containers.as_ref().unwrap()[0];
     assert!(
-        sidecar
-            .volume_mounts
-            .iter()
-            .flatten()
-            .any(|m| m.name == vol.name
-                && m.mount_path == simcache_core::pod::CACHE_DB_TLS_DIR
-                && m.read_only == Some(true))
-    );
-    assert!(
-        !spec.containers[0]
-            .volume_mounts
-            .iter()
-            .flatten()
-            .any(|m| m.name == vol.name),
-        "the simulation container does not see the database's files"
+        spec.volumes.iter().flatten().all(|v| v.secret.is_none()),
+        "{:?}",
+        spec.volumes
     );
 }
 

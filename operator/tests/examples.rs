@@ -60,7 +60,7 @@ fn the_pod_template_example_merges_without_a_refusal() {
         operator_url: "http://simcache:8080".into(),
         startup_probe: true,
         node_selector: Default::default(),
-        cache_db_secret: None,
+        shared_tier_url: None,
         resources: simcache_core::pod::default_sidecar_resources(),
         pod_security: Default::default(),
     };

@@ -117,3 +117,11 @@ operator.watchNamespaces plus the older single operator.watchNamespace.
 {{- range .Values.operator.watchNamespaces }}{{ $ns = append $ns . }}{{ end -}}
 {{- $ns | uniq | join "," -}}
 {{- end }}
+
+{{/*
+The shared tier's URL as run pods reach it (any namespace: the Service's
+cluster DNS name).
+*/}}
+{{- define "simcache.sharedTierUrl" -}}
+http://{{ include "simcache.fullname" . }}-shared.{{ .Release.Namespace }}.svc:8300
+{{- end }}

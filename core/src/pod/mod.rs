@@ -15,7 +15,7 @@ use crate::pod_env;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -41,8 +41,9 @@ pub const LABEL_RUN: &str = "simcache.io/run";
 pub const LABEL_EXECUTION: &str = "simcache.io/execution-id";
 pub const LABEL_SIMULATION: &str = "simcache.io/simulation";
 pub const TOKEN_KEY_RUN: &str = "run-token";
-/// The run's own cache session (`read_cache`, `write_cache`), present when
-/// pods share the cache through PostgreSQL.
+/// The run's own session (`read_cache`, `write_cache`, `read_sor`,
+/// `read_sfm`): the simulation presents it to its sidecar, the sidecar to
+/// the shared tier.
 pub const TOKEN_KEY_SESSION: &str = "cache-session";
 pub const TOKEN_KEY_INGEST: &str = "ingest-token";
 
@@ -59,10 +60,9 @@ pub struct SidecarSettings {
     pub startup_probe: bool,
     /// Node labels simulation pods must match (`--pod-node-selector`).
     pub node_selector: BTreeMap<String, String>,
-    /// A Secret in each run's namespace whose key `url` is the PostgreSQL
-    /// URL sidecars share the cache (and sessions) through; `None` gives each
-    /// pod its own SQLite cache (`--sidecar-cache-db-secret`).
-    pub cache_db_secret: Option<String>,
+    /// The shared tier pods keep the cache in (`--shared-tier-url`); `None`
+    /// gives each pod a cache of its own. Pods never get a database URL.
+    pub shared_tier_url: Option<String>,
     /// The sidecar container's resources (`--sidecar-resources`).
     pub resources: ResourceRequirements,
     /// What every run pod must meet (`--pod-security-level`).
@@ -187,20 +187,6 @@ pub struct RunTokens {
     pub cache_session: Option<String>,
 }
 
-/// The key of the PostgreSQL URL in `--sidecar-cache-db-secret`.
-pub const CACHE_DB_SECRET_KEY: &str = "url";
-
-/// Where the sidecar finds the files of `--sidecar-cache-db-secret` (its
-/// `ca.crt`, and `tls.crt`/`tls.key` for a client certificate): the path
-/// the chart mounts `database.tlsSecret` at in the operator, so one URL
-/// (`sslrootcert=/etc/simcache/pg-tls/ca.crt`) serves both.
-pub const CACHE_DB_TLS_DIR: &str = "/etc/simcache/pg-tls";
-const CACHE_DB_TLS_VOLUME: &str = "simcache-db-tls";
-
-/// Connections each simulation pod's sidecar may hold (plus one for
-/// LISTEN): pods are many and PostgreSQL's connection limit is not.
-const SIDECAR_DB_POOL_SIZE: &str = "2";
-
 /// Everything one attempt's pod is made of.
 #[derive(Debug, Clone)]
 pub struct PodPlan<'a> {
@@ -307,20 +293,19 @@ pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-/// Where the pod's cache API keeps entries and sessions: the shared
-/// PostgreSQL when a Secret names it, else a SQLite file in the pod.
+/// Where the pod's cache API keeps entries: in the shared tier when there
+/// is one (reached with the pod's session), else in a SQLite file in the
+/// pod. The file holds what is the pod's alone either way; no database
+/// URL ever reaches a pod.
 fn cache_backend_env(s: &SidecarSettings, sqlite_path: &str) -> Vec<EnvVar> {
-    match &s.cache_db_secret {
-        Some(secret) => vec![
-            env(pod_env::CACHE_BACKEND, "postgresql"),
-            secret_env(pod_env::CACHE_DB_URL, secret, CACHE_DB_SECRET_KEY),
-            env(pod_env::DB_POOL_SIZE, SIDECAR_DB_POOL_SIZE),
-        ],
-        None => vec![
-            env(pod_env::CACHE_BACKEND, "sqlite"),
-            env(pod_env::CACHE_DB_PATH, sqlite_path),
-        ],
+    let mut out = vec![
+        env(pod_env::CACHE_BACKEND, "sqlite"),
+        env(pod_env::CACHE_DB_PATH, sqlite_path),
+    ];
+    if let Some(url) = &s.shared_tier_url {
+        out.push(env(pod_env::SHARED_TIER_URL, url.as_str()));
     }
+    out
 }
 
 pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
@@ -523,14 +508,13 @@ fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
         sidecar_env.push(env(pod_env::IMAGE_DIGEST, digest));
     }
     sidecar_env.extend(cache_backend_env(p.sidecar, &file("cache.db")));
-    if p.sidecar.cache_db_secret.is_none() {
-        // Its own cache knows no sessions: the sidecar is told the pod's.
-        sidecar_env.push(optional_secret_env(
-            pod_env::POD_SESSION,
-            secret,
-            TOKEN_KEY_SESSION,
-        ));
-    }
+    // The sidecar admits the simulation with the pod's session and presents
+    // it to the shared tier.
+    sidecar_env.push(optional_secret_env(
+        pod_env::POD_SESSION,
+        secret,
+        TOKEN_KEY_SESSION,
+    ));
     let settings = crate::pod_settings::PodSettings {
         systems_of_record: p.sor.settings.clone(),
         sfm_devices: p
@@ -574,28 +558,6 @@ fn sidecar_container(p: &PodPlan, exec_id: &str, secret: &str) -> (Container, Ve
         ..Default::default()
     }];
     volumes.extend(p.sor.volumes.iter().cloned());
-    if let Some(secret) = &p.sidecar.cache_db_secret {
-        // The Secret's TLS files, for an `sslrootcert`/`sslcert`/`sslkey` in
-        // its URL. Readable by all in the sidecar's own mount only (the
-        // sidecar runs as 65532 and the pod sets no fsGroup); the
-        // simulation container does not mount it.
-        volumes.push(Volume {
-            name: CACHE_DB_TLS_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                default_mode: Some(0o444),
-                optional: Some(false),
-                items: None,
-            }),
-            ..Default::default()
-        });
-        sidecar_mounts.push(VolumeMount {
-            name: CACHE_DB_TLS_VOLUME.into(),
-            mount_path: CACHE_DB_TLS_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
     let sidecar = Container {
         name: SIDECAR_CONTAINER.into(),
         image: Some(p.sidecar.image.clone()),
@@ -717,7 +679,7 @@ mod tests {
             operator_url: "http://op:8080".into(),
             startup_probe,
             node_selector: BTreeMap::new(),
-            cache_db_secret: None,
+            shared_tier_url: None,
             resources: default_sidecar_resources(),
             pod_security: Default::default(),
         }
@@ -736,7 +698,7 @@ mod tests {
             operator_url: "http://op:8080".into(),
             startup_probe: false,
             node_selector: BTreeMap::new(),
-            cache_db_secret: None,
+            shared_tier_url: None,
             resources: default_sidecar_resources(),
             pod_security: Default::default(),
         };
@@ -833,12 +795,12 @@ mod tests {
             operator_url: "http://op:8080".into(),
             startup_probe: true,
             node_selector: BTreeMap::new(),
-            cache_db_secret: None,
+            shared_tier_url: None,
             resources: default_sidecar_resources(),
             pod_security: Default::default(),
         };
         let shared = SidecarSettings {
-            cache_db_secret: Some("cache-db".into()),
+            shared_tier_url: Some("http://simcache-shared.simcache:8300".into()),
             ..plain.clone()
         };
         let devices = [SfmDeviceRef {
@@ -1005,18 +967,18 @@ mod tests {
     }
 
     #[test]
-    fn the_sidecar_shares_the_postgres_cache_only_when_a_secret_names_it() {
+    fn the_sidecar_keeps_the_cache_in_the_shared_tier_with_the_pods_session_only() {
         let inputs = BTreeMap::new();
         let schema = json!({"inputs": {}, "outputs": {}});
         let cmd = vec!["true".to_string()];
-        let sidecar_env = |secret: Option<&str>| {
+        let sidecar_env = |tier: Option<&str>| {
             let s = SidecarSettings {
                 image: "sidecar".into(),
                 image_pull_policy: None,
                 operator_url: "http://op:8080".into(),
                 startup_probe: false,
                 node_selector: BTreeMap::new(),
-                cache_db_secret: secret.map(str::to_string),
+                shared_tier_url: tier.map(str::to_string),
                 resources: default_sidecar_resources(),
                 pod_security: Default::default(),
             };
@@ -1058,12 +1020,16 @@ mod tests {
         );
         assert!(!own.contains_key("SIMCACHE_CACHE_DB_URL"));
 
-        let (shared, shared_sim) = sidecar_env(Some("simcache-cache-db"));
-        assert!(
-            !shared.contains_key("SIMCACHE_POD_SESSION"),
-            "a shared cache knows the session from its database"
+        assert!(!own.contains_key("SIMCACHE_SHARED_TIER_URL"));
+
+        let tier = "http://simcache-shared.simcache:8300";
+        let (shared, shared_sim) = sidecar_env(Some(tier));
+        assert_eq!(
+            shared["SIMCACHE_SHARED_TIER_URL"].value.as_deref(),
+            Some(tier)
         );
-        // The simulation gets the run's cache session from the run's Secret.
+        // The sidecar presents the run's session to the tier; the simulation
+        // presents the same one to its sidecar. Both by reference.
         let session = secret_ref(&shared_sim["SIMCACHE_SESSION_ID"]);
         assert_eq!(
             (session.name.as_str(), session.key.as_str()),
@@ -1072,21 +1038,25 @@ mod tests {
                 TOKEN_KEY_SESSION
             )
         );
+        assert_eq!(secret_ref(&shared["SIMCACHE_POD_SESSION"]), session);
         assert_eq!(session.optional, Some(true));
-        assert_eq!(
-            shared["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
-            Some("postgresql")
-        );
-        assert!(!shared.contains_key("SIMCACHE_CACHE_DB_PATH"));
-        // The URL (with its password) comes from the Secret, never inline.
-        let url = &shared["SIMCACHE_CACHE_DB_URL"];
-        assert!(url.value.is_none());
-        let from = secret_ref(url);
-        assert_eq!(
-            (from.name.as_str(), from.key.as_str()),
-            ("simcache-cache-db", "url")
-        );
-        assert_eq!(shared["SIMCACHE_DB_POOL_SIZE"].value.as_deref(), Some("2"));
+        // No database reaches a pod: its own file, never a URL or a pool.
+        for (sidecar, sim) in [(&own, &own_sim), (&shared, &shared_sim)] {
+            assert_eq!(
+                sidecar["SIMCACHE_CACHE_BACKEND"].value.as_deref(),
+                Some("sqlite")
+            );
+            for name in [
+                "SIMCACHE_CACHE_DB_URL",
+                "SIMCACHE_DB_POOL_SIZE",
+                "DATABASE_URL",
+            ] {
+                assert!(
+                    !sidecar.contains_key(name) && !sim.contains_key(name),
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1100,7 +1070,7 @@ mod tests {
             operator_url: "http://op.simcache:8080/".into(),
             startup_probe: true,
             node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
-            cache_db_secret: None,
+            shared_tier_url: None,
             resources: default_sidecar_resources(),
             pod_security: Default::default(),
         };

@@ -410,7 +410,7 @@ mod tests {
             operator_url: "http://op:8080".into(),
             startup_probe: false,
             node_selector: BTreeMap::from([("pool".to_string(), "sims".to_string())]),
-            cache_db_secret: None,
+            shared_tier_url: None,
             resources: default_sidecar_resources(),
             pod_security: Default::default(),
         }
