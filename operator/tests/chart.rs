@@ -116,6 +116,9 @@ fn check_all_typed(docs: &[Value]) -> BTreeSet<String> {
                 drop(typed::<ClusterRoleBinding>(d))
             }
             ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(d)),
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                drop(typed::<k8s_openapi::api::networking::v1::NetworkPolicy>(d))
+            }
             // API servers before 1.21 get policy/v1beta1, whose spec is the
             // same as v1's (k8s-openapi only has v1).
             ("policy/v1beta1", "PodDisruptionBudget") => {
@@ -205,6 +208,7 @@ fn default_values_render_a_secure_two_replica_operator() {
             "ClusterRoleBinding",
             "ConfigMap",
             "Deployment",
+            "NetworkPolicy",
             "PersistentVolumeClaim",
             "PodDisruptionBudget",
             "Role",
@@ -907,6 +911,42 @@ async fn the_shared_tier_is_on_by_default_and_serves_as_rendered() {
         env_of(&operator)["SIMCACHE_SHARED_TIER_URL"],
         json!(format!("http://t-simcache-shared.{}.svc:8300", ns.name))
     );
+    // Its NetworkPolicy admits run pods (any namespace) on its one port.
+    let policy: k8s_openapi::api::networking::v1::NetworkPolicy = typed(
+        find(&docs, "NetworkPolicy")
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "t-simcache-shared")
+            .expect("the shared tier's NetworkPolicy"),
+    );
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .unwrap()["app.kubernetes.io/component"],
+        "shared-tier"
+    );
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let rule = &spec.ingress.unwrap()[0];
+    let from = &rule.from.as_ref().unwrap()[0];
+    assert_eq!(
+        from.namespace_selector,
+        Some(Default::default()),
+        "any namespace"
+    );
+    let exprs = from
+        .pod_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (exprs[0].key.as_str(), exprs[0].operator.as_str()),
+        ("simcache.io/run", "Exists")
+    );
+    let port = &rule.ports.as_ref().unwrap()[0];
+    assert_eq!(serde_json::to_value(&port.port).unwrap(), json!(8300));
 
     // Started as rendered (on a free port), with the database its Secret
     // names, it serves and answers health.
@@ -951,6 +991,32 @@ async fn the_shared_tier_is_on_by_default_and_serves_as_rendered() {
     let operator: Deployment = typed(one(&docs, "Deployment"));
     assert!(!env_of(&operator).contains_key("SIMCACHE_SHARED_TIER_URL"));
     helm().uninstall(&c.kubeconfig, &ns.name, "o");
+    // Switchable; with the trial database, only this release's own
+    // components reach it.
+    let docs = render(
+        &ns,
+        "nopol",
+        json!({"networkPolicy": {"enabled": false}, "database": {"existingSecret": "db"}}),
+    );
+    assert!(find(&docs, "NetworkPolicy").is_empty());
+    helm().uninstall(&c.kubeconfig, &ns.name, "nopol");
+    let docs = render(&ns, "p", json!({"postgresql": {"enabled": true}}));
+    let db_policy = find(&docs, "NetworkPolicy")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "p-simcache-postgresql")
+        .expect("the trial database's NetworkPolicy");
+    let peers: Vec<&str> = db_policy["spec"]["ingress"][0]["from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(peers, ["operator", "shared-tier", "sfm-proxy"]);
+    helm().uninstall(&c.kubeconfig, &ns.name, "p");
 }
 
 #[test]

@@ -145,7 +145,13 @@ async fn serve(backend: Backend, store: &StoreArgs, a: ServeArgs) -> anyhow::Res
     if let Some(sfm) = srv.sfm_addr {
         eprintln!("SFM proxy (pod-local, no auth) on http://{sfm}");
     }
-    if !a.no_auth {
+    if a.pod_session.is_some() {
+        // A run pod: the simulation already holds the session to send.
+        eprintln!(
+            "auth is on: the pod's session ({}) is accepted",
+            simcache_core::pod_env::SESSION_ID
+        );
+    } else if !a.no_auth {
         eprintln!(
             "auth is on: send X-Session-ID. Create one with:\n  simcache-sidecar session create --role developer{}",
             db_hint(store)
