@@ -698,6 +698,11 @@ impl Run<'_> {
             spec_changed: lifecycle::spec_change_unreported(&status, generation),
         };
         let plan = decide_finished(&facts);
+        if facts.leftovers {
+            // The run has ended: so has its session (idempotent, and done
+            // only until its pod and Secret are cleaned up).
+            tokens::revoke_session(self.ctx, &self.ns, &self.name).await?;
+        }
         let mut status = status;
         if plan.report_spec_change
             && let Some(g) = generation

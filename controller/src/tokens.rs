@@ -50,6 +50,26 @@ pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunT
     }
 }
 
+/// Ends the run's stored session (the shared tier then refuses it, after
+/// at most its session cache's few seconds). Pods' own tokens end with
+/// their pod; nothing to do for them.
+pub async fn revoke_session(ctx: &Context, ns: &str, name: &str) -> Result<()> {
+    if ctx.cfg.sidecar.shared_tier_url.is_none() {
+        return Ok(());
+    }
+    ctx.stores
+        .sessions
+        .delete_sessions_of(&run_session_owner(ns, name))
+        .await
+        .map_err(Error::Store)?;
+    Ok(())
+}
+
+/// Whose the run's stored session is, as the sessions table names it.
+fn run_session_owner(ns: &str, name: &str) -> String {
+    format!("run:{ns}/{name}")
+}
+
 /// The run's own session at its sidecar: it may use the cache, its
 /// systems of record and its devices there and nothing else. Pods with
 /// their own cache get a fresh token their sidecar alone knows (it ends
@@ -68,7 +88,7 @@ async fn cache_session(
     let auth = Authenticator::new(ctx.stores.sessions.clone(), AuthConfig::default());
     let issued = auth
         .create_for_service(
-            &format!("run:{ns}/{name}"),
+            &run_session_owner(ns, name),
             simcache_auth::authenticator::pod_session_privileges(),
             hours,
         )

@@ -1101,7 +1101,7 @@ async fn pods_share_the_cache_through_the_shared_tier_without_a_database_credent
     c.install_crds();
     let ns = c.namespace("shared");
     let db_url = simcache_testkit::fresh_database("shared_tier_pods").await;
-    let (_tier, flags) = shared_tier(&db_url).await;
+    let (tier, flags) = shared_tier(&db_url).await;
     let env = Env::start_on(ns, c.kubeconfig.clone(), flags, db_url.clone()).await;
     env.simulation(
         "writer",
@@ -1130,22 +1130,54 @@ async fn pods_share_the_cache_through_the_shared_tier_without_a_database_credent
     let read = run.status.unwrap();
     assert_eq!(read.phase, Phase::Succeeded, "{:?}", read.message);
 
-    let owner = format!("run:{}/write-350", env.ns.name);
-    let rows = env
-        .sql(
-            "SELECT privileges FROM sessions WHERE username = $1",
-            &[&owner],
-        )
-        .await;
-    assert_eq!(rows.len(), 1, "one session for the run");
-    let privileges: String = rows[0].get(0);
-    let mut privileges: Vec<String> = serde_json::from_str(&privileges).unwrap();
-    privileges.sort();
-    // The run's own session: the cache, its SORs and devices, no management.
-    assert_eq!(
-        privileges,
-        ["read_cache", "read_sfm", "read_sor", "write_cache"]
-    );
+    // The run's own session ends with the run: the tier then refuses it.
+    let owner = format!("run:{}/read-350", env.ns.name);
+    let token_secret = Api::<Secret>::namespaced(env.client.clone(), &env.ns.name)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|s| {
+            s.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("read-350"))
+        })
+        .expect("the run's token Secret");
+    let token = String::from_utf8(
+        token_secret.data.unwrap()[simcache_core::pod::TOKEN_KEY_SESSION]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    simcache_testkit::wait::eventually(
+        "the ended run's session is gone",
+        simcache_testkit::wait::PATIENCE,
+        || async {
+            let rows = env
+                .sql("SELECT 1 FROM sessions WHERE username = $1", &[&owner])
+                .await;
+            rows.is_empty().then_some(())
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let entry_url = format!("{}/tier/v1/cache/entry?key=from-the-pod/1", tier.url);
+    simcache_testkit::wait::eventually(
+        "the tier refuses the ended run's session",
+        simcache_testkit::wait::PATIENCE,
+        || async {
+            let r = http
+                .get(&entry_url)
+                .header("X-Session-ID", &token)
+                .send()
+                .await
+                .unwrap();
+            (r.status() == reqwest::StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
+    .await;
 
     // Nothing in the run namespace holds a database credential: no Secret's
     // value and no pod's environment names the database or its password.

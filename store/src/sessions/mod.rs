@@ -54,6 +54,9 @@ pub trait SessionStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<bool>;
     async fn delete_session(&self, token_hash: &str) -> Result<bool>;
+    /// Ends every session of `username` (a run's, when the run ends);
+    /// returns how many.
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64>;
     async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64>;
 }
 

@@ -140,6 +140,14 @@ impl SessionStore for PgSessionStore {
         )
     }
 
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64> {
+        let c = self.db.client().await?;
+        Ok(
+            c.execute("DELETE FROM sessions WHERE username = $1", &[&username])
+                .await?,
+        )
+    }
+
     async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64> {
         let c = self.db.client().await?;
         Ok(

@@ -168,6 +168,13 @@ impl SessionStore for SqliteSessionStore {
             .await
     }
 
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64> {
+        let u = username.to_string();
+        self.db
+            .write(move |c| Ok(c.execute("DELETE FROM sessions WHERE username = ?1", [u])? as u64))
+            .await
+    }
+
     async fn purge_expired_sessions(&self, now_ms: i64) -> Result<u64> {
         self.db
             .write(move |c| {
