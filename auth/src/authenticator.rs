@@ -61,12 +61,44 @@ pub struct Session {
     pub role: Option<String>,
     pub privileges: PrivilegeSet,
     pub expires_at_ms: i64,
+    /// What a run's session is limited to beyond its privileges; `None`:
+    /// nothing more than the privileges say.
+    pub scope: Option<Scope>,
 }
 
 impl Session {
     pub fn allows(&self, p: Privilege) -> bool {
         self.privileges.allows(p)
     }
+
+    /// Whether this session may use SFM device `namespace/name`: reading
+    /// (`control` false) needs the device in its scope's `sfm_devices`,
+    /// control in `sfm_control`. An unscoped session is limited by its
+    /// privileges alone.
+    pub fn may_use_device(&self, namespace: &str, name: &str, control: bool) -> bool {
+        let Some(scope) = &self.scope else {
+            return true;
+        };
+        let listed = if control {
+            &scope.sfm_control
+        } else {
+            &scope.sfm_devices
+        };
+        listed
+            .iter()
+            .any(|d| d.split_once('/') == Some((namespace, name)))
+    }
+}
+
+/// The limits of a run's session (kept with it): the SFM devices its
+/// Simulation lists, and those it declares control of. Devices are named
+/// `namespace/name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scope {
+    #[serde(default)]
+    pub sfm_devices: Vec<String>,
+    #[serde(default)]
+    pub sfm_control: Vec<String>,
 }
 
 /// A freshly issued session: the token is shown once, to its owner.
@@ -110,6 +142,12 @@ fn session_from_record(r: SessionRecord) -> Session {
         user_id: r.user_id,
         role: r.role,
         expires_at_ms: r.expires_at_ms,
+        // A scope that does not read grants nothing (no device).
+        scope: r
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("scope"))
+            .map(|s| serde_json::from_value(s.clone()).unwrap_or_default()),
     }
 }
 
@@ -140,6 +178,7 @@ impl Authenticator {
             role: Some("admin".into()),
             privileges: Role::Admin.privileges(),
             expires_at_ms: i64::MAX,
+            scope: None,
         });
         Authenticator {
             store,
@@ -161,6 +200,9 @@ impl Authenticator {
             role: None,
             privileges: pod_session_privileges(),
             expires_at_ms: i64::MAX,
+            // The tier holds the run's scope; at its own sidecar the pod
+            // is limited by the sidecar's settings.
+            scope: None,
         };
         self.pod_session = Some((token::digest(token), Arc::new(session)));
         self
@@ -321,6 +363,7 @@ impl Authenticator {
             Some(role.name()),
             role.privileges(),
             ttl,
+            None,
         )
         .await
     }
@@ -332,7 +375,20 @@ impl Authenticator {
         ttl_hours: Option<f64>,
     ) -> Result<IssuedSession, ApiError> {
         let ttl = ttl_ms(ttl_hours.unwrap_or(self.cfg.default_session_ttl_hours))?;
-        self.issue(None, "anonymous", None, privileges, ttl).await
+        self.issue(None, "anonymous", None, privileges, ttl, None)
+            .await
+    }
+
+    /// [`Self::create_anonymous`] limited to `scope`.
+    pub async fn create_anonymous_scoped(
+        &self,
+        privileges: PrivilegeSet,
+        ttl_hours: Option<f64>,
+        scope: &Scope,
+    ) -> Result<IssuedSession, ApiError> {
+        let ttl = ttl_ms(ttl_hours.unwrap_or(self.cfg.default_session_ttl_hours))?;
+        self.issue(None, "anonymous", None, privileges, ttl, Some(scope))
+            .await
     }
 
     /// A session for a service rather than a person (e.g. one simulation
@@ -343,8 +399,27 @@ impl Authenticator {
         privileges: PrivilegeSet,
         ttl_hours: f64,
     ) -> Result<IssuedSession, ApiError> {
-        self.issue(None, name, None, privileges, ttl_ms(ttl_hours)?)
+        self.issue(None, name, None, privileges, ttl_ms(ttl_hours)?, None)
             .await
+    }
+
+    /// [`Self::create_for_service`] limited to `scope` (a run's devices).
+    pub async fn create_scoped(
+        &self,
+        name: &str,
+        privileges: PrivilegeSet,
+        ttl_hours: f64,
+        scope: &Scope,
+    ) -> Result<IssuedSession, ApiError> {
+        self.issue(
+            None,
+            name,
+            None,
+            privileges,
+            ttl_ms(ttl_hours)?,
+            Some(scope),
+        )
+        .await
     }
 
     async fn issue(
@@ -354,6 +429,7 @@ impl Authenticator {
         role: Option<&str>,
         privileges: PrivilegeSet,
         ttl: i64,
+        scope: Option<&Scope>,
     ) -> Result<IssuedSession, ApiError> {
         let token = token::generate().map_err(|e| {
             ApiError::new(
@@ -370,9 +446,11 @@ impl Authenticator {
             privileges: privileges.names(),
             created_at_ms: now,
             expires_at_ms: now.saturating_add(ttl),
-            metadata: user
-                .is_none()
-                .then(|| serde_json::json!({ "anonymous": true })),
+            metadata: match (user, scope) {
+                (Some(_), _) => None,
+                (None, None) => Some(serde_json::json!({ "anonymous": true })),
+                (None, Some(s)) => Some(serde_json::json!({ "anonymous": true, "scope": s })),
+            },
         };
         self.store.insert_session(&rec).await?;
         Ok(IssuedSession {
@@ -481,5 +559,51 @@ pub fn validate_username(u: &str) -> Result<(), ApiError> {
         Err(ApiError::bad_request(
             "username must be 1-128 characters of letters, digits, '.', '_', '@' or '-'",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(metadata: Option<serde_json::Value>) -> SessionRecord {
+        SessionRecord {
+            token_hash: "h".into(),
+            user_id: None,
+            username: "run:lab/r1".into(),
+            role: None,
+            privileges: vec!["read_sfm".into()],
+            created_at_ms: 0,
+            expires_at_ms: 1,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn a_runs_scope_names_the_devices_it_reads_and_controls() {
+        let scope = Scope {
+            sfm_devices: vec!["lab/unit-7".into()],
+            sfm_control: vec![],
+        };
+        let s = session_from_record(record(Some(
+            serde_json::json!({"anonymous": true, "scope": scope}),
+        )));
+        assert_eq!(s.scope.as_ref(), Some(&scope), "kept with the session");
+        assert!(s.may_use_device("lab", "unit-7", false));
+        assert!(
+            !s.may_use_device("lab", "unit-7", true),
+            "no control declared"
+        );
+        assert!(!s.may_use_device("lab", "unit-8", false));
+        assert!(
+            !s.may_use_device("other", "unit-7", false),
+            "another namespace's"
+        );
+        // Unscoped sessions (people, the pod-local one) are limited by their
+        // privileges alone; a scope that does not read grants no device.
+        let person = session_from_record(record(None));
+        assert!(person.may_use_device("any", "thing", true));
+        let garbled = session_from_record(record(Some(serde_json::json!({"scope": 7}))));
+        assert!(!garbled.may_use_device("lab", "unit-7", false));
     }
 }

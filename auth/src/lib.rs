@@ -10,5 +10,5 @@ pub mod routes;
 pub mod session_cache;
 mod token;
 
-pub use authenticator::{AuthConfig, Authenticator, IssuedSession, Session};
+pub use authenticator::{AuthConfig, Authenticator, IssuedSession, Scope, Session};
 pub use privileges::{Privilege, PrivilegeSet, Role};

@@ -363,15 +363,23 @@ impl Run<'_> {
             simcache_core::pod::check_resources(r)
                 .map_err(|e| PlanError::from(e.under("Simulation spec.sidecarResources")))?;
         }
-        let tokens = tokens::issue(self.ctx, self.obj, uid).await?;
+        let spec = &sim.spec;
+        let sfm_devices = self.sfm_devices(&spec.sfm_devices);
+        // The run's session reaches its Simulation's devices and no others.
+        let scope = simcache_auth::Scope {
+            sfm_devices: sfm_devices
+                .iter()
+                .map(|d| format!("{}/{}", d.namespace, d.name))
+                .collect(),
+            sfm_control: Vec::new(),
+        };
+        let tokens = tokens::issue(self.ctx, self.obj, uid, &scope).await?;
         self.ctx
             .stores
             .ledger
             .expect_ingest(exec_id, uid, &tokens.ingest, now_ms())
             .await?;
         let schema = serde_json::to_value(run_schema(&sim.spec)).unwrap_or(Value::Null);
-        let spec = &sim.spec;
-        let sfm_devices = self.sfm_devices(&spec.sfm_devices);
         let plan = PodPlan {
             namespace: &self.ns,
             run_name: &self.name,

@@ -17,7 +17,12 @@ use simcache_core::pod::{RunTokens, secret_name, token_secret};
 /// Secret left by an earlier attempt, or by a reconcile cut short before
 /// its pod was made, is replaced; no pod uses it, since the attempt's pod
 /// does not exist yet.
-pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunTokens> {
+pub async fn issue(
+    ctx: &Context,
+    run: &SimulationRun,
+    uid: &str,
+    scope: &simcache_auth::Scope,
+) -> Result<RunTokens> {
     let ns = run.namespace().unwrap_or_default();
     let name = run.name_any();
     let secrets = ctx.api::<Secret>(&ns);
@@ -30,7 +35,7 @@ pub async fn issue(ctx: &Context, run: &SimulationRun, uid: &str) -> Result<RunT
     let tokens = RunTokens {
         run: simcache_store::random::token()?,
         ingest: simcache_store::random::token()?,
-        cache_session: cache_session(ctx, &ns, &name, run.spec.timeout_seconds).await?,
+        cache_session: cache_session(ctx, &ns, &name, run.spec.timeout_seconds, scope).await?,
     };
     match secrets
         .create(
@@ -80,6 +85,7 @@ async fn cache_session(
     ns: &str,
     name: &str,
     timeout_seconds: Option<i64>,
+    scope: &simcache_auth::Scope,
 ) -> Result<Option<String>> {
     if ctx.cfg.sidecar.shared_tier_url.is_none() {
         return Ok(Some(simcache_store::random::token()?));
@@ -87,10 +93,11 @@ async fn cache_session(
     let hours = timeout_seconds.map_or(24.0, |s| s as f64 / 3600.0 + 1.0);
     let auth = Authenticator::new(ctx.stores.sessions.clone(), AuthConfig::default());
     let issued = auth
-        .create_for_service(
+        .create_scoped(
             &run_session_owner(ns, name),
             simcache_auth::authenticator::pod_session_privileges(),
             hours,
+            scope,
         )
         .await
         .map_err(Error::Session)?;

@@ -1218,6 +1218,94 @@ async fn pods_share_the_cache_through_the_shared_tier_without_a_database_credent
     }
 }
 
+/// A simulation script that reads its SFM device `unit-a` (info, events, a
+/// waveform) through `$SIMCACHE_SFM_URL`, and checks that another device
+/// and a write are refused (exit 3 on any surprise).
+fn sfm_script() -> String {
+    let thermal = example("examples/run-api/thermal.py");
+    let py = r#"import os, sys, urllib.request, urllib.error
+base = os.environ["SIMCACHE_SFM_URL"]
+def call(path, method="GET"):
+    req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.headers.get("x-simcache-sfm-source")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+for path in ["/device/info?host=10.0.0.1", "/device/events?host=10.0.0.1", "/device/event/1/waveform?host=10.0.0.1"]:
+    status, source = call(path)
+    print(path, status, source)
+    if status != 200:
+        sys.exit(3)
+status, body = call("/device/info?host=10.0.0.2")
+print("unit-b", status, body)
+if status != 403 or "may not use device" not in body:
+    sys.exit(3)
+status, body = call("/device/monitor/start?host=10.0.0.1", "POST")
+print("write", status, body)
+if status != 403:
+    sys.exit(3)
+"#;
+    format!("python3 -c '{py}' && python3 {thermal}")
+}
+
+/// Run pods read their Simulation's SFM device through their sidecar and
+/// the shared tier: the device's data is fetched once for every pod (and
+/// the operator's probe), another device and a write are refused, and the
+/// pods hold no upstream credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_pods_read_their_sfm_device_through_the_shared_tier_and_no_other() {
+    use simcache_testkit::sfm_sim::{SfmSimulator, Unit};
+    let sim = SfmSimulator::start(0.005).await;
+    sim.add_unit("tcp:10.0.0.1:12345", Unit::new("BE11529", 3, 100));
+    sim.add_unit("tcp:10.0.0.2:12345", Unit::new("BE20000", 1, 100));
+    let c: &'static KubeCluster = cluster();
+    c.install_crds();
+    let ns = c.namespace("sfm-tier");
+    let db_url = simcache_testkit::fresh_database("sfm_tier_pods").await;
+    let (_tier, flags) = shared_tier(&db_url).await;
+    let env = Env::start_on(ns, c.kubeconfig.clone(), flags, db_url).await;
+    // Event lists trusted for a while, so the second pod's is a cache hit.
+    let fresh = "  cache:\n    eventsFreshSeconds: 600\n";
+    env.apply(&sfm_device("unit-a", &sim.url(), "10.0.0.1", fresh));
+    env.apply(&sfm_device("unit-b", &sim.url(), "10.0.0.2", ""));
+    for name in ["unit-a", "unit-b"] {
+        simcache_testkit::wait::eventually(
+            &format!("{name} registered"),
+            simcache_testkit::wait::PATIENCE,
+            || async {
+                sfm_status(&env, name)
+                    .await
+                    .filter(|s| s.conn_key.is_some())
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+    env.simulation(
+        "field",
+        json!(["sh", "-c", sfm_script()]),
+        "  sfmDevices: [unit-a]
+",
+    );
+    for (run, t) in [("field-1", 300), ("field-2", 400)] {
+        env.apply(&env.run(run, "field", json!({"temperature": t})));
+        let done = env.finished(run, Duration::from_secs(90)).await;
+        let s = done.status.unwrap();
+        assert_eq!(s.phase, Phase::Succeeded, "{run}: {:?}", s.message);
+    }
+    // One fetch of each piece of data for both pods (and the probes: one
+    // info per unit at most, whoever asked first).
+    assert!(sim.calls("info") <= 2, "{}", sim.calls("info"));
+    assert_eq!(sim.calls("events"), 1);
+    assert_eq!(sim.calls("waveform"), 1);
+    assert_eq!(
+        sim.calls("monitor_control"),
+        0,
+        "the write never reached the unit"
+    );
+}
+
 /// The password in a `postgresql://user:password@host/db` URL, if any.
 fn url_password(url: &str) -> Option<String> {
     let creds = url.split("://").nth(1)?.split('@').next()?;

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::json;
-use simcache_auth::{Authenticator, Privilege};
+use simcache_auth::{Authenticator, Privilege, Session};
 
 use crate::route::{self, Op};
 use crate::service::{Answer, SfmService, Source};
@@ -51,14 +51,46 @@ fn param_error(e: &route::ParamError) -> Response {
         .into_response()
 }
 
-async fn check(state: &SfmState, headers: &http::HeaderMap, p: Privilege) -> Result<(), Response> {
+/// The caller's session when this listener has auth (`None`: the
+/// pod-local listener, where the pod is the boundary).
+async fn check(
+    state: &SfmState,
+    headers: &http::HeaderMap,
+    p: Privilege,
+) -> Result<Option<Arc<Session>>, Response> {
     let Some(auth) = &state.auth else {
-        return Ok(());
+        return Ok(None);
     };
     auth.authorize(headers, p)
         .await
-        .map(|_| ())
+        .map(Some)
         .map_err(|e| detail(e.status, e.message))
+}
+
+/// A run's session reaches only its Simulation's devices, and controls
+/// only those it declares.
+fn device_allowed(
+    session: Option<&Session>,
+    dev: &crate::registry::Device,
+    control: bool,
+) -> Result<(), Response> {
+    match session {
+        Some(s) if !s.may_use_device(&dev.namespace, &dev.name, control) => Err(detail(
+            StatusCode::FORBIDDEN,
+            if control {
+                format!(
+                    "this session may not control device {}: its Simulation does not declare control of it",
+                    dev.label
+                )
+            } else {
+                format!(
+                    "this session may not use device {}: its Simulation does not list it",
+                    dev.label
+                )
+            },
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn health() -> Response {
@@ -68,9 +100,10 @@ async fn health() -> Response {
 }
 
 async fn stats(State(state): State<SfmState>, req: Request) -> Response {
-    if let Err(r) = check(&state, req.headers(), Privilege::ReadSfm).await {
-        return r;
-    }
+    let session = match check(&state, req.headers(), Privilege::ReadSfm).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let store = state.service.store();
     let (amounts, devices) = match (store.amounts(None).await, store.devices().await) {
         (Ok(a), Ok(d)) => (a, d),
@@ -83,7 +116,13 @@ async fn stats(State(state): State<SfmState>, req: Request) -> Response {
     };
     let served: Vec<_> = devices
         .iter()
-        .filter(|d| state.service.registry().get(&d.conn_key).is_some())
+        .filter(|d| {
+            state
+                .service
+                .registry()
+                .get(&d.conn_key)
+                .is_some_and(|dev| device_allowed(session.as_deref(), &dev, false).is_ok())
+        })
         .collect();
     let sum = |f: fn(&simcache_store::sfm::Counters) -> i64| -> i64 {
         served.iter().map(|d| f(&d.counters)).sum()
@@ -110,9 +149,10 @@ async fn stats(State(state): State<SfmState>, req: Request) -> Response {
 }
 
 async fn clear_device(State(state): State<SfmState>, req: Request) -> Response {
-    if let Err(r) = check(&state, req.headers(), Privilege::InvalidateCache).await {
-        return r;
-    }
+    let session = match check(&state, req.headers(), Privilege::InvalidateCache).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let (transport, _) = match route::parse_query(req.uri().query().unwrap_or("")) {
         Ok(t) => t,
         Err(e) => return param_error(&e),
@@ -120,6 +160,9 @@ async fn clear_device(State(state): State<SfmState>, req: Request) -> Response {
     let Some(dev) = state.service.registry().get(&transport.conn_key()) else {
         return detail(StatusCode::FORBIDDEN, "device not registered");
     };
+    if let Err(r) = device_allowed(session.as_deref(), &dev, true) {
+        return r;
+    }
     match state.service.flush_device(&dev).await {
         Ok(a) => axum::Json(json!({
             "device_info": a.info,
@@ -141,14 +184,16 @@ async fn device_route(State(state): State<SfmState>, req: Request) -> Response {
     if !path.starts_with("/device/") {
         return detail(StatusCode::NOT_FOUND, "Not Found");
     }
-    let privilege = if method == Method::GET || method == Method::HEAD {
-        Privilege::ReadSfm
-    } else {
+    let control = !(method == Method::GET || method == Method::HEAD);
+    let privilege = if control {
         Privilege::ControlSfm
+    } else {
+        Privilege::ReadSfm
     };
-    if let Err(r) = check(&state, req.headers(), privilege).await {
-        return r;
-    }
+    let session = match check(&state, req.headers(), privilege).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let op = match route::classify(&method, &path) {
         Ok(op) => op,
         Err(e) => return param_error(&e),
@@ -161,6 +206,9 @@ async fn device_route(State(state): State<SfmState>, req: Request) -> Response {
     let Some(dev) = state.service.registry().get(&transport.conn_key()) else {
         return detail(StatusCode::FORBIDDEN, "device not registered");
     };
+    if let Err(r) = device_allowed(session.as_deref(), &dev, control) {
+        return r;
+    }
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
     let answer = if op.is_cached_read() && method != Method::POST {
         state.service.read(&dev, op, flags, &query).await

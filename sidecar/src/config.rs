@@ -516,6 +516,10 @@ pub struct SharedArgs {
     /// How often expired entries and sessions are deleted.
     #[arg(long, env = "SIMCACHE_SWEEP_INTERVAL_SECS", default_value_t = 60)]
     pub sweep_interval_secs: u64,
+    /// The SFM proxy the pods' proxies forward to (under /tier/v1/sfm):
+    /// devices' upstream `Authorization` headers are set here, never in pods.
+    #[command(flatten)]
+    pub sfm: SfmArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -252,7 +252,10 @@ pub async fn start(
 
     let mut sfm_addr = None;
     if let Some((addr, sfm_cfg)) = cfg.sfm.clone() {
-        let (bound, tasks) = start_pod_sfm(&stores, &registry, addr, sfm_cfg, cfg.limits).await?;
+        let (bound, tasks) = match tier_client(&cfg)? {
+            Some(tier) => start_pod_sfm_forward(addr, tier, cfg.max_body_bytes, cfg.limits).await?,
+            None => start_pod_sfm(&stores, &registry, addr, sfm_cfg, cfg.limits).await?,
+        };
         sfm_addr = Some(bound);
         background.extend(tasks);
     }
@@ -392,6 +395,31 @@ async fn start_pod_sfm(
         }
     }));
     Ok((bound, tasks))
+}
+
+/// The pod-local SFM listener when the shared tier serves SFM: it forwards
+/// to the tier with the pod's session (loopback only, as the other).
+async fn start_pod_sfm_forward(
+    addr: SocketAddr,
+    tier: TierClient,
+    max_body_bytes: usize,
+    limits: simcache_web::server::Limits,
+) -> anyhow::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!("the pod-local SFM listener binds loopback only (got {addr})");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the SFM proxy on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let router = crate::tier::sfm_forward::router(tier, max_body_bytes);
+    let task = tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        if let Err(e) = simcache_sfm::http::serve(listener, router, limits, None, forever).await {
+            tracing::error!(error = %e, "SFM forwarder stopped");
+        }
+    });
+    Ok((bound, vec![task]))
 }
 
 pub(crate) fn spawn_flusher(cache: Arc<CacheService>, every: Duration) -> JoinHandle<()> {

@@ -19,6 +19,7 @@ use crate::cache::metrics::CacheMetrics;
 use crate::config::SharedArgs;
 use crate::http::{AppState, probe_router};
 use crate::server::spawn_sweeper;
+use crate::tier::SFM_PREFIX;
 use crate::tier::server::{ChangeFeed, TierState, routes};
 
 pub async fn run(backend: Backend, a: SharedArgs) -> anyhow::Result<()> {
@@ -57,6 +58,23 @@ pub async fn run(backend: Backend, a: SharedArgs) -> anyhow::Result<()> {
         Some(pg) => ChangeFeed::from_postgres(pg.config().clone()),
         None => (ChangeFeed::local(origin), Vec::new()),
     };
+    // SFM for the pods: one fetch per piece of data across every pod, a
+    // run's session limited to its Simulation's devices.
+    let sfm = simcache_sfm::SfmService::new(
+        stores.sfm.clone(),
+        a.sfm.config(None)?,
+        simcache_sfm::metrics::SfmMetrics::register(&registry)?,
+    )?;
+    sfm.registry()
+        .reload()
+        .await
+        .context("loading SFM devices")?;
+    background.extend(sfm.spawn_background(stores.pg.as_ref().map(|p| p.config().clone())));
+    let sfm_routes = simcache_sfm::http::router(simcache_sfm::http::SfmState {
+        service: sfm,
+        auth: Some(auth.clone()),
+        max_body_bytes: a.max_body_bytes,
+    });
     background.push(spawn_sweeper(
         cache.clone(),
         auth.clone(),
@@ -70,6 +88,7 @@ pub async fn run(backend: Backend, a: SharedArgs) -> anyhow::Result<()> {
         auth: auth.clone(),
         feed,
     })
+    .nest(SFM_PREFIX, sfm_routes)
     .merge(probe_router(AppState::new(cache, auth, registry)))
     .layer(DefaultBodyLimit::max(a.max_body_bytes))
     .layer(axum::middleware::from_fn_with_state(

@@ -531,6 +531,9 @@ fn sidecar_env(p: &PodPlan, exec_id: &str, secret: &str) -> Vec<EnvVar> {
     sidecar_env.push(env(pod_env::POD_SETTINGS, settings.to_json()));
     if !p.sfm_devices.is_empty() {
         sidecar_env.push(env(pod_env::SFM_LISTEN, SFM_LISTEN));
+    }
+    // With the shared tier, devices' upstream credentials stay there.
+    if p.sidecar.shared_tier_url.is_none() {
         for d in p.sfm_devices {
             if let Some((secret, key)) = &d.authorization {
                 sidecar_env.push(secret_env(

@@ -68,8 +68,14 @@ impl TierClient {
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.at(method, &format!("{PREFIX}{path}"))
+    }
+
+    /// A request to `path_and_query` at the tier (under [`PREFIX`]) with the
+    /// pod's session.
+    pub(crate) fn at(&self, method: Method, path_and_query: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}{PREFIX}{path}", self.base))
+            .request(method, format!("{}{path_and_query}", self.base))
             .header("X-Session-ID", &self.session)
     }
 

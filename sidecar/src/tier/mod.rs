@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod server;
+pub mod sfm_forward;
 
 use serde::{Deserialize, Serialize};
 use simcache_store::cache::{HitDelta, InvalidationFilter, InvalidationRecord};
@@ -17,6 +18,10 @@ use std::time::Duration;
 
 /// Every tier route lives under this prefix.
 pub const PREFIX: &str = "/tier/v1";
+
+/// The SFM proxy's routes at the tier (`/device/*`, `/cache/stats`, …
+/// below it): pods' proxies forward here.
+pub const SFM_PREFIX: &str = "/tier/v1/sfm";
 
 /// How often the change stream says it is alive when nothing changes.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
