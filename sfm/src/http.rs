@@ -67,15 +67,15 @@ async fn check(
         .map_err(|e| detail(e.status, e.message))
 }
 
-/// A run's session reaches only its Simulation's devices, and controls
-/// only those it declares.
-fn device_allowed(
+/// The 403 for a run's session outside its Simulation's devices (or a
+/// control it does not declare); `None` when it may.
+fn refusal(
     session: Option<&Session>,
     dev: &crate::registry::Device,
     control: bool,
-) -> Result<(), Response> {
+) -> Option<Response> {
     match session {
-        Some(s) if !s.may_use_device(&dev.namespace, &dev.name, control) => Err(detail(
+        Some(s) if !s.may_use_device(&dev.namespace, &dev.name, control) => Some(detail(
             StatusCode::FORBIDDEN,
             if control {
                 format!(
@@ -89,7 +89,7 @@ fn device_allowed(
                 )
             },
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -121,7 +121,7 @@ async fn stats(State(state): State<SfmState>, req: Request) -> Response {
                 .service
                 .registry()
                 .get(&d.conn_key)
-                .is_some_and(|dev| device_allowed(session.as_deref(), &dev, false).is_ok())
+                .is_some_and(|dev| refusal(session.as_deref(), &dev, false).is_none())
         })
         .collect();
     let sum = |f: fn(&simcache_store::sfm::Counters) -> i64| -> i64 {
@@ -160,7 +160,7 @@ async fn clear_device(State(state): State<SfmState>, req: Request) -> Response {
     let Some(dev) = state.service.registry().get(&transport.conn_key()) else {
         return detail(StatusCode::FORBIDDEN, "device not registered");
     };
-    if let Err(r) = device_allowed(session.as_deref(), &dev, true) {
+    if let Some(r) = refusal(session.as_deref(), &dev, true) {
         return r;
     }
     match state.service.flush_device(&dev).await {
@@ -206,7 +206,7 @@ async fn device_route(State(state): State<SfmState>, req: Request) -> Response {
     let Some(dev) = state.service.registry().get(&transport.conn_key()) else {
         return detail(StatusCode::FORBIDDEN, "device not registered");
     };
-    if let Err(r) = device_allowed(session.as_deref(), &dev, control) {
+    if let Some(r) = refusal(session.as_deref(), &dev, control) {
         return r;
     }
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
