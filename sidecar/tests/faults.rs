@@ -13,21 +13,12 @@ use reqwest::StatusCode;
 use serde_json::json;
 use simcache_testkit::ServerProcess;
 
-const BIN: &str = env!("CARGO_BIN_EXE_simcache-sidecar");
+use common::BIN;
 
 async fn session(args: &[&str]) -> String {
-    let out = tokio::process::Command::new(BIN)
-        .args(["session", "create", "--role", "developer"])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let mut all = vec!["session", "create", "--role", "developer"];
+    all.extend_from_slice(args);
+    common::sidecar_cli(&all, &[]).await
 }
 
 /// 10,000 writes from 16 clients; SIGKILL once 3,000 are acknowledged;

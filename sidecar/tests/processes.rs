@@ -6,29 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use simcache_store::{Backend, Stores};
 use simcache_testkit::ServerProcess;
 
-const BIN: &str = env!("CARGO_BIN_EXE_simcache-sidecar");
-
-async fn cli(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use common::{BIN, eventually, sidecar_cli as cli};
 
 async fn get(http: &reqwest::Client, url: &str, tok: &str) -> (StatusCode, Value) {
     let r = http
@@ -59,22 +43,6 @@ async fn put_on(http: &reqwest::Client, base: &str, tok: &str, key: &str, exec: 
 
 fn entry(key: &str, exec: &str) -> Value {
     common::entry_body(key, 1, json!({ "execution_id": exec }))
-}
-
-/// Polls `f` until it returns true (within the test kit's patience: a
-/// loaded machine delays NOTIFY and reconnects); returns how long it took.
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < simcache_testkit::wait::PATIENCE {
-        if f().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!(
-        "{what} did not happen within {:?}",
-        simcache_testkit::wait::PATIENCE
-    );
 }
 
 async fn memory_entries(http: &reqwest::Client, base: &str, tok: &str) -> (bool, i64) {

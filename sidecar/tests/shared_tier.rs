@@ -7,41 +7,18 @@
 //! and a retry hint, loses nothing acknowledged and is used again once back.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test's panic is its failure
 
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use simcache_testkit::ServerProcess;
 
-const BIN: &str = env!("CARGO_BIN_EXE_simcache-sidecar");
+use common::{BIN, eventually, sidecar_cli};
 
 async fn cli(args: &[&str]) -> String {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < simcache_testkit::wait::PATIENCE {
-        if f().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!(
-        "{what} did not happen within {:?}",
-        simcache_testkit::wait::PATIENCE
-    );
+    sidecar_cli(args, &[]).await
 }
 
 struct Pod {

@@ -175,3 +175,39 @@ impl std::ops::Deref for Ctx {
         &self.client
     }
 }
+
+/// The sidecar binary, for tests that run it as a process.
+pub const BIN: &str = env!("CARGO_BIN_EXE_simcache-sidecar");
+
+/// Runs the sidecar binary with `args` and `envs`, checks that it succeeded,
+/// and returns its stdout, trimmed (a session token, say).
+pub async fn sidecar_cli(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Polls `f` until it returns true (within the test kit's patience: a
+/// loaded machine delays NOTIFY and reconnects); returns how long it took.
+pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < simcache_testkit::wait::PATIENCE {
+        if f().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "{what} did not happen within {:?}",
+        simcache_testkit::wait::PATIENCE
+    );
+}
