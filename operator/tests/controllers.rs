@@ -1306,6 +1306,105 @@ async fn run_pods_read_their_sfm_device_through_the_shared_tier_and_no_other() {
     );
 }
 
+/// The run pod's journey, on the shared tier: one Simulation whose pods
+/// read an object and a Parquet function result of their system of record
+/// through `$SIMCACHE_URL`, info, events and a waveform of their SFM device
+/// through `$SIMCACHE_SFM_URL` (fetched once for both pods), write a cache
+/// entry the second pod reads, and are ingested. Run it alone with
+/// `cargo test --workspace -- pod_journey`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pod_journey_through_the_shared_tier() {
+    use simcache_testkit::sfm_sim::{SfmSimulator, Unit};
+    let s3 = simcache_testkit::s3::server();
+    let prefix = s3.prefix("journey");
+    s3.put(&format!("{prefix}inputs/a.json"), br#"{"k": 1}"#.to_vec())
+        .await;
+    let (table, _) = simcache_testkit::parquet_gen::numeric_table(100);
+    s3.put(&format!("{prefix}tables/t.parquet"), table).await;
+    let sim = SfmSimulator::start(0.005).await;
+    sim.add_unit("tcp:10.0.0.1:12345", Unit::new("BE11529", 3, 100));
+    let c: &'static KubeCluster = cluster();
+    c.install_crds();
+    let ns = c.namespace("journey");
+    let db_url = simcache_testkit::fresh_database("pod_journey").await;
+    let (_tier, flags) = shared_tier(&db_url).await;
+    let env = Env::start_on(ns, c.kubeconfig.clone(), flags, db_url).await;
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s3-creds\nstringData:\n  AWS_ACCESS_KEY_ID: {}\n  AWS_SECRET_ACCESS_KEY: {}\n",
+        s3.access_key, s3.secret_key
+    ));
+    env.apply(&format!(
+        "apiVersion: simcache.io/v1alpha1\nkind: SystemOfRecord\nmetadata:\n  name: data\nspec:\n  s3:\n    bucket: {}\n    prefix: {prefix}\n    endpoint: {}\n    credentialsSecret:\n      name: s3-creds\n",
+        s3.bucket, s3.endpoint
+    ));
+    let fresh = "  cache:\n    eventsFreshSeconds: 600\n";
+    env.apply(&sfm_device("unit-a", &sim.url(), "10.0.0.1", fresh));
+    let ready = sor_ready(&env, "data").await;
+    assert_eq!(ready.status, "True", "{}", ready.message);
+    simcache_testkit::wait::eventually(
+        "unit-a registered",
+        simcache_testkit::wait::PATIENCE,
+        || async {
+            sfm_status(&env, "unit-a")
+                .await
+                .filter(|s| s.conn_key.is_some())
+                .map(|_| ())
+        },
+    )
+    .await;
+    let thermal = example("examples/run-api/thermal.py");
+    let py = r#"import json, os, sys, urllib.request, urllib.error
+url, sfm = os.environ["SIMCACHE_URL"], os.environ["SIMCACHE_SFM_URL"]
+session = {"X-Session-ID": os.environ["SIMCACHE_SESSION_ID"]}
+def get(u, headers=session):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(u, headers=headers)) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+def need(what, status, body):
+    print(what, status, body[:200])
+    if status != 200:
+        sys.exit(3)
+need("object", *get(url + "/sor/data/objects/inputs/a.json"))
+need("parquet", *get(url + "/sor/data/functions/parquet.head/tables/t.parquet?n=3"))
+for path in ["/device/info", "/device/events", "/device/event/1/waveform"]:
+    need(path, *get(sfm + path + "?host=10.0.0.1", {}))
+t = json.load(open(os.environ["SIMCACHE_INPUTS"]))["temperature"]
+if t == 300:
+    body = json.dumps({"cache_key": "journey/shared", "simulation_id": 1,
+        "simulation_name": "journey", "simulation_version": "1.0.0",
+        "execution_id": "journey-300", "squid_id": "s", "input_hash": "h"}).encode()
+    req = urllib.request.Request(url + "/cache", data=body,
+        headers=dict(session, **{"Content-Type": "application/json"}))
+    urllib.request.urlopen(req).read()
+else:
+    status, body = get(url + "/cache/journey/shared")
+    need("cache entry of the first pod", status, body)
+    if json.loads(body)["execution_id"] != "journey-300":
+        sys.exit(3)
+"#;
+    let script = format!("python3 -c '{py}' && python3 {thermal}");
+    env.simulation(
+        "journey",
+        json!(["sh", "-c", script]),
+        "  systemsOfRecord: [data]\n  sfmDevices: [unit-a]\n",
+    );
+    for (run, t) in [("journey-300", 300), ("journey-400", 400)] {
+        env.apply(&env.run(run, "journey", json!({"temperature": t})));
+        let done = env.finished(run, Duration::from_secs(120)).await;
+        let s = done.status.unwrap();
+        assert_eq!(s.phase, Phase::Succeeded, "{run}: {:?}", s.message);
+    }
+    // Both ingested into the results store.
+    let rows = env.sql("SELECT count(*) FROM execution_results", &[]).await;
+    assert_eq!(rows[0].get::<_, i64>(0), 2, "both runs ingested");
+    // The device's data was fetched once for both pods (and the probe).
+    assert!(sim.calls("info") <= 1, "{}", sim.calls("info"));
+    assert_eq!(sim.calls("events"), 1);
+    assert_eq!(sim.calls("waveform"), 1);
+}
+
 /// The password in a `postgresql://user:password@host/db` URL, if any.
 fn url_password(url: &str) -> Option<String> {
     let creds = url.split("://").nth(1)?.split('@').next()?;

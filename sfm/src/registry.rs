@@ -53,7 +53,21 @@ impl Device {
 
 use simcache_core::pod_env::sfm_authorization_env;
 
-fn device_from_row(r: &DeviceRow) -> Option<Device> {
+/// Whose credential variable is `env` besides `(namespace, name)`: two
+/// devices whose names map to one variable (`team`/`a-x` and `team-a`/`x`)
+/// must not get each other's header, so neither gets one.
+fn credential_shared<'a>(
+    namespace: &str,
+    name: &str,
+    others: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    let env = sfm_authorization_env(namespace, name);
+    others
+        .into_iter()
+        .any(|(ns, n)| (ns, n) != (namespace, name) && sfm_authorization_env(ns, n) == env)
+}
+
+fn device_from_row(r: &DeviceRow, credential_shared: bool) -> Option<Device> {
     let spec: SFMDeviceSpec = match serde_json::from_str(&r.settings) {
         Ok(s) => s,
         Err(e) => {
@@ -61,8 +75,12 @@ fn device_from_row(r: &DeviceRow) -> Option<Device> {
             return None;
         }
     };
-    let authorization = std::env::var(sfm_authorization_env(&r.namespace, &r.name))
-        .ok()
+    if credential_shared {
+        tracing::error!(device = %format!("{}/{}", r.namespace, r.name), "another device's name maps to the same credential variable; sending no Authorization header to either");
+    }
+    let authorization = (!credential_shared)
+        .then(|| std::env::var(sfm_authorization_env(&r.namespace, &r.name)).ok())
+        .flatten()
         .and_then(|v| HeaderValue::from_str(&v).ok())
         .map(|mut v| {
             v.set_sensitive(true);
@@ -119,9 +137,18 @@ impl Registry {
     /// Reloads every registration. Returns the labels that went away.
     pub async fn reload(&self) -> simcache_store::Result<Vec<String>> {
         let rows = self.store.devices().await?;
+        let names: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.namespace.as_str(), r.name.as_str()))
+            .collect();
         let fresh: HashMap<String, Arc<Device>> = rows
             .iter()
-            .filter_map(device_from_row)
+            .filter_map(|r| {
+                device_from_row(
+                    r,
+                    credential_shared(&r.namespace, &r.name, names.iter().copied()),
+                )
+            })
             .filter(|d| self.allowed(d))
             .map(|d| (d.conn_key.clone(), Arc::new(d)))
             .collect();
@@ -138,11 +165,17 @@ impl Registry {
     /// Reloads one registration (after a change event or our own write).
     pub async fn reload_one(&self, conn_key: &str) -> simcache_store::Result<Option<String>> {
         let row = self.store.device(conn_key).await?;
+        let mut map = self.devices.write();
         let d = row
             .as_ref()
-            .and_then(device_from_row)
+            .and_then(|r| {
+                let others = map
+                    .values()
+                    .filter(|d| d.conn_key != conn_key)
+                    .map(|d| (d.namespace.as_str(), d.name.as_str()));
+                device_from_row(r, credential_shared(&r.namespace, &r.name, others))
+            })
             .filter(|d| self.allowed(d));
-        let mut map = self.devices.write();
         match d {
             Some(d) => {
                 map.insert(conn_key.to_string(), Arc::new(d));
@@ -156,6 +189,17 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_whose_names_share_a_credential_variable_get_none() {
+        let others = [("team-a", "x"), ("lab", "unit-7")];
+        assert!(credential_shared("team", "a-x", others), "TEAM_A_X both");
+        assert!(!credential_shared("lab", "unit-8", others));
+        assert!(
+            !credential_shared("lab", "unit-7", others),
+            "itself is not another"
+        );
+    }
 
     #[test]
     fn authorization_variables_are_named_from_namespace_and_name() {

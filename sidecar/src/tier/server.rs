@@ -252,13 +252,33 @@ async fn accesses(
     JsonBody(req): JsonBody<AccessesRequest>,
 ) -> Result<StatusCode, ApiError> {
     s.auth.authorize(&headers, Privilege::ReadCache).await?;
-    if req.hits.len() > 100_000 || req.misses < 0 || req.hits.iter().any(|h| h.hits < 0) {
-        return Err(ApiError::unprocessable(
-            "accesses: at most 100000 keys, counts never negative",
-        ));
-    }
+    let mut req = req;
+    accesses_checked(&mut req, now_ms()).map_err(ApiError::unprocessable)?;
     s.store.record_accesses(&req.hits, req.misses).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Most keys, and most hits or misses per count, one report may carry: a
+/// pod flushes every second, far below this; a forged count cannot push a
+/// counter out of range for everyone.
+const MAX_REPORTED_KEYS: usize = 100_000;
+const MAX_REPORTED_COUNT: i64 = 1_000_000;
+
+/// Checks a pod's hit report; access times later than now become now.
+fn accesses_checked(req: &mut AccessesRequest, now_ms: i64) -> Result<(), String> {
+    let in_range = |n: i64| (0..=MAX_REPORTED_COUNT).contains(&n);
+    if req.hits.len() > MAX_REPORTED_KEYS
+        || !in_range(req.misses)
+        || req.hits.iter().any(|h| !in_range(h.hits))
+    {
+        return Err(format!(
+            "accesses: at most {MAX_REPORTED_KEYS} keys, counts from 0 to {MAX_REPORTED_COUNT}"
+        ));
+    }
+    for h in &mut req.hits {
+        h.last_accessed_ms = h.last_accessed_ms.min(now_ms);
+    }
+    Ok(())
 }
 
 async fn ping(State(s): State<TierState>) -> Result<StatusCode, ApiError> {
@@ -283,10 +303,11 @@ async fn events(State(s): State<TierState>, headers: HeaderMap) -> Result<Respon
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.reset();
     let stopping = s.feed.stopping.clone();
+    let auth = s.auth.clone();
     let stream = futures_util::stream::unfold(
         (rx, tick, true),
         move |(mut rx, mut tick, first)| {
-            let stopping = stopping.clone();
+            let (stopping, auth, headers) = (stopping.clone(), auth.clone(), headers.clone());
             async move {
                 if first {
                     return Some((line(&StreamLine::Connected), (rx, tick, false)));
@@ -303,6 +324,8 @@ async fn events(State(s): State<TierState>, headers: HeaderMap) -> Result<Respon
                             Ok(Signal::Lost) | Err(_) => return None,
                         },
                         _ = tick.tick() => {
+                            // A session revoked or expired since ends its stream.
+                            auth.authorize(&headers, Privilege::ReadCache).await.ok()?;
                             return Some((line(&StreamLine::Heartbeat), (rx, tick, false)));
                         }
                     }
@@ -324,4 +347,37 @@ fn line(l: &StreamLine) -> Result<bytes::Bytes, Infallible> {
     let mut v = serde_json::to_vec(l).unwrap_or_else(|_| b"{\"kind\":\"heartbeat\"}".to_vec());
     v.push(b'\n');
     Ok(bytes::Bytes::from(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simcache_store::cache::HitDelta;
+
+    fn report(hits: i64, misses: i64, at: i64) -> AccessesRequest {
+        AccessesRequest {
+            hits: vec![HitDelta {
+                cache_key: "k".into(),
+                hits,
+                last_accessed_ms: at,
+            }],
+            misses,
+        }
+    }
+
+    #[test]
+    fn a_hit_report_is_bounded_and_cannot_date_accesses_in_the_future() {
+        let mut ok = report(3, 1, 5_000);
+        assert!(accesses_checked(&mut ok, 1_000).is_ok());
+        assert_eq!(ok.hits[0].last_accessed_ms, 1_000, "clamped to now");
+        for mut bad in [
+            report(-1, 0, 0),
+            report(0, -1, 0),
+            report(MAX_REPORTED_COUNT + 1, 0, 0),
+            report(0, i64::MAX, 0),
+        ] {
+            let e = accesses_checked(&mut bad, 1_000).unwrap_err();
+            assert!(e.contains("counts from 0"), "{e}");
+        }
+    }
 }

@@ -56,7 +56,20 @@ fn detail(status: StatusCode, msg: String) -> Response {
     r
 }
 
+/// The SFM proxy's own routes, the only ones forwarded: nothing else of
+/// the tier is reached through this listener.
+fn forwardable(path: &str) -> bool {
+    let routes = path.starts_with("/device/")
+        || matches!(path, "/health" | "/cache/stats" | "/cache/device");
+    // No dot segments, encoded or not, and no empty ones.
+    let lower = path.to_ascii_lowercase();
+    routes && !lower.contains("/.") && !lower.contains("%2e") && !lower.contains("//")
+}
+
 async fn forward(State(f): State<Forward>, req: Request) -> Response {
+    if !forwardable(req.uri().path()) {
+        return detail(StatusCode::NOT_FOUND, "Not Found".into());
+    }
     let target = format!(
         "{SFM_PREFIX}{}",
         req.uri().path_and_query().map_or("/", |p| p.as_str())
@@ -104,4 +117,32 @@ async fn forward(State(f): State<Forward>, req: Request) -> Response {
             "could not build the response".into(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sfm_routes_are_forwarded() {
+        for ok in [
+            "/device/info",
+            "/device/event/1/waveform",
+            "/cache/stats",
+            "/health",
+        ] {
+            assert!(forwardable(ok), "{ok}");
+        }
+        for bad in [
+            "/../cache/list",
+            "/device/../../cache/entry",
+            "/device/%2e%2e/x",
+            "/device/%2E%2E/x",
+            "//tier/v1/cache/list",
+            "/tier/v1/cache/entry",
+            "/cache/entries",
+        ] {
+            assert!(!forwardable(bad), "{bad}");
+        }
+    }
 }
