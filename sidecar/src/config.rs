@@ -547,6 +547,10 @@ pub enum SessionCommand {
         privileges: Vec<String>,
         #[arg(long, default_value_t = 24.0)]
         ttl_hours: f64,
+        /// Limit the session to these SFM devices (`namespace/name`,
+        /// repeatable), as a run's session is limited to its Simulation's.
+        #[arg(long = "sfm-device")]
+        sfm_devices: Vec<String>,
     },
 }
 

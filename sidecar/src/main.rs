@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             privileges,
             ttl_hours,
+            sfm_devices,
         }) => {
             let (_, _, auth) = services(backend).await?;
             let set = if privileges.is_empty() {
@@ -63,7 +64,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 PrivilegeSet::parse(&privileges)?
             };
-            let issued = auth.create_anonymous(set, Some(ttl_hours)).await?;
+            let issued = if sfm_devices.is_empty() {
+                auth.create_anonymous(set, Some(ttl_hours)).await?
+            } else {
+                for d in &sfm_devices {
+                    let ok = d.split_once('/').is_some_and(|(ns, name)| {
+                        simcache_crds::fields::is_namespace(ns)
+                            && simcache_crds::fields::is_object_name(name)
+                    });
+                    if !ok {
+                        bail!("--sfm-device {d:?}: expected namespace/name");
+                    }
+                }
+                let scope = simcache_auth::Scope {
+                    sfm_devices,
+                    sfm_control: Vec::new(),
+                };
+                auth.create_anonymous_scoped(set, Some(ttl_hours), &scope)
+                    .await?
+            };
             eprintln!("session privileges: {}", set.names().join(", "));
             println!("{}", issued.token);
             Ok(())

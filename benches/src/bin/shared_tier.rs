@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use simcache_benches::load::{percentile, side_by_side_with};
+use simcache_benches::load::{body_len, percentile, side_by_side_with};
 use simcache_testkit::ServerProcess;
+use simcache_testkit::sfm_sim::{SfmSimulator, Unit};
 
 const KEY: &str = "thermal_sim/1.0.0/2824bf41204e2855641c52bbe079cd4ffe59e14a";
 
@@ -166,6 +167,34 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let pg = simcache_testkit::PgServer::start(true).map_err(anyhow::Error::msg)?;
     let db = simcache_testkit::pg::with_database(&pg.admin_url, "postgres");
+    // An SFM unit, registered before the tier starts (as the operator does).
+    let unit = SfmSimulator::start(0.0001).await;
+    unit.add_unit("tcp:10.0.0.1:12345", Unit::new("BE11529", 3, 100));
+    let device = tmp.path().join("unit.yaml");
+    std::fs::write(
+        &device,
+        format!(
+            "apiVersion: simcache.io/v1alpha1\nkind: SFMDevice\nmetadata:\n  name: unit-a\n  namespace: lab\nspec:\n  upstream:\n    url: {}\n  address:\n    tcp:\n      host: 10.0.0.1\n",
+            unit.url()
+        ),
+    )?;
+    let registrar = ServerProcess::spawn(
+        &sidecar,
+        &[
+            "sfm-proxy",
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &db,
+            "--port",
+            "0",
+            "--device-file",
+            device.to_str().unwrap_or_default(),
+        ],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
+    registrar.terminate().await;
     let tier = ServerProcess::spawn(
         &sidecar,
         &[
@@ -199,6 +228,26 @@ async fn main() -> anyhow::Result<()> {
         bail!("session create: {}", String::from_utf8_lossy(&out.stderr));
     }
     let tok = String::from_utf8(out.stdout)?.trim().to_string();
+    // The run's session, limited to its device, as the operator makes it.
+    let out = tokio::process::Command::new(&sidecar)
+        .args([
+            "session",
+            "create",
+            "--privileges",
+            "read_cache,write_cache,read_sfm",
+            "--sfm-device",
+            "lab/unit-a",
+            "--backend",
+            "postgresql",
+            "--db-url",
+            &db,
+        ])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("session create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sfm_tok = String::from_utf8(out.stdout)?.trim().to_string();
     let http = reqwest::Client::new();
     let a = pod(&sidecar, tmp.path(), "a", &tier.url, &tok, "67108864").await;
     let b = pod(&sidecar, tmp.path(), "b", &tier.url, &tok, "67108864").await;
@@ -348,6 +397,55 @@ async fn main() -> anyhow::Result<()> {
         "{:<62} {:>12.1} {:>12}",
         "write on A until B's memory tier drops it, p99 ms", inv_p99, "<= 250"
     );
+    // 5. A warm SFM read through a pod's forwarder and the tier, against
+    // the ceiling serving the same body.
+    let sfm_port = simcache_testkit::ports::free_port().map_err(anyhow::Error::msg)?;
+    let sfm_pod = ServerProcess::spawn(
+        &sidecar,
+        &[
+            "serve",
+            "--db-path",
+            tmp.path().join("sfm.db").to_str().unwrap_or_default(),
+            "--port",
+            "0",
+        ],
+        &[
+            ("SIMCACHE_POD_SESSION", sfm_tok.as_str()),
+            ("SIMCACHE_SHARED_TIER_URL", tier.url.as_str()),
+            ("SIMCACHE_SFM_LISTEN", &format!("127.0.0.1:{sfm_port}")),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    let info_url = format!("http://127.0.0.1:{sfm_port}/device/info?host=10.0.0.1");
+    let info_len = body_len(&info_url).await?;
+    let sfm_ceiling = ServerProcess::spawn(&ceiling_bin, &[&info_len.to_string()], &[]).await;
+    let ((sfm_rps, _), (sfm_ceil, _)) = side_by_side_with(
+        &info_url,
+        &[],
+        &format!("{}/", sfm_ceiling.url),
+        conns,
+        secs,
+    )
+    .await;
+    println!(
+        "{:<62} {:>12.0} {:>12}",
+        format!("ceiling: bare hyper, {info_len}-byte body, req/s"),
+        sfm_ceil,
+        ""
+    );
+    println!(
+        "{:<62} {:>12.0} {:>12}",
+        "SFM warm info through a pod and the tier, req/s", sfm_rps, ""
+    );
+    println!(
+        "{:<62} {:>12.2} {:>12}",
+        "  ratio to the ceiling",
+        sfm_rps / sfm_ceil,
+        ">= 0.6"
+    );
+    sfm_pod.terminate().await;
+    sfm_ceiling.kill().await;
     for p in [a, b, cold, tier] {
         p.terminate().await;
     }
