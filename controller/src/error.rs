@@ -37,6 +37,10 @@ pub enum PlanError {
         "SystemOfRecord {name:?} does not exist in namespace {namespace}; create it or remove it from the Simulation's spec.systemsOfRecord"
     )]
     MissingSystemOfRecord { name: String, namespace: String },
+    #[error(
+        "spec.sfmControl names {0:?}, which spec.sfmDevices does not list; a pod controls only devices it reads"
+    )]
+    ControlOfUnlistedDevice(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

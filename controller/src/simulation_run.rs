@@ -365,14 +365,9 @@ impl Run<'_> {
         }
         let spec = &sim.spec;
         let sfm_devices = self.sfm_devices(&spec.sfm_devices);
-        // The run's session reaches its Simulation's devices and no others.
-        let scope = simcache_auth::Scope {
-            sfm_devices: sfm_devices
-                .iter()
-                .map(|d| format!("{}/{}", d.namespace, d.name))
-                .collect(),
-            sfm_control: Vec::new(),
-        };
+        // The run's session reaches its Simulation's devices and no others,
+        // and controls those the Simulation declares.
+        let scope = run_scope(&self.ns, &spec.sfm_devices, &spec.sfm_control)?;
         let tokens = tokens::issue(self.ctx, self.obj, uid, &scope).await?;
         self.ctx
             .stores
@@ -759,6 +754,23 @@ impl Run<'_> {
     }
 }
 
+/// The scope of a run's session: the Simulation's devices in the run's
+/// namespace, and those of them it declares control of. Pure.
+fn run_scope(
+    ns: &str,
+    devices: &[String],
+    control: &[String],
+) -> std::result::Result<simcache_auth::Scope, PlanError> {
+    if let Some(unlisted) = control.iter().find(|c| !devices.contains(c)) {
+        return Err(PlanError::ControlOfUnlistedDevice(unlisted.clone()));
+    }
+    let named = |names: &[String]| names.iter().map(|n| format!("{ns}/{n}")).collect();
+    Ok(simcache_auth::Scope {
+        sfm_devices: named(devices),
+        sfm_control: named(control),
+    })
+}
+
 /// What the operator observes about a running attempt.
 fn attempt_facts(
     status: &SimulationRunStatus,
@@ -805,4 +817,24 @@ fn finished_at(pod: &Pod) -> Option<Timestamp> {
     from_container.or_else(|| {
         matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")).then(Timestamp::now)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_scope_names_its_devices_in_its_namespace_and_only_declared_control() {
+        let s = run_scope(
+            "lab",
+            &["unit-a".into(), "unit-b".into()],
+            &["unit-b".into()],
+        )
+        .unwrap();
+        assert_eq!(s.sfm_devices, ["lab/unit-a", "lab/unit-b"]);
+        assert_eq!(s.sfm_control, ["lab/unit-b"]);
+        let e = run_scope("lab", &["unit-a".into()], &["unit-c".into()]).unwrap_err();
+        assert!(matches!(&e, PlanError::ControlOfUnlistedDevice(d) if d == "unit-c"));
+        assert!(e.to_string().contains("spec.sfmControl"), "{e}");
+    }
 }

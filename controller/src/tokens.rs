@@ -70,6 +70,18 @@ pub async fn revoke_session(ctx: &Context, ns: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a run's session may do: the pod's privileges, and device control
+/// when its Simulation declares control of a device (the scope then says
+/// which).
+fn run_privileges(scope: &simcache_auth::Scope) -> simcache_auth::PrivilegeSet {
+    let base = simcache_auth::authenticator::pod_session_privileges();
+    if scope.sfm_control.is_empty() {
+        base
+    } else {
+        base.with(&[simcache_auth::Privilege::ControlSfm])
+    }
+}
+
 /// Whose the run's stored session is, as the sessions table names it.
 fn run_session_owner(ns: &str, name: &str) -> String {
     format!("run:{ns}/{name}")
@@ -95,11 +107,33 @@ async fn cache_session(
     let issued = auth
         .create_scoped(
             &run_session_owner(ns, name),
-            simcache_auth::authenticator::pod_session_privileges(),
+            run_privileges(scope),
             hours,
             scope,
         )
         .await
         .map_err(Error::Session)?;
     Ok(Some(issued.token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simcache_auth::{Privilege, Scope};
+
+    #[test]
+    fn a_run_controls_devices_only_when_its_simulation_declares_it() {
+        let reads = Scope {
+            sfm_devices: vec!["lab/unit-a".into()],
+            sfm_control: vec![],
+        };
+        assert!(!run_privileges(&reads).allows(Privilege::ControlSfm));
+        assert!(run_privileges(&reads).allows(Privilege::ReadSfm));
+        let controls = Scope {
+            sfm_control: vec!["lab/unit-a".into()],
+            ..reads
+        };
+        assert!(run_privileges(&controls).allows(Privilege::ControlSfm));
+        assert!(!run_privileges(&controls).allows(Privilege::ManageUsers));
+    }
 }

@@ -152,6 +152,10 @@ pub struct SimulationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = crate::fields::OBJECT_NAME)))]
     pub sfm_devices: Vec<String>,
+    /// Of its sfmDevices, those its pods may also write to (config, erase, monitor start/stop); each must be listed in sfmDevices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253), regex(pattern = crate::fields::OBJECT_NAME)))]
+    pub sfm_control: Vec<String>,
     /// SystemsOfRecord (in this namespace) its pods read through the sidecar's cache at $SIMCACHE_URL/sor/{name}/objects/{path}.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = crate::fields::OBJECT_NAME)))]

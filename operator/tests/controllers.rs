@@ -1304,6 +1304,54 @@ async fn run_pods_read_their_sfm_device_through_the_shared_tier_and_no_other() {
         0,
         "the write never reached the unit"
     );
+
+    // A Simulation that declares control of its device may write to it.
+    let start = r#"import os, sys, urllib.request
+req = urllib.request.Request(os.environ["SIMCACHE_SFM_URL"] + "/device/monitor/start?host=10.0.0.1", method="POST", data=b"")
+with urllib.request.urlopen(req) as r:
+    sys.exit(0 if r.status == 200 else 3)
+"#;
+    let thermal = example("examples/run-api/thermal.py");
+    env.simulation(
+        "ops",
+        json!([
+            "sh",
+            "-c",
+            format!("python3 -c '{start}' && python3 {thermal}")
+        ]),
+        "  sfmDevices: [unit-a]\n  sfmControl: [unit-a]\n",
+    );
+    env.apply(&env.run("ops-1", "ops", json!({"temperature": 300})));
+    let done = env.finished("ops-1", Duration::from_secs(90)).await;
+    let s = done.status.unwrap();
+    assert_eq!(s.phase, Phase::Succeeded, "{:?}", s.message);
+    assert_eq!(
+        sim.calls("monitor_control"),
+        1,
+        "the declared write reached the unit"
+    );
+    // Control of a device it does not read is refused, naming the field.
+    env.simulation(
+        "overreach",
+        json!(["true"]),
+        "  sfmDevices: [unit-a]\n  sfmControl: [unit-b]\n",
+    );
+    env.apply(&env.run("overreach-1", "overreach", json!({"temperature": 300})));
+    // No pod: the run waits with Ready=False and a message naming the field.
+    simcache_testkit::wait::eventually(
+        "overreach-1 refused naming spec.sfmControl",
+        simcache_testkit::wait::PATIENCE,
+        || async {
+            let s = env.runs_api().get("overreach-1").await.ok()?.status?;
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+            (ready.status == "False"
+                && ready.reason == "PodCreateFailed"
+                && ready.message.contains("spec.sfmControl names \"unit-b\""))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(env.phase("overreach-1").await, Some(Phase::Pending));
 }
 
 /// The run pod's journey, on the shared tier: one Simulation whose pods
