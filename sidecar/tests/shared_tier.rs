@@ -283,3 +283,124 @@ async fn pods_keep_their_cache_in_the_shared_tier_without_a_database_credential(
     assert_eq!(stored_executions(&db).await, ["exec-2", "exec-3", "e"]);
     assert_eq!(tier.terminate().await, Some(0));
 }
+
+/// Two replicas of the tier behind one address (as a Service puts them):
+/// one killed while a pod reads and writes through the tier, and not one
+/// request fails; every acknowledged write is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_tier_replicas_killed_under_load_fails_no_request() {
+    let db = simcache_testkit::fresh_database("tier_replicas").await;
+    let ports = simcache_testkit::ports::free_ports(2).unwrap();
+    let replica = |port: u16| {
+        let db = db.clone();
+        async move {
+            let port = port.to_string();
+            ServerProcess::spawn(
+                Path::new(BIN),
+                &[
+                    "shared",
+                    "--backend",
+                    "postgresql",
+                    "--db-url",
+                    &db,
+                    "--port",
+                    &port,
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let (one, two) = (replica(ports[0]).await, replica(ports[1]).await);
+    let servers = ports
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let service = simcache_testkit::balancer::Balancer::start(servers)
+        .await
+        .unwrap();
+    let run = cli(&[
+        "session",
+        "create",
+        "--privileges",
+        "read_cache,write_cache",
+        "--backend",
+        "postgresql",
+        "--db-url",
+        &db,
+    ])
+    .await;
+    let p = pod(&service.url, &run).await;
+    let base = p.proc.url.clone();
+    let http = reqwest::Client::new();
+    eventually("the pod follows the tier", async || {
+        memory(&http, &base, &run).await.0
+    })
+    .await;
+    assert_eq!(
+        put(&http, &base, &run, "r/seed", "seed").await.status(),
+        StatusCode::OK
+    );
+
+    // Four clients read and write through the pod until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (http, base, run, stop) = (http.clone(), base.clone(), run.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let key = format!("r/{c}/{n}");
+                let w = put(&http, &base, &run, &key, "load").await.status();
+                if w == StatusCode::OK {
+                    acked.push(key);
+                } else {
+                    failed.push(format!("write {key}: {w}"));
+                }
+                // A miss (no memory tier hit for a fresh key) crosses to the tier.
+                let r = get(&http, &format!("{base}/cache/r/{c}/none-{n}"), &run)
+                    .await
+                    .status();
+                if r != StatusCode::NOT_FOUND {
+                    failed.push(format!("read: {r}"));
+                }
+            }
+            (acked, failed)
+        }));
+    }
+    // Let the load run, then kill one replica outright, then let it run on.
+    eventually("load under way", async || {
+        stored_executions(&db).await.len() > 20
+    })
+    .await;
+    one.kill().await;
+    let more = stored_executions(&db).await.len() + 40;
+    eventually("load goes on after the kill", async || {
+        stored_executions(&db).await.len() > more
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for c in clients {
+        let (a, failed) = c.await.unwrap();
+        assert!(failed.is_empty(), "requests failed: {failed:?}");
+        acked.extend(a);
+    }
+    // Every acknowledged write is in PostgreSQL.
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let stored: std::collections::HashSet<String> = client
+        .query("SELECT cache_key FROM cache_entries", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    assert_eq!(two.terminate().await, Some(0));
+}

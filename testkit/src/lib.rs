@@ -1,5 +1,6 @@
 //! Test harness for simcache: real PostgreSQL, real processes, real HTTP.
 
+pub mod balancer;
 pub mod browser;
 pub mod helm;
 pub mod http;

@@ -35,6 +35,9 @@ pub enum TierError {
     LineTooLong,
 }
 
+/// The longest a call to the tier may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The shared tier at `base`, asked with the pod's session.
 #[derive(Clone)]
 pub struct TierClient {
@@ -85,11 +88,26 @@ impl TierClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<Option<T>, StoreError> {
-        let resp = req
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let again = req.try_clone();
+        let resp = match req.timeout(CALL_TIMEOUT).send().await {
+            Ok(r) => r,
+            // A replica that went away (killed, rolled): once more, on a
+            // new connection the Service sends elsewhere. Every call is
+            // idempotent but the hit report, whose counts may then be
+            // counted twice; a timeout is not retried (it took 10 s).
+            Err(e) if !e.is_timeout() => match again {
+                Some(again) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    again
+                        .timeout(CALL_TIMEOUT)
+                        .send()
+                        .await
+                        .map_err(unavailable)?
+                }
+                None => return Err(unavailable(e)),
+            },
+            Err(e) => return Err(unavailable(e)),
+        };
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
