@@ -132,12 +132,22 @@ pub async fn open_services(
     cfg: &ServerConfig,
     registry: &Registry,
 ) -> anyhow::Result<(Stores, Arc<CacheService>, Arc<Authenticator>)> {
+    open_services_with(cfg, registry, tier_client(cfg)?).await
+}
+
+/// [`open_services`] with the shared tier's client already made (one
+/// client, one connection pool, for the cache, its coherence and SFM).
+async fn open_services_with(
+    cfg: &ServerConfig,
+    registry: &Registry,
+    tier: Option<TierClient>,
+) -> anyhow::Result<(Stores, Arc<CacheService>, Arc<Authenticator>)> {
     let origin = process_id()?;
     let stores = Stores::open(&cfg.backend, &origin)
         .await
         .context("opening the store")?;
     let metrics = CacheMetrics::register(registry)?;
-    let (store, shared) = match tier_client(cfg)? {
+    let (store, shared) = match tier {
         Some(tier) => (
             Arc::new(tier) as Arc<dyn simcache_store::cache::CacheStore>,
             true,
@@ -183,7 +193,8 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningServer> {
     let registry = Registry::new();
-    let (stores, cache, auth) = open_services(&cfg, &registry).await?;
+    let tier = tier_client(&cfg)?;
+    let (stores, cache, auth) = open_services_with(&cfg, &registry, tier.clone()).await?;
     let created_admin = match &cfg.admin_password {
         Some(pw) => auth.bootstrap_admin(pw).await?,
         None => false,
@@ -234,8 +245,11 @@ pub async fn start(
         spawn_flusher(cache.clone(), cfg.hit_flush_interval),
         spawn_sweeper(cache.clone(), auth.clone(), cfg.sweep_interval),
     ];
-    if let Some(tier) = tier_client(&cfg)? {
-        background.push(crate::tier::client::spawn_coherence(cache.clone(), tier));
+    if let Some(tier) = &tier {
+        background.push(crate::tier::client::spawn_coherence(
+            cache.clone(),
+            tier.clone(),
+        ));
     } else if let Some(pg) = &stores.pg {
         background.push(coherence::spawn(cache.clone(), pg.config().clone()));
         if let Some(sor) = &sor {
@@ -252,7 +266,7 @@ pub async fn start(
 
     let mut sfm_addr = None;
     if let Some((addr, sfm_cfg)) = cfg.sfm.clone() {
-        let (bound, tasks) = match tier_client(&cfg)? {
+        let (bound, tasks) = match tier.clone() {
             Some(tier) => start_pod_sfm_forward(addr, tier, cfg.max_body_bytes, cfg.limits).await?,
             None => start_pod_sfm(&stores, &registry, addr, sfm_cfg, cfg.limits).await?,
         };
