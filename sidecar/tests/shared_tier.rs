@@ -404,3 +404,35 @@ async fn one_of_two_tier_replicas_killed_under_load_fails_no_request() {
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     assert_eq!(two.terminate().await, Some(0));
 }
+
+/// A device named without its namespace is refused when a session is made,
+/// saying the shape it expects.
+#[tokio::test]
+async fn a_session_scoped_to_a_device_needs_namespace_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    for bad in ["unit-a", "lab/", "Lab/unit-a", "lab/unit a"] {
+        let out = tokio::process::Command::new(BIN)
+            .args(["session", "create", "--sfm-device", bad, "--db-path"])
+            .arg(&db)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("expected namespace/name"), "{bad}: {err}");
+    }
+    let ok = sidecar_cli(
+        &[
+            "session",
+            "create",
+            "--sfm-device",
+            "lab/unit-a",
+            "--db-path",
+            db.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok.is_empty(), "a token is printed");
+}
